@@ -1,0 +1,22 @@
+"""Shared fixtures: the real-data folder (skips with a reason when absent) and the Ray environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ``../shared/data``; skips the test when the folder is absent (a user's fresh machine)."""
+    if not (SHARED_DATA / "binance").is_dir():
+        pytest.skip(f"real Binance data not present at {SHARED_DATA} (it sits beside the repo in CI only)")
+    return SHARED_DATA
