@@ -41,6 +41,4 @@ def rate_line(name: str, ours_per_s: float, peer_per_s: float, peer_name: str = 
     The format is ``name: ours X/s, peer Y/s, ratio R`` with the peer named in brackets after ``peer``.
     """
     ratio = ours_per_s / peer_per_s if peer_per_s > 0 else float("inf")
-    return (
-        f"{name}: ours {ours_per_s:,.0f}{unit}, peer[{peer_name}] {peer_per_s:,.0f}{unit}, ratio {ratio:.2f}"
-    )
+    return f"{name}: ours {ours_per_s:,.0f}{unit}, peer[{peer_name}] {peer_per_s:,.0f}{unit}, ratio {ratio:.2f}"

@@ -68,8 +68,7 @@ def empty(dtype: np.dtype, n: int = 0) -> np.ndarray:
     """Return a zero-filled structured array of ``n`` records of ``dtype``."""
     return np.zeros(n, dtype=dtype)
 
+
 #: One kline event from the ``@kline_<interval>`` stream: a bar plus whether Binance marked it closed
 #: (``x``) and the event time. The interval travels beside the array (one array per symbol and interval).
-KLINE_EVENT_DTYPE = np.dtype(
-    BAR_DTYPE.descr + [("is_closed", np.bool_), ("event_time_ms", np.int64)]
-)
+KLINE_EVENT_DTYPE = np.dtype(BAR_DTYPE.descr + [("is_closed", np.bool_), ("event_time_ms", np.int64)])
