@@ -1,0 +1,150 @@
+"""The ``rayscalp`` command line: one click group whose commands call into the packages.
+
+Commands parse options and print; the work lives in the modules they import (lazily, so
+``rayscalp --help`` stays fast and a command never pays for another's imports).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from market.errors import RayscalpError
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Experiment config (YAML). Default: configs/default.yaml.",
+)
+SET_OPTION = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override one config key, e.g. --set training.lr=3e-4 (repeatable).",
+)
+
+
+def _load(config_path: Path | None, overrides: tuple[str, ...]):
+    from cluster.config import load_config
+
+    return load_config(config_path, overrides)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rayscalp")
+def main() -> None:
+    """rayscalp: distributed RL that scalps ETH/USDT on Binance data, on Ray."""
+
+
+@main.group()
+def config() -> None:
+    """Inspect experiment configs."""
+
+
+@config.command("show")
+@CONFIG_OPTION
+@SET_OPTION
+def config_show(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Validate a config and print it resolved, defaults included."""
+    import yaml
+
+    from cluster.config import resolved_dict
+
+    click.echo(yaml.safe_dump(resolved_dict(_load(config_path, overrides)), sort_keys=False))
+
+
+@main.group()
+def data() -> None:
+    """Get, inspect and snapshot market data."""
+
+
+@data.command("fetch")
+@click.option("--symbols", default="ETHUSDT,BTCUSDT", show_default=True, help="Comma-separated symbols.")
+@click.option("--kind", type=click.Choice(["klines", "trades", "aggTrades"]), default="klines", show_default=True)
+@click.option("--interval", default="1m", show_default=True, help="Kline interval (klines only).")
+@click.option("--start", required=True, help="First day, YYYY-MM-DD (or month YYYY-MM with --period monthly).")
+@click.option("--end", required=True, help="Last day (inclusive).")
+@click.option("--market", type=click.Choice(["spot", "um"]), default="spot", show_default=True)
+@click.option("--period", type=click.Choice(["daily", "monthly"]), default="daily", show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Default: the config's data.data_dir.")
+@click.option("--base-url", default=None, help="Default: the config's endpoints.public_data_url.")
+@CONFIG_OPTION
+@SET_OPTION
+def data_fetch(
+    symbols: str,
+    kind: str,
+    interval: str,
+    start: str,
+    end: str,
+    market: str,
+    period: str,
+    data_dir: Path | None,
+    base_url: str | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Download Binance public-data zips, verify their checksums and store them as Parquet."""
+    from cluster.fetch import fetch_public_data
+
+    cfg = _load(config_path, overrides)
+    report = fetch_public_data(
+        [s.strip().upper() for s in symbols.split(",") if s.strip()],
+        kind,
+        start,
+        end,
+        interval=interval if kind == "klines" else None,
+        market=market,
+        period=period,
+        data_dir=data_dir or cfg.data.data_dir,
+        base_url=base_url or cfg.endpoints.public_data_url,
+        progress=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(report.summary() if hasattr(report, "summary") else str(report))
+    if getattr(report, "failed", None):
+        sys.exit(1)
+
+
+@data.command("inspect")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def data_inspect(paths: tuple[Path, ...]) -> None:
+    """Load kline files and report span, rows, gaps and duplicates."""
+    from market.datasets import inspect_klines
+
+    for path in paths:
+        click.echo(f"{path}: {inspect_klines(path)}")
+
+
+@main.command()
+@CONFIG_OPTION
+@SET_OPTION
+@click.option("--once", is_flag=True, help="Run each stage once and exit instead of serving until Ctrl-C.")
+@click.option("--smoke", is_flag=True, help="Smallest sizes everywhere (CI).")
+def demo(config_path: Path | None, overrides: tuple[str, ...], once: bool, smoke: bool) -> None:
+    """The embedded default run (what `make run` calls)."""
+    from cluster.demo import run_demo
+
+    run_demo(_load(config_path, overrides), once=once, smoke=smoke)
+
+
+def entry() -> None:
+    """Console entry point that turns the project's own errors into one clear line and exit code 2."""
+    try:
+        main(standalone_mode=False)
+    except RayscalpError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    entry()
