@@ -1,0 +1,232 @@
+"""The state layout: every component of the state vector, its shape, and its slice, from the config.
+
+Defined once and used by the env, the CNN, the learner and the policy server alike. Holds no data:
+the arrays live in ``market.timeline`` and are read by ``market.features.gather``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .config import StrictModel
+from .timeframes import TIMEFRAME_MS
+
+#: Per-tick features, in this order (the first is a price, normalised to the reference close at t).
+TICK_FEATURES: tuple[str, ...] = (
+    "price_rel",
+    "log_qty",
+    "side",
+    "log_dt_ms",
+    "log_return_bp",
+    "log_intensity_1s",
+    "signed_log_qty",
+    "buy_ratio_20",
+    "vwap_20_rel",
+    "age_s",
+)
+#: Per-bar features, in this order (the first four are prices, normalised to the reference close at t).
+BAR_FEATURES: tuple[str, ...] = (
+    "open_rel",
+    "high_rel",
+    "low_rel",
+    "close_rel",
+    "log_volume",
+    "rsi",
+    "macd",
+    "bb_pct_b",
+)
+#: Agent features the env supplies for s and s' (the learner's replay stores exactly these).
+AGENT_FEATURES: tuple[str, ...] = (
+    "position",
+    "entry_rel",
+    "unrealised_pnl",
+    "log_time_in_trade",
+    "episode_log_return",
+    "fees_paid_frac",
+)
+
+Profile = Literal["default", "kline-1m", "tiny"]
+
+
+class StateConfig(StrictModel):
+    """Sizes of the state. A profile fills every size it is not given; ``0`` removes a component.
+
+    ``default`` steps every second where ticks exist; ``kline-1m`` steps every minute on kline-only history
+    (no ticks, no 1s bars); ``tiny`` is for tests (short windows, small CNN part).
+    """
+
+    profile: Profile = "default"
+    base_timeframe: str | None = None
+    tick_window: int | None = Field(None, ge=0, le=10_000)
+    bar_window: int | None = Field(None, ge=1, le=10_000)
+    eth_timeframes: tuple[str, ...] | None = None
+    btc_window: int | None = Field(None, ge=0, le=10_000)
+    cnn_hidden: int | None = Field(None, ge=0, le=8192)
+    cnn_predictions: int | None = Field(None, ge=0, le=1024)
+    williams: int | None = Field(None, ge=0)
+    regime: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _fill_from_profile(self) -> StateConfig:
+        preset = PROFILES[self.profile]
+        for key, value in preset.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        if self.base_timeframe not in TIMEFRAME_MS:
+            raise ValueError(f"base_timeframe: unknown timeframe {self.base_timeframe!r}")
+        unknown = [tf for tf in self.eth_timeframes if tf not in TIMEFRAME_MS]
+        if unknown:
+            raise ValueError(f"eth_timeframes: unknown timeframe(s) {unknown}")
+        too_fine = [tf for tf in self.eth_timeframes if TIMEFRAME_MS[tf] < TIMEFRAME_MS[self.base_timeframe]]
+        if too_fine:
+            raise ValueError(f"eth_timeframes {too_fine} are finer than base_timeframe {self.base_timeframe!r}")
+        if self.williams not in (0, 250):
+            raise ValueError(f"williams must be 0 or 250 (the fixed Williams vector; got {self.williams})")
+        if self.regime not in (0, 20):
+            raise ValueError(f"regime must be 0 or 20 (the fixed regime vector; got {self.regime})")
+        return self
+
+
+PROFILES: dict[str, dict[str, object]] = {
+    "default": {
+        "base_timeframe": "1s",
+        "tick_window": 300,
+        "bar_window": 300,
+        "eth_timeframes": ("1s", "1m", "1h", "1d"),
+        "btc_window": 300,
+        "cnn_hidden": 512,
+        "cnn_predictions": 16,
+        "williams": 250,
+        "regime": 20,
+    },
+    "kline-1m": {
+        "base_timeframe": "1m",
+        "tick_window": 0,
+        "bar_window": 300,
+        "eth_timeframes": ("1m", "1h", "1d"),
+        "btc_window": 300,
+        "cnn_hidden": 512,
+        "cnn_predictions": 16,
+        "williams": 250,
+        "regime": 20,
+    },
+    "tiny": {
+        "base_timeframe": "1m",
+        "tick_window": 0,
+        "bar_window": 16,
+        "eth_timeframes": ("1m", "1h"),
+        "btc_window": 16,
+        "cnn_hidden": 16,
+        "cnn_predictions": 16,
+        "williams": 250,
+        "regime": 20,
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """One named part of the state: ``rows x features`` (a window) or ``features`` (a vector)."""
+
+    name: str
+    kind: Literal["window", "vector", "agent"]
+    rows: int
+    features: int
+    offset: int
+
+    @property
+    def size(self) -> int:
+        """Number of floats this component takes in the state."""
+        return self.rows * self.features
+
+    @property
+    def slice(self) -> slice:
+        """Where this component sits in the flat state vector."""
+        return slice(self.offset, self.offset + self.size)
+
+
+@dataclass(frozen=True, slots=True)
+class StateLayout:
+    """The ordered components of the state, their slices, and what the profile masks out (with why)."""
+
+    config: StateConfig
+    components: tuple[Component, ...]
+    masked: tuple[tuple[str, str], ...]
+
+    @property
+    def size(self) -> int:
+        """Total floats in one state."""
+        return sum(c.size for c in self.components)
+
+    def __getitem__(self, name: str) -> Component:
+        for component in self.components:
+            if component.name == name:
+                return component
+        raise KeyError(f"no component {name!r} in this layout (have {[c.name for c in self.components]})")
+
+    def __contains__(self, name: str) -> bool:
+        return any(c.name == name for c in self.components)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Component names in state order."""
+        return tuple(c.name for c in self.components)
+
+    def describe(self) -> str:
+        """A human-readable table of the layout, masked parts included."""
+        lines = [f"state layout ({self.config.profile}, base {self.config.base_timeframe}): {self.size:,} floats"]
+        for c in self.components:
+            shape = f"{c.rows} x {c.features}" if c.kind == "window" else f"{c.features}"
+            lines.append(f"  {c.name:<14} {shape:>10}  [{c.offset:>6}:{c.offset + c.size:>6})")
+        for name, why in self.masked:
+            lines.append(f"  {name:<14} {'masked':>10}  ({why})")
+        return "\n".join(lines)
+
+
+def bar_component_name(symbol_role: str, timeframe: str) -> str:
+    """Name of a bar window component, e.g. ``eth_1m`` or ``btc_1s``."""
+    return f"{symbol_role}_{timeframe}"
+
+
+def build_layout(config: StateConfig) -> StateLayout:
+    """Build the layout of ``config``.
+
+    Order: ETH ticks, ETH bars by increasing timeframe, BTC bars (base timeframe), CNN hidden, CNN
+    predictions, Williams structure, regime, agent. A component of size 0 is masked (listed, not stored).
+    """
+    specs: list[tuple[str, str, int, int]] = []
+    masked: list[tuple[str, str]] = []
+    if config.tick_window:
+        specs.append(("eth_ticks", "window", config.tick_window, len(TICK_FEATURES)))
+    else:
+        masked.append(("eth_ticks", "no tick data in this profile"))
+    for tf in ("1s", "1m", "1h", "1d"):
+        name = bar_component_name("eth", tf)
+        if tf in config.eth_timeframes:
+            specs.append((name, "window", config.bar_window, len(BAR_FEATURES)))
+        else:
+            masked.append((name, f"timeframe not in profile {config.profile!r}"))
+    if config.btc_window:
+        specs.append((bar_component_name("btc", config.base_timeframe), "window", config.btc_window, len(BAR_FEATURES)))
+    else:
+        masked.append(("btc", "reference market disabled"))
+    for name, size, why in (
+        ("cnn_hidden", config.cnn_hidden, "CNN disabled"),
+        ("cnn_pred", config.cnn_predictions, "CNN disabled"),
+        ("williams", config.williams, "Williams structure disabled"),
+        ("regime", config.regime, "regime features disabled"),
+    ):
+        if size:
+            specs.append((name, "vector", 1, size))
+        else:
+            masked.append((name, why))
+    specs.append(("agent", "agent", 1, len(AGENT_FEATURES)))
+    components = []
+    offset = 0
+    for name, kind, rows, features in specs:
+        components.append(Component(name=name, kind=kind, rows=rows, features=features, offset=offset))  # type: ignore[arg-type]
+        offset += rows * features
+    return StateLayout(config=config, components=tuple(components), masked=tuple(masked))

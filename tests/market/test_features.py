@@ -1,0 +1,128 @@
+"""The one gather: numpy == torch, the layout covers the state exactly once, nothing unknown leaks in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from market.features import gather
+from market.layout import AGENT_FEATURES, StateConfig, build_layout
+from market.timeline import MarketTimeline, WindowSource
+
+
+def random_timeline(profile: str, n_steps: int, seed: int, **sizes: int) -> MarketTimeline:
+    """A timeline of random rows whose per-step indices are monotone, as a real one's are."""
+    rng = np.random.default_rng(seed)
+    layout = build_layout(StateConfig(profile=profile, **sizes))
+    windows = {}
+    for comp in layout.components:
+        if comp.kind != "window":
+            continue
+        n_rows = int(rng.integers(1, 3 * n_steps))
+        rows = np.zeros((n_rows + 1, comp.features), dtype=np.float32)
+        rows[1:] = rng.normal(100.0, 5.0, size=(n_rows, comp.features))
+        last = np.sort(rng.integers(0, n_rows + 1, size=n_steps)).astype(np.int64)
+        has_forming = comp.name != "eth_ticks" and not comp.name.endswith(layout.config.base_timeframe)
+        tick = comp.name == "eth_ticks"
+        windows[comp.name] = WindowSource(
+            rows=rows,
+            last=last,
+            forming=rng.normal(100.0, 5.0, size=(n_steps, comp.features)).astype(np.float32) if has_forming else None,
+            forming_valid=(rng.random(n_steps) > 0.1) if has_forming else None,
+            price_columns=1 if tick else 4,
+            ref="btc" if comp.name.startswith("btc") else "eth",
+            times_ms=np.sort(rng.integers(0, 10_000_000, size=n_rows + 1)).astype(np.int64) if tick else None,
+            age_column=9 if tick else None,
+        )
+    vectors = {
+        c.name: rng.normal(size=(n_steps, c.features)).astype(np.float32)
+        for c in layout.components
+        if c.kind == "vector" and not c.name.startswith("cnn_")
+    }
+    step_time = np.arange(n_steps, dtype=np.int64) * 1000 + 10_000_000
+    timeline = MarketTimeline(
+        layout=layout,
+        step_time_ms=step_time,
+        refs={k: rng.uniform(90, 110, size=n_steps).astype(np.float32) for k in ("eth", "btc")},
+        windows=windows,
+        vectors=vectors,
+        base_close=rng.uniform(90, 110, size=n_steps),
+        synthetic=True,
+        source="random rows for layout tests (synthetic)",
+    )
+    timeline.validate()
+    return timeline
+
+
+@pytest.mark.parametrize("profile", ["default", "kline-1m", "tiny"])
+def test_layout_slices_cover_the_state_exactly_once(profile: str) -> None:
+    layout = build_layout(StateConfig(profile=profile))
+    covered = np.zeros(layout.size, dtype=np.int64)
+    for comp in layout.components:
+        covered[comp.slice] += 1
+    assert (covered == 1).all()
+    assert layout["agent"].size == len(AGENT_FEATURES)
+
+
+def test_default_profile_has_the_specified_sizes() -> None:
+    layout = build_layout(StateConfig())
+    assert layout["eth_ticks"].size == 3000
+    assert sum(layout[f"eth_{tf}"].size for tf in ("1s", "1m", "1h", "1d")) == 9600
+    assert layout["btc_1s"].size == 2400
+    assert (layout["cnn_hidden"].size, layout["cnn_pred"].size) == (512, 16)
+    assert (layout["williams"].size, layout["regime"].size) == (250, 20)
+
+
+def test_kline_profile_masks_ticks_and_1s_and_says_so() -> None:
+    layout = build_layout(StateConfig(profile="kline-1m"))
+    masked = dict(layout.masked)
+    assert "eth_ticks" in masked and "eth_1s" in masked
+    assert "eth_ticks" not in layout
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    profile=st.sampled_from(["default", "kline-1m", "tiny"]),
+    seed=st.integers(0, 10_000),
+    batch=st.integers(1, 9),
+)
+def test_gather_on_numpy_equals_gather_on_torch(profile: str, seed: int, batch: int) -> None:
+    torch = pytest.importorskip("torch")
+    sizes = {"tick_window": 7, "bar_window": 5, "btc_window": 4, "cnn_hidden": 8} if profile != "tiny" else {}
+    timeline = random_timeline(profile, 40, seed, **sizes)
+    rng = np.random.default_rng(seed + 1)
+    steps = rng.integers(0, timeline.n_steps, size=batch).astype(np.int64)
+    agent = rng.normal(size=(batch, len(AGENT_FEATURES))).astype(np.float32)
+    hidden = rng.normal(size=(timeline.n_steps, timeline.layout["cnn_hidden"].size)).astype(np.float32)
+    ours = gather(timeline, steps, agent, cnn_hidden=hidden)
+    on_torch = timeline.map_arrays(torch.as_tensor)
+    theirs = gather(on_torch, torch.as_tensor(steps), torch.as_tensor(agent), cnn_hidden=torch.as_tensor(hidden))
+    assert ours.dtype == np.float32 and ours.shape == (batch, timeline.layout.size)
+    np.testing.assert_allclose(theirs.numpy(), ours, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(ours[:, timeline.layout["cnn_hidden"].slice], hidden[steps])
+    np.testing.assert_array_equal(ours[:, timeline.layout["agent"].slice], agent)
+
+
+def test_gather_reads_only_rows_up_to_the_last_known_index() -> None:
+    timeline = random_timeline("tiny", 30, 3)
+    steps = np.arange(timeline.n_steps, dtype=np.int64)
+    agent = np.zeros((steps.size, len(AGENT_FEATURES)), dtype=np.float32)
+    before = gather(timeline, steps, agent)
+    for src in timeline.windows.values():
+        # Rows after the largest known index are never read: poison them.
+        top = int(src.last.max())
+        src.rows[top + 1 :] = np.nan
+    after = gather(timeline, steps, agent)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_rows_before_the_first_known_row_are_zero_not_garbage() -> None:
+    timeline = random_timeline("tiny", 10, 5)
+    comp = timeline.layout["eth_1h"]
+    src = timeline.windows["eth_1h"]
+    src.last[:] = 0
+    src.forming_valid[:] = False
+    states = gather(timeline, np.arange(10, dtype=np.int64), np.zeros((10, 6), dtype=np.float32))
+    assert (states[:, comp.slice] == 0).all()
