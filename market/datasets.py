@@ -31,6 +31,7 @@ __all__ = [
     "Gap",
     "KlineQuality",
     "WsCapture",
+    "inspect_klines",
     "interval_to_ms",
     "iter_capture_lines",
     "kline_quality",
@@ -278,6 +279,9 @@ class KlineQuality:
         """True when no bar is missing and nothing was duplicated."""
         return not self.gaps and self.duplicates == 0
 
+    def __str__(self) -> str:
+        return self.summary()
+
     def summary(self) -> str:
         """One line for logs and the CLI."""
         first = pd.Timestamp(self.first_open_ms, unit="ms", tz="UTC") if self.rows else None
@@ -473,6 +477,11 @@ def load_klines(path: str | os.PathLike[str], *, interval: str | int | None = No
         Bar length; inferred from the open times if omitted.
     """
     return read_klines(path, interval=interval)[0]
+
+
+def inspect_klines(path: str | os.PathLike[str], *, interval: str | int | None = None) -> KlineQuality:
+    """Quality report of a kline file (rows, span, gaps, duplicates); raises as :func:`read_klines`."""
+    return read_klines(path, interval=interval)[1]
 
 
 # --------------------------------------------------------------------------------------------- trades
