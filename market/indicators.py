@@ -132,7 +132,7 @@ def _as_closes(close: np.ndarray, what: str = "close") -> np.ndarray:
     bad = ~(np.isfinite(arr) & (arr > 0))
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(f"{what}[{i}] = {arr[i]!r} is not a finite positive price")
+        raise DataError(f"{what}[{i}] = {float(arr[i])!r} is not a finite positive price")
     return arr
 
 
