@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,7 @@ def _open_text(path: Path) -> tuple[bytes, str]:
                 if len(members) != 1:
                     raise DataError(f"{path}: expected one CSV inside the zip, found {members!r}")
                 return zf.read(members[0]), f"{path}:{members[0]}"
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as exc:
             raise DataError(f"{path}: corrupt zip ({exc})") from exc
     if path.suffix.lower() == ".gz":
         try:
@@ -171,7 +172,8 @@ def _read_csv(raw: bytes, source: str, header: bool) -> pd.DataFrame:
     if not raw.strip():
         raise DataError(f"{source}: empty file")
     try:
-        df = pd.read_csv(io.BytesIO(raw), header=0 if header else None, low_memory=False)
+        # keep_default_na=False keeps the raw text of a bad field ("NaN", "") for the error message
+        df = pd.read_csv(io.BytesIO(raw), header=0 if header else None, low_memory=False, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{source}: unreadable CSV ({exc})") from exc
     if header:
@@ -200,7 +202,7 @@ def _nonnegative(values: np.ndarray, source: str, label: str, strictly: bool = F
         raise _row_error(source, i, label, float(values[i]), "must be positive" if strictly else "is negative")
 
 
-def _integer_times(df: pd.DataFrame, column: str, source: str) -> np.ndarray | None:
+def _integer_times(df: pd.DataFrame, column: str | int, source: str, label: str) -> np.ndarray | None:
     """Epoch times as int64 ms if the column is numeric, else None (the caller parses dates)."""
     col = df[column]
     if pd.api.types.is_integer_dtype(col.dtype):
@@ -210,14 +212,15 @@ def _integer_times(df: pd.DataFrame, column: str, source: str) -> np.ndarray | N
         bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
         if bad.size:
             i = int(bad[0])
-            raise _row_error(source, i, column, col.iloc[i], "is not an integer epoch time")
+            raise _row_error(source, i, label, col.iloc[i], "is not an integer epoch time")
         return to_ms(values.astype(np.int64))
     return None
 
 
-def _parse_times(df: pd.DataFrame, column: str, source: str) -> np.ndarray:
+def _parse_times(df: pd.DataFrame, column: str, source: str, label: str | None = None) -> np.ndarray:
     """Open times in ms: epoch numbers (s/ms/us/ns by magnitude) or UTC date strings."""
-    numeric = _integer_times(df, column, source)
+    label = label or column
+    numeric = _integer_times(df, column, source, label)
     if numeric is not None:
         return numeric
     col = df[column].astype("string").str.strip()
@@ -227,7 +230,7 @@ def _parse_times(df: pd.DataFrame, column: str, source: str) -> np.ndarray:
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         i = int(bad[0])
-        raise _row_error(source, i, column, df[column].iloc[i], "is not a date or epoch time")
+        raise _row_error(source, i, label, df[column].iloc[i], "is not a date or epoch time")
     return parsed.dt.tz_localize(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
 
 
@@ -324,8 +327,9 @@ def _find_column(df: pd.DataFrame, names: tuple[str, ...]) -> str | None:
     return None
 
 
-def _kline_frame(raw: bytes, source: str) -> pd.DataFrame:
-    """Frame with canonical column names: open_time, open .. volume and the optional Binance columns."""
+def _kline_frame(raw: bytes, source: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Frame with canonical column names (open_time, open .. volume, the optional Binance columns),
+    and each canonical name's name in the file, for error messages."""
     if _has_header(raw):
         df = _read_csv(raw, source, header=True)
         time_col = _find_column(df, _TIME_NAMES)
@@ -339,7 +343,7 @@ def _kline_frame(raw: bytes, source: str) -> pd.DataFrame:
         missing = [c for c in ("open", "high", "low", "close", "volume") if c not in rename.values()]
         if missing:
             raise DataError(f"{source}: missing column(s) {missing}; header is {list(df.columns)}")
-        return df.rename(columns=rename)
+        return df.rename(columns=rename), {canon: col for col, canon in rename.items()}
     df = _read_csv(raw, source, header=False)
     ncol = df.shape[1]
     if ncol in (11, 12):
@@ -348,7 +352,7 @@ def _kline_frame(raw: bytes, source: str) -> pd.DataFrame:
         df.columns = ["open_time", "open", "high", "low", "close", "volume"]
     else:
         raise DataError(f"{source}: headerless kline file with {ncol} columns; expected 6, 11 or 12")
-    return df
+    return df, {c: c for c in df.columns}
 
 
 def read_klines(path: str | os.PathLike[str], *, interval: str | int | None = None) -> tuple[np.ndarray, KlineQuality]:
@@ -390,16 +394,16 @@ def read_klines(path: str | os.PathLike[str], *, interval: str | int | None = No
     """
     path = Path(path)
     raw, source = _open_text(path)
-    df = _kline_frame(raw, source)
+    df, names = _kline_frame(raw, source)
     n = len(df)
     if n == 0:
         raise DataError(f"{source}: no data rows")
 
-    t = _parse_times(df, "open_time", source)
-    cols = {c: _numeric(df, c, source) for c in ("open", "high", "low", "close", "volume")}
+    t = _parse_times(df, "open_time", source, names["open_time"])
+    cols = {c: _numeric(df, c, source, names[c]) for c in ("open", "high", "low", "close", "volume")}
     for c in ("open", "high", "low", "close"):
-        _nonnegative(cols[c], source, c, strictly=True)
-    _nonnegative(cols["volume"], source, "volume")
+        _nonnegative(cols[c], source, names[c], strictly=True)
+    _nonnegative(cols["volume"], source, names["volume"])
     o, h, lo, c, v = cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"]
     bad = np.flatnonzero((h < lo) | (o > h) | (o < lo) | (c > h) | (c < lo))
     if bad.size:
@@ -410,8 +414,8 @@ def read_klines(path: str | os.PathLike[str], *, interval: str | int | None = No
     optional: dict[str, np.ndarray] = {}
     for name in ("quote_volume", "trades", "taker_buy_base"):
         if name in df.columns:
-            optional[name] = _numeric(df, name, source)
-            _nonnegative(optional[name], source, name)
+            optional[name] = _numeric(df, name, source, names[name])
+            _nonnegative(optional[name], source, names[name])
 
     _check_sorted(t, source, "open time")
     same = np.flatnonzero(np.diff(t) == 0) + 1
@@ -533,7 +537,7 @@ def _check_increasing_ids(ids: np.ndarray, source: str, label: str) -> None:
 
 
 def _times(df: pd.DataFrame, column: int, source: str) -> np.ndarray:
-    t = _integer_times(df, column, source)
+    t = _integer_times(df, column, source, "time")
     if t is None:
         values = _numeric(df, column, source, "time")
         t = to_ms(values.astype(np.int64))

@@ -42,7 +42,7 @@ def server_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     root.mkdir()
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield root, f"http://127.0.0.1:{server.server_address[1]}"
@@ -183,7 +183,14 @@ def test_missing_checksum_file_is_a_failure_and_nothing_is_written(
     next(root.rglob("*.CHECKSUM")).unlink()
 
     report = fetch_public_data(
-        ["BTCUSDT"], "klines", "2022-09-07", "2022-09-07", interval="1h", data_dir=tmp_path / "d", base_url=url
+        ["BTCUSDT"],
+        "klines",
+        "2022-09-07",
+        "2022-09-07",
+        interval="1h",
+        data_dir=tmp_path / "d",
+        base_url=url,
+        retries=0,
     )
 
     assert not report.downloaded and len(report.failed) == 1
