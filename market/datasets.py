@@ -18,12 +18,14 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .binance import FrameParser
 from .errors import DataError
 from .records import AGG_TRADE_DTYPE, BAR_DTYPE, BOOK_TICKER_DTYPE, TRADE_DTYPE
 from .timeframes import TIMEFRAME_MS
@@ -665,9 +667,13 @@ def iter_capture_lines(
 class WsCapture:
     """One symbol's trades and best bid/ask from a raw websocket capture (one or more files in order).
 
-    ``trades`` are sorted by ``trade_id`` with repeated ids removed (counted in ``duplicate_trades``);
-    ``frames`` counts frames by kind (``trade``, ``bookTicker``, ``depthUpdate``, ``depthSnapshot``,
-    ...); ``malformed`` counts lines or frames that could not be read.
+    ``trades`` are sorted by ``trade_id`` with repeated ids removed (counted in ``duplicate_trades``;
+    the first copy is kept); ``missing_trade_ids`` counts ids absent between the first and the last.
+    ``book_tickers`` keep arrival order, timed by the local receive time (spot bookTicker frames carry
+    none; the recorder's clock need not agree with the exchange's trade times). ``frames`` counts every
+    frame of the files by kind (``trade``, ``book_ticker``, ``depthUpdate``, ``depth_snapshot``, ...),
+    whatever its symbol; ``malformed`` counts lines that are not ``<receive ns> <json>`` plus frames the
+    wire parser rejected, by reason in ``rejected``.
     """
 
     symbol: str
@@ -675,18 +681,115 @@ class WsCapture:
     book_tickers: np.ndarray
     frames: Mapping[str, int]
     malformed: int
+    rejected: Mapping[str, int]
     duplicate_trades: int
+    missing_trade_ids: int
     first_recv_ms: int
     last_recv_ms: int
     sources: tuple[str, ...]
 
 
-def load_ws_capture(*paths: str | os.PathLike[str], symbol: str | None = None) -> WsCapture:
+def load_ws_capture(*paths: str | os.PathLike[str], symbol: str | None = None, batch_size: int = 20_000) -> WsCapture:
     """Read a websocket capture split over ``paths`` (in order) with the Binance wire parser.
 
-    Not available until the wire parser lands; see :mod:`market.binance`.
+    Frames are decoded by ``market.binance.FrameParser`` in batches, each frame with its own receive
+    time (``<receive ns>`` // 10**6).
+
+    Parameters
+    ----------
+    *paths : path-like
+        The capture's files in recording order (``.gz`` or plain), e.g. ``..._20240808.gz``,
+        ``..._20240809.gz``.
+    symbol : str, optional
+        Which symbol to keep; required only when the capture holds trades or book tickers of several.
+    batch_size : int
+        Frames per parser batch.
+
+    Returns
+    -------
+    WsCapture
+
+    Raises
+    ------
+    DataError
+        If no path is given, a file is missing, the capture holds no trade or bookTicker frame for the
+        symbol, or several symbols and ``symbol`` is not given.
     """
-    raise NotImplementedError("load_ws_capture needs market.binance.FrameParser")
+    if not paths:
+        raise DataError("load_ws_capture: no capture file given")
+    parser = FrameParser()
+    trades: dict[str, list[np.ndarray]] = {}
+    books: dict[str, list[np.ndarray]] = {}
+    bad_lines = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+    def count_bad(_number: int, _line: bytes, _why: str) -> None:
+        nonlocal bad_lines
+        bad_lines += 1
+
+    def flush(frames: list[bytes], recv_ms: list[int]) -> None:
+        parsed = parser.parse(frames, recv_ms)
+        for sym, arr in parsed.trades.items():
+            trades.setdefault(sym, []).append(arr)
+        for sym, arr in parsed.book_tickers.items():
+            books.setdefault(sym, []).append(arr)
+
+    for path in paths:
+        frames: list[bytes] = []
+        recv_ms: list[int] = []
+        for ns, payload in iter_capture_lines(path, on_malformed=count_bad):
+            first_ns = ns if first_ns is None else first_ns
+            last_ns = ns
+            frames.append(payload)
+            recv_ms.append(ns // 1_000_000)
+            if len(frames) >= batch_size:
+                flush(frames, recv_ms)
+                frames, recv_ms = [], []
+        if frames:
+            flush(frames, recv_ms)
+
+    names = ", ".join(str(p) for p in paths)
+    seen = sorted(set(trades) | set(books))
+    if symbol is None:
+        if len(seen) != 1:
+            raise DataError(f"{names}: capture holds symbols {seen}; pass symbol= to choose one")
+        symbol = seen[0]
+    symbol = symbol.upper()
+    if symbol not in seen:
+        raise DataError(f"{names}: no trade or bookTicker frame for {symbol!r}; symbols seen: {seen}")
+
+    all_trades = np.concatenate(trades.get(symbol, [np.empty(0, TRADE_DTYPE)]))
+    order = np.argsort(all_trades["trade_id"], kind="stable")
+    all_trades = all_trades[order]
+    keep = np.ones(all_trades.size, dtype=bool)
+    keep[1:] = all_trades["trade_id"][1:] != all_trades["trade_id"][:-1]
+    unique = all_trades[keep]
+    span = int(unique["trade_id"][-1] - unique["trade_id"][0] + 1) if unique.size else 0
+    frame_counts = {
+        "trade": sum(int(a.size) for arrs in trades.values() for a in arrs),
+        "book_ticker": sum(int(a.size) for arrs in books.values() for a in arrs),
+        **parser.ignored,
+    }
+    accepted_other = parser.accepted - frame_counts["trade"] - frame_counts["book_ticker"]
+    if accepted_other:
+        frame_counts["other"] = accepted_other
+    rejected = dict(parser.rejected)
+    if bad_lines:
+        rejected["bad_line"] = bad_lines
+    return WsCapture(
+        symbol=symbol,
+        trades=unique,
+        book_tickers=np.concatenate(books.get(symbol, [np.empty(0, BOOK_TICKER_DTYPE)])),
+        frames=MappingProxyType(frame_counts),
+        malformed=sum(rejected.values()),
+        rejected=MappingProxyType(rejected),
+        duplicate_trades=int(all_trades.size - unique.size),
+        missing_trade_ids=span - int(unique.size),
+        first_recv_ms=(first_ns or 0) // 1_000_000,
+        last_recv_ms=(last_ns or 0) // 1_000_000,
+        sources=tuple(str(p) for p in paths),
+    )
 
 
 # --------------------------------------------------------------------------------------------- parquet

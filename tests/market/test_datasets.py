@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from market.datasets import (
     load_agg_trades,
     load_klines,
     load_trades,
+    load_ws_capture,
     read_klines,
     read_parquet,
     read_parquet_metadata,
@@ -471,3 +473,85 @@ def test_truncated_capture_gzip_is_reported(tmp_path: Path) -> None:
     got = list(iter_capture_lines(path, on_malformed=lambda n, line, why: reasons.append(why)))
     assert 0 < len(got) < 4999 and len(reasons) == 1
     assert [n for n, _ in got] == list(range(1, len(got) + 1))
+
+
+# --------------------------------------------------------------------------------------------- ws capture
+
+
+def _ws(shared: Path, symbol: str, day: str) -> Path:
+    return shared / "binance" / "ws" / f"spot_{symbol}usdt_{day}.gz"
+
+
+def _trades_by_json(*paths: Path) -> list[tuple]:
+    """Independent reference: the trade frames of a capture read with the json module."""
+    out = {}
+    for path in paths:
+        with gzip.open(path, "rt") as fh:
+            for line in fh:
+                frame = json.loads(line.split(" ", 1)[1]).get("data", {})
+                if frame.get("e") == "trade":
+                    out[frame["t"]] = (frame["T"], frame["t"], float(frame["p"]), float(frame["q"]), frame["m"])
+    return [out[k] for k in sorted(out)]
+
+
+def test_real_eth_capture_split_in_two_files_loads_as_one(shared_data: Path) -> None:
+    paths = (_ws(shared_data, "eth", "20240808"), _ws(shared_data, "eth", "20240809"))
+    capture = load_ws_capture(*paths)
+    assert capture.symbol == "ETHUSDT" and capture.sources == tuple(map(str, paths))
+    assert capture.trades.dtype == TRADE_DTYPE and capture.book_tickers.dtype == BOOK_TICKER_DTYPE
+    assert capture.trades.tolist() == _trades_by_json(*paths)
+    assert capture.trades.size == 14_515 and capture.duplicate_trades == 0 and capture.missing_trade_ids == 0
+    assert np.all(np.diff(capture.trades["trade_id"]) == 1)
+    assert dict(capture.frames) == {"trade": 14_515, "book_ticker": 58_758, "depthUpdate": 6_470, "depth_snapshot": 1}
+    assert sum(capture.frames.values()) == 33_618 + 46_126  # every line of both files, counted once
+    assert capture.malformed == 0 and dict(capture.rejected) == {}
+    assert capture.first_recv_ms == 1723161254024 and capture.last_recv_ms == 1723161904543
+    books = capture.book_tickers
+    assert books[0].tolist() == (1723161254024, 35346513501, 2683.8, 3.0292, 2683.81, 31.4395)
+    assert np.all(books["bid"] < books["ask"]) and np.all(np.diff(books["time_ms"]) >= 0)
+
+
+def test_overlapping_capture_files_count_repeated_trades_once(shared_data: Path) -> None:
+    first, second = _ws(shared_data, "eth", "20240808"), _ws(shared_data, "eth", "20240809")
+    once = load_ws_capture(first, second)
+    twice = load_ws_capture(first, second, first)
+    np.testing.assert_array_equal(twice.trades, once.trades)
+    assert twice.duplicate_trades == load_ws_capture(first).trades.size > 0
+
+
+def test_capture_of_two_symbols_needs_a_choice(shared_data: Path) -> None:
+    eth, btc = _ws(shared_data, "eth", "20240808"), _ws(shared_data, "btc", "20240808")
+    with pytest.raises(DataError, match="BTCUSDT.*ETHUSDT"):
+        load_ws_capture(eth, btc)
+    capture = load_ws_capture(eth, btc, symbol="btcusdt")
+    assert capture.symbol == "BTCUSDT" and capture.trades.tolist() == _trades_by_json(btc)
+    with pytest.raises(DataError, match="SOLUSDT"):
+        load_ws_capture(eth, symbol="SOLUSDT")
+
+
+def test_malformed_capture_lines_and_frames_are_counted_not_fatal(tmp_path: Path) -> None:
+    def trade(tid: int, price: str) -> bytes:
+        return (
+            b'{"stream":"ethusdt@trade","data":{"e":"trade","E":1700000000001,"s":"ETHUSDT","t":%d,'
+            b'"p":"%s","q":"0.5","T":1700000000000,"m":false,"M":true}}' % (tid, price.encode())
+        )
+
+    lines = [
+        b"1700000000000000000 " + trade(7, "2000.5"),
+        b"1700000000100000000 {not json",
+        b"1700000000200000000 " + trade(8, "NaN"),
+        b"garbage without a time",
+        b"1700000000300000000 " + trade(9, "2000.6"),
+        b"1700000000400000000 " + trade(7, "2000.5"),  # repeated after a reconnect
+        b'1700000000500000000 {"u":1,"s":"ETHUSDT","b":"2000.4","B":"1.0","a":"2000.5","A":"2.0"}',
+    ]
+    path = tmp_path / "cap.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(b"\n".join(lines) + b"\n")
+    capture = load_ws_capture(path)
+    assert capture.trades["trade_id"].tolist() == [7, 9] and capture.duplicate_trades == 1
+    assert capture.missing_trade_ids == 1  # id 8 was the NaN frame
+    assert capture.malformed == 3
+    assert dict(capture.rejected) == {"bad_json": 1, "non_finite": 1, "bad_line": 1}
+    assert capture.book_tickers.tolist() == [(1700000000500, 1, 2000.4, 1.0, 2000.5, 2.0)]
+    assert capture.first_recv_ms == 1700000000000 and capture.last_recv_ms == 1700000000500
