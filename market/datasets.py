@@ -285,16 +285,21 @@ class KlineQuality:
         return not self.gaps and self.duplicates == 0
 
     def __str__(self) -> str:
-        return self.summary()
-
-    def summary(self) -> str:
-        """One line for logs and the CLI."""
         first = pd.Timestamp(self.first_open_ms, unit="ms", tz="UTC") if self.rows else None
         last = pd.Timestamp(self.last_open_ms, unit="ms", tz="UTC") if self.rows else None
-        return (
-            f"{self.source}: {self.rows} bars of {self.interval_ms} ms, {first} -> {last}, "
-            f"{len(self.gaps)} gaps ({self.missing_bars} bars missing), {self.duplicates} duplicates"
+        shown = ", ".join(
+            f"{pd.Timestamp(g.start_ms, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} x{g.missing}" for g in self.gaps[:5]
         )
+        more = f", ... {len(self.gaps) - 5} more" if len(self.gaps) > 5 else ""
+        return (
+            f"{self.rows} bars of {self.interval_ms} ms, {first} -> {last}, "
+            f"{len(self.gaps)} gaps ({self.missing_bars} bars missing{': ' + shown + more if shown else ''}), "
+            f"{self.duplicates} duplicates"
+        )
+
+    def summary(self) -> str:
+        """One line for logs: the source, then what ``str()`` gives."""
+        return f"{self.source}: {self}"
 
 
 def kline_quality(bars: np.ndarray, interval_ms: int, *, source: str = "", duplicates: int = 0) -> KlineQuality:

@@ -130,6 +130,11 @@ class SyntheticMarket:
     synthetic: bool = field(default=True, init=False)
     label: str = field(default=SYNTHETIC_LABEL, init=False)
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Key/values to store beside anything written from this product (e.g. Parquet metadata)."""
+        return {"synthetic": "true", "label": self.label, "seed": str(self.seed), "step_ms": str(self.step_ms)}
+
 
 @dataclass(frozen=True, slots=True)
 class SyntheticBars:
@@ -146,6 +151,11 @@ class SyntheticBars:
     regime_names: tuple[str, ...]
     synthetic: bool = field(default=True, init=False)
     label: str = field(default=SYNTHETIC_LABEL, init=False)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Key/values to store beside anything written from this product (e.g. Parquet metadata)."""
+        return {"synthetic": "true", "label": self.label, "seed": str(self.seed), "interval_ms": str(self.interval_ms)}
 
 
 # --------------------------------------------------------------------------------------------- model

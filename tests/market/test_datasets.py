@@ -108,7 +108,7 @@ def test_real_btc_1h_reports_the_2023_03_24_exchange_outage_as_its_only_gap(shar
     quality = inspect_klines(shared_data / "binance" / "klines" / "BTCUSDT-1h-2023-01-01_2025-01-20.csv")
     assert quality.gaps == (Gap(_ms("2023-03-24 13:00"), _ms("2023-03-24 13:00"), 1),)
     assert quality.missing_bars == 1 and not quality.is_complete
-    assert "1 gaps (1 bars missing)" in str(quality)
+    assert "1 gaps (1 bars missing: 2023-03-24 13:00 x1)" in str(quality)
 
 
 def test_real_eth_1h_full_binance_columns_fill_trades_taker_buy_and_vwap(shared_data: Path) -> None:

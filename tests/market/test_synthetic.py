@@ -68,6 +68,7 @@ def test_everything_returned_is_labelled_synthetic() -> None:
     bars = synthetic_bars(START, HOUR, seed=3)
     for product in (market, bars):
         assert product.synthetic is True and product.label == SYNTHETIC_LABEL == "synthetic"
+        assert product.metadata["synthetic"] == "true" and product.metadata["seed"] == "3"
         with pytest.raises(dataclasses.FrozenInstanceError):
             product.synthetic = False  # type: ignore[misc]
     with pytest.raises(TypeError):
