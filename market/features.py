@@ -2,51 +2,78 @@
 
 Written once against the array API (``array_api_compat``): the same code runs on numpy in rollout
 workers and on torch tensors on the learner's device. It never reads a row that is not known at t.
+The only library-specific line is the strided window view (the array API has no sliding window).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_numpy_array, is_torch_array
 
 from .layout import Component
 from .timeline import MarketTimeline, WindowSource
 
 
-def _window(xp: Any, comp: Component, src: WindowSource, tl: MarketTimeline, steps: Any) -> Any:
-    """[B, W * F] of one window component at ``steps``."""
+def _window_rows(xp: Any, rows: Any, starts: Any, n_rows: int) -> Any:
+    """Columns ``starts[b] .. starts[b] + n_rows - 1`` of feature-major ``rows`` [F, N] as [B, F, n_rows].
+
+    A window is one contiguous run per feature, so it is read through a strided view (a few memcpys per
+    state) rather than element by element.
+    """
+    features, total = rows.shape
+    count = total - n_rows + 1
+    if is_numpy_array(rows):
+        import numpy as np
+
+        rows = np.ascontiguousarray(rows)
+        item = rows.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            rows, shape=(count, features, n_rows), strides=(item, total * item, item), writeable=False
+        )
+        return view[starts]
+    if is_torch_array(rows):
+        return rows.contiguous().as_strided((count, features, n_rows), (1, total, 1))[starts]
+    flat = xp.reshape(rows, (-1,))
+    offsets = xp.arange(features, dtype=starts.dtype)[:, None] * total + xp.arange(n_rows, dtype=starts.dtype)[None, :]
+    idx = starts[:, None, None] + offsets[None, :, :]
+    return xp.reshape(xp.take(flat, xp.reshape(idx, (-1,)), axis=0), (starts.shape[0], features, n_rows))
+
+
+def _window(xp: Any, comp: Component, src: WindowSource, tl: MarketTimeline, steps: Any, out: Any) -> None:
+    """Write one window component at ``steps`` into ``out`` [B, F * W] (feature-major), normalised as of t."""
     batch = steps.shape[0]
-    rows_known = comp.rows - 1 if src.forming is not None else comp.rows
-    last = xp.take(src.last, steps, axis=0)
-    offsets = xp.arange(-(rows_known - 1), 1, dtype=last.dtype, device=getattr(last, "device", None))
-    idx = xp.clip(last[:, None] + offsets[None, :], 0, None)
-    x = xp.take(src.rows, xp.reshape(idx, (-1,)), axis=0)
-    x = xp.reshape(x, (batch, rows_known, comp.features))
-    valid = xp.astype(idx > 0, x.dtype)[:, :, None]
-    if src.forming is not None:
-        forming_valid = xp.astype(xp.take(src.forming_valid, steps, axis=0), x.dtype)[:, None, None]
-        forming = xp.take(src.forming, steps, axis=0)[:, None, :] * forming_valid
-        x = xp.concat([x, forming], axis=1)
-        valid = xp.concat([valid, forming_valid], axis=1)
-    parts = []
+    has_forming = src.forming is not None
+    n_closed = comp.rows - 1 if has_forming else comp.rows
+    device = getattr(steps, "device", None)
+    starts = xp.take(src.last, steps, axis=0) - (n_closed - 1)
+    # A reshape of a row-contiguous block is a view in numpy and torch; copy=False makes that a checked fact.
+    out3 = xp.reshape(out, (batch, comp.features, comp.rows), copy=False)
+    if n_closed:
+        out3[:, :, :n_closed] = _window_rows(xp, src.rows, starts, n_closed)
+    if has_forming:
+        out3[:, :, n_closed] = xp.take(src.forming, steps, axis=0)
     if src.price_columns:
-        ref = xp.take(tl.refs[src.ref], steps, axis=0)[:, None, None]
-        parts.append((x[:, :, : src.price_columns] / ref - 1.0) * valid)
-    rest_start = src.price_columns
+        # Prices are stored as log prices; relative to the reference close at t they are one subtraction.
+        log_ref = xp.log(xp.take(tl.refs[src.ref], steps, axis=0))[:, None, None]
+        out3[:, : src.price_columns, :] -= log_ref
     if src.age_column is not None:
-        # Age of each row at t, in seconds; computed here because it depends on the step, not the row.
-        if src.age_column > rest_start:
-            parts.append(x[:, :, rest_start : src.age_column])
-        times = xp.reshape(xp.take(src.times_ms, xp.reshape(idx, (-1,)), axis=0), (batch, rows_known))
+        idx = starts[:, None] + xp.arange(n_closed, dtype=starts.dtype, device=device)[None, :]
+        times = xp.reshape(xp.take(src.times_ms, xp.reshape(idx, (-1,)), axis=0), (batch, n_closed))
         step_t = xp.take(tl.step_time_ms, steps, axis=0)[:, None]
-        age = xp.astype(step_t - times, x.dtype) / 1000.0
-        parts.append(xp.log1p(xp.clip(age, 0.0, None))[:, :, None] * valid)
-        rest_start = src.age_column + 1
-    if rest_start < comp.features:
-        parts.append(x[:, :, rest_start:])
-    x = parts[0] if len(parts) == 1 else xp.concat(parts, axis=2)
-    return xp.reshape(x, (batch, comp.size))
+        age_s = xp.astype(xp.clip(step_t - times, 0, None), out.dtype) / 1000.0
+        out3[:, src.age_column, :n_closed] = xp.log1p(age_s)
+    # Rows before the first known one (and a forming bar that does not exist yet) are zeros.
+    missing = starts < src.pad
+    if has_forming:
+        forming_ok = xp.take(src.forming_valid, steps, axis=0)
+        missing = missing | ~forming_ok
+    if bool(xp.any(missing)):
+        row = xp.arange(n_closed, dtype=starts.dtype, device=device)[None, :]
+        valid = (starts[:, None] + row) >= src.pad
+        if has_forming:
+            valid = xp.concat([valid, forming_ok[:, None]], axis=1)
+        out3 *= xp.astype(valid, out.dtype)[:, None, :]
 
 
 def gather(
@@ -77,16 +104,17 @@ def gather(
     """
     xp = array_namespace(steps)
     batch = steps.shape[0]
-    parts = []
+    out = xp.empty((batch, timeline.layout.size), dtype=xp.float32, device=getattr(steps, "device", None))
     for comp in timeline.layout.components:
+        block = out[:, comp.offset : comp.offset + comp.size]
         if comp.kind == "window":
-            parts.append(_window(xp, comp, timeline.windows[comp.name], timeline, steps))
+            _window(xp, comp, timeline.windows[comp.name], timeline, steps, block)
         elif comp.kind == "agent":
-            parts.append(xp.astype(agent, xp.float32))
+            block[...] = xp.astype(agent, xp.float32)
         else:
             source = {"cnn_hidden": cnn_hidden, "cnn_pred": cnn_pred}.get(comp.name, timeline.vectors.get(comp.name))
             if source is None:
-                parts.append(xp.zeros((batch, comp.size), dtype=xp.float32, device=getattr(steps, "device", None)))
+                block[...] = 0.0
             else:
-                parts.append(xp.take(source, steps, axis=0))
-    return xp.concat(parts, axis=1)
+                block[...] = xp.take(source, steps, axis=0)
+    return out

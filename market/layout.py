@@ -129,7 +129,11 @@ PROFILES: dict[str, dict[str, object]] = {
 
 @dataclass(frozen=True, slots=True)
 class Component:
-    """One named part of the state: ``rows x features`` (a window) or ``features`` (a vector)."""
+    """One named part of the state: a window of ``rows`` steps x ``features`` or a vector of ``features``.
+
+    A window sits in the flat state feature-major (``features x rows``: channels x time, oldest first,
+    the forming bar last), the order a 1-D convolution reads.
+    """
 
     name: str
     kind: Literal["window", "vector", "agent"]

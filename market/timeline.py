@@ -22,21 +22,25 @@ class WindowSource:
 
     Attributes
     ----------
-    rows : array [R + 1, F] float32
-        Row 0 is all zeros (the "nothing known" row); real rows start at index 1.
+    rows : array [F, pad + R] float32, feature-major
+        The first ``pad`` rows are zeros, so that a window ending at any known row stays in bounds; real rows
+        follow. Price features hold natural log prices. Feature-major so that a window is one contiguous
+        run per feature, and lands in the state as ``F x W`` (channels x time, as a 1-D conv reads it).
     last : array [T] int64
-        For each step, the index into ``rows`` of the last row known at that step (0 when none).
+        For each step, the index into ``rows`` of the last row known at that step (``pad - 1`` when none).
+    pad : int
+        Leading zero rows; at least the number of closed rows in the component's window.
     forming : array [T, F] float32 or None
         The bar still forming as of each step (built from data up to t only), which fills the last slot of
         the window; ``None`` where rows close on the step itself (ticks, base-timeframe bars).
     forming_valid : array [T] bool or None
         Whether ``forming`` holds a bar at that step.
     price_columns : int
-        The first ``price_columns`` features are prices, normalised at gather time to the reference close
-        at t (``x / ref_t - 1``).
+        The first ``price_columns`` features are log prices, made relative at gather time to the reference
+        close at t (``log(p) - log(ref_t)``).
     ref : str
         Name of the reference series in :attr:`MarketTimeline.refs` (``"eth"`` or ``"btc"``).
-    times_ms : array [R + 1] int64 or None
+    times_ms : array [pad + R] int64 or None
         Row times, for an ``age`` feature computed at gather time against the step time.
     age_column : int or None
         Which feature is replaced by the row's age in seconds at t.
@@ -44,6 +48,7 @@ class WindowSource:
 
     rows: Any
     last: Any
+    pad: int
     forming: Any = None
     forming_valid: Any = None
     price_columns: int = 0
@@ -100,10 +105,15 @@ class MarketTimeline:
                 if comp.name not in self.windows:
                     raise DataError(f"timeline has no rows for window component {comp.name!r}")
                 src = self.windows[comp.name]
-                if src.rows.shape[1] != comp.features:
-                    raise DataError(f"{comp.name}: rows have {src.rows.shape[1]} features, layout {comp.features}")
+                if src.rows.shape[0] != comp.features:
+                    raise DataError(f"{comp.name}: rows have {src.rows.shape[0]} features, layout {comp.features}")
                 if src.last.shape != (n,):
                     raise DataError(f"{comp.name}: last index has shape {src.last.shape}, expected ({n},)")
+                closed = comp.rows - 1 if src.forming is not None else comp.rows
+                if src.pad < closed:
+                    raise DataError(
+                        f"{comp.name}: pad {src.pad} is shorter than the {closed} closed rows of the window"
+                    )
                 if src.ref not in self.refs:
                     raise DataError(f"{comp.name}: reference {src.ref!r} missing from timeline refs")
             elif comp.kind == "vector" and not comp.name.startswith("cnn_") and comp.name not in self.vectors:

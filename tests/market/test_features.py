@@ -21,19 +21,21 @@ def random_timeline(profile: str, n_steps: int, seed: int, **sizes: int) -> Mark
         if comp.kind != "window":
             continue
         n_rows = int(rng.integers(1, 3 * n_steps))
-        rows = np.zeros((n_rows + 1, comp.features), dtype=np.float32)
-        rows[1:] = rng.normal(100.0, 5.0, size=(n_rows, comp.features))
-        last = np.sort(rng.integers(0, n_rows + 1, size=n_steps)).astype(np.int64)
+        pad = comp.rows + int(rng.integers(0, 3))
+        rows = np.zeros((comp.features, pad + n_rows), dtype=np.float32)
+        rows[:, pad:] = rng.normal(4.6, 0.05, size=(comp.features, n_rows))
+        last = np.sort(rng.integers(pad - 1, pad + n_rows, size=n_steps)).astype(np.int64)
         has_forming = comp.name != "eth_ticks" and not comp.name.endswith(layout.config.base_timeframe)
         tick = comp.name == "eth_ticks"
         windows[comp.name] = WindowSource(
             rows=rows,
             last=last,
+            pad=pad,
             forming=rng.normal(100.0, 5.0, size=(n_steps, comp.features)).astype(np.float32) if has_forming else None,
             forming_valid=(rng.random(n_steps) > 0.1) if has_forming else None,
             price_columns=1 if tick else 4,
             ref="btc" if comp.name.startswith("btc") else "eth",
-            times_ms=np.sort(rng.integers(0, 10_000_000, size=n_rows + 1)).astype(np.int64) if tick else None,
+            times_ms=np.sort(rng.integers(0, 10_000_000, size=pad + n_rows)).astype(np.int64) if tick else None,
             age_column=9 if tick else None,
         )
     vectors = {
@@ -113,7 +115,9 @@ def test_gather_reads_only_rows_up_to_the_last_known_index() -> None:
     for src in timeline.windows.values():
         # Rows after the largest known index are never read: poison them.
         top = int(src.last.max())
-        src.rows[top + 1 :] = np.nan
+        src.rows[:, top + 1 :] = np.nan
+        if src.times_ms is not None:
+            src.times_ms[top + 1 :] = 2**62
     after = gather(timeline, steps, agent)
     np.testing.assert_array_equal(before, after)
 
@@ -122,7 +126,7 @@ def test_rows_before_the_first_known_row_are_zero_not_garbage() -> None:
     timeline = random_timeline("tiny", 10, 5)
     comp = timeline.layout["eth_1h"]
     src = timeline.windows["eth_1h"]
-    src.last[:] = 0
+    src.last[:] = src.pad - 1
     src.forming_valid[:] = False
     states = gather(timeline, np.arange(10, dtype=np.int64), np.zeros((10, 6), dtype=np.float32))
     assert (states[:, comp.slice] == 0).all()
