@@ -80,7 +80,7 @@ class FetchedFile:
 
 @dataclass(frozen=True, slots=True)
 class FailedFile:
-    """An archive that was not stored, and why (network, checksum, or data error)."""
+    """An archive that was not stored, and why (network, checksum, or data error); ``reason`` starts with the URL."""
 
     url: str
     reason: str
@@ -111,7 +111,7 @@ class FetchReport:
             f"missing {len(self.missing)} (not published), failed {len(self.failed)}"
         ]
         lines += [f"  missing: {url}" for url in self.missing]
-        lines += [f"  failed: {f.url}: {f.reason}" for f in self.failed]
+        lines += [f"  failed: {f.reason}" for f in self.failed]  # a reason starts with its URL
         return "\n".join(lines)
 
 

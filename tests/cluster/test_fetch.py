@@ -149,6 +149,7 @@ def test_corrupted_zip_is_refused_and_leaves_no_parquet(
     assert not report.ok and not report.downloaded
     (failure,) = report.failed
     assert failure.url.endswith("/data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2022-08-14.zip")
+    assert failure.reason.startswith(failure.url + ": ")
     assert "SHA-256" in failure.reason and hashlib.sha256(original).hexdigest() in failure.reason
     assert _parquets(data_dir) == []
     assert not [p for p in data_dir.rglob("*") if p.is_file()] if data_dir.exists() else True
