@@ -220,7 +220,7 @@ def public_data_files(
 # --------------------------------------------------------------------------------------------- network
 
 
-def _open(url: str, timeout_s: float):  # -> http.client.HTTPResponse
+def _open(url: str, timeout_s: float) -> http.client.HTTPResponse:
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
         return urllib.request.urlopen(request, timeout=timeout_s)
