@@ -61,17 +61,26 @@ def _join(*parts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _segment_starts(bucket: np.ndarray) -> np.ndarray:
-    """Indices where a non-decreasing ``bucket`` array changes value, starting with 0."""
-    change = np.flatnonzero(bucket[1:] != bucket[:-1])
-    starts = np.empty(change.size + 1, dtype=np.intp)
-    starts[0] = 0
-    np.add(change, 1, out=starts[1:])
-    return starts
+def _segments(time: np.ndarray, interval_ms: int, first: int, last: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Where each non-empty interval of ``first .. last`` starts in the sorted ``time``, and its offset
+    from ``first`` (None when no interval is empty). One binary search per interval, none per child."""
+    n_out = last - first + 1
+    bounds = np.empty(n_out + 1, dtype=np.intp)
+    bounds[0] = 0
+    bounds[-1] = time.size
+    if n_out > 1:
+        edges = np.arange(first + 1, last + 1, dtype=np.int64)
+        edges *= interval_ms
+        bounds[1:-1] = np.searchsorted(time, edges)
+    nonempty = bounds[1:] > bounds[:-1]
+    if nonempty.all():
+        return bounds[:-1], None
+    pos = np.flatnonzero(nonempty)
+    return bounds[pos], pos
 
 
 def _combine(
-    bucket: np.ndarray,
+    time: np.ndarray,
     open_: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
@@ -84,16 +93,15 @@ def _combine(
     last: int,
     prev_close: float,
 ) -> np.ndarray:
-    """Combine children into one bar per interval ``first .. last`` (bucket indices, inclusive).
+    """Combine children into one bar per interval ``first .. last`` (interval indices, inclusive).
 
-    This is the one combine rule of the module. Children are given column-wise, in time order;
-    ``bucket`` is each child's interval index (``time // interval_ms``), non-decreasing, inside
-    ``[first, last]``. ``flows`` is a C-contiguous float64 array of shape (4, n): volume, buy volume,
-    sell volume, and a scratch row that receives vwap * volume. ``count`` None means one per child
-    (ticks). Every value of a bar depends only on its own children, in their order (numpy's reductions
-    over a segment depend on the segment alone), which is what makes the incremental bars equal the
-    batch bars exactly. Empty intervals carry the previous close, or ``prev_close`` before the first
-    child.
+    This is the one combine rule of the module. Children are given column-wise, contiguous, in time
+    order, all inside the intervals ``first .. last``; ``time`` is each child's time (a bar's open time).
+    ``flows`` is a C-contiguous float64 array of shape (4, n): volume, buy volume, sell volume, and a
+    scratch row that receives vwap * volume. ``count`` None means one per child (ticks). Every value of a
+    bar depends only on its own children, in their order (numpy's reductions over a segment depend on the
+    segment alone), which is what makes the incremental bars equal the batch bars exactly. Empty
+    intervals carry the previous close, or ``prev_close`` before the first child.
     """
     n_out = last - first + 1
     out = np.empty(n_out, dtype=BAR_DTYPE)
@@ -102,7 +110,7 @@ def _combine(
     out["open_time_ms"] = open_times
     open_times += interval_ms - 1
     out["close_time_ms"] = open_times
-    n = bucket.size
+    n = time.size
     if n == 0:
         for name in ("open", "high", "low", "close", "vwap"):
             out[name] = prev_close
@@ -110,7 +118,7 @@ def _combine(
             out[name] = 0
         return out
 
-    starts = _segment_starts(bucket)
+    starts, pos = _segments(time, interval_ms, first, last)
     n_seg = starts.size
     lasts = np.empty(n_seg, dtype=np.intp)
     lasts[:-1] = starts[1:]
@@ -136,7 +144,7 @@ def _combine(
     # rounding can put a weighted mean a hair outside the range it averages
     np.minimum(np.maximum(s_vwap, s_low, out=s_vwap), s_high, out=s_vwap)
 
-    if n_seg == n_out:
+    if pos is None:
         out["open"] = s_open
         out["high"] = s_high
         out["low"] = s_low
@@ -147,8 +155,6 @@ def _combine(
         out["sell_volume"] = s_sell
         out["vwap"] = s_vwap
         return out
-
-    pos = bucket[starts] - first
     _layout_with_gaps(out, pos, s_open, s_high, s_low, s_close, s_volume, s_count, s_buy, s_sell, s_vwap, prev_close)
     return out
 
@@ -209,33 +215,26 @@ def _layout_with_gaps(
         column[pos] = values
 
 
-def _ticks_combine(trades: np.ndarray, interval_ms: int, first: int, last: int, prev_close: float) -> np.ndarray:
-    """Bars of ``interval_ms`` from time-ordered trades (no validation).
-
-    A trade is a child whose open, high, low, close and vwap are its price, with its quantity as
-    volume, and as buy volume when the aggressor bought (``is_buyer_maker`` false), else as sell volume.
-    """
+def _tick_columns(trades: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contiguous time and price of trades, and their flows (4, n): quantity, buy and sell quantity,
+    scratch. A trade is a buy when the aggressor bought (``is_buyer_maker`` false)."""
+    time = np.ascontiguousarray(trades["time_ms"])
     price = np.ascontiguousarray(trades["price"])
     flows = np.empty((4, trades.size))
     qty = flows[0]
     qty[:] = trades["qty"]
-    seller = trades["is_buyer_maker"]
-    np.multiply(qty, seller, out=flows[2])
+    np.multiply(qty, np.ascontiguousarray(trades["is_buyer_maker"]), out=flows[2])
     np.subtract(qty, flows[2], out=flows[1])  # exact: qty - 0 or qty - qty
-    return _combine(
-        trades["time_ms"] // interval_ms,
-        price,
-        price,
-        price,
-        price,
-        price,
-        flows,
-        None,
-        interval_ms,
-        first,
-        last,
-        prev_close,
-    )
+    return time, price, flows
+
+
+def _ticks_combine(
+    columns: tuple[np.ndarray, np.ndarray, np.ndarray], interval_ms: int, first: int, last: int, prev_close: float
+) -> np.ndarray:
+    """Bars of ``interval_ms`` from the columns of time-ordered trades (no validation): a trade is a
+    child whose open, high, low, close and vwap are its price and whose volume is its quantity."""
+    time, price, flows = columns
+    return _combine(time, price, price, price, price, price, flows, None, interval_ms, first, last, prev_close)
 
 
 def _bars_combine(bars: np.ndarray, interval_ms: int, first: int, last: int, prev_close: float) -> np.ndarray:
@@ -245,7 +244,7 @@ def _bars_combine(bars: np.ndarray, interval_ms: int, first: int, last: int, pre
     flows[1] = bars["buy_volume"]
     flows[2] = bars["sell_volume"]
     return _combine(
-        bars["open_time_ms"] // interval_ms,
+        np.ascontiguousarray(bars["open_time_ms"]),
         np.ascontiguousarray(bars["open"]),
         np.ascontiguousarray(bars["high"]),
         np.ascontiguousarray(bars["low"]),
@@ -296,13 +295,21 @@ def _fill_gaps(bars: np.ndarray, interval_ms: int, first: int, last: int, prev_c
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_trades(trades: np.ndarray, after_ms: int | None = None, clock_ms: int | None = None) -> None:
+def _check_trades(
+    trades: np.ndarray,
+    after_ms: int | None = None,
+    clock_ms: int | None = None,
+    columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> None:
     """Raise DataError unless ``trades`` are TRADE_DTYPE, in time order (none before ``after_ms``, the
     earliest time a stream at ``clock_ms`` still accepts), with positive finite prices and finite
-    non-negative quantities."""
+    non-negative quantities. ``columns`` (from :func:`_tick_columns`) makes the checks contiguous."""
     if not isinstance(trades, np.ndarray) or trades.dtype != TRADE_DTYPE:
         raise DataError(f"trades must be a TRADE_DTYPE array, got {getattr(trades, 'dtype', type(trades))}")
-    time = trades["time_ms"]
+    if columns is None:
+        time, price, qty = trades["time_ms"], trades["price"], trades["qty"]
+    else:
+        time, price, qty = columns[0], columns[1], columns[2][0]
     if after_ms is not None and time[0] < after_ms:
         raise DataError(
             f"out-of-order trade: time_ms={int(time[0])} (trade_id={int(trades['trade_id'][0])}) "
@@ -314,8 +321,6 @@ def _check_trades(trades: np.ndarray, after_ms: int | None = None, clock_ms: int
             f"out-of-order trade at row {i}: time_ms={int(time[i])} (trade_id={int(trades['trade_id'][i])}) "
             f"follows time_ms={int(time[i - 1])}"
         )
-    price = trades["price"]
-    qty = trades["qty"]
     # min/max propagate NaN, and every comparison with NaN is false
     if not (price.min() > 0 and price.max() < np.inf and qty.min() >= 0 and qty.max() < np.inf):
         bad = ~(np.isfinite(price) & (price > 0) & np.isfinite(qty) & (qty >= 0))
@@ -477,10 +482,13 @@ def ticks_to_bars(
     interval = timeframe_ms(timeframe)
     if trades.size == 0:
         return _EMPTY_BARS.copy()
-    _check_trades(trades)
-    time = trades["time_ms"]
+    if not isinstance(trades, np.ndarray) or trades.dtype != TRADE_DTYPE:
+        _check_trades(trades)
+    columns = _tick_columns(trades)
+    _check_trades(trades, columns=columns)
+    time = columns[0]
     first, last, carry = _range(int(time[0]), int(time[-1]), interval, start_ms, end_ms, prev_close)
-    return _ticks_combine(trades, interval, first, last, carry)
+    return _ticks_combine(columns, interval, first, last, carry)
 
 
 def aggregate_bars(
@@ -749,7 +757,7 @@ class IncrementalBars:
             return None
         if level == 0:
             if self._ticks.size:
-                return _ticks_combine(self._ticks, interval, bucket, bucket, self._close)
+                return _ticks_combine(_tick_columns(self._ticks), interval, bucket, bucket, self._close)
             return _flat_bars(interval, bucket, bucket, self._close)
         below = self._forming_level(level - 1)
         pending = self._pending[level]
@@ -760,7 +768,7 @@ class IncrementalBars:
 
     def _close_seconds(self, ticks: np.ndarray, new_sec: int, out: dict[str, list[np.ndarray]]) -> None:
         """Close the 1s bars ``self._sec .. new_sec - 1`` from ``ticks`` and push them up the chain."""
-        bars = _ticks_combine(ticks, _TICK_MS, self._sec, new_sec - 1, self._close)
+        bars = _ticks_combine(_tick_columns(ticks), _TICK_MS, self._sec, new_sec - 1, self._close)
         self._sec = new_sec
         self._close = float(bars["close"][-1])
         if self._emit[0]:
