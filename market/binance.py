@@ -72,9 +72,9 @@ IGNORED_EVENTS: frozenset[str] = frozenset(
 )
 
 _INF = math.inf
-_I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
 _SNIPPET = 160
+_MAX_SYMBOLS = 4096  # bound on the parser's symbol cache, against a stream of made-up symbols
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
@@ -392,12 +392,15 @@ class FrameParser:
         Valid frames not decoded here, by what they were (``depthUpdate``, ``depth_snapshot``, ...).
     """
 
-    __slots__ = ("accepted", "rejected", "ignored")
+    __slots__ = ("accepted", "rejected", "ignored", "_symbols")
 
     def __init__(self) -> None:
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
+        # Symbols as they appear on the wire -> uppercase, for those already accepted once: the fast
+        # path serves only known symbols, so a new one is always checked by _classify first.
+        self._symbols: dict[str, str] = {}
 
     @property
     def frames(self) -> int:
@@ -441,53 +444,56 @@ class FrameParser:
                 )
             recvs = times.tolist()  # plain ints, whatever the caller passed
 
-        # Per batch: packed records per kind and key, plus, for the two frequent kinds, the same
-        # buffers under the symbol as it appears on the wire so the fast path skips .upper().
+        # Per batch: packed records per kind and key. For the two frequent kinds the same buffers are
+        # also held under the symbol as it appears on the wire, so the fast path needs one dict look-up.
         buffers: dict[str, dict[Any, bytearray]] = {TRADE: {}, AGG_TRADE: {}, KLINE: {}, BOOK_TICKER: {}}
+        trades = buffers[TRADE]
+        books = buffers[BOOK_TICKER]
         trade_by_raw: dict[str, bytearray] = {}
         book_by_raw: dict[str, bytearray] = {}
+        symbols = self._symbols
         rejected: dict[str, int] = {}
         ignored: dict[str, int] = {}
         details: dict[str, str] = {}
-        accepted = 0
         unset = _UNSET
         loads = _loads
         pack_trade = _pack_trade
         pack_book = _pack_book
         inf = _INF
-        i64_max = _I64_MAX
 
         for frame, recv in zip(frames, recvs, strict=False):  # recvs may be an endless repeat
             obj: Any = unset
-            # Fast path: the canonical spot/USD-M trade and spot bookTicker frames of a symbol already
-            # seen in this batch. Anything unusual (or any exception) falls through to _classify,
-            # which is the one place that decides and explains rejections.
+            # Fast path: canonical trade (spot or USD-M) and spot bookTicker frames of a symbol this
+            # parser has accepted before. It only accepts what _classify would accept, with the same
+            # record (struct.pack refuses integers outside int64); anything else, or any exception,
+            # falls through to _classify, the one place that decides and explains a rejection.
             try:
                 obj = loads(frame)
                 d = obj.get("data", obj)
                 e = d.get("e")
                 if e == "trade":
+                    s = d["s"]
                     p = d["p"]
                     q = d["q"]
                     t_ms = d["T"]
                     tid = d["t"]
                     m = d["m"]
                     if type(p) is str and type(q) is str and type(t_ms) is int and type(tid) is int:
-                        buf = trade_by_raw.get(d["s"])
                         p = float(p)
                         q = float(q)
-                        if (
-                            buf is not None
-                            and (m is True or m is False)
-                            and 0.0 < p < inf
-                            and 0.0 <= q < inf
-                            and 0 < t_ms <= i64_max
-                            and 0 <= tid <= i64_max
-                        ):
-                            buf += pack_trade(t_ms, tid, p, q, m)
-                            accepted += 1
-                            continue
+                        if (m is True or m is False) and 0.0 < p < inf and 0.0 <= q < inf and t_ms > 0 and tid >= 0:
+                            row = pack_trade(t_ms, tid, p, q, m)
+                            buf = trade_by_raw.get(s)
+                            if buf is None and s in symbols:
+                                buf = trades.get(symbols[s])
+                                if buf is None:
+                                    buf = trades[symbols[s]] = bytearray()
+                                trade_by_raw[s] = buf
+                            if buf is not None:
+                                buf += row
+                                continue
                 elif e is None and "u" in d:
+                    s = d["s"]
                     b = d["b"]
                     bq = d["B"]
                     a = d["a"]
@@ -502,23 +508,28 @@ class FrameParser:
                         and "T" not in d
                         and "E" not in d
                     ):
-                        buf = book_by_raw.get(d["s"])
                         b = float(b)
                         bq = float(bq)
                         a = float(a)
                         aq = float(aq)
                         if (
-                            buf is not None
-                            and 0.0 < b < inf
+                            0.0 < b < inf
                             and 0.0 < a < inf
                             and 0.0 <= bq < inf
                             and 0.0 <= aq < inf
-                            and 0 <= uid <= i64_max
-                            and 0 < recv <= i64_max
+                            and uid >= 0
+                            and recv > 0
                         ):
-                            buf += pack_book(recv, uid, b, bq, a, aq)
-                            accepted += 1
-                            continue
+                            row = pack_book(recv, uid, b, bq, a, aq)
+                            buf = book_by_raw.get(s)
+                            if buf is None and s in symbols:
+                                buf = books.get(symbols[s])
+                                if buf is None:
+                                    buf = books[symbols[s]] = bytearray()
+                                book_by_raw[s] = buf
+                            if buf is not None:
+                                buf += row
+                                continue
             except Exception:  # any surprise is re-examined, and explained, below
                 pass
 
@@ -541,21 +552,21 @@ class FrameParser:
             if buf is None:
                 buf = per_key[key] = bytearray()
             buf += row
-            accepted += 1
-            if kind == TRADE:
-                trade_by_raw[raw] = buf
-            elif kind == BOOK_TICKER:
-                book_by_raw[raw] = buf
+            if kind in (TRADE, BOOK_TICKER):
+                (trade_by_raw if kind == TRADE else book_by_raw)[raw] = buf
+                if raw not in symbols and len(symbols) < _MAX_SYMBOLS:
+                    symbols[raw] = key
 
+        arrays = {
+            kind: {key: np.frombuffer(buf, dtype=_DTYPES[kind]) for key, buf in per_key.items()}
+            for kind, per_key in buffers.items()
+        }
+        accepted = sum(len(arr) for per_key in arrays.values() for arr in per_key.values())
         self.accepted += accepted
         for reason, n in rejected.items():
             self.rejected[reason] = self.rejected.get(reason, 0) + n
         for name, n in ignored.items():
             self.ignored[name] = self.ignored.get(name, 0) + n
-        arrays = {
-            kind: {key: np.frombuffer(buf, dtype=_DTYPES[kind]) for key, buf in per_key.items()}
-            for kind, per_key in buffers.items()
-        }
         return ParsedFrames(
             trades=arrays[TRADE],
             agg_trades=arrays[AGG_TRADE],

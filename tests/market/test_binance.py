@@ -294,6 +294,19 @@ def test_receive_times_may_come_as_a_numpy_array() -> None:
     assert out.book_tickers["ETHUSDT"]["time_ms"].tolist() == [400] * 3
 
 
+def test_a_receive_time_that_is_not_positive_rejects_only_the_spot_book_tickers_that_need_it() -> None:
+    parser = FrameParser()
+    parser.parse([bare(SPOT_BOOK_TICKER)], recv_time_ms=RECV_MS)  # the symbol is known from here on
+    frames = [bare(SPOT_BOOK_TICKER), bare(USDM_BOOK_TICKER), combined(SPOT_TRADE)]
+    out = parser.parse(frames, recv_time_ms=0)
+    assert out.rejected == {"out_of_range": 1}
+    assert out.book_tickers["BTCUSDT"]["time_ms"].tolist() == [USDM_BOOK_TICKER["T"]]
+    assert "ETHUSDT" not in out.book_tickers and len(out.trades["BTCUSDT"]) == 1
+    with pytest.raises(FrameError) as info:
+        parse_frame(bare(SPOT_BOOK_TICKER), recv_time_ms=-5)
+    assert info.value.reason == "out_of_range"
+
+
 def test_receive_times_of_the_wrong_length_are_a_data_error_naming_both_lengths() -> None:
     with pytest.raises(DataError, match="2 times for 3 frames"):
         FrameParser().parse([b"{}"] * 3, recv_time_ms=[1, 2])
@@ -501,22 +514,11 @@ def batch_records(out: ParsedFrames) -> dict[tuple[str, object], np.ndarray]:
     return found
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(ANY_FRAME, max_size=24), st.booleans())
-def test_any_batch_never_raises_counts_add_up_and_equals_frame_by_frame_parsing(
-    frames: list[bytes], after_valid: bool
-) -> None:
-    # With the valid prefix every symbol is already known, so the batch's fast path is exercised too.
-    if after_valid:
-        frames = VALID_PREFIX + frames
-    parser = FrameParser()
-    out = parser.parse(frames, recv_time_ms=RECV_MS)
+def assert_batch_equals_frame_by_frame(out: ParsedFrames, frames: list[bytes]) -> None:
+    records, rejected, ignored = one_by_one(frames, RECV_MS)
     assert out.accepted + out.n_rejected + sum(out.ignored.values()) == len(frames) == out.n_frames
-    assert parser.frames == len(frames)
     assert "internal_error" not in out.rejected, out.details
     assert set(out.rejected) <= set(REJECT_REASONS)
-
-    records, rejected, ignored = one_by_one(frames, RECV_MS)
     assert Counter(out.rejected) == rejected
     assert Counter(out.ignored) == ignored
     found = batch_records(out)
@@ -525,20 +527,48 @@ def test_any_batch_never_raises_counts_add_up_and_equals_frame_by_frame_parsing(
         assert arr.tobytes() == np.concatenate(records[key]).tobytes(), key
 
 
-def test_every_single_field_mutation_of_every_event_is_decided_in_a_batch_as_frame_by_frame() -> None:
-    frames = VALID_PREFIX + every_single_field_mutation()
+# The fast path serves symbols the parser has accepted before, in this batch or an earlier one; "none"
+# sends every symbol's first frame through the full check.
+PRIMING = ["none", "same_batch", "earlier_batch"]
+
+
+def parse_primed(frames: list[bytes], priming: str) -> tuple[FrameParser, ParsedFrames, list[bytes]]:
+    parser = FrameParser()
+    if priming == "same_batch":
+        frames = VALID_PREFIX + frames
+    elif priming == "earlier_batch":
+        parser.parse(VALID_PREFIX, recv_time_ms=RECV_MS)
+    before = parser.frames
+    out = parser.parse(frames, recv_time_ms=RECV_MS)
+    assert parser.frames - before == len(frames)
+    return parser, out, frames
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ANY_FRAME, max_size=24), st.sampled_from(PRIMING))
+def test_any_batch_never_raises_counts_add_up_and_equals_frame_by_frame_parsing(
+    frames: list[bytes], priming: str
+) -> None:
+    _, out, frames = parse_primed(frames, priming)
+    assert_batch_equals_frame_by_frame(out, frames)
+
+
+@pytest.mark.parametrize("priming", PRIMING)
+def test_every_single_field_mutation_of_every_event_is_decided_in_a_batch_as_frame_by_frame(priming: str) -> None:
+    _, out, frames = parse_primed(every_single_field_mutation(), priming)
     assert len(frames) > 2000
-    out = FrameParser().parse(frames, recv_time_ms=RECV_MS)
-    records, rejected, ignored = one_by_one(frames, RECV_MS)
-    assert out.n_frames == len(frames)
-    assert Counter(out.rejected) == rejected
-    assert Counter(out.ignored) == ignored
     # Every reason a price, quantity, id, time or flag can fail for is reached by these mutations.
-    assert set(rejected) >= set(REJECT_REASONS) - {"bad_json", "internal_error", "inconsistent"}
-    found = batch_records(out)
-    assert set(found) == set(records)
-    for key, arr in found.items():
-        assert arr.tobytes() == np.concatenate(records[key]).tobytes(), key
+    assert set(out.rejected) >= set(REJECT_REASONS) - {"bad_json", "internal_error", "inconsistent"}
+    assert_batch_equals_frame_by_frame(out, frames)
+
+
+def test_a_rejected_trade_of_a_symbol_known_from_its_book_ticker_leaves_no_empty_trade_array() -> None:
+    parser = FrameParser()
+    bad_trade = bare(with_field(USDM_TRADE, "T", "nan"))
+    out = parser.parse([bare(SPOT_BOOK_TICKER), bad_trade], recv_time_ms=RECV_MS)
+    assert (out.trades, out.rejected) == ({}, {"non_numeric": 1})
+    out = parser.parse([bad_trade, bare(with_field(USDM_TRADE, "t", -5))], recv_time_ms=RECV_MS)
+    assert (out.trades, out.rejected) == ({}, {"non_numeric": 1, "out_of_range": 1})
 
 
 @settings(max_examples=200, deadline=None)
