@@ -54,8 +54,9 @@ def _window(xp: Any, comp: Component, src: WindowSource, tl: MarketTimeline, ste
     if has_forming:
         out3[:, :, n_closed] = xp.take(src.forming, steps, axis=0)
     if src.price_columns:
-        # Prices are stored as log prices; relative to the reference close at t they are one subtraction.
-        log_ref = xp.log(xp.take(tl.refs[src.ref], steps, axis=0))[:, None, None]
+        # Prices are stored as log prices (less a per-market anchor, as the references are), so relative to
+        # the reference close at t they are one subtraction.
+        log_ref = xp.take(tl.refs[src.ref], steps, axis=0)[:, None, None]
         out3[:, : src.price_columns, :] -= log_ref
     if src.age_column is not None:
         idx = starts[:, None] + xp.arange(n_closed, dtype=starts.dtype, device=device)[None, :]

@@ -14,9 +14,11 @@ from pydantic import Field, model_validator
 from .config import StrictModel
 from .timeframes import TIMEFRAME_MS
 
-#: Per-tick features, in this order (the first is a price, normalised to the reference close at t).
+#: Per-tick features, in this order (the first two are prices, relative to the reference close at t; the
+#: last is the tick's age at t, computed at gather time).
 TICK_FEATURES: tuple[str, ...] = (
     "price_rel",
+    "vwap_20_rel",
     "log_qty",
     "side",
     "log_dt_ms",
@@ -24,7 +26,6 @@ TICK_FEATURES: tuple[str, ...] = (
     "log_intensity_1s",
     "signed_log_qty",
     "buy_ratio_20",
-    "vwap_20_rel",
     "age_s",
 )
 #: Per-bar features, in this order (the first four are prices, normalised to the reference close at t).

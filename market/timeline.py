@@ -24,7 +24,8 @@ class WindowSource:
     ----------
     rows : array [F, pad + R] float32, feature-major
         The first ``pad`` rows are zeros, so that a window ending at any known row stays in bounds; real rows
-        follow. Price features hold natural log prices. Feature-major so that a window is one contiguous
+        follow. Price features hold natural log prices less the market's anchor (``meta["anchors"]``), which
+        keeps them near 0 where float32 resolves a hundredth of a basis point. Feature-major so that a window is one contiguous
         run per feature, and lands in the state as ``F x W`` (channels x time, as a 1-D conv reads it).
     last : array [T] int64
         For each step, the index into ``rows`` of the last row known at that step (``pad - 1`` when none).
@@ -36,8 +37,8 @@ class WindowSource:
     forming_valid : array [T] bool or None
         Whether ``forming`` holds a bar at that step.
     price_columns : int
-        The first ``price_columns`` features are log prices, made relative at gather time to the reference
-        close at t (``log(p) - log(ref_t)``).
+        The first ``price_columns`` features are anchored log prices, made relative at gather time to the
+        reference close at t (``log(p) - log(ref_t)``).
     ref : str
         Name of the reference series in :attr:`MarketTimeline.refs` (``"eth"`` or ``"btc"``).
     times_ms : array [pad + R] int64 or None
@@ -68,7 +69,8 @@ class MarketTimeline:
     step_time_ms : array [T] int64
         The time of each base step (the close time of the base bar that ends it).
     refs : dict of name -> array [T] float32
-        Reference close known at each step, per market (``"eth"``, ``"btc"``).
+        Log of the reference close known at each step less the market's anchor, per market (``"eth"``,
+        ``"btc"``).
     windows : dict of component name -> WindowSource
     vectors : dict of component name -> array [T, F] float32
         Per-step vectors known at t (Williams structure, regime; CNN parts when bulk-filled).
