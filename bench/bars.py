@@ -8,17 +8,15 @@ tiled in time to about 1.7M ticks; without ../shared/data, the seeded synthetic 
 
 from __future__ import annotations
 
-import gzip
 import statistics
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bench._common import SHARED_DATA, median_seconds, rate_line
 from market.bars import DEFAULT_TIMEFRAMES, IncrementalBars, build_timeframes
-from market.binance import FrameParser
+from market.datasets import load_ws_capture
 from market.records import TRADE_DTYPE
 
 SYMBOLS = ("ethusdt", "btcusdt")
@@ -27,19 +25,6 @@ COPIES = 50  # tiles of each capture, end to end in time
 REPEATS = 7
 PANDAS_RULES = {"1s": "1s", "1m": "1min", "1h": "1h", "1d": "1D"}
 LIVE_BATCH = 200
-
-
-def load_capture(ws_dir: Path, symbol: str) -> np.ndarray:
-    """The ``@trade`` records of one symbol's capture (both files), decoded by the live frame parser."""
-    frames: list[bytes] = []
-    for day in DAYS:
-        with gzip.open(ws_dir / f"spot_{symbol}_{day}.gz", "rb") as fh:
-            for line in fh:
-                _, _, payload = line.rstrip(b"\n").partition(b" ")
-                if b'@trade"' in payload[:40]:
-                    frames.append(payload)
-    parsed = FrameParser().parse(frames, 0)
-    return parsed.trades[symbol.upper()]
 
 
 def tile(trades: np.ndarray, copies: int) -> np.ndarray:
@@ -56,7 +41,7 @@ def load_data() -> tuple[dict[str, np.ndarray], str]:
     """Per symbol trades and a label saying what they are."""
     ws_dir = SHARED_DATA / "binance" / "ws"
     if all((ws_dir / f"spot_{s}_{d}.gz").is_file() for s in SYMBOLS for d in DAYS):
-        raw = {s: load_capture(ws_dir, s) for s in SYMBOLS}
+        raw = {s: load_ws_capture(*(ws_dir / f"spot_{s}_{d}.gz" for d in DAYS)).trades for s in SYMBOLS}
         label = (
             f"real captures (ETH {raw['ethusdt'].size:,} + BTC {raw['btcusdt'].size:,} trades, 11 min) "
             f"tiled {COPIES}x in time"
@@ -64,9 +49,9 @@ def load_data() -> tuple[dict[str, np.ndarray], str]:
         return {s: tile(t, COPIES) for s, t in raw.items()}, label
     from market.synthetic import synthetic_trades
 
-    market = synthetic_trades(1_723_161_600_000, 6 * 3_600_000, seed=7)
+    market = synthetic_trades(1_723_161_600_000, 24 * 3_600_000, seed=7)
     trades = {s.lower(): t for s, t in market.trades.items()}
-    return trades, "SYNTHETIC trades (market.synthetic, seed 7, 6 h; ../shared/data absent)"
+    return trades, "SYNTHETIC trades (market.synthetic, seed 7, 24 h; ../shared/data absent)"
 
 
 def main() -> int:

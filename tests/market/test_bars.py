@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +16,7 @@ from market.bars import (
     ticks_to_bars,
     timeframe_chain,
 )
+from market.datasets import load_klines, load_ws_capture
 from market.errors import ConfigError, DataError
 from market.records import BAR_DTYPE, TRADE_DTYPE
 
@@ -82,25 +81,10 @@ def closed_plus_forming(inc: IncrementalBars, closed: dict[str, np.ndarray]) -> 
     return out
 
 
-def load_capture_trades(paths: list[Path]) -> np.ndarray:
-    """Trades of a recorded combined-stream capture (``<recv ns> <json>`` lines, gzip), in file order."""
-    rows = []
-    for path in paths:
-        with gzip.open(path, "rb") as f:
-            for line in f:
-                _, _, payload = line.partition(b" ")
-                message = orjson.loads(payload)
-                if not str(message.get("stream", "")).endswith("@trade"):
-                    continue
-                d = message["data"]
-                rows.append((d["T"], d["t"], float(d["p"]), float(d["q"]), bool(d["m"])))
-    return np.array(rows, dtype=TRADE_DTYPE)
-
-
 @pytest.fixture(scope="module", params=["ethusdt", "btcusdt"])
 def capture_trades(request: pytest.FixtureRequest, shared_data: Path) -> np.ndarray:
     paths = [shared_data / WS / f"spot_{request.param}_{day}.gz" for day in ("20240808", "20240809")]
-    return load_capture_trades(paths)
+    return load_ws_capture(*paths).trades
 
 
 # ------------------------------------------------------------------------ property: incremental == batch
@@ -259,8 +243,6 @@ def _complete_parents(children: np.ndarray, parents: np.ndarray, per_parent: int
     ],
 )
 def test_1h_bars_from_real_1m_klines_equal_real_1h_klines(shared_data: Path, symbol: str, hourly: str, hours: int):
-    from market.datasets import load_klines
-
     minutes = load_klines(shared_data / KLINES / f"{symbol}-1m-2025-01-01_2025-02-04.csv")
     real = load_klines(shared_data / KLINES / hourly)
     ours = _complete_parents(minutes, aggregate_bars(minutes, "1h"), 60)
@@ -285,8 +267,6 @@ def test_1h_bars_from_real_1m_klines_equal_real_1h_klines(shared_data: Path, sym
 def test_1d_bars_from_real_1h_klines_equal_real_daily_klines_at_utc_midnight(
     shared_data: Path, symbol: str, hourly: str, days: int
 ):
-    from market.datasets import load_klines
-
     hours = load_klines(shared_data / KLINES / hourly)
     real = load_klines(shared_data / KLINES / f"{symbol}-1d-2022-11-11_2025-02-04.csv")
     ours = _complete_parents(hours, aggregate_bars(hours, "1d"), 24)
@@ -300,8 +280,6 @@ def test_1d_bars_from_real_1h_klines_equal_real_daily_klines_at_utc_midnight(
 
 
 def test_kline_gap_is_filled_as_an_empty_interval(shared_data: Path) -> None:
-    from market.datasets import load_klines
-
     hours = load_klines(shared_data / KLINES / "BTCUSDT-1h-2023-01-01_2025-01-20.csv")
     missing = np.flatnonzero(np.diff(hours["open_time_ms"]) != HOUR_MS)
     assert missing.size == 1  # the exchange outage of 2023-03-24 13:00 UTC
