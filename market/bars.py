@@ -700,8 +700,10 @@ class IncrementalBars:
     def advance_to(self, t_ms: int) -> dict[str, np.ndarray]:
         """Move the clock to ``t_ms``: close every bar whose close time is at or before it.
 
-        Intervals without trades are filled by the module's rule. A time at or before the clock is a
-        no-op. Before the first trade it only sets the clock (no bar before the first trade).
+        Intervals without trades are filled by the module's rule. A time the stream has already
+        declared reached is a no-op; the time of the last trade is not (trades at that very millisecond
+        could still come until now). Before the first trade it only sets the clock (no bar before the
+        first trade).
 
         Returns
         -------
@@ -709,10 +711,10 @@ class IncrementalBars:
             The bars closed, per timeframe asked.
         """
         t_ms = int(t_ms)
-        if self._clock is not None and t_ms <= self._clock:
+        if self._horizon is not None and t_ms < self._horizon:
             return dict(self._empty)
         self._forming_cache.clear()
-        self._clock = t_ms
+        self._clock = t_ms if self._clock is None else max(self._clock, t_ms)
         self._horizon = t_ms + 1
         if not self._started:
             # no trade yet: remember the clock only; the first trade must come after it

@@ -374,6 +374,15 @@ def test_trade_at_or_before_an_advanced_clock_is_out_of_order() -> None:
         inc.update(make_trades([T0 + 2_000], [1.0], [1.0], [False]))
 
 
+def test_advance_to_the_last_trade_time_closes_the_bar_ending_there() -> None:
+    inc = IncrementalBars(("1s",))
+    assert inc.update(make_trades([T0 + 999], [3.0], [1.0], [False]))["1s"].size == 0
+    closed = inc.advance_to(T0 + 999)["1s"]
+    assert closed["open_time_ms"].tolist() == [T0] and closed["close"].tolist() == [3.0]
+    assert inc.forming("1s") is None
+    assert inc.advance_to(T0 + 999)["1s"].size == 0
+
+
 def test_advance_to_closes_bars_by_the_clock_and_fills_empty_ones() -> None:
     inc = IncrementalBars(("1s", "1m"))
     assert inc.advance_to(T0).get("1s").size == 0  # before any trade: only the clock moves
