@@ -26,6 +26,9 @@ Conventions (those of the ``ta`` package, which the tests hold us to):
   ``bollinger_wband`` is this times 100). Each window is summed afresh, so the deviation is exact to a
   few ulp; ``ta`` (pandas' running variance) drifts from it by up to ~4e-8 relative over 50k real bars.
 
+The forming bar of a higher timeframe (the values :meth:`IndicatorSet.peek` gives) has a batch form
+too, :func:`forming_features`, for every base step of a history at once.
+
 Values before an indicator is defined are NaN. With the defaults (14; 12, 26, 9; 20, 2) the first
 defined bar (0-based) is: rsi 13, macd 25, macd_signal and macd_hist 33, every Bollinger column 19.
 """
@@ -187,6 +190,15 @@ class _Ema:
         return (self._beta * y + self._alpha * x) / self._denom
 
 
+def _ema_next(y: np.ndarray, x: np.ndarray, com: float) -> np.ndarray:
+    """:meth:`_Ema.next` elementwise: the EMA at state ``y`` (NaN: not seeded) after ``x``."""
+    alpha = 1.0 / (1.0 + com)
+    beta = 1.0 - alpha
+    denom = beta + alpha
+    stepped = (beta * y + alpha * x) / denom
+    return np.where(np.isnan(y), x, np.where(y == x, y, stepped))
+
+
 # ---------------------------------------------------------------------------------------------------
 # RSI
 # ---------------------------------------------------------------------------------------------------
@@ -228,16 +240,19 @@ def rsi(close: np.ndarray, window: int = 14) -> np.ndarray:
         ``window`` is not an integer >= 1.
     """
     window = _check_window("rsi_period", window)
-    x = _as_closes(close)
-    n = x.size
-    change = np.zeros(n, dtype=np.float64)
+    out = _rsi_from_averages(*_rsi_averages(_as_closes(close), window))
+    out[: window - 1] = _NAN
+    return out
+
+
+def _rsi_averages(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wilder averages of gain and loss after each bar: the state :class:`RsiState` holds."""
+    change = np.zeros(x.size, dtype=np.float64)
     change[1:] = x[1:] - x[:-1]  # bar 0 counts as a zero change, as in ta
     gain = np.where(change > 0.0, change, 0.0)
     loss = np.where(change < 0.0, -change, 0.0)
     com = _wilder_com(window)
-    out = _rsi_from_averages(_ema_batch(gain, com), _ema_batch(loss, com))
-    out[: window - 1] = _NAN
-    return out
+    return _ema_batch(gain, com), _ema_batch(loss, com)
 
 
 class RsiState:
@@ -307,14 +322,27 @@ def macd(
         A span is not an integer >= 1, or ``fast >= slow``.
     """
     fast, slow, signal = _check_macd(fast, slow, signal)
-    x = _as_closes(close)
-    line = _ema_batch(x, _span_com(fast)) - _ema_batch(x, _span_com(slow))
+    _fast, _slow, line, sig = _macd_states(_as_closes(close), fast, slow, signal)
+    sig[: slow + signal - 2] = _NAN
+    return line, sig, line - sig
+
+
+def _macd_states(
+    x: np.ndarray, fast: int, slow: int, signal: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(ema_fast, ema_slow, macd, signal_ema)`` after each bar: the state :class:`MacdState` holds.
+
+    ``macd`` is NaN before bar ``slow - 1``; ``signal_ema`` runs from that bar on, with no signal
+    warm-up mask (the signal column is defined ``signal - 1`` bars later).
+    """
+    ema_fast = _ema_batch(x, _span_com(fast))
+    ema_slow = _ema_batch(x, _span_com(slow))
+    line = ema_fast - ema_slow
     start = slow - 1
     line[:start] = _NAN
     sig = np.full(x.size, _NAN)
     sig[start:] = _ema_batch(line[start:], _span_com(signal))
-    sig[: start + signal - 1] = _NAN
-    return line, sig, line - sig
+    return ema_fast, ema_slow, line, sig
 
 
 class MacdState:
@@ -397,7 +425,15 @@ def bollinger(
     out = tuple(np.full(x.size, _NAN) for _ in range(5))
     if x.size < window:
         return out
-    view = np.lib.stride_tricks.sliding_window_view(x, window)
+    columns = _bands(np.lib.stride_tricks.sliding_window_view(x, window), k)
+    for dst, src in zip(out, columns, strict=True):
+        dst[window - 1 :] = src
+    return out
+
+
+def _bands(view: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(mid, upper, lower, pct_b, width)`` of each row of ``view`` (one window per row, oldest first)."""
+    window = view.shape[1]
     base = view[:, 0]
     total = np.zeros(base.size, dtype=np.float64)
     for j in range(1, window):
@@ -412,10 +448,7 @@ def bollinger(
     mid = base + shift
     with np.errstate(divide="ignore", invalid="ignore"):
         pct_b = np.where(band == 0.0, 0.5, 0.5 + ((view[:, -1] - base) - shift) / (2.0 * band))
-    columns = (mid, mid + band, mid - band, pct_b, (2.0 * band) / mid)
-    for dst, src in zip(out, columns, strict=True):
-        dst[window - 1 :] = src
-    return out
+    return mid, mid + band, mid - band, pct_b, (2.0 * band) / mid
 
 
 class BollingerState:
@@ -561,3 +594,110 @@ class IndicatorSet:
             (self._rsi.peek(close), *self._macd.peek(close), *self._bands.peek(close)),
             dtype=np.float64,
         )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The forming bar, for every base step at once
+# ---------------------------------------------------------------------------------------------------
+
+#: Rows per block of Bollinger windows gathered at once in :func:`forming_features` (bounds memory).
+_FORMING_BLOCK = 1 << 16
+
+
+def _as_last_closed(last_closed: np.ndarray, n_closed: int, n_steps: int) -> np.ndarray:
+    arr = np.asarray(last_closed)
+    if arr.ndim != 1 or arr.size != n_steps:
+        raise DataError(f"last_closed must be a 1-D array as long as forming_close ({n_steps}) (got shape {arr.shape})")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"last_closed must hold integer bar indices (got dtype {arr.dtype})")
+    arr = arr.astype(np.int64, copy=False)
+    bad = (arr < -1) | (arr >= n_closed)
+    if bad.any():
+        t = int(np.argmax(bad))
+        raise DataError(f"last_closed[{t}] = {int(arr[t])} is outside -1 .. {n_closed - 1} (the closed bars' indices)")
+    return arr
+
+
+def forming_features(
+    closed_close: np.ndarray,
+    last_closed: np.ndarray,
+    forming_close: np.ndarray,
+    config: IndicatorConfig | None = None,
+) -> np.ndarray:
+    """Feature rows of a forming bar at every base step: :meth:`IndicatorSet.peek` in batch.
+
+    Row ``t`` is what an :class:`IndicatorSet` fed with ``closed_close[: last_closed[t] + 1]`` returns
+    from ``peek(forming_close[t])``. RSI and MACD are one EMA step from the state after bar
+    ``last_closed[t]`` (the batch state arrays, computed once over ``closed_close``); Bollinger bands
+    sum each window (the last ``window - 1`` closed closes, then the forming close) as the incremental
+    form does, so they carry no cancellation of a running sum of squares. Row ``t`` reads closed bars
+    ``0 .. last_closed[t]`` only.
+
+    Parameters
+    ----------
+    closed_close : numpy.ndarray
+        float64 ``[N]``, closes of the closed bars, oldest first, finite and positive.
+    last_closed : numpy.ndarray
+        Integer ``[T]``, the index into ``closed_close`` of the last bar closed by step ``t``; ``-1``
+        when none has closed yet. Any order (non-decreasing is typical, not required).
+    forming_close : numpy.ndarray
+        float64 ``[T]``, the close of the forming bar as of step ``t``, finite and positive.
+    config : IndicatorConfig, optional
+        Indicator parameters; the defaults when omitted.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``[T, len(FEATURE_NAMES)]``, columns of :data:`FEATURE_NAMES`; a column is NaN where the
+        forming bar is within its warm-up (``last_closed[t] + 2 < warmup_bars()[name]``).
+
+    Raises
+    ------
+    DataError
+        A close is not finite or not positive, ``last_closed`` is not an integer array as long as
+        ``forming_close``, or one of its entries is outside ``-1 .. N - 1`` (the message names it).
+    """
+    c = config if config is not None else IndicatorConfig()
+    rsi_window = _check_window("rsi_period", c.rsi_period)
+    fast, slow, signal = _check_macd(c.macd_fast, c.macd_slow, c.macd_signal)
+    window = _check_window("bollinger_period", c.bollinger_period)
+    k = _check_k(c.bollinger_k)
+    closed = _as_closes(closed_close, "closed_close")
+    forming = _as_closes(forming_close, "forming_close")
+    last = _as_last_closed(last_closed, closed.size, forming.size)
+    # Bars the state has seen, and so the index of its state in arrays led by the empty state (NaN).
+    seen = last + 1
+    bars = seen + 1  # the forming bar counted, as peek counts it
+
+    def state(arr: np.ndarray) -> np.ndarray:
+        return np.concatenate(([_NAN], arr))[seen]
+
+    out = np.full((forming.size, len(FEATURE_NAMES)), _NAN)
+
+    # RSI: one Wilder step with the forming change.
+    up_avg, down_avg = _rsi_averages(closed, rsi_window)
+    change = np.where(seen == 0, 0.0, forming - state(closed))
+    com = _wilder_com(rsi_window)
+    up = _ema_next(state(up_avg), np.where(change > 0.0, change, 0.0), com)
+    down = _ema_next(state(down_avg), np.where(change < 0.0, -change, 0.0), com)
+    out[:, 0] = np.where(bars >= rsi_window, _rsi_from_averages(up, down), _NAN)
+
+    # MACD: one step of each EMA, then of the signal EMA with the forming MACD value.
+    ema_fast, ema_slow, _line, sig_ema = _macd_states(closed, fast, slow, signal)
+    line = _ema_next(state(ema_fast), forming, _span_com(fast)) - _ema_next(state(ema_slow), forming, _span_com(slow))
+    line = np.where(bars >= slow, line, _NAN)
+    sig = np.where(bars >= slow + signal - 1, _ema_next(state(sig_ema), line, _span_com(signal)), _NAN)
+    out[:, 1] = line
+    out[:, 2] = sig
+    out[:, 3] = line - sig
+
+    # Bollinger: the window of each defined row, gathered block by block.
+    rows = np.flatnonzero(bars >= window)
+    offsets = np.arange(1 - window, 0, dtype=np.int64)  # closed bars last - window + 2 .. last
+    for lo in range(0, rows.size, _FORMING_BLOCK):
+        block = rows[lo : lo + _FORMING_BLOCK]
+        view = np.empty((block.size, window), dtype=np.float64)
+        view[:, :-1] = closed[last[block, None] + 1 + offsets]
+        view[:, -1] = forming[block]
+        out[block, 4:9] = np.column_stack(_bands(view, k))
+    return out

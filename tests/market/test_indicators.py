@@ -1,5 +1,6 @@
 """Tests of market/indicators.py: incremental == batch, agreement with the ``ta`` package and with exact
-rational arithmetic, causality, peek() purity, warm-up lengths and input errors."""
+rational arithmetic, causality, peek() purity, the batch forming-bar form == peek(), warm-up lengths and
+input errors."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from market.indicators import (
     RsiState,
     bollinger,
     close_features,
+    forming_features,
     indicator_features,
     macd,
     rsi,
@@ -299,6 +301,132 @@ def test_peek_leaves_state_unchanged_and_previews_update(
         assert np.array_equal(preview, committed, equal_nan=True)
         assert np.array_equal(committed, plain.update(close), equal_nan=True)
     assert peeked.count == plain.count == closes.size
+
+
+# ---------------------------------------------------------------------------------------------------
+# The forming bar in batch (forming_features) == IndicatorSet.peek()
+# ---------------------------------------------------------------------------------------------------
+
+
+def _peek_loop(closed: np.ndarray, last: np.ndarray, forming: np.ndarray, config: IndicatorConfig) -> np.ndarray:
+    """Row t: an IndicatorSet fed ``closed[: last[t] + 1]``, then ``peek(forming[t])``.
+
+    Steps are visited in order of ``last`` so one state serves them all (peek does not change it).
+    """
+    state = IndicatorSet(config)
+    out = np.empty((forming.size, len(FEATURE_NAMES)), dtype=np.float64)
+    for t in np.argsort(last, kind="stable"):
+        while state.count <= last[t]:
+            state.update(closed[state.count])
+        out[t] = state.peek(forming[t])
+    return out
+
+
+def _assert_rows_agree(ours: np.ndarray, ref: np.ndarray, prices: np.ndarray, what: str) -> None:
+    assert ours.shape == ref.shape and ours.dtype == np.float64
+    for name, scale in _scales(prices).items():
+        j = FEATURE_INDEX[name]
+        _assert_agree(ours[:, j], ref[:, j], scale, f"{what} {name}")
+
+
+@st.composite
+def forming_steps(draw: st.DrawFn, closed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Steps ``(last_closed, forming_close)`` in any order: -1 and warm-up indices included, forming closes
+    drawn freely or equal to a closed close (a zero change, an EMA already at the close)."""
+    n = closed.size
+    price = st.floats(1e-3, 1e6, allow_nan=False, allow_infinity=False)
+    if n:
+        price = st.one_of(price, st.sampled_from(closed.tolist()))
+    steps = draw(st.lists(st.tuples(st.integers(-1, n - 1), price), max_size=80))
+    last = np.array([i for i, _ in steps], dtype=np.int64)
+    forming = np.array([f for _, f in steps], dtype=np.float64)
+    # Some steps whose forming close repeats the last closed close exactly.
+    same = draw(st.lists(st.integers(0, n - 1), max_size=10)) if n else []
+    last = np.concatenate([last, np.array(same, dtype=np.int64)])
+    forming = np.concatenate([forming, closed[np.array(same, dtype=np.int64)]])
+    return last, forming
+
+
+@HYPOTHESIS
+@given(closed=any_closes(), config=configs(), data=st.data())
+def test_forming_features_equal_update_then_peek_loop_on_any_series_and_steps(
+    closed: np.ndarray, config: IndicatorConfig, data: st.DataObject
+) -> None:
+    last, forming = data.draw(forming_steps(closed), label="steps")
+    ours = forming_features(closed, last, forming, config)
+    ref = _peek_loop(closed, last, forming, config)
+    _assert_rows_agree(ours, ref, np.concatenate([closed, forming]), "forming vs peek")
+    # NaN exactly during each column's warm-up, counting the forming bar as the last one.
+    for name, bars in warmup_bars(config).items():
+        column = ours[:, FEATURE_INDEX[name]]
+        assert np.array_equal(np.isnan(column), last + 2 < bars), name
+
+
+@HYPOTHESIS
+@given(closed=tick_walks(min_len=2, max_len=120), config=configs(), data=st.data())
+def test_forming_features_on_tick_walk_with_monotone_steps_equal_peek_loop(
+    closed: np.ndarray, config: IndicatorConfig, data: st.DataObject
+) -> None:
+    per_bar = data.draw(st.integers(1, 5), label="steps per bar")
+    last = np.repeat(np.arange(-1, closed.size - 1), per_bar)
+    moves = np.array(data.draw(st.lists(st.integers(-40, 40), min_size=last.size, max_size=last.size)))
+    forming = np.maximum(np.round(np.concatenate([[closed[0]], closed])[last + 1] * 100) + moves, 1) / 100.0
+    ours = forming_features(closed, last, forming, config)
+    _assert_rows_agree(ours, _peek_loop(closed, last, forming, config), closed, "forming vs peek (tick walk)")
+
+
+def test_forming_features_of_real_eth_hours_forming_from_1m_closes_equal_peek_loop(shared_data) -> None:
+    minutes = pd.read_csv(shared_data / ETH_1M)["close"].to_numpy(dtype=np.float64)
+    assert minutes.size == 50_000
+    # 1h bars from 1m closes: hour h closes at minute 60 h + 59; at minute t the hours before t // 60 are
+    # closed and the minute's close is the forming hour's close so far.
+    closed = minutes[59::60]
+    step = np.arange(minutes.size)
+    last = step // 60 - 1
+    config = IndicatorConfig()
+    ours = forming_features(closed, last, minutes, config)
+    ref = _peek_loop(closed, last, minutes, config)
+    assert np.isnan(ours[:60]).all() and np.isfinite(ours[60 * 34 :]).all()  # warm-up, then all defined
+    _assert_rows_agree(ours, ref, minutes, "forming vs peek (real ETH 1h)")
+    # At the last minute of an hour the forming bar is that hour's bar as it closes.
+    at_close = step % 60 == 59
+    _assert_rows_agree(ours[at_close], close_features(closed, config), minutes, "forming at close vs batch")
+
+
+@HYPOTHESIS
+@given(closed=any_closes(), config=configs(), data=st.data())
+def test_forming_rows_do_not_change_when_closes_after_their_last_closed_bar_change(
+    closed: np.ndarray, config: IndicatorConfig, data: st.DataObject
+) -> None:
+    if closed.size == 0:
+        return
+    i = data.draw(st.integers(0, closed.size - 1), label="cut")
+    price = st.floats(1e-3, 1e6, allow_nan=False, allow_infinity=False)
+    later = data.draw(st.lists(price, min_size=closed.size - i - 1, max_size=closed.size - i - 1), label="later")
+    changed = np.concatenate([closed[: i + 1], np.asarray(later, dtype=np.float64)])
+    last, forming = data.draw(forming_steps(closed), label="steps")
+    kept = last <= i
+    before = forming_features(closed, last, forming, config)[kept]
+    after = forming_features(changed, last, forming, config)[kept]
+    assert np.array_equal(before, after, equal_nan=True)
+
+
+def test_forming_features_reject_bad_steps_and_closes_naming_them() -> None:
+    closed = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(DataError, match=r"last_closed\[1\] = 3 is outside -1 .. 2"):
+        forming_features(closed, np.array([0, 3]), np.array([1.0, 1.0]))
+    with pytest.raises(DataError, match=r"last_closed\[0\] = -2"):
+        forming_features(closed, np.array([-2]), np.array([1.0]))
+    with pytest.raises(DataError, match="integer bar indices"):
+        forming_features(closed, np.array([0.0]), np.array([1.0]))
+    with pytest.raises(DataError, match=r"as long as forming_close \(2\)"):
+        forming_features(closed, np.array([0]), np.array([1.0, 1.0]))
+    with pytest.raises(DataError, match=r"forming_close\[1\] = 0.0"):
+        forming_features(closed, np.array([0, 1]), np.array([1.0, 0.0]))
+    with pytest.raises(DataError, match=r"closed_close\[0\] = nan"):
+        forming_features(np.array([np.nan]), np.array([0]), np.array([1.0]))
+    empty_rows = forming_features(closed, np.zeros(0, dtype=np.int64), np.zeros(0))
+    assert empty_rows.shape == (0, len(FEATURE_NAMES))
 
 
 # ---------------------------------------------------------------------------------------------------
