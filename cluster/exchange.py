@@ -12,14 +12,13 @@ import email.utils
 import logging
 import random
 import re
-import string
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
@@ -34,14 +33,13 @@ from market.seeding import derive_seed
 
 from .exchange_data import ReplaySource, load_capture, synthesize_from_klines
 from .exchange_rest import answer
+from .exchange_ws import StreamSession, corrupt_frame, stream_request
 
 logger = logging.getLogger(__name__)
 
 _WS_DIR = Path("../shared/data/binance/ws")
 _KLINE_DIR = Path("../shared/data/binance/klines")
 _SPEED = re.compile(r"^(\d+(\.\d+)?)x$")
-_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
-_GARBAGE = string.ascii_letters + string.digits + string.punctuation + " "
 _BATCH = 256  # frames released (at max speed) or scanned by a client between yields to the loop
 _MAX_SPEED_WINDOW = 4096  # at max speed the replay runs at most this many frames ahead of any client
 
@@ -155,11 +153,9 @@ class ExchangeStats:
 class _Client:
     cid: int
     ws: ServerConnection
-    combined: bool
+    session: StreamSession
     rng: random.Random
     cursor: int
-    subs: dict[str, None] = field(default_factory=dict)
-    sub_ids: set[int] = field(default_factory=set)
     sent: int = 0
     held: bytes | None = None
     cause: str | None = None
@@ -176,22 +172,6 @@ def load_source(config: ExchangeConfig) -> ReplaySource:
             end_ms=config.end_ms,
         )
     return load_capture(config.capture_files, start_ms=config.start_ms, end_ms=config.end_ms)
-
-
-def stream_request(target: str) -> tuple[list[str], bool] | None:
-    """Streams and combined flag of a websocket path (``/ws/<s>[/<s>...]``, ``/ws``, ``/stream?streams=a/b``).
-
-    None when the path is none of Binance's stream endpoints.
-    """
-    parts = urlsplit(target)
-    path = parts.path.rstrip("/")
-    if path == "/stream":
-        return [s for v in parse_qs(parts.query).get("streams", []) for s in v.split("/") if s], True
-    if path == "/ws":
-        return [], False
-    if path.startswith("/ws/"):
-        return [s for s in path[4:].split("/") if s], False
-    return None
 
 
 def _http(status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
@@ -400,9 +380,8 @@ class ReplayExchange:
         self._connections += 1
         cid = self._connections
         rng = random.Random(derive_seed(self.config.seed, "exchange", "client", cid))
-        client = _Client(cid, ws, combined, rng, cursor=self._position)
-        for name in streams:
-            self._subscribe(client, name)
+        session = StreamSession(self.source.stream_index, streams, combined)
+        client = _Client(cid, ws, session, rng, cursor=self._position)
         self._clients[cid] = client
         self._frames_sent[cid] = 0
         if self._replay_task is None:
@@ -421,78 +400,10 @@ class ReplayExchange:
             self._progress.set()
             self._disconnects[client.cause or ("server_stop" if self._stopping else "client")] += 1
 
-    def _subscribe(self, client: _Client, name: str) -> None:
-        client.subs[name] = None
-        if name in self.source.stream_index:
-            client.sub_ids.add(self.source.stream_index[name])
-
-    def _unsubscribe(self, client: _Client, name: str) -> None:
-        client.subs.pop(name, None)
-        client.sub_ids.discard(self.source.stream_index.get(name, -1))
-
     async def _on_request(self, client: _Client, message: str | bytes) -> None:
-        reply = self._reply(client, message)
+        reply = client.session.handle(message)
         with contextlib.suppress(ConnectionClosed):
             await client.ws.send(orjson.dumps(reply), text=True)
-
-    def _reply(self, client: _Client, message: str | bytes) -> dict[str, object]:
-        """Binance's answer to one client request (``{"result":..,"id":..}`` or ``{"error":..,"id":..}``)."""
-
-        def error(code: int, msg: str, rid: object = None) -> dict[str, object]:
-            return {"error": {"code": code, "msg": msg}, "id": rid}
-
-        try:
-            request = orjson.loads(message)
-        except orjson.JSONDecodeError as exc:
-            return error(3, f"Invalid JSON: {exc}")
-        if not isinstance(request, dict):
-            return error(2, f"Invalid request: invalid type: {type(request).__name__}, expected a map")
-        rid = request.get("id")
-        if not (
-            rid is None
-            or (isinstance(rid, int) and not isinstance(rid, bool))
-            or (isinstance(rid, str) and len(rid) <= 36 and rid.isalnum())
-        ):
-            return error(2, "Invalid request: request ID must be an unsigned integer")
-        method = request.get("method")
-        if method is None:
-            return error(2, "Invalid request: missing field `method`", rid)
-        if method not in _METHODS:
-            expected = ", ".join(f"`{m}`" for m in _METHODS)
-            return error(2, f"Invalid request: unknown variant `{method}`, expected one of {expected}", rid)
-        params = request.get("params", [])
-        if not isinstance(params, list):
-            return error(2, f"Invalid request: invalid type: {type(params).__name__}, expected a sequence", rid)
-        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
-            if not all(isinstance(p, str) and p for p in params):
-                return error(2, "Invalid request: stream names must be non-empty strings", rid)
-            for name in params:
-                (self._subscribe if method == "SUBSCRIBE" else self._unsubscribe)(client, name)
-            return {"result": None, "id": rid}
-        if method == "LIST_SUBSCRIPTIONS":
-            return {"result": list(client.subs), "id": rid}
-        if not params or not isinstance(params[0], str):
-            return error(2, "Invalid request: property name must be a string", rid)
-        if params[0] != "combined":
-            return error(0, "Unknown property", rid)
-        if method == "GET_PROPERTY":
-            return (
-                {"result": client.combined, "id": rid}
-                if len(params) == 1
-                else error(2, "Invalid request: too many parameters", rid)
-            )
-        if len(params) != 2:
-            return error(
-                2,
-                "Invalid request: too many parameters"
-                if len(params) > 2
-                else "Invalid request: missing property value",
-                rid,
-            )
-        if not isinstance(params[1], bool):
-            return error(1, "Invalid value type: expected Boolean", rid)
-        client.combined = params[1]
-        return {"result": None, "id": rid}
 
     async def _send_loop(self, client: _Client) -> None:
         try:
@@ -516,7 +427,7 @@ class ReplayExchange:
                 stop = min(position, client.cursor + _BATCH)
                 for i in range(client.cursor, stop):
                     client.cursor = i + 1
-                    if ids[i] in client.sub_ids and not await self._deliver(client, i):
+                    if ids[i] in client.session.ids and not await self._deliver(client, i):
                         return
                 self._progress.set()
                 await asyncio.sleep(0)
@@ -541,11 +452,11 @@ class ReplayExchange:
     async def _deliver(self, client: _Client, i: int) -> bool:
         """Send frame ``i`` to ``client`` through the fault injector; False once the connection is gone."""
         combined = self.source.combined(i)
-        payload = combined if client.combined else self.source.raw(combined, self._stream_ids[i])
+        payload = combined if client.session.combined else self.source.raw(combined, self._stream_ids[i])
         faults = self.config.faults
         u = client.rng.random()
         if u < faults.malformed_rate:
-            kind, bad = _corrupt(payload, client.rng)
+            kind, bad = corrupt_frame(payload, client.rng)
             self._faults[kind] += 1
             messages = [bad]
         elif u < faults.malformed_rate + faults.duplicate_rate:
@@ -585,19 +496,6 @@ class ReplayExchange:
             self._faults["stall"] += 1
             await asyncio.sleep(faults.stall_s)
         return True
-
-
-def _corrupt(payload: bytes, rng: random.Random) -> tuple[str, bytes]:
-    """One malformed version of ``payload``: garbage text, truncated JSON, or (for trades) a NaN price."""
-    price_at = payload.find(b'"p":"')
-    kinds = ["malformed_garbage", "malformed_truncated"] + (["malformed_nan"] if price_at >= 0 else [])
-    kind = rng.choice(kinds)
-    if kind == "malformed_garbage":
-        return kind, ("<" + "".join(rng.choice(_GARBAGE) for _ in range(rng.randint(1, 64)))).encode()
-    if kind == "malformed_truncated":
-        return kind, payload[: rng.randint(1, len(payload) - 1)]
-    end = payload.index(b'"', price_at + 5)
-    return kind, payload[: price_at + 5] + b"NaN" + payload[end:]
 
 
 def serve_exchange(config: ExchangeConfig) -> None:

@@ -8,6 +8,7 @@ import gzip
 import heapq
 import json
 import logging
+import random
 import time
 import urllib.error
 import urllib.request
@@ -18,12 +19,15 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from cluster.exchange import ExchangeConfig, ExchangeFaults, ReplayExchange
-from cluster.exchange_data import load_capture
+from cluster.exchange_data import format_units, load_capture, parse_units
+from cluster.exchange_ws import StreamSession, corrupt_frame, stream_request
 
 CAPTURES = (
     "spot_ethusdt_20240808.gz",
@@ -32,6 +36,7 @@ CAPTURES = (
     "spot_btcusdt_20240809.gz",
 )
 TRADES = ("ethusdt@trade", "btcusdt@trade")
+TRADES_LIST = list(TRADES)
 Q8 = Decimal("0.00000001")
 
 
@@ -673,3 +678,52 @@ def test_synthetic_klines_source_tags_frames_and_walks_each_bar_from_open_to_clo
     assert klines[0] == 200 and len(klines[1]) == 30
     assert history[0] == 200 and [t["id"] for t in history[1]] == [1, 2] and history[1][0]["synthetic"] is True
     assert Counter(f["stream"] for f in frames) == {"ethusdt@trade": 180, "btcusdt@trade": 180}
+
+
+# --------------------------------------------------------------------------------------------- properties
+
+
+@given(st.integers(min_value=0, max_value=10**15))
+def test_units_text_round_trips_exactly(units):
+    text = format_units(units)
+    assert len(text.split(".")[1]) == 8 and parse_units(text, "test") == units
+
+
+@given(st.integers(min_value=0, max_value=2**32), st.sampled_from([True, False]))
+def test_a_corrupted_frame_is_never_a_valid_trade_event(seed, combined):
+    event = b'{"e":"trade","E":1,"s":"ETHUSDT","t":7,"p":"2683.80000000","q":"0.00200000","T":1,"m":true,"M":true}'
+    payload = b'{"stream":"ethusdt@trade","data":' + event + b"}" if combined else event
+    kind, bad = corrupt_frame(payload, random.Random(seed))
+    bad.decode("utf-8")  # still a valid text frame
+    try:
+        parsed = json.loads(bad)
+    except ValueError:
+        assert kind in ("malformed_garbage", "malformed_truncated")
+        return
+    data = parsed["data"] if combined else parsed
+    assert kind == "malformed_nan" and data["p"] == "NaN" and data["t"] == 7
+
+
+def test_stream_paths_and_session_replies_follow_binance():
+    assert stream_request("/stream?streams=ethusdt@trade/btcusdt@trade") == (TRADES_LIST, True)
+    assert stream_request("/ws/ethusdt@trade") == (["ethusdt@trade"], False)
+    assert stream_request("/ws") == ([], False)
+    assert stream_request("/api/v3/klines") is None
+    session = StreamSession({"ethusdt@trade": 0, "btcusdt@trade": 1}, ["ethusdt@trade"], combined=False)
+    assert session.ids == {0}
+    assert session.handle('{"method":"SUBSCRIBE","params":["btcusdt@trade","xrpusdt@trade"],"id":"a1"}') == {
+        "result": None,
+        "id": "a1",
+    }
+    assert session.ids == {0, 1} and list(session.names) == ["ethusdt@trade", "btcusdt@trade", "xrpusdt@trade"]
+    assert session.handle('{"method":"SUBSCRIBE","params":"btcusdt@trade","id":2}')["error"]["code"] == 2
+    assert session.handle("[1]")["error"]["code"] == 2
+    assert session.handle('{"method":"GET_PROPERTY","params":["combined","x"],"id":3}')["error"] == {
+        "code": 2,
+        "msg": "Invalid request: too many parameters",
+    }
+    assert session.handle('{"method":"UNSUBSCRIBE","params":["ethusdt@trade"],"id":null}') == {
+        "result": None,
+        "id": None,
+    }
+    assert session.ids == {1}
