@@ -20,3 +20,11 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "binance").is_dir():
         pytest.skip(f"real Binance data not present at {SHARED_DATA} (it sits beside the repo in CI only)")
     return SHARED_DATA
+
+# CI runs each property on the same examples every time (a failure there is reproducible, never flaky);
+# locally hypothesis explores new examples on every run.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")

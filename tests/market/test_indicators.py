@@ -171,16 +171,24 @@ def _assert_matches_ta(closes: np.ndarray, ours: np.ndarray, config: IndicatorCo
     # %b: ours is 0.5 where the band has zero width (ta says NaN there); nowhere else may they differ
     # in definedness.
     j = FEATURE_INDEX["bb_pct_b"]
-    zero_width = ~np.isnan(ref[:, FEATURE_INDEX["bb_mid"]]) & np.isnan(ref[:, j])
+    # A window whose closes are all equal has zero width; ta's running variance may leave ~1e-11 there
+    # instead of 0, so flatness is decided on the closes themselves, exactly.
+    window = config.bollinger_period
+    flat = np.zeros(closes.size, dtype=bool)
+    for i in range(window - 1, closes.size):
+        flat[i] = bool(np.all(closes[i - window + 1 : i + 1] == closes[i]))
+    zero_width = (~np.isnan(ref[:, FEATURE_INDEX["bb_mid"]]) & np.isnan(ref[:, j])) | flat
     assert np.all(ours[zero_width, j] == 0.5)
     assert np.all(ours[zero_width, FEATURE_INDEX["bb_width"]] == 0.0)
     pct_ref = ref[:, j].copy()
     pct_ref[zero_width] = 0.5
+    width_ref = ref[:, FEATURE_INDEX["bb_width"]].copy()
+    width_ref[zero_width] = 0.0
     # ta's pandas running variance drifts ~1e-8 relative over long series, so %b and width are held
     # to ta loosely here and to exact arithmetic at RTOL (test_bollinger_... below).
     _assert_agree(ours[:, j], pct_ref, 1.0, "bb_pct_b vs ta", rtol=1e-6)
     j = FEATURE_INDEX["bb_width"]
-    _assert_agree(ours[:, j], ref[:, j], 0.0, "bb_width vs ta", rtol=1e-6)
+    _assert_agree(ours[:, j], width_ref, 0.0, "bb_width vs ta", rtol=1e-6)
 
 
 def _assert_bands_exact(closes: np.ndarray, ours: np.ndarray, config: IndicatorConfig, bars: list[int]) -> None:
