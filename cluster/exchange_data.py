@@ -449,8 +449,13 @@ def klines(
     start_ms: int | None,
     end_ms: int | None,
     limit: int,
+    *,
+    synthetic: bool = False,
 ) -> list[list[object]]:
     """Binance ``klines`` rows (12 fields) aggregated from the known trades, by trade time.
+
+    The 12th field, which Binance sends as ``"0"`` and documents as unused, reads ``"synthetic"`` when
+    the trades were synthesized.
 
     Bars are selected by open time (``startTime <= open <= endTime``): the first ``limit`` from
     ``startTime``, else the last ``limit``. An interval without trades between two with trades is a flat
@@ -515,7 +520,7 @@ def klines(
                 int(n),
                 format_units(bv),
                 format_units(bqv),
-                "0",
+                "synthetic" if synthetic else "0",
             ]
         )
         prev_close = int(c)

@@ -159,7 +159,10 @@ def answer(
             if interval not in KLINE_INTERVALS_MS:
                 raise ApiError(400, -1120, "Invalid interval.")
             start, end, limit = _long(params, "startTime"), _long(params, "endTime"), _limit(params)
-            return _json(200, klines(table, position, KLINE_INTERVALS_MS[interval], start, end, limit))
+            return _json(
+                200,
+                klines(table, position, KLINE_INTERVALS_MS[interval], start, end, limit, synthetic=source.synthetic),
+            )
         from_id = _long(params, "fromId") if path == "/api/v3/historicalTrades" else None
         limit = _limit(params)
         return _json(200, historical_trades(table, position, from_id, limit, synthetic=source.synthetic))

@@ -675,7 +675,7 @@ def test_synthetic_klines_source_tags_frames_and_walks_each_bar_from_open_to_clo
             if symbol == "ETHUSDT":
                 row = next(k for k in klines[1] if k[0] == t)
                 assert [Decimal(v) for v in row[1:6]] == [bar[k] for k in ("open", "high", "low", "close", "volume")]
-    assert klines[0] == 200 and len(klines[1]) == 30
+    assert klines[0] == 200 and len(klines[1]) == 30 and all(row[11] == "synthetic" for row in klines[1])
     assert history[0] == 200 and [t["id"] for t in history[1]] == [1, 2] and history[1][0]["synthetic"] is True
     assert Counter(f["stream"] for f in frames) == {"ethusdt@trade": 180, "btcusdt@trade": 180}
 
