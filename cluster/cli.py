@@ -119,6 +119,57 @@ def data_inspect(paths: tuple[Path, ...]) -> None:
         click.echo(f"{path}: {inspect_klines(path)}")
 
 
+@data.command("snapshot")
+@click.option("--name", required=True, help="Snapshot name (letters, digits, '_', '.', '-').")
+@click.option(
+    "--klines",
+    "kline_files",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Kline files named SYMBOL-INTERVAL-... (repeatable).",
+)
+@click.option("--start", default=None, help="First instant kept, YYYY-MM-DD[THH:MM] UTC (default: all).")
+@click.option("--end", default=None, help="First instant not kept (exclusive).")
+@click.option("--out", "out_root", type=click.Path(path_type=Path), default=Path("data/snapshots"), show_default=True)
+def data_snapshot(name: str, kline_files: tuple[Path, ...], start: str | None, end: str | None, out_root: Path) -> None:
+    """Freeze a span of history into an immutable, fingerprinted snapshot that runs can name."""
+    from cluster.snapshot import arrays_from_kline_files, clip_span, write_snapshot
+
+    if not kline_files:
+        raise click.UsageError("give at least one --klines file")
+    arrays = clip_span(arrays_from_kline_files(list(kline_files)), _utc_ms(start), _utc_ms(end))
+    snap = write_snapshot(arrays, out_root, name, sources=[str(p) for p in kline_files])
+    click.echo(f"snapshot {snap.path} fingerprint {snap.fingerprint}")
+    for key, entry in snap.manifest["arrays"].items():
+        click.echo(f"  {key}: {entry['rows']:,} rows")
+
+
+def _utc_ms(text: str | None) -> int | None:
+    if text is None:
+        return None
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not YYYY-MM-DD[THH:MM[:SS]]") from None
+    return int(when.replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+@main.command()
+@click.option("--source", type=click.Choice(["capture", "klines"]), default="capture", show_default=True)
+@click.option("--speed", default="1x", show_default=True, help="1x, Nx (e.g. 10x) or max.")
+@click.option("--port", type=int, default=9443, show_default=True, help="0 picks a free port.")
+@click.option("--disconnect-every", type=int, default=None, help="Fault: close each connection every K frames.")
+@click.option("--malformed-rate", type=float, default=0.0, show_default=True, help="Fault: rate of garbage frames.")
+def exchange(source: str, speed: str, port: int, disconnect_every: int | None, malformed_rate: float) -> None:
+    """Run the local replay exchange (Binance's websocket and REST protocol on 127.0.0.1)."""
+    from cluster.exchange import ExchangeConfig, ExchangeFaults, serve_exchange
+
+    faults = ExchangeFaults(disconnect_every=disconnect_every, malformed_rate=malformed_rate)
+    serve_exchange(ExchangeConfig(source=source, speed=speed, port=port, faults=faults))
+
+
 @main.command()
 @CONFIG_OPTION
 @SET_OPTION
