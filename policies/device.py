@@ -1,0 +1,36 @@
+"""Which torch device to run on: ``auto`` takes CUDA when there is one, the CPU otherwise.
+
+Also the one place that turns a market timeline's numpy arrays into tensors on that device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from market.timeline import MarketTimeline
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cpu``/``cuda[:N]`` as given.
+
+    Raises
+    ------
+    ValueError
+        When CUDA is asked for by name and none is present.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return device
+
+
+def timeline_to_device(timeline: MarketTimeline, device: torch.device) -> MarketTimeline:
+    """A copy of ``timeline`` whose arrays are tensors on ``device`` (for gather on the learner's device)."""
+
+    def move(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array), device=device)
+
+    return timeline.map_arrays(move)
