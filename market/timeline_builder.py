@@ -276,9 +276,14 @@ def build_timeline(
     base_tf = state.base_timeframe
     base_ms = TIMEFRAME_MS[base_tf]
     eth_base = _base_bars(data.eth_trades, data.eth_bars, base_tf, "ETH")
+    btc_raw = _base_bars(data.btc_trades, data.btc_bars, base_tf, "BTC")
+    # Steps start where both markets have data; the traded market's bars before that are dropped.
+    eth_base = eth_base[eth_base["open_time_ms"] >= btc_raw["open_time_ms"][0]]
+    if eth_base.size == 0:
+        raise DataError("the reference market's data starts after the traded market's ends: no common span")
     step_time = eth_base["close_time_ms"].astype(np.int64)
     first_open, last_open = int(eth_base["open_time_ms"][0]), int(eth_base["open_time_ms"][-1])
-    btc_base = _align(_base_bars(data.btc_trades, data.btc_bars, base_tf, "BTC"), base_tf, first_open, last_open, "BTC")
+    btc_base = _align(btc_raw, base_tf, first_open, last_open, "BTC")
     anchors = {"eth": float(np.log(eth_base["close"][0])), "btc": float(np.log(btc_base["close"][0]))}
     windows: dict[str, WindowSource] = {}
     for comp in layout.components:
