@@ -26,7 +26,7 @@ NOT_BUILT = ("live stream actors", "CNN deployment", "distributed training", "po
 
 
 def _fmt_time(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
 
 
 def _bars_table(title: str, bars: np.ndarray, indicators: np.ndarray, rows: int) -> Table:
@@ -144,7 +144,7 @@ def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = Fals
     smoke : bool
         Smallest sizes everywhere.
     """
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 150)
     run_id = new_run_id(config.name)
     out_dir = config.output_dir / run_id
     console.rule(f"rayscalp demo: {run_id}")
