@@ -1,0 +1,105 @@
+"""n-step transitions from trajectories: returns, bootstrap steps and discounts, in compact form.
+
+Termination zeroes the bootstrap discount; truncation keeps it (the episode was cut, the market goes on).
+Pure numpy, used by rollout workers and the single-process trainer alike; never imports Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class CompactTransitions:
+    """``M`` compact transitions, the replay's row format (states are rebuilt from steps by gather)."""
+
+    step: np.ndarray  # int64 [M]
+    next_step: np.ndarray  # int64 [M]
+    agent: np.ndarray  # float32 [M, A]
+    next_agent: np.ndarray  # float32 [M, A]
+    action: np.ndarray  # int64 [M]
+    n_return: np.ndarray  # float32 [M]
+    discount: np.ndarray  # float32 [M]
+
+    def __len__(self) -> int:
+        return int(self.step.size)
+
+    @staticmethod
+    def concat(parts: list[CompactTransitions]) -> CompactTransitions:
+        """Join several batches into one (in order)."""
+        return CompactTransitions(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in CompactTransitions.__slots__)
+        )
+
+
+def nstep_transitions(
+    steps: np.ndarray,
+    agents: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    next_step_last: int,
+    next_agent_last: np.ndarray,
+    gamma: float,
+    n: int,
+) -> CompactTransitions:
+    """n-step transitions of one finished trajectory segment.
+
+    Parameters
+    ----------
+    steps, agents : [L], [L, A]
+        Timeline step and agent features of each state s_0 .. s_{L-1} where an action was taken.
+    actions, rewards : [L]
+        The action at s_i and the reward r_i received after it.
+    terminated, truncated : [L] bool
+        Whether the episode ended after step i (only the last may be true).
+    next_step_last, next_agent_last : int, [A]
+        The state s_L reached after the last action (the bootstrap state of the tail).
+    gamma : float
+    n : int
+
+    Returns
+    -------
+    CompactTransitions
+        One per i: return ``sum_{k<m} gamma^k r_{i+k}`` with ``m = min(n, L - i)``, bootstrap state
+        ``s_{i+m}``, discount ``gamma^m`` (0 when the episode terminated within those m steps).
+    """
+    length = steps.size
+    if length == 0:
+        empty_a = np.zeros((0, agents.shape[1] if agents.ndim == 2 else 0), np.float32)
+        return CompactTransitions(
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            empty_a,
+            empty_a.copy(),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.float32),
+        )
+    if np.any(terminated[:-1] | truncated[:-1]):
+        raise ValueError("only the last step of a segment may end the episode")
+    all_steps = np.append(steps, next_step_last)
+    all_agents = np.vstack([agents, next_agent_last[None, :]])
+    idx = np.arange(length)
+    horizon = np.minimum(n, length - idx)  # m_i
+    # returns by a short loop over k < n (n is small), vectorised over i
+    ret = np.zeros(length, dtype=np.float64)
+    for k in range(n):
+        valid = k < horizon
+        ret[valid] += gamma**k * rewards[idx[valid] + k]
+    discount = gamma ** horizon.astype(np.float64)
+    if terminated[-1]:
+        discount[idx + horizon == length] = 0.0
+    boot = idx + horizon
+    return CompactTransitions(
+        step=steps.astype(np.int64),
+        next_step=all_steps[boot].astype(np.int64),
+        agent=agents.astype(np.float32),
+        next_agent=all_agents[boot].astype(np.float32),
+        action=actions.astype(np.int64),
+        n_return=ret.astype(np.float32),
+        discount=discount.astype(np.float32),
+    )
