@@ -1,0 +1,530 @@
+"""The trading env: a gymnasium env and a vectorised one over a market timeline, on the venue's books.
+
+Owns the episode (starts, steps, termination, truncation), the agent features and the observation (the
+one ``gather`` at the current step). Causal: the action chosen at t fills at close[t]; what ``step()``
+returns after it reads nothing after t+1. Accounting lives in ``market.venue``, the reward in ``market.reward``.
+
+Timing of one step, acting at t: the order fills at ``close[t]`` plus slippage, paying fees; the env moves to
+t+1, checks perp liquidation on the extreme of the bar ending at t+1 (its low for longs, high for shorts),
+charges funding when a funding time lies in ``(time[t], time[t+1]]``, marks equity to ``close[t+1]`` and
+returns the reward (``market.reward``) and the observation at t+1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from pydantic import Field
+
+from . import reward as rw
+from . import venue as vn
+from .config import StrictModel
+from .errors import ConfigError, DataError
+from .features import gather
+from .layout import AGENT_FEATURES
+from .timeline import MarketTimeline
+
+#: Actions of the env's Discrete(3) space (target positions, see ``market.venue.target_direction``).
+BUY, SELL, HOLD = vn.BUY, vn.SELL, vn.HOLD
+
+
+class EnvConfig(StrictModel):
+    """One episode of trading: the venue, the reward, where episodes start and how long they run.
+
+    ``start_step`` is the first step an episode may start at (skip a warm-up) and the start itself when
+    ``random_start`` is false; random starts are uniform in ``[start_step, T - 1 - episode_steps]``.
+    An episode terminates on liquidation or when equity falls below ``ruin_fraction`` of its start, and is
+    truncated after ``episode_steps`` steps or at the last step of the data. With ``close_at_end`` an open
+    position is closed at market (fees and slippage paid) on the truncating step.
+    """
+
+    venue: vn.VenueConfig = vn.VenueConfig()
+    reward: rw.RewardConfig = rw.RewardConfig()
+    episode_steps: int = Field(1440, ge=1)
+    random_start: bool = True
+    start_step: int = Field(0, ge=0)
+    initial_equity: float = Field(10_000.0, gt=0.0)
+    ruin_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    close_at_end: bool = False
+
+
+def _per_step(values: Any, n: int, what: str, source: str) -> np.ndarray:
+    """A per-step float64 array of length ``n`` with finite values, or a DataError naming it."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.shape != (n,):
+        raise DataError(f"timeline {source!r}: {what} has shape {arr.shape}, expected ({n},)")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"timeline {source!r}: {what}[{i}] = {arr[i]!r} is not finite")
+    return arr
+
+
+class _Engine:
+    """K episodes stepped together: the venue's books, the episode bookkeeping and the reward terms."""
+
+    def __init__(
+        self,
+        timeline: MarketTimeline,
+        config: EnvConfig,
+        k: int,
+        cnn_signal: Any | None = None,
+        spread: Any | None = None,
+    ) -> None:
+        src = timeline.source
+        n = timeline.n_steps
+        if n < 2:
+            raise DataError(f"timeline {src!r}: needs at least 2 steps to trade (has {n})")
+        close = _per_step(timeline.base_close, n, "base_close", src)
+        high = close if timeline.base_high is None else _per_step(timeline.base_high, n, "base_high", src)
+        low = close if timeline.base_low is None else _per_step(timeline.base_low, n, "base_low", src)
+        for name, arr in (("base_close", close), ("base_low", low)):
+            if (arr <= 0).any():
+                i = int(np.argmax(arr <= 0))
+                raise DataError(f"timeline {src!r}: {name}[{i}] = {arr[i]!r} is not a positive price")
+        if config.start_step > n - 2:
+            raise ConfigError(f"env.start_step: {config.start_step} leaves no step to trade in a timeline of {n} steps")
+        self.config = config
+        self.venue = config.venue
+        self.k = k
+        self.n_steps = n
+        self.close, self.high, self.low = close, high, low
+        self.time_ms = np.asarray(timeline.step_time_ms, dtype=np.int64)
+        spread = timeline.meta.get("spread") if spread is None else spread
+        self.half_spread = None if spread is None else 0.5 * _per_step(spread, n, "spread", src)
+        if self.half_spread is not None and (self.half_spread < 0).any():
+            raise DataError(f"timeline {src!r}: spread has negative values")
+        self.funding_due = np.zeros(n, dtype=bool)
+        self.funding_due[1:] = vn.funding_due(self.time_ms[:-1], self.time_ms[1:])
+        funding = timeline.meta.get("funding_rate")
+        if self.venue.kind != "perp":
+            self.funding_source = "none (spot)"
+            self.funding_rate = np.zeros(n)
+        elif funding is not None:
+            self.funding_source = "funding series from the timeline"
+            self.funding_rate = _per_step(funding, n, "funding_rate", src)
+        else:
+            self.funding_source = f"configured {self.venue.funding_rate_8h * 100:.4f}% per 8h (no funding data)"
+            self.funding_rate = np.full(n, self.venue.funding_rate_8h)
+        rcfg = config.reward
+        self.reward_config = rcfg
+        self.cnn_signal = None if cnn_signal is None else np.clip(_per_step(cnn_signal, n, "cnn_signal", src), -1, 1)
+        self.pivot = rw.pivot_labels(high, low, rcfg.pivot_strength) if rcfg.pivot_weight else None
+        self.vol_scale = (
+            rw.volatility_scale(close, rcfg.volatility_short_halflife, rcfg.volatility_long_halflife)
+            if rcfg.volatility_weight
+            else None
+        )
+        self.history = rcfg.history
+        self.equity0 = float(config.initial_equity)
+        self.acc = vn.Accounts.open(k, self.equity0)
+        self.fills = vn.Fills.empty(k)
+        self.t = np.zeros(k, dtype=np.int64)
+        self.start = np.zeros(k, dtype=np.int64)
+        self.end = np.zeros(k, dtype=np.int64)
+        self.ring = np.zeros((k, self.history), dtype=np.int8)
+        self.trade_rate = np.zeros(k)
+        self.rows = np.arange(k)
+        # What the last step did, for infos.
+        self.liquidated = np.zeros(k, dtype=bool)
+        self.step_funding = np.zeros(k)
+        self.terms = {name: np.zeros(k) for name in rw.TERMS}
+
+    def draw_start(self, rng: np.random.Generator) -> int:
+        """An episode start: ``start_step``, or uniform in ``[start_step, T - 1 - episode_steps]``."""
+        lo = self.config.start_step
+        if not self.config.random_start:
+            return lo
+        hi = max(lo, self.n_steps - 1 - self.config.episode_steps)
+        return int(rng.integers(lo, hi + 1))
+
+    def reset(self, idx: np.ndarray, starts: np.ndarray) -> None:
+        """Start new episodes for envs ``idx`` at steps ``starts``."""
+        starts = np.asarray(starts, dtype=np.int64)
+        if ((starts < 0) | (starts > self.n_steps - 2)).any():
+            raise ConfigError(f"episode start(s) {starts.tolist()} outside [0, {self.n_steps - 2}]")
+        self.acc.reset(idx, self.equity0)
+        self.t[idx] = starts
+        self.start[idx] = starts
+        self.end[idx] = np.minimum(starts + self.config.episode_steps, self.n_steps - 1)
+        self.ring[idx] = 0
+        self.trade_rate[idx] = 0.0
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Act at the current steps and move every env one step on; return (reward, terminated, truncated)."""
+        acc, fills, venue = self.acc, self.fills, self.venue
+        t = self.t
+        t1 = t + 1
+        close_t = self.close[t]
+        equity_before = acc.equity(close_t)
+        half = None if self.half_spread is None else self.half_spread[t]
+        buy, sell = vn.fill_prices(close_t, venue.slippage_bps, half)
+        fills.clear()
+        target = vn.target_direction(actions, np.sign(acc.qty).astype(np.int8), venue.kind)
+        changed = vn.rebalance(acc, target, buy, sell, venue, t, fills)
+        direction = np.sign(acc.qty)
+        self.ring[self.rows, t % self.history] = direction
+        # Arrive at t+1: the bar ending there may liquidate; a funding time in (t, t+1] charges funding.
+        mark = self.close[t1]
+        if venue.kind == "perp":
+            self.liquidated = vn.liquidate(acc, self.low[t1], self.high[t1], venue, fills)
+            due = self.funding_due[t1] & (acc.qty != 0)
+            self.step_funding = vn.charge_funding(acc, mark, self.funding_rate[t1], due)
+        else:
+            self.liquidated = np.zeros(self.k, dtype=bool)
+        self.t = t1
+        equity = acc.equity(mark)
+        terminated = self.liquidated | (equity < self.config.ruin_fraction * self.equity0)
+        truncated = ~terminated & (t1 >= self.end)
+        if self.config.close_at_end and truncated.any():
+            half1 = None if self.half_spread is None else self.half_spread[t1]
+            buy1, sell1 = vn.fill_prices(mark, venue.slippage_bps, half1)
+            vn.close_positions(acc, truncated, buy1, sell1, venue.fee, fills)
+            equity = acc.equity(mark)
+        return self._reward(t, t1, equity_before, equity, direction, changed), terminated, truncated
+
+    def _reward(
+        self,
+        t: np.ndarray,
+        t1: np.ndarray,
+        before: np.ndarray,
+        after: np.ndarray,
+        direction: np.ndarray,
+        changed: np.ndarray,
+    ) -> np.ndarray:
+        cfg, terms = self.reward_config, self.terms
+        terms["base"] = rw.log_equity_change(before, after)
+        self.trade_rate = rw.update_trade_rate(self.trade_rate, changed, self.time_ms[t1] - self.time_ms[t])
+        terms["frequency"] = rw.frequency_penalty(self.trade_rate, cfg.max_trades_per_min)
+        if cfg.prediction_weight:
+            p = t1 - cfg.prediction_horizon
+            due = p >= self.start
+            p = np.maximum(p, 0)
+            held = self.ring[self.rows, p % self.history]
+            score = rw.direction_correctness(held, np.log(self.close[t1]) - np.log(self.close[p]))
+            terms["prediction"] = np.where(due, score, 0.0)
+        if cfg.alignment_weight and self.cnn_signal is not None:
+            terms["alignment"] = direction * self.cnn_signal[t]
+        if self.pivot is not None:
+            p = t1 - cfg.pivot_strength
+            due = p >= self.start
+            p = np.maximum(p, 0)
+            terms["pivot"] = np.where(due, self.ring[self.rows, p % self.history] * self.pivot[p], 0.0)
+        if self.vol_scale is not None:
+            terms["vol_scale"] = self.vol_scale[t1]
+        else:
+            terms["vol_scale"] = np.ones(self.k)
+        return rw.total_reward(
+            cfg,
+            terms["base"],
+            frequency=terms["frequency"],
+            prediction=terms["prediction"],
+            alignment=terms["alignment"],
+            pivot=terms["pivot"],
+            vol_scale=terms["vol_scale"],
+        )
+
+    def agent_features(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The agent features (``market.layout.AGENT_FEATURES``) at the current steps, float32 [K, 6]."""
+        acc = self.acc
+        sel = slice(None) if rows is None else rows
+        qty, entry, cash = acc.qty[sel], acc.entry_price[sel], acc.cash[sel]
+        t = self.t[sel]
+        price = self.close[t]
+        equity = cash + qty * price
+        held = qty != 0
+        safe_entry = np.where(held, entry, price)
+        safe_equity = np.maximum(equity, 1e-12)
+        out = np.empty((qty.shape[0], len(AGENT_FEATURES)), dtype=np.float32)
+        out[:, 0] = np.sign(qty)
+        out[:, 1] = np.where(held, np.log(price / safe_entry), 0.0)
+        out[:, 2] = qty * (price - safe_entry) / safe_equity
+        out[:, 3] = np.where(held, np.log1p(np.maximum(t - acc.entry_step[sel], 0)), 0.0)
+        out[:, 4] = np.log(safe_equity / self.equity0)
+        out[:, 5] = acc.fees[sel] / self.equity0
+        return out
+
+
+def _observation_space(timeline: MarketTimeline) -> spaces.Box:
+    return spaces.Box(-np.inf, np.inf, shape=(timeline.layout.size,), dtype=np.float32)
+
+
+class TradingEnv(gym.Env):
+    """One episode at a time on a market timeline (gymnasium API).
+
+    Actions: ``Discrete(3)``, :data:`BUY` = 0, :data:`SELL` = 1, :data:`HOLD` = 2 (target positions).
+    Observation: ``Box(layout.size,)`` float32, the ``gather`` of the timeline at the current step with the
+    env's agent features (and the CNN parts when given). ``reset(seed=..., options={"start_step": s})``
+    fixes a start. ``info`` holds the fills of the step (leg, side, price, qty, notional, fee), the totals
+    (fees, funding, trades), equity, cash, position, leverage, whether it was liquidated, the reward terms
+    and where funding rates came from.
+
+    Parameters
+    ----------
+    timeline : MarketTimeline
+        numpy arrays; its ``meta`` may carry ``spread`` [T] (quote units) and ``funding_rate`` [T].
+    config : EnvConfig, optional
+    cnn_hidden, cnn_pred : array [T, H] / [T, P], optional
+        The CNN component per step (see ``market.features.gather``).
+    cnn_signal : array [T], optional
+        The CNN's directional prediction at each step in [-1, 1], for the alignment reward term.
+    spread : array [T], optional
+        Quoted spread per step; half of it is the slippage (overrides ``timeline.meta["spread"]``).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        timeline: MarketTimeline,
+        config: EnvConfig | None = None,
+        *,
+        cnn_hidden: Any | None = None,
+        cnn_pred: Any | None = None,
+        cnn_signal: Any | None = None,
+        spread: Any | None = None,
+    ) -> None:
+        self.config = config or EnvConfig()
+        self.timeline = timeline
+        self._engine = _Engine(timeline, self.config, 1, cnn_signal=cnn_signal, spread=spread)
+        self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
+        self.action_space = spaces.Discrete(3)
+        self.observation_space = _observation_space(timeline)
+        self._done = True
+        self._row = np.zeros(1, dtype=np.int64)
+
+    @property
+    def engine_step(self) -> int:
+        """The timeline step of the current observation."""
+        return int(self._engine.t[0])
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        start = (options or {}).get("start_step")
+        if start is None:
+            start = self._engine.draw_start(self.np_random)
+        self._engine.reset(self._row, np.array([start]))
+        self._engine.fills.clear()
+        self._engine.liquidated[:] = False
+        self._engine.step_funding[:] = 0.0
+        for v in self._engine.terms.values():
+            v[:] = 0.0
+        self._done = False
+        obs, agent = self._observe()
+        return obs, self._info(agent)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._done:
+            raise RuntimeError("step() called on a finished episode: call reset() first")
+        a = int(action)
+        if a not in (BUY, SELL, HOLD):
+            raise ValueError(f"action must be 0 (buy), 1 (sell) or 2 (hold), got {action!r}")
+        reward, terminated, truncated = self._engine.step(np.array([a], dtype=np.int64))
+        self._done = bool(terminated[0] or truncated[0])
+        obs, agent = self._observe()
+        return obs, float(reward[0]), bool(terminated[0]), bool(truncated[0]), self._info(agent)
+
+    def _observe(self) -> tuple[np.ndarray, np.ndarray]:
+        agent = self._engine.agent_features()
+        obs = gather(self.timeline, self._engine.t, agent, self._cnn_hidden, self._cnn_pred)
+        return obs[0], agent[0]
+
+    def _info(self, agent: np.ndarray) -> dict[str, Any]:
+        e = self._engine
+        acc = e.acc
+        t = int(e.t[0])
+        price = float(e.close[t])
+        return {
+            "step": t,
+            "time_ms": int(e.time_ms[t]),
+            "price": price,
+            "equity": float(acc.equity(price)[0]),
+            "cash": float(acc.cash[0]),
+            "position": float(acc.qty[0]),
+            "direction": int(np.sign(acc.qty[0])),
+            "entry_price": float(acc.entry_price[0]),
+            "leverage": float(acc.leverage(price)[0]),
+            "fills": e.fills.as_dicts(0),
+            "step_fees": float(e.fills.fee[0].sum()),
+            "step_funding": float(e.step_funding[0]),
+            "fees": float(acc.fees[0]),
+            "funding": float(acc.funding[0]),
+            "trades": int(acc.trades[0]),
+            "liquidated": bool(e.liquidated[0]),
+            "reward_terms": {name: float(v[0]) for name, v in e.terms.items()},
+            "funding_source": e.funding_source,
+            "agent": agent,
+            "synthetic": bool(self.timeline.synthetic),
+        }
+
+
+class VectorTradingEnv(VectorEnv):
+    """K trading envs stepped in one call: one ``gather`` and array accounting for all of them.
+
+    Env ``i`` is the same as a :class:`TradingEnv` reset with seed ``seed + i`` (and, after each of its
+    episodes ends, reset again without a seed), given the same actions: same rewards, equity and fills.
+
+    Autoreset is gymnasium's **same-step** mode (``metadata["autoreset_mode"] == AutoresetMode.SAME_STEP``):
+    when env i terminates or truncates, the ``obs[i]`` returned by that ``step`` is already the first
+    observation of its next episode, and the finished episode's last observation is ``infos["final_obs"][i]``
+    (with ``final_step`` / ``final_agent``, the timeline step and agent features of that s'). The ``final_*``
+    keys are present only on a step where some env finished (``infos["done"]``), and their rows of envs that
+    did not finish are zeros / -1. Every other key of ``infos`` describes the step just taken (for a
+    finished env: its episode's last step), except ``step`` and ``agent``, which describe the returned obs.
+
+    ``infos`` keys (arrays [K] unless said): ``step``, ``agent`` [K, 6], ``equity``, ``cash``, ``position``,
+    ``fill_qty`` / ``fill_price`` / ``fill_fee`` [K, 3] (legs ``market.venue.LEGS``; qty 0 = no fill),
+    ``fees``, ``funding``, ``step_funding``, ``trades``, ``liquidated``, ``done``, ``reward_<term>`` per
+    ``market.reward.TERMS``, ``episode_return`` (log equity change of the finished episode, 0 elsewhere),
+    ``funding_source`` (one string), and when some env finished ``final_obs`` [K, S], ``final_step``,
+    ``final_agent`` [K, 6].
+
+    ``observe=False`` skips the gather (observations are ``None``) for callers that only need the books,
+    such as the baselines.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        timeline: MarketTimeline,
+        num_envs: int,
+        config: EnvConfig | None = None,
+        *,
+        cnn_hidden: Any | None = None,
+        cnn_pred: Any | None = None,
+        cnn_signal: Any | None = None,
+        spread: Any | None = None,
+        observe: bool = True,
+    ) -> None:
+        if num_envs < 1:
+            raise ConfigError(f"num_envs must be >= 1 (got {num_envs})")
+        self.config = config or EnvConfig()
+        self.timeline = timeline
+        self.num_envs = int(num_envs)
+        self._engine = _Engine(timeline, self.config, self.num_envs, cnn_signal=cnn_signal, spread=spread)
+        self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
+        self._observe = bool(observe)
+        self.single_action_space = spaces.Discrete(3)
+        self.single_observation_space = _observation_space(timeline)
+        self.action_space = spaces.MultiDiscrete(np.full(self.num_envs, 3))
+        self.observation_space = spaces.Box(
+            -np.inf, np.inf, shape=(self.num_envs, timeline.layout.size), dtype=np.float32
+        )
+        self._rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
+        self._started = False
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every env; env i is seeded with ``seed + i`` (or ``seed[i]`` given a list of K seeds).
+
+        ``options={"start_step": s}`` starts every env at step ``s``.
+        """
+        if isinstance(seed, list | tuple | np.ndarray):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"expected {self.num_envs} seeds, got {len(seed)}")
+            self._rngs = [seeding.np_random(int(s))[0] for s in seed]
+        elif seed is not None:
+            self._rngs = [seeding.np_random(int(seed) + i)[0] for i in range(self.num_envs)]
+        start = (options or {}).get("start_step")
+        e = self._engine
+        starts = [e.draw_start(rng) if start is None else int(start) for rng in self._rngs]
+        e.reset(e.rows, np.array(starts))
+        e.fills.clear()
+        e.liquidated[:] = False
+        e.step_funding[:] = 0.0
+        for v in e.terms.values():
+            v[:] = 0.0
+        self._started = True
+        agent = e.agent_features()
+        obs = self._gather(e.t.copy(), agent)
+        return obs, self._infos(agent, np.zeros(self.num_envs, dtype=bool), None, None, None, None)
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("step() called before reset()")
+        actions = np.asarray(actions, dtype=np.int64).reshape(-1)
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"expected {self.num_envs} actions, got shape {np.shape(actions)}")
+        if ((actions < 0) | (actions > 2)).any():
+            raise ValueError(f"actions must be 0 (buy), 1 (sell) or 2 (hold), got {actions.tolist()}")
+        e = self._engine
+        reward, terminated, truncated = e.step(actions)
+        done = terminated | truncated
+        if not done.any():
+            agent = e.agent_features()
+            obs = self._gather(e.t.copy(), agent)
+            return obs, reward, terminated, truncated, self._infos(agent, done, None, None, None, None)
+        idx = np.flatnonzero(done)
+        final_step = e.t[idx].copy()
+        final_agent = e.agent_features(idx)
+        snapshot = self._snapshot()
+        final_equity = snapshot["equity"][idx]
+        e.reset(idx, np.array([e.draw_start(self._rngs[i]) for i in idx]))
+        agent = e.agent_features()
+        both = self._gather(np.concatenate([e.t, final_step]), np.concatenate([agent, final_agent]))
+        obs, final_rows = (None, None) if both is None else (both[: self.num_envs], both[self.num_envs :])
+        infos = self._infos(agent, done, idx, final_rows, final_step, final_agent, snapshot)
+        infos["episode_return"][idx] = np.log(np.maximum(final_equity, 1e-12) / e.equity0)
+        return obs, reward, terminated, truncated, infos
+
+    def _gather(self, steps: np.ndarray, agent: np.ndarray) -> np.ndarray | None:
+        """The one gather of a step (``None`` when the env was built with ``observe=False``)."""
+        if not self._observe:
+            return None
+        return gather(self.timeline, steps, agent, self._cnn_hidden, self._cnn_pred)
+
+    def _snapshot(self) -> dict[str, np.ndarray]:
+        """The books as the step left them, before finished envs are reset."""
+        acc, e = self._engine.acc, self._engine
+        return {
+            "equity": acc.equity(e.close[e.t]),
+            "cash": acc.cash.copy(),
+            "position": acc.qty.copy(),
+            "fees": acc.fees.copy(),
+            "funding": acc.funding.copy(),
+            "trades": acc.trades.copy(),
+        }
+
+    def _infos(
+        self,
+        agent: np.ndarray,
+        done: np.ndarray,
+        idx: np.ndarray | None,
+        final_rows: np.ndarray | None,
+        final_step: np.ndarray | None,
+        final_agent: np.ndarray | None,
+        snapshot: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, Any]:
+        e = self._engine
+        k = self.num_envs
+        infos: dict[str, Any] = dict(snapshot) if snapshot is not None else self._snapshot()
+        infos.update(
+            step=e.t.copy(),
+            agent=agent,
+            fill_qty=e.fills.qty.copy(),
+            fill_price=e.fills.price.copy(),
+            fill_fee=e.fills.fee.copy(),
+            step_funding=np.asarray(e.step_funding, dtype=np.float64).copy(),
+            liquidated=np.asarray(e.liquidated, dtype=bool).copy(),
+            done=done,
+            episode_return=np.zeros(k),
+            funding_source=e.funding_source,
+        )
+        for name, v in e.terms.items():
+            infos[f"reward_{name}"] = np.asarray(v, dtype=np.float64).copy()
+        if idx is not None:
+            infos["final_step"] = np.full(k, -1, dtype=np.int64)
+            infos["final_step"][idx] = final_step
+            infos["final_agent"] = np.zeros((k, len(AGENT_FEATURES)), dtype=np.float32)
+            infos["final_agent"][idx] = final_agent
+            if final_rows is not None:
+                infos["final_obs"] = np.zeros((k, self.timeline.layout.size), dtype=np.float32)
+                infos["final_obs"][idx] = final_rows
+        return infos
