@@ -368,7 +368,7 @@ class _BarSeries:
         """Put the warm-start bars that closed before ``first_live_ms`` in front (once)."""
         if self.warm is None:
             return
-        warm = self.warm[self.warm["close_time_ms"] < first_live_ms]
+        warm = self.warm[self.warm["close_time_ms"] < first_live_ms][-self._refeed :]
         self.warm = None
         self.warm_used = int(warm.size)
         self.extend(warm)
@@ -803,11 +803,9 @@ class UnifiedStream:
 
     def _load_warm_start(self) -> None:
         """Read the warm-start kline files; their bars enter the windows with the first live time."""
-        need = self.config.bars_kept + self.config.indicator_warmup_bars
         for symbol, files in self.config.warm_start.items():
             for tf, path in files.items():
-                bars = load_klines(path, interval=timeframe_ms(tf))
-                self._symbols[symbol].series[tf].warm = bars[max(bars.size - need, 0) :].copy()
+                self._symbols[symbol].series[tf].warm = load_klines(path, interval=timeframe_ms(tf))
 
     def _restore(self) -> None:
         """Rebuild the state from ``storage_dir`` (nothing to do on an empty folder)."""

@@ -203,8 +203,7 @@ class StreamStore:
         base = self._tick_root(symbol)
         days = _days(base)
         if since_ms is not None:
-            first = utc_day(since_ms)
-            days = [d for d in days if d >= first]
+            days = [d for d in days if _day_start_ms(d) + DAY_MS > since_ms]
         parts = [self._read_folder(base / d, TRADE_DTYPE, "trade_id") for d in days]
         ticks = _dedup(_join(parts, TRADE_DTYPE), "trade_id")
         if since_ms is not None:
@@ -214,8 +213,7 @@ class StreamStore:
     def last_tick_before(self, symbol: str, t_ms: int) -> np.ndarray:
         """The last trade on disk with ``time_ms < t_ms`` (TRADE_DTYPE, length 0 or 1)."""
         base = self._tick_root(symbol)
-        last_day = utc_day(t_ms - 1)
-        for day in reversed([d for d in _days(base) if d <= last_day]):
+        for day in reversed([d for d in _days(base) if _day_start_ms(d) < t_ms]):
             ticks = self._read_folder(base / day, TRADE_DTYPE, "trade_id")
             before = ticks[ticks["time_ms"] < t_ms]
             if before.size:
@@ -227,10 +225,9 @@ class StreamStore:
     def read_bars(self, symbol: str, timeframe: str, *, before_ms: int, count: int) -> np.ndarray:
         """The last ``count`` closed bars on disk that open before ``before_ms``, oldest first, each once."""
         base = self._bar_root(symbol, timeframe)
-        last_day = utc_day(before_ms - 1)
         parts: list[np.ndarray] = []
         have = 0
-        for day in reversed([d for d in _days(base) if d <= last_day]):
+        for day in reversed([d for d in _days(base) if _day_start_ms(d) < before_ms]):
             bars = self._read_folder(base / day, BAR_DTYPE, "open_time_ms")
             bars = bars[bars["open_time_ms"] < before_ms]
             parts.append(bars)
