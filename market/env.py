@@ -230,7 +230,13 @@ class _Engine:
         )
 
     def agent_features(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """The agent features (``market.layout.AGENT_FEATURES``) at the current steps, float32 [K, 6]."""
+        """The agent features (``market.layout.AGENT_FEATURES``) at the current steps, float32 [K, 6].
+
+        ``position`` the direction (-1, 0, +1); ``entry_rel`` ``log(close / entry)`` (0 flat);
+        ``unrealised_pnl`` ``qty (close - entry) / equity``; ``log_time_in_trade`` ``log1p`` of steps since the
+        entry (0 flat); ``episode_log_return`` ``log(equity / initial)``; ``fees_paid_frac`` fees / initial.
+        All read the close at the current step only.
+        """
         acc = self.acc
         sel = slice(None) if rows is None else rows
         qty, entry, cash = acc.qty[sel], acc.entry_price[sel], acc.cash[sel]
@@ -297,11 +303,6 @@ class TradingEnv(gym.Env):
         self.observation_space = _observation_space(timeline)
         self._done = True
         self._row = np.zeros(1, dtype=np.int64)
-
-    @property
-    def engine_step(self) -> int:
-        """The timeline step of the current observation."""
-        return int(self._engine.t[0])
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)

@@ -293,7 +293,7 @@ def rebalance(
     Returns
     -------
     array [K] bool
-        Accounts whose position changed (one order each).
+        Accounts whose position changed (one order each). An account with no equity left cannot open.
     """
     current = np.sign(acc.qty)
     change = target != current
@@ -305,7 +305,8 @@ def rebalance(
         acc.qty[closing] = 0.0
         acc.entry_price[closing] = 0.0
         acc.entry_step[closing] = -1
-    opening = change & (target != 0)
+    # An account with nothing left to put up (equity <= 0, only reachable with ruin checks off) cannot open.
+    opening = change & (target != 0) & (acc.cash > 0)
     if opening.any():
         price = np.where(target > 0, buy_price, sell_price)
         budget = config.position_fraction * np.maximum(acc.cash, 0.0)
@@ -315,8 +316,9 @@ def rebalance(
         acc.qty[opening] = dq[opening]
         acc.entry_price[opening] = price[opening]
         acc.entry_step[opening] = np.broadcast_to(step, acc.qty.shape)[opening]
-    acc.trades += change
-    return change
+    traded = closing | opening
+    acc.trades += traded
+    return traded
 
 
 def liquidation_price(acc: Accounts, maintenance_margin_rate: float) -> np.ndarray:
@@ -334,8 +336,10 @@ def liquidate(acc: Accounts, low: np.ndarray, high: np.ndarray, config: VenueCon
 
     A long is checked at the bar's low and a short at its high, so a wick that closes back inside still
     liquidates. The position is closed at the liquidation price (where equity equals the maintenance
-    margin) paying the taker fee out of that margin; what is left of the margin stays in the account.
-    Spot positions are fully paid and never liquidated.
+    margin) paying the taker fee out of that margin; what is left of the margin stays in the account. The
+    fill is at the liquidation price even when the bar closed beyond it (the exchange's insurance fund takes
+    the rest), so equity after a liquidation is never negative. Spot positions are fully paid and never
+    liquidated.
     """
     if config.kind != "perp" or not acc.qty.any():
         return np.zeros(acc.qty.shape, dtype=bool)
