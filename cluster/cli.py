@@ -157,6 +157,36 @@ def _utc_ms(text: str | None) -> int | None:
 
 
 @main.command()
+@CONFIG_OPTION
+@SET_OPTION
+@click.option("--seeds", default="0,1,2", show_default=True, help="Seeds of the random baseline.")
+@click.option("--max-steps", type=int, default=None, help="Only the first N base steps (default: all).")
+def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, max_steps: int | None) -> None:
+    """Flat, buy-and-hold, random and momentum through the env over the whole history span."""
+    from cluster.history import load_history
+    from market.baselines import format_table, run_baselines
+    from market.timeline_builder import build_timeline
+
+    cfg = _load(config_path, overrides)
+    history = load_history(cfg.data, cfg.symbols)
+    data = history.market_data(cfg.symbols, ticks=cfg.state.tick_window > 0)
+    if max_steps:
+        data = type(data)(
+            eth_bars={**data.eth_bars, "1m": data.eth_bars["1m"][:max_steps]},
+            btc_bars={**data.btc_bars, "1m": data.btc_bars["1m"][:max_steps]},
+            synthetic=data.synthetic,
+            source=data.source,
+        )
+    timeline = build_timeline(data, cfg.state, cfg.indicators)
+    env_config = cfg.env.model_copy(update={"random_start": False, "start_step": 0, "episode_steps": timeline.n_steps})
+    results = run_baselines(timeline, env_config, [int(s) for s in seeds.split(",")])
+    click.echo(
+        f"data: {history.description} ({history.label()}), {timeline.n_steps:,} steps of {cfg.state.base_timeframe}"
+    )
+    click.echo(format_table(results))
+
+
+@main.command()
 @click.option("--source", type=click.Choice(["capture", "klines"]), default="capture", show_default=True)
 @click.option("--speed", default="1x", show_default=True, help="1x, Nx (e.g. 10x) or max.")
 @click.option("--port", type=int, default=9443, show_default=True, help="0 picks a free port.")

@@ -22,8 +22,12 @@ from market.config import (
     StrictModel,
     SymbolsConfig,
 )
+from market.env import EnvConfig
 from market.errors import ConfigError
+from market.layout import StateConfig
+from policies.cnn import CnnConfig
 from policies.config import ReplayConfig, TrainingConfig
+from policies.dqn import QNetworkConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -39,6 +43,10 @@ class ExperimentConfig(StrictModel):
     indicators: IndicatorConfig = IndicatorConfig()
     data: DataConfig = DataConfig()
     endpoints: EndpointsConfig = EndpointsConfig()
+    state: StateConfig = StateConfig(profile="kline-1m")
+    env: EnvConfig = EnvConfig()
+    cnn: CnnConfig = CnnConfig()
+    network: QNetworkConfig = QNetworkConfig()
     training: TrainingConfig = TrainingConfig()
     replay: ReplayConfig = ReplayConfig()
 
