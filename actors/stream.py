@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import ray
@@ -55,6 +54,12 @@ _EMPTY_TRADES = np.zeros(0, dtype=TRADE_DTYPE)
 _NAN = float("nan")
 
 
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    """Mark a copy handed to consumers read-only (one packet may be shared by several)."""
+    arr.flags.writeable = False
+    return arr
+
+
 def wall_ms() -> int:
     """Wall-clock time in integer ms since the epoch (UTC)."""
     return time.time_ns() // 1_000_000
@@ -71,7 +76,8 @@ class StreamConfig(StrictModel):
     Attributes
     ----------
     storage_dir : Path
-        Where ticks and closed bars are persisted, and restored from on (re)start.
+        Where ticks and closed bars are persisted, and restored from on (re)start (``data/stream`` under the
+        working directory by default).
     symbols : SymbolsConfig
         The traded and the reference symbol (both are streamed).
     bars : BarsConfig
@@ -103,7 +109,7 @@ class StreamConfig(StrictModel):
         closed before a symbol's first live trade fill its windows.
     """
 
-    storage_dir: Path
+    storage_dir: Path = Path("data/stream")
     symbols: SymbolsConfig = SymbolsConfig()
     bars: BarsConfig = BarsConfig()
     indicators: IndicatorConfig = IndicatorConfig()
@@ -540,15 +546,15 @@ class _SymbolState:
     def windows(self, n_bars: int, n_ticks: int) -> SymbolWindows:
         bars, features, forming, forming_features = {}, {}, {}, {}
         for tf, series in self.series.items():
-            bars[tf], features[tf] = series.window(n_bars)
-            forming[tf], forming_features[tf] = self.forming(tf)
+            bars[tf], features[tf] = (_read_only(a) for a in series.window(n_bars))
+            forming[tf], forming_features[tf] = (_read_only(a) for a in self.forming(tf))
         return SymbolWindows(
             symbol=self.symbol,
-            bars=MappingProxyType(bars),
-            features=MappingProxyType(features),
-            forming=MappingProxyType(forming),
-            forming_features=MappingProxyType(forming_features),
-            ticks=self.ticks.tail(n_ticks),
+            bars=bars,
+            features=features,
+            forming=forming,
+            forming_features=forming_features,
+            ticks=_read_only(self.ticks.tail(n_ticks)),
         )
 
     def quote(self) -> tuple[float, float, float]:
@@ -584,9 +590,9 @@ class _SymbolState:
             last_persisted_id=self.persisted_id,
             last_trade_ms=self.last_time_ms,
             lag_ms=now_ms - self.last_time_ms if self.last_time_ms >= 0 else -1,
-            bars_closed=MappingProxyType({tf: s.closed for tf, s in self.series.items()}),
-            bars_kept=MappingProxyType({tf: len(s) for tf, s in self.series.items()}),
-            warm_bars=MappingProxyType({tf: s.warm_used for tf, s in self.series.items()}),
+            bars_closed={tf: s.closed for tf, s in self.series.items()},
+            bars_kept={tf: len(s) for tf, s in self.series.items()},
+            warm_bars={tf: s.warm_used for tf, s in self.series.items()},
             gaps=len(self.gaps),
             gap_trade_ids=self.gap_ids,
             unannounced_missing_ids=self.unannounced_missing,
@@ -750,7 +756,7 @@ class UnifiedStream:
         now = int(self._clock()) if now_ms is None else int(now_ms)
         self._last_flush_ms = now
         batch_seq = self._batch_seq
-        meta = {"stream_seq": str(self._seq), "batch_seq": str(batch_seq)}
+        meta = {"stream_seq": self._seq, "batch_seq": batch_seq}
         try:
             for symbol, st in self._symbols.items():
                 for tf, parts in st.pending_bars.items():
@@ -759,9 +765,11 @@ class UnifiedStream:
                         parts.clear()
                 if st.pending_ticks:
                     ticks = np.concatenate(st.pending_ticks)
-                    self._store.write_ticks(symbol, ticks, meta)
+                    self._store.write_ticks(symbol, ticks, {k: str(v) for k, v in meta.items()})
                     st.pending_ticks.clear()
                     st.persisted_id = int(ticks["trade_id"][-1])
+            # written last: a flush cut short leaves the previous one's sequence numbers (never later ones)
+            self._store.write_json("flushed", meta)
         except (OSError, DataError) as exc:
             self._flush_errors += 1
             self._last_error = f"flush to {self.config.storage_dir} failed: {exc}"
@@ -841,10 +849,9 @@ class UnifiedStream:
             st.last_time_ms = t_last
             st.last_price = float(last["price"][0])
             st.restored = int(feed.size)
-            meta = store.last_tick_metadata(symbol)
-            self._seq = max(self._seq, int(meta.get("stream_seq", 0)))
-            self._persisted_batch_seq = max(self._persisted_batch_seq, int(meta.get("batch_seq", -1)))
-        self._batch_seq = self._persisted_batch_seq
+        flushed = store.read_json("flushed") or {}
+        self._seq = int(flushed.get("stream_seq", 0))
+        self._batch_seq = self._persisted_batch_seq = int(flushed.get("batch_seq", -1))
         for raw in store.read_json("gaps") or []:
             gap = TradeGap(**raw)
             if gap.symbol in self._symbols:
@@ -915,7 +922,7 @@ class UnifiedStream:
                 items[kind] = self.training_packet()
             elif kind == "ui_data":
                 items[kind] = self.ui_packet()
-        return PollReply(self._seq, MappingProxyType(items), complete, first_seq, self.epoch_ms)
+        return PollReply(self._seq, dict(items), complete, first_seq, self.epoch_ms)
 
     def _ohlcv(self, changes: list[_Change]) -> dict[str, dict[str, OhlcvUpdate]]:
         out: dict[str, dict[str, OhlcvUpdate]] = {}
@@ -985,7 +992,7 @@ class UnifiedStream:
             bad_frames=self._ingestion.get("bad_frames", 0),
             backfilled_trades=self._ingestion.get("backfilled_trades", 0),
             gaps=sum(len(st.gaps) for st in self._symbols.values()),
-            chart=MappingProxyType(chart),
+            chart=chart,
         )
 
     def bars(self, symbol: str) -> dict[str, np.ndarray]:
@@ -1012,8 +1019,8 @@ class UnifiedStream:
             epoch_ms=self.epoch_ms,
             now_ms=now,
             status=self.status(now),
-            symbols=MappingProxyType({s: st.stats(now) for s, st in self._symbols.items()}),
-            ingestion=MappingProxyType(dict(self._ingestion)),
+            symbols={s: st.stats(now) for s, st in self._symbols.items()},
+            ingestion=dict(self._ingestion),
             consumers=tuple(
                 ConsumerStats(cid, c.name, c.data_types, c.polls, c.incomplete_polls, c.last_since_seq)
                 for cid, c in self._consumers.items()
