@@ -621,7 +621,8 @@ class UnifiedStream:
     trades since the start of the current bar of the largest timeframe (plus the one trade before it,
     whose close the empty intervals carry) through fresh incremental bars, which rebuilds the live bar
     state exactly; older closed bars come from the bar files. Ingestion then resends the trades after the
-    ack, and the id check drops whatever was applied already.
+    ack, and the id check drops whatever was applied already. The sequence numbers, consumers and gaps
+    come back from small JSON files (the sequence numbers as of the last complete flush).
 
     Parameters
     ----------
