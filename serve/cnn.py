@@ -1,0 +1,331 @@
+"""The CNN as a Ray Serve app: hidden features + predictions per state, batched, by handle, over HTTP, and in bulk.
+
+A thin shell around ``policies.cnn_inference.CnnPredictor``: it owns request batching, HTTP framing and
+checkpoint swaps through ``user_config``. It never computes features itself (``market.features.gather``
+does), never mixes two checkpoints in one answer, and never answers a bad payload with a 500.
+
+Run it with ``serve run serve.cnn:build_app checkpoint=<path>`` or from Python with :func:`deploy`.
+HTTP: ``POST /cnn/infer`` with a ``.npy`` body (``application/x-npy`` or ``application/octet-stream``) or
+JSON ``{"states": [[...], ...]}``; the answer is a ``.npy`` of records ``(hidden [H], predictions [P])``
+(header ``x-cnn-version``) or JSON ``{"hidden", "predictions", "version"}`` (``Accept: application/json``).
+``GET /cnn/info`` says what is served.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the route signatures (``request: Request``) at
+# runtime through Serve's ingress wrapper, which cannot resolve string annotations.
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from fastapi import FastAPI, HTTPException, Request, Response
+from pydantic import Field, field_validator
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from market.config import StrictModel
+from market.errors import ConfigError
+from market.timeline import MarketTimeline
+from policies.cnn_inference import (
+    JSON_MEDIA_TYPE,
+    NPY_MEDIA_TYPES,
+    CnnAnswer,
+    CnnPredictor,
+    PayloadError,
+    decode_json_states,
+    decode_npy,
+    encode_answer_json,
+    encode_answer_npy,
+)
+
+logger = logging.getLogger("ray.serve")
+
+VERSION_HEADER = "x-cnn-version"
+
+
+class ActorOptions(StrictModel):
+    """Resources of one replica: a fraction of a CPU, and a GPU when the cluster has one."""
+
+    num_cpus: float = Field(0.5, gt=0.0, le=64.0)
+    num_gpus: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class CnnLiveConfig(StrictModel):
+    """What a running replica takes through ``user_config`` and applies in place (no restart)."""
+
+    checkpoint: Path
+    max_batch_size: int = Field(64, ge=1, le=65_536)
+    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
+    max_request_rows: int = Field(4096, ge=1, le=1_000_000)
+    chunk_rows: int = Field(2048, ge=1, le=1_000_000)
+
+
+class CnnServeConfig(StrictModel):
+    """The CNN app: the checkpoint and batching (live, see :class:`CnnLiveConfig`) plus its shape on the cluster.
+
+    ``max_batch_size`` counts states per forward pass; a request of more states than that skips the batcher
+    and runs alone in chunks of ``chunk_rows``. ``max_surge_percent`` keeps old replicas serving until their
+    replacements have loaded, when a redeploy restarts them.
+    """
+
+    checkpoint: Path
+    max_batch_size: int = Field(64, ge=1, le=65_536)
+    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
+    max_request_rows: int = Field(4096, ge=1, le=1_000_000)
+    chunk_rows: int = Field(2048, ge=1, le=1_000_000)
+    num_replicas: int = Field(1, ge=1, le=1024)
+    max_ongoing_requests: int = Field(256, ge=1, le=100_000)
+    max_surge_percent: int = Field(100, ge=0, le=100)
+    device: str = "auto"
+    ray_actor_options: ActorOptions = ActorOptions()
+    app_name: str = "cnn"
+    route_prefix: str = "/cnn"
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        if value not in {"auto", "cpu"} and not value.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N] (got {value!r})")
+        return value
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _route(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"route_prefix must start with '/' (got {value!r})")
+        return value
+
+    def live(self) -> CnnLiveConfig:
+        """The part a replica applies in place."""
+        return CnnLiveConfig(**{name: getattr(self, name) for name in CnnLiveConfig.model_fields})
+
+
+def _rows(items: list[np.ndarray]) -> int:
+    """Batch size in states, so that ``max_batch_size`` bounds one forward pass."""
+    return sum(int(x.shape[0]) for x in items)
+
+
+def _media_type(header: str) -> str:
+    return header.split(";", 1)[0].strip().lower()
+
+
+def _wants_json(accept: str, request_is_json: bool) -> bool:
+    """The first of JSON or ``.npy`` that ``Accept`` names wins; otherwise answer in the request's format."""
+    for part in accept.split(","):
+        media = _media_type(part)
+        if media == JSON_MEDIA_TYPE:
+            return True
+        if media in NPY_MEDIA_TYPES:
+            return False
+    return request_is_json
+
+
+ingress = FastAPI(title="rayscalp CNN", description="Hidden features and predictions of the multi-timeframe CNN.")
+
+
+@serve.deployment(name="CnnDeployment")
+@serve.ingress(ingress)
+class CnnDeployment:
+    """One replica: the predictor of the current checkpoint, swapped whole when ``user_config`` changes."""
+
+    def __init__(self, device: str = "auto") -> None:
+        self._device = device
+        self._predictor: CnnPredictor | None = None
+        self._loaded: tuple[str, int, int] | None = None
+        self._live: CnnLiveConfig | None = None
+        self._batches = 0
+        self._largest_batch = 0
+        self._reload_lock = asyncio.Lock()
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply a :class:`CnnLiveConfig`: load the checkpoint beside the serving one, then swap.
+
+        Requests already holding the old predictor finish on it; the next ones get the new one. A checkpoint
+        with another state layout is refused (clients build states of the served layout).
+        """
+        live = CnnLiveConfig.model_validate(user_config)
+        async with self._reload_lock:
+            stat = live.checkpoint.stat() if live.checkpoint.is_file() else None
+            key = (str(live.checkpoint), stat.st_mtime_ns, stat.st_size) if stat else None
+            current = self._predictor
+            if current is None or key is None or key != self._loaded:
+                new = await asyncio.to_thread(
+                    CnnPredictor.from_checkpoint,
+                    live.checkpoint,
+                    self._device,
+                    max_rows=live.max_request_rows,
+                    chunk_rows=live.chunk_rows,
+                )
+                if current is not None and new.layout != current.layout:
+                    raise ConfigError(
+                        f"checkpoint {live.checkpoint}: state layout {new.layout.config.profile!r} "
+                        f"({new.state_size} floats) differs from the served {current.layout.config.profile!r} "
+                        f"({current.state_size} floats); deploy it as a new app instead"
+                    )
+                self._predictor, self._loaded = new, key
+                logger.info(
+                    "cnn: serving %s version %s (was %s)",
+                    live.checkpoint,
+                    new.version,
+                    current.version if current else None,
+                )
+            else:
+                current.max_rows, current.chunk_rows = live.max_request_rows, live.chunk_rows
+            self._batched.set_max_batch_size(live.max_batch_size)
+            self._batched.set_batch_wait_timeout_s(live.batch_wait_timeout_s)
+            self._live = live
+
+    def _require_predictor(self) -> CnnPredictor:
+        predictor = self._predictor
+        if predictor is None:
+            raise ConfigError("no checkpoint loaded: deploy with user_config={'checkpoint': <path>}")
+        return predictor
+
+    # ------------------------------------------------------------------------------------- handle API
+
+    async def infer(self, states: np.ndarray) -> dict[str, Any]:
+        """Hidden features and predictions of ``states`` [B, S] float32, with the checkpoint version.
+
+        Returns
+        -------
+        dict
+            ``hidden`` [B, H] float32, ``predictions`` [B, P] float32, ``version`` str.
+
+        Raises
+        ------
+        PayloadError
+            When ``states`` is not a finite float32 [B, S] array of this layout (nothing else in the batch fails).
+        """
+        return (await self._answer(states)).as_dict()
+
+    async def _answer(self, states: object) -> CnnAnswer:
+        predictor = self._require_predictor()
+        states = predictor.check_states(states)
+        if self._live is not None and states.shape[0] > self._live.max_batch_size:
+            return await asyncio.to_thread(predictor.predict, states)
+        return await self._batched(states)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002, batch_size_fn=_rows)
+    async def _batched(self, requests: list[np.ndarray]) -> list[CnnAnswer]:
+        # One predictor for the whole batch: a swap during the forward pass affects the next batch only.
+        predictor = self._require_predictor()
+        self._batches += 1
+        self._largest_batch = max(self._largest_batch, _rows(requests))
+        return await asyncio.to_thread(predictor.predict_batch, requests)
+
+    async def bulk_fill(
+        self, timeline: MarketTimeline | ray.ObjectRef, steps: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """The CNN component of a whole timeline (or of ``steps``), gathered and run in large chunks.
+
+        Parameters
+        ----------
+        timeline : MarketTimeline or ObjectRef to one
+            Pass ``ray.put(timeline)`` so that the arrays are read from the object store, zero-copy.
+        steps : array [n] int64, optional
+            Base steps to fill; all of them by default.
+
+        Returns
+        -------
+        dict
+            ``hidden`` [n, H], ``predictions`` [n, P] float32 and the ``version`` that filled them (one
+            checkpoint for the whole fill, even if a reload lands meanwhile).
+        """
+        if isinstance(timeline, ray.ObjectRef):
+            timeline = await timeline
+        predictor = self._require_predictor()
+        answer = await asyncio.to_thread(predictor.bulk_fill, timeline, steps)
+        return answer.as_dict()
+
+    def info(self) -> dict[str, Any]:
+        """The served version, layout sizes, device, batching, and batches run so far by this replica."""
+        live = self._live.model_dump(mode="json", exclude={"checkpoint"}) if self._live else {}
+        counts = {
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "batches": self._batches,
+            "largest_batch": self._largest_batch,
+        }
+        return {**self._require_predictor().describe(), **live, **counts}
+
+    # --------------------------------------------------------------------------------------- HTTP API
+
+    @ingress.post("/infer")
+    async def http_infer(self, request: Request) -> Response:
+        """States in as ``.npy`` or JSON, answer likewise (see the module docstring); 422 on a bad payload."""
+        content_type = _media_type(request.headers.get("content-type", ""))
+        is_json = content_type == JSON_MEDIA_TYPE
+        if not is_json and content_type not in (*NPY_MEDIA_TYPES, ""):
+            raise HTTPException(
+                422, detail=f"unsupported content-type {content_type!r}: send {', '.join(NPY_MEDIA_TYPES)} or JSON"
+            )
+        body = await request.body()
+        try:
+            states = decode_json_states(body) if is_json else decode_npy(body)
+            answer = await self._answer(states)
+        except PayloadError as exc:
+            raise HTTPException(422, detail=str(exc)) from None
+        headers = {VERSION_HEADER: answer.version}
+        if _wants_json(request.headers.get("accept", ""), is_json):
+            payload = encode_answer_json(answer.hidden, answer.predictions, answer.version)
+            return Response(payload, media_type=JSON_MEDIA_TYPE, headers=headers)
+        return Response(
+            encode_answer_npy(answer.hidden, answer.predictions), media_type=NPY_MEDIA_TYPES[0], headers=headers
+        )
+
+    @ingress.get("/info")
+    async def http_info(self) -> dict[str, Any]:
+        """What is served (JSON)."""
+        return self.info()
+
+
+def build_app(config: CnnServeConfig | dict[str, Any]) -> serve.Application:
+    """The CNN app for ``serve.run`` (or ``serve run serve.cnn:build_app checkpoint=...``).
+
+    Raises
+    ------
+    ConfigError
+        When ``config`` has an unknown key or a bad value (the message names it).
+    """
+    if not isinstance(config, CnnServeConfig):
+        try:
+            config = CnnServeConfig.model_validate(config)
+        except ValueError as exc:
+            raise ConfigError(f"CNN serve config: {exc}") from None
+    return CnnDeployment.options(
+        num_replicas=config.num_replicas,
+        max_ongoing_requests=config.max_ongoing_requests,
+        max_surge_percent=config.max_surge_percent,
+        ray_actor_options=config.ray_actor_options.model_dump(),
+        user_config=config.live().model_dump(mode="json"),
+    ).bind(device=config.device)
+
+
+def app_config(config: CnnServeConfig, checkpoint: Path | str | None = None) -> dict[str, Any]:
+    """The app's entry in a Serve config file (``serve deploy`` / ``serve run <file>.yaml``).
+
+    ``config`` is what the app was first deployed with; ``checkpoint`` (default: ``config.checkpoint``) goes
+    into the deployment's ``user_config`` only. Deploying the same entry with another ``checkpoint`` changes
+    nothing but the ``user_config``, so Serve calls ``reconfigure`` on the running replicas, which load it
+    beside the serving model and swap, instead of replacing the replicas.
+    """
+    live = config.live()
+    if checkpoint is not None:
+        live = live.model_copy(update={"checkpoint": Path(checkpoint)})
+    return {
+        "name": config.app_name,
+        "route_prefix": config.route_prefix,
+        "import_path": "serve.cnn:build_app",
+        "args": config.model_dump(mode="json"),
+        "deployments": [{"name": "CnnDeployment", "user_config": live.model_dump(mode="json")}],
+    }
+
+
+def deploy(config: CnnServeConfig, *, blocking: bool = False) -> DeploymentHandle:
+    """Deploy (or redeploy) the CNN app under ``config.app_name`` and return its handle.
+
+    Redeploying with another checkpoint replaces the replicas: each new replica loads its checkpoint before
+    it takes traffic, and the old ones finish the requests they hold (``max_surge_percent``).
+    """
+    return serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix, blocking=blocking)
