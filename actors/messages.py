@@ -39,6 +39,9 @@ class TickBatch:
         Wall time when ingestion released it (for lag figures).
     recv_ms : dict of symbol -> int64 array
         Local receive time of each trade (same order as ``trades``), for receive-to-bar latency.
+    counters : dict of name -> int
+        Ingestion's cumulative counters (``reconnects``, ``bad_frames``, ``backfilled_trades``, ...), which
+        the stream reports in its stats and UI packet.
     """
 
     source: str
@@ -48,6 +51,7 @@ class TickBatch:
     gaps: tuple[TradeGap, ...] = ()
     sent_ms: int = 0
     recv_ms: dict[str, np.ndarray] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_trades(self) -> int:
