@@ -11,11 +11,16 @@ miss, one torch call) instead of one per field. Words, at agent width ``A``:
 ``[6+2A]`` action (int32), ``[7+2A]`` slot generation (int32). Rows are 8-byte aligned for the int64
 view, so an int8 action would be padded back to the same 32 + 8A bytes: the action takes a word.
 
-Bytes per transition at 1M slots, A = 6, fanout 32: 76 B of transition + 4 B generation + ~12.6 B of
-tree (8 B float64 leaf shared by the sum and min trees, ~0.5 B of inner levels, 4 B int32 write-
-resolution scratch) = ~92.6 B, against ~126 KB for two float32 states of 15,794 features. Agent
-features stay float32: they carry entry prices and unrealised PnL whose small differences matter, and
-up to A = 13 the row still fits the 150 B budget, so float16 would buy nothing worth its rounding.
+Bytes per transition at 1M slots, A = 6, fanout 16: 76 B of transition + 4 B generation + ~13 B of
+tree (an 8 B float64 leaf shared by the sum and min trees, ~1 B of inner levels, a 4 B int32 stamp
+that resolves repeated slots in a batch) = ~93 B, against ~126 KB for two float32 states of 15,794
+features. Agent features stay float32: they carry entry prices and unrealised PnL whose small
+differences matter, and up to A = 13 the total still fits a 150 B budget, so float16 would buy
+nothing worth its rounding.
+
+On a CPU, run torch with one or few intra-op threads (``torch.set_num_threads``): the batched ops here
+touch a few hundred items, and fanning them out to cores that other work is using costs
+milliseconds a call.
 """
 
 from __future__ import annotations
@@ -174,6 +179,8 @@ class PrioritizedReplay:
         self._rng = torch.Generator(device="cpu")
         self._rng.manual_seed(seed)
         self._offsets: dict[int, torch.Tensor] = {}
+        # (values, fresh) of recent updates, folded into the running max and the fresh count in bulk.
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._ptr = 0
         self._size = 0
         self._added = 0
@@ -221,11 +228,13 @@ class PrioritizedReplay:
     @property
     def dropped_updates(self) -> int:
         """Priority updates dropped because their slot was overwritten after sampling (host sync)."""
+        self._fold_pending()
         return self._updates - int(self._fresh_updates.item())
 
     @property
     def max_priority(self) -> float:
         """Running max of ``priority^alpha``, given to transitions added without one (host sync)."""
+        self._fold_pending()
         return float(self._max_priority.item())
 
     @property
@@ -346,6 +355,7 @@ class PrioritizedReplay:
         self._rows[start : start + first] = block[:first]
         self._rows[: M - first] = block[first:]
         if pri is None:
+            self._fold_pending()
             values = self._max_priority.expand(M)
         else:
             values = pri.pow(self.alpha)
@@ -387,10 +397,13 @@ class PrioritizedReplay:
         beta = self.beta if beta is None else beta
         offsets = self._offsets.get(batch_size)
         if offsets is None:
-            offsets = self._offsets[batch_size] = torch.arange(batch_size, dtype=torch.float64) / batch_size
+            offsets = torch.arange(batch_size, dtype=torch.float64).div_(batch_size).unsqueeze(1)
+            self._offsets[batch_size] = offsets
         # mass_i = (i + u_i) * total / B: one uniform draw in each of B equal segments.
-        draws = torch.rand(batch_size, generator=self._rng, dtype=torch.float64)
-        fractions = torch.add(offsets, draws, alpha=1.0 / batch_size).to(self.device)
+        draws = torch.rand(batch_size, 1, generator=self._rng, dtype=torch.float64)
+        fractions = torch.add(offsets, draws, alpha=1.0 / batch_size)
+        if self.device.type != "cpu":
+            fractions = fractions.to(self.device)
         tree = self._tree
         idx = tree.find_prefix(fractions.mul_(tree.total()), limit=self._size)
         weights = (tree.get(idx) / tree.min()).float().pow_(-beta)
@@ -437,6 +450,16 @@ class PrioritizedReplay:
         fresh = self._generation.index_select(0, idx) == gen
         self._tree.set(idx, values, apply=fresh)
         self._updates += idx.numel()
+        self._pending.append((values, fresh))
+        if len(self._pending) >= 64:
+            self._fold_pending()
+
+    def _fold_pending(self) -> None:
+        """Fold the pending updates into the running max priority and the count of fresh updates."""
+        if not self._pending:
+            return
+        values, fresh = (torch.cat(parts) for parts in zip(*self._pending, strict=True))
+        self._pending.clear()
         self._fresh_updates += fresh.sum()
         torch.maximum(self._max_priority, (values * fresh).amax(), out=self._max_priority)
 
@@ -466,6 +489,7 @@ class PrioritizedReplay:
 
     def state_dict(self) -> dict[str, object]:
         """Everything: config, transitions, trees, generations, counters, running max, RNG state."""
+        self._fold_pending()
         return {
             "format": _FORMAT,
             "config": {

@@ -6,17 +6,20 @@ stores transitions, never draws random numbers and never loops in Python over th
 Layout. Level 0 holds the leaves; level ``l + 1`` holds one node per ``K`` nodes of level ``l``, up to
 the first level with at most ``top_width`` nodes (the top); the root is the sum (and min) of the whole
 top level. Each level is one flat float64 tensor, viewed as ``[nodes, K]`` when its parents are
-computed. Parents are always *recomputed from their children* (``rows.sum(1)``, ``rows.amin(1)``,
-``top.sum()``), never nudged by deltas, so the total cannot drift however many updates run. The min tree
-shares the leaves with the sum tree (a zero leaf is an empty slot and counts as ``+inf`` for the min).
+computed. Parents are always *recomputed from their children* (``rows.sum(1)``, ``rows.amin(1)``, a
+``cumsum`` over the top), never nudged by deltas, so the total cannot drift however many updates run.
+The min tree shares the leaves with the sum tree (a zero leaf is an empty slot, +inf for the min).
 
 Search: one ``searchsorted`` over the top level's exclusive prefix sums (kept current by every write),
-then one ``cumsum`` + ``searchsorted`` over the ``[B, K]`` child rows per level below, for the whole
-batch at once. On a CPU the cost is mostly the count of torch calls (a few microseconds each) and the
-cache misses of the row gathers; a binary search costs about log2(leaves) steps per query however the
-levels are split. So few levels win, but wide rows miss the cache more: the sweep in
-``bench/replay.py`` (``--sweep``) picked fanout 16 under a top of at most 4,096 nodes (at 1M leaves:
-1,000,192 -> 62,512 -> 3,907), ahead of a deep binary tree and of fanouts 4, 8, 32, 64 and 128.
+then, per level below, one ``cumsum`` over the ``[B, K]`` child rows and a branch-free count of the
+prefix ends <= the mass (``searchsorted`` on fresh random queries mispredicts its branches), for the
+whole batch at once. On a CPU the cost is mostly the count of torch calls (~5 us each) and the cache
+misses of the row gathers, so few levels win, but wide rows miss the cache more and cost more to scan.
+``python -m bench.replay --sweep`` (1M leaves, batch 512, one thread, sample + update rounds per CPU
+second, cpprb interleaved, one run on a shared 2-core machine): fanout 2 (a binary tree, 8 levels
+under the top) 1,060/s (cpprb 1,472/s), 4 1,568/s, 8 2,068/s, 16 2,002-2,227/s, 32 1,308-1,870/s,
+64 1,102-1,389/s, 128 1,010/s. Default: fanout 16 under a top of at most 4,096 nodes (at 1M leaves
+1,000,192 -> 62,512 -> 3,907), the fewest levels among the fastest.
 """
 
 from __future__ import annotations
@@ -77,9 +80,10 @@ class SumMinTree:
         # One scratch slot past the leaves absorbs the writes that lose a last-write-wins race.
         self._leaf_store = torch.zeros(sizes[0] + 1, **f64)
         self._scratch = sizes[0]
-        # Per-slot scratch of batch positions, for resolving repeated indices (last write wins).
-        self._winner = torch.zeros(sizes[0] + 1, dtype=torch.int32, device=self.device)
-        self._arange: dict[int, torch.Tensor] = {}
+        # Per-slot stamps for resolving repeated indices (last write wins): every set() stamps its
+        # entries with batch positions offset past all earlier stamps, so stale stamps never win.
+        self._winner = torch.full((sizes[0] + 1,), -1, dtype=torch.int32, device=self.device)
+        self._stamp = 0
         self.sums: list[torch.Tensor] = [self._leaf_store[: sizes[0]]]
         self.sums += [torch.zeros(n, **f64) for n in sizes[1:]]
         # mins[0] is the shared leaves: the min tree reads them with zeros taken as +inf.
@@ -144,8 +148,9 @@ class SumMinTree:
         Notes
         -----
         Repeated indices resolve to the *last* applied entry, deterministically on every device: a
-        per-slot ``scatter_reduce(amax)`` of batch positions picks each slot's winner and every loser
-        is redirected to a scratch leaf, so no two live writes ever target one leaf.
+        per-slot ``scatter_reduce(amax)`` of increasing stamps picks each slot's winner (a max is the
+        same in any order, so CUDA agrees with the CPU) and every loser is redirected to a scratch
+        leaf, so no two live writes ever target one leaf.
         """
         if indices.numel() == 0:
             return
@@ -156,16 +161,19 @@ class SumMinTree:
             # winner is the highest batch position (a max is the same in any order, so CUDA agrees
             # with the CPU); every loser is redirected to the scratch leaf too.
             target = indices if apply is None else torch.where(apply, indices, self._scratch)
-            pos = self._positions(indices.numel())
-            self._winner.scatter_reduce_(0, target, pos, "amax", include_self=False)
+            pos = self._next_stamps(indices.numel())
+            self._winner.scatter_reduce_(0, target, pos, "amax")
             won = self._winner.index_select(0, target) == pos
             self._leaf_store.index_put_((torch.where(won, target, self._scratch),), values)
         self._refresh(indices)
 
-    def _positions(self, n: int) -> torch.Tensor:
-        pos = self._arange.get(n)
-        if pos is None:
-            pos = self._arange[n] = torch.arange(n, dtype=torch.int32, device=self.device)
+    def _next_stamps(self, n: int) -> torch.Tensor:
+        """Stamps ``[n]`` greater than every stamp handed out before (the table restarts near 2^31)."""
+        if self._stamp + n >= 2**31:
+            self._winner.fill_(-1)
+            self._stamp = 0
+        pos = torch.arange(self._stamp, self._stamp + n, dtype=torch.int32, device=self.device)
+        self._stamp += n
         return pos
 
     def _refresh(self, indices: torch.Tensor) -> None:
@@ -205,7 +213,7 @@ class SumMinTree:
         Parameters
         ----------
         mass : torch.Tensor
-            float64 ``[B]`` query masses in ``[0, total())`` on the tree's device.
+            float64 ``[B]`` (or ``[B, 1]``) query masses in ``[0, total())`` on the tree's device.
         limit : int, optional
             Leaves at and past ``limit`` are all empty: results are capped at ``limit - 1``
             (default: the capacity).
@@ -219,14 +227,15 @@ class SumMinTree:
             gets an empty leaf.
         """
         K = self.fanout
-        m = mass.unsqueeze(1)
+        m = mass.unsqueeze(1) if mass.dim() == 1 else mass
         # Top: the last node whose exclusive prefix is <= m (node 0's is 0 and masses are >= 0).
         node = torch.searchsorted(self._top_excl, m, right=True).sub_(1)
         m = m - self._top_excl.take(node)
         for lvl in range(self.depth - 1, -1, -1):
             rows = self.sums[lvl].view(-1, K).index_select(0, node.view(-1))
             cs = rows.cumsum(1)
-            child = torch.searchsorted(cs, m, right=True).clamp_(max=K - 1)
+            # Counting the prefix ends <= m is searchsorted(right=True) without its branches.
+            child = (cs <= m).sum(1, keepdim=True).clamp_(max=K - 1)
             if lvl:
                 # The exclusive prefix as cs - rows: exact for exact sums; otherwise an ulp-level
                 # negative mass just selects the first child below.

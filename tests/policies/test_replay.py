@@ -55,10 +55,13 @@ def leaves(replay: PrioritizedReplay) -> np.ndarray:
     return replay.tree.leaves[: replay.size].cpu().numpy()
 
 
-def assert_same_batch(a: ReplayBatch, b: ReplayBatch) -> None:
+def assert_same_batch(a: ReplayBatch, b: ReplayBatch, same_device: bool = True) -> None:
+    """Bit-identical batches; across devices the weights may differ in the last ulp of ``pow``."""
     for name in ReplayBatch.__slots__:
         x, y = getattr(a, name), getattr(b, name)
-        if isinstance(x, torch.Tensor):
+        if name == "weights" and not same_device:
+            torch.testing.assert_close(x.cpu(), y.cpu(), rtol=1e-6, atol=0)
+        elif isinstance(x, torch.Tensor):
             assert torch.equal(x.cpu(), y.cpu()), name
         else:
             assert x == y, name
@@ -225,11 +228,11 @@ def test_save_then_load_gives_an_identical_buffer_and_identical_samples(src: str
     assert replay.dropped_updates == 8
     for _ in range(3):  # the same draws, then the same updates, then the same draws again
         a, b = replay.sample(32), loaded.sample(32)
-        assert_same_batch(a, b)
+        assert_same_batch(a, b, same_device=src == dst)
         pri = torch.rand(32, dtype=torch.float64) + 0.5
         replay.update_priorities(a.indices, a.generations, pri)
         loaded.update_priorities(b.indices, b.generations, pri)
-    assert_same_batch(replay.sample(16), loaded.sample(16))
+    assert_same_batch(replay.sample(16), loaded.sample(16), same_device=src == dst)
 
 
 def test_load_names_the_file_when_it_is_missing_or_corrupt(tmp_path: Path) -> None:
