@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -103,7 +104,7 @@ def parse_historical_trades(body: bytes | str, where: str) -> np.ndarray:
             p, q = float(price), float(qty)
         except (TypeError, ValueError):
             raise DataError(f"{where}: row {i} (id {tid}) has price {price!r} and qty {qty!r}, not numbers") from None
-        if not (np.isfinite(p) and p > 0.0 and np.isfinite(q) and q >= 0.0):
+        if not (math.isfinite(p) and p > 0.0 and math.isfinite(q) and q >= 0.0):
             raise DataError(f"{where}: row {i} (id {tid}) has price {price!r} and qty {qty!r}; out of range")
         out.append((t_ms, tid, p, q, maker))
     return np.array(out, dtype=TRADE_DTYPE) if out else _EMPTY_TRADES.copy()
@@ -269,6 +270,8 @@ class IngestionStats:
         unacknowledged trades, and the trades they resent.
     unacked_now : mapping of symbol -> int
         Trades sent but not yet acknowledged as persisted.
+    unacked_dropped : int
+        Unacknowledged trades forgotten because more than ``max_unacked`` were kept.
     last_persisted : mapping of symbol -> int
         The stream's last acknowledged trade id per symbol.
     last_batch_lag_ms : int
@@ -301,6 +304,7 @@ class IngestionStats:
     resends: int
     resent_trades: int
     unacked_now: Mapping[str, int]
+    unacked_dropped: int
     last_persisted: Mapping[str, int]
     last_batch_lag_ms: int
     connected: bool
@@ -408,8 +412,8 @@ class Ingestion:
         ``await sink(batch)`` per batch; returns a ``StreamAck`` (or None, which acknowledges nothing).
     resume_after : mapping of symbol -> int, optional
         The last trade id already held downstream per symbol: release starts right after it, and the ids
-        up to the first live trade are backfilled like any gap. Without it a symbol starts at the first
-        trade id received.
+        up to the first live trade are backfilled like any gap. Without it (or with -1, what a stream that
+        holds nothing of the symbol acknowledges) a symbol starts at the first trade id received.
     """
 
     def __init__(self, config: IngestionConfig, sink: Sink, *, resume_after: Mapping[str, int] | None = None) -> None:
@@ -419,16 +423,15 @@ class Ingestion:
         unknown = sorted(set(resume) - set(config.symbols))
         if unknown:
             raise ValueError(f"resume_after names symbols {unknown} that are not ingested ({list(config.symbols)})")
-        self._symbols = {
-            s: _Symbol(s, self._backoff("rest", s), None if resume.get(s) is None else int(resume[s]))
-            for s in config.symbols
-        }
+        # A stream that holds nothing of a symbol acknowledges -1: that symbol starts live.
+        starts = {s: int(v) for s, v in resume.items() if v is not None and int(v) >= 0}
+        self._symbols = {s: _Symbol(s, self._backoff("rest", s), starts.get(s)) for s in config.symbols}
         self._parser = FrameParser()
         self._groups: list[tuple[int, list[str | bytes]]] = []  # (receipt ms, frames received in that ms)
         self._ws_backoff = self._backoff("websocket")
         self._sink_backoff = self._backoff("sink")
-        self._rest: _RestClient | None = None
-        self._stop: asyncio.Event | None = None
+        self._rest = _RestClient(config)
+        self._stop = asyncio.Event()
         self._running = False
         self._connections = 0  # opened so far
         self._seen_connections = 0  # opened and noticed by the release loop
@@ -480,8 +483,6 @@ class Ingestion:
             raise RuntimeError("this ingestion is already running")
         self._running = True
         loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        self._rest = _RestClient(self.config)
         reader = asyncio.create_task(self._connect_loop(), name="ingestion-websocket")
         interval = self.config.batch_interval_ms / 1000.0
         try:
@@ -506,12 +507,12 @@ class Ingestion:
             await asyncio.gather(reader, *tasks, return_exceptions=True)
             await self._rest.close()
             self._running = False
+            self._stop.clear()
         return self.stats()
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish (it sends one last batch of what is releasable)."""
-        if self._stop is not None:
-            self._stop.set()
+        """Ask :meth:`run` to finish (it sends one last batch of what is releasable), even if it has not begun."""
+        self._stop.set()
 
     def stats(self) -> IngestionStats:
         """The counters now."""
@@ -525,7 +526,7 @@ class Ingestion:
             reconnects=self._reconnects,
             proactive_reconnects=self._proactive,
             gaps_detected=self._gaps_detected,
-            backfill_requests=self._rest.requests if self._rest is not None else 0,
+            backfill_requests=self._rest.requests,
             backfilled_trades=sum(st.backfilled for st in symbols),
             rest_errors=dict(self._rest_errors),
             unfillable_gaps=self._unfillable,
@@ -539,6 +540,7 @@ class Ingestion:
             resends=self._resends,
             resent_trades=self._resent,
             unacked_now={st.name: st.retained_n for st in symbols},
+            unacked_dropped=self._unacked_dropped,
             last_persisted={st.name: st.acked for st in symbols if st.acked is not None},
             last_batch_lag_ms=self._lag_ms,
             connected=self._open > 0,
@@ -681,7 +683,7 @@ class Ingestion:
                 st.suspect_since = None  # a later trade arrived: a loss shows as a gap now
             if rejected or new_connection:
                 st.suspect_since = now if st.suspect_since is None else st.suspect_since
-            self._merge(st, arrivals, now)
+            self._merge(st, arrivals)
             self._release(st, now_ms)
             self._schedule_backfill(st, now)
 
@@ -696,7 +698,7 @@ class Ingestion:
             st.last_book_id = int(kept["update_id"][-1])
             self._book_tickers += int(kept.size)
 
-    def _merge(self, st: _Symbol, arrivals: list[tuple[np.ndarray, int]], now: float) -> None:
+    def _merge(self, st: _Symbol, arrivals: list[tuple[np.ndarray, int]]) -> None:
         rest, st.rest_rows = st.rest_rows, []
         if not arrivals and not rest:
             return
@@ -790,7 +792,6 @@ class Ingestion:
         newest held trade (at most ``backfill_limit`` ids), so a run of small gaps costs one request; its
         answer is merged and released at once, and the next request follows without waiting for a tick.
         """
-        assert self._rest is not None
         loop = asyncio.get_running_loop()
         while st.next_id is not None:
             wanted = st.wanted(self.config.backfill_limit)
@@ -809,7 +810,7 @@ class Ingestion:
                 st.rest_rows.append((rows, now_ms))
                 st.fetched_upto = max(st.fetched_upto, int(rows["trade_id"].max()))
                 st.progress_ms = now_ms
-                self._merge(st, [], loop.time())
+                self._merge(st, [])
                 self._release(st, now_ms)
             if rows.size < limit:
                 if probe:
@@ -833,7 +834,6 @@ class Ingestion:
 
     async def _fetch_range(self, symbol: str, first: int, last: int) -> tuple[np.ndarray, str]:
         """Trades ``first..last`` over REST within the gap wait; returns what came and why the rest did not."""
-        assert self._rest is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.gap_wait_ms / 1000.0
         got: list[np.ndarray] = []

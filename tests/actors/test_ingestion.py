@@ -252,9 +252,10 @@ def test_every_recorded_trade_arrives_once_in_id_order_through_disconnects_bad_d
 
 
 @pytest.mark.timeout(60)
-def test_a_gap_rest_refuses_is_recorded_after_the_bounded_wait_and_release_continues_after_it(capture_files, recorded):
-    source = load_capture(capture_files)
-    start_ms, end_ms = _window(source, 60, 60)
+def test_a_gap_rest_refuses_is_recorded_after_the_bounded_wait_and_release_continues_after_it(
+    capture_files, full_source, recorded
+):
+    start_ms, end_ms = _window(full_source, 60, 60)
     source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
     live = {s: _live_ids(source, s) for s in SYMBOLS}
     # Resume 50 trades before the replay's first: REST knows them (history) but refuses to serve anything.
@@ -335,10 +336,9 @@ class LaggingStream:
 
 @pytest.mark.timeout(60)
 def test_after_a_stream_restart_the_unacknowledged_trades_are_resent_and_nothing_before_the_ack(
-    capture_files, recorded
+    capture_files, full_source, recorded
 ):
-    source = load_capture(capture_files)
-    start_ms, end_ms = _window(source, 200, 40)
+    start_ms, end_ms = _window(full_source, 200, 40)
     source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
     live = {s: _live_ids(source, s) for s in SYMBOLS}
     config = ExchangeConfig(capture_files=capture_files, start_ms=start_ms, end_ms=end_ms, speed="10x")
@@ -376,9 +376,8 @@ def test_after_a_stream_restart_the_unacknowledged_trades_are_resent_and_nothing
 
 
 @pytest.mark.timeout(60)
-def test_connection_renewed_before_its_age_limit_loses_no_trade_even_without_rest(capture_files, recorded):
-    source = load_capture(capture_files)
-    start_ms, end_ms = _window(source, 300, 20)
+def test_connection_renewed_before_its_age_limit_loses_no_trade_even_without_rest(capture_files, full_source, recorded):
+    start_ms, end_ms = _window(full_source, 300, 20)
     source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
     live = {s: _live_ids(source, s) for s in SYMBOLS}
     config = ExchangeConfig(capture_files=capture_files, start_ms=start_ms, end_ms=end_ms, speed="10x")
@@ -413,10 +412,9 @@ def test_connection_renewed_before_its_age_limit_loses_no_trade_even_without_res
 
 @pytest.mark.ray
 @pytest.mark.timeout(120)
-def test_ingestion_actor_feeds_a_stream_actor_every_trade_of_a_slice(ray_session, capture_files, recorded):
+def test_ingestion_actor_feeds_a_stream_actor_every_trade_of_a_slice(ray_session, capture_files, full_source, recorded):
     ray = ray_session
-    source = load_capture(capture_files)
-    start_ms, end_ms = _window(source, 400, 60)
+    start_ms, end_ms = _window(full_source, 400, 60)
     source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
     live = {s: _live_ids(source, s) for s in SYMBOLS}
 
