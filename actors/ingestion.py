@@ -626,7 +626,6 @@ class Ingestion:
         """One connection: append every message to the receive buffer until it ends; returns messages read."""
         c = self.config
         received = 0
-        groups = self._groups
         try:
             async with connect(
                 c.stream_url,
@@ -782,7 +781,7 @@ class Ingestion:
         if st.suspect_since is not None and now - st.suspect_since >= self.config.quiet_probe_ms / 1000.0:
             st.suspect_since = None
             st.probing = True
-        if st.pending.size or st.probing:
+        if st.wanted(self.config.backfill_limit) is not None:
             st.task = asyncio.create_task(self._backfill(st), name=f"backfill-{st.name}")
 
     async def _backfill(self, st: _Symbol) -> None:
