@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -335,6 +335,10 @@ class PrioritizedReplay:
             skip = M - self.capacity
             st, nst, ag, nag, act, ret, disc = (t[skip:] for t in (st, nst, ag, nag, act, ret, disc))
             pri = None if pri is None else pri[skip:]
+            # The skipped rows still overwrite their slots once each: count those generations.
+            self._generation += skip // self.capacity
+            passed = (self._ptr + torch.arange(skip % self.capacity, device=self.device)) % self.capacity
+            self._generation.index_add_(0, passed, torch.ones_like(passed, dtype=torch.int32))
             self._ptr = (self._ptr + skip) % self.capacity
             self._added += skip
             M = self.capacity
@@ -558,7 +562,7 @@ class PrioritizedReplay:
             raise DataError(f"replay file {path}: {exc}") from exc
         return replay
 
-    def _load_state(self, state: dict) -> None:
+    def _load_state(self, state: dict[str, Any]) -> None:
         for name in ("rows", "max_priority", "fresh_updates"):
             dst: torch.Tensor = getattr(self, f"_{name}")
             src = state[name]

@@ -202,10 +202,6 @@ class SumMinTree:
         torch.sub(self._top_cs, self.sums[top], out=self._top_excl)
         torch.amin(_as_min(self.mins[top], top == 0), 0, keepdim=True, out=self._top_min)
 
-    def rebuild(self) -> None:
-        """Recompute every inner node and the root from the leaves."""
-        self._refresh(torch.arange(self.capacity, device=self.device))
-
     # ------------------------------------------------------------------ searching
     def find_prefix(self, mass: torch.Tensor, limit: int | None = None) -> torch.Tensor:
         """Leaf ``i`` with ``prefix(i) <= mass < prefix(i) + leaf[i]`` for each query mass.

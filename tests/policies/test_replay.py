@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from market.errors import ConfigError, DataError
@@ -315,3 +317,56 @@ def test_from_config_takes_capacity_alpha_and_beta_range() -> None:
     replay = PrioritizedReplay.from_config(cfg, A, beta_steps=10)
     assert (replay.capacity, replay.alpha, replay.beta) == (64, 0.5, 0.5)
     assert replay.anneal_beta(10) == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.integers(1, 20), st.booleans()),
+            st.tuples(st.just("update"), st.integers(1, 12), st.booleans()),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_random_adds_and_updates_match_a_plain_reference(
+    device: str, ops: list[tuple[str, int, bool]], seed: int
+) -> None:
+    """A ring of 7 slots against a plain Python model: leaves, generations, max priority, drops."""
+    capacity, alpha = 7, 0.5
+    replay = PrioritizedReplay(capacity, 2, device=device, alpha=alpha, fanout=2, seed=seed)
+    rng = np.random.default_rng(seed)
+    prio, gens, ptr, size, max_p, dropped = [0.0] * capacity, [0] * capacity, 0, 0, 1.0, 0
+    for kind, n, flag in ops:
+        if kind == "add":
+            given_p = rng.uniform(0.1, 9.0, n) if flag else None
+            replay.add(**synthetic(n, seed=seed, agent_dim=2), priorities=given_p)
+            for i in range(n):
+                slot = (ptr + i) % capacity
+                prio[slot] = max_p if given_p is None else given_p[i] ** alpha
+                gens[slot] += 1
+            if given_p is not None:
+                max_p = max(max_p, *(given_p**alpha))
+            ptr, size = (ptr + n) % capacity, min(capacity, size + n)
+        elif size:
+            idx = rng.integers(0, size, n)
+            stale = rng.random(n) < 0.3 if flag else np.zeros(n, bool)
+            sent_gens = np.array([gens[i] for i in idx]) - stale
+            new_p = rng.uniform(0.1, 9.0, n)
+            replay.update_priorities(torch.tensor(idx), torch.tensor(sent_gens, dtype=torch.int32), new_p)
+            for i, g, p in zip(idx, sent_gens, new_p, strict=True):  # in order: the last fresh one wins
+                if g == gens[i]:
+                    prio[i] = p**alpha
+                    max_p = max(max_p, p**alpha)
+                else:
+                    dropped += 1
+    np.testing.assert_allclose(replay.tree.leaves.cpu().numpy(), prio, rtol=1e-12)
+    assert replay.generations.tolist() == gens
+    assert (replay.size, replay.dropped_updates) == (size, dropped)
+    assert replay.max_priority == pytest.approx(max_p, rel=1e-12)
+    if size:
+        assert float(replay.tree.total()) == pytest.approx(sum(prio), rel=1e-12)
+        assert float(replay.tree.min()) == min(prio[:size])
