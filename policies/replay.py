@@ -331,10 +331,14 @@ class PrioritizedReplay:
         if pri is not None:
             checks["priorities finite and > 0"] = ((pri > 0) & (pri < _INF)).all()
         _raise_failed("replay.add", checks)
+        values = None
+        if pri is not None:  # every given priority counts toward the running max, kept or not
+            values = pri.pow(self.alpha)
+            torch.maximum(self._max_priority, values.max(), out=self._max_priority)
         if self.capacity < M:  # only the newest ``capacity`` rows survive a ring this small
             skip = M - self.capacity
             st, nst, ag, nag, act, ret, disc = (t[skip:] for t in (st, nst, ag, nag, act, ret, disc))
-            pri = None if pri is None else pri[skip:]
+            values = None if values is None else values[skip:]
             # The skipped rows still overwrite their slots once each: count those generations.
             self._generation += skip // self.capacity
             passed = (self._ptr + torch.arange(skip % self.capacity, device=self.device)) % self.capacity
@@ -358,12 +362,9 @@ class PrioritizedReplay:
         first = min(M, self.capacity - start)  # the ring wraps at most once
         self._rows[start : start + first] = block[:first]
         self._rows[: M - first] = block[first:]
-        if pri is None:
+        if values is None:
             self._fold_pending()
             values = self._max_priority.expand(M)
-        else:
-            values = pri.pow(self.alpha)
-            torch.maximum(self._max_priority, values.max(), out=self._max_priority)
         self._tree.set(slots, values, unique=True)
         self._ptr = (start + M) % self.capacity
         self._size = min(self.capacity, self._size + M)
