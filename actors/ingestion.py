@@ -337,6 +337,7 @@ class _Symbol:
         self.suspect_since: float | None = None  # loop time of a bad frame or a reconnect not yet cleared
         self.probing = False  # catch up over REST to the exchange's latest trade
         self.task: asyncio.Task[None] | None = None
+        self.asking = False  # a backfill request is in flight
         self.retry_at = 0.0
         self.backoff = backoff
         self.rest_error = ""
@@ -745,9 +746,11 @@ class Ingestion:
             if st.gap_at != st.next_id:
                 st.gap_at, st.gap_detected_ms = st.next_id, now_ms
                 self._gaps_detected += 1
-            # The wait runs from the receipt of the first trade past the gap, restarted by backfill progress.
+            # The wait runs from the receipt of the first trade past the gap, restarted by backfill progress;
+            # a request in flight may still answer (its own timeout, rest_timeout_s, bounds it).
             overflow = st.pending.size > c.max_held_back
-            if not overflow and now_ms - max(int(st.pending_recv[0]), st.progress_ms) < c.gap_wait_ms:
+            waited = now_ms - max(int(st.pending_recv[0]), st.progress_ms)
+            if not overflow and (waited < c.gap_wait_ms or st.asking):
                 return
             first, last = st.next_id, int(ids[0]) - 1
             if overflow:
@@ -797,11 +800,14 @@ class Ingestion:
             if wanted is None:
                 return
             start, limit, probe = wanted
+            st.asking = True
             try:
                 rows = await self._rest.historical_trades(st.name, start, limit)
             except RestError as exc:
                 self._rest_failed(st, exc, loop.time())
                 return
+            finally:
+                st.asking = False
             st.backoff.reset()
             st.rest_error = ""
             if rows.size:

@@ -38,8 +38,10 @@ class IngestionConfig(StrictModel):
         Reconnect (and REST/sink retry) delays: attempt ``k`` waits a uniform draw in
         ``[0, min(max, initial * multiplier**k)]`` (full jitter), from a generator seeded by ``seed``.
     gap_wait_ms : int
-        How long trades after a missing trade id are held back while REST backfills it; the wait restarts
-        whenever a backfill request brings new trades. After it the gap is recorded, never papered over.
+        How long trades after a missing trade id are held back while REST backfills it, from the receipt
+        of the first trade past the gap; the wait restarts whenever a backfill request brings new trades,
+        and a request in flight is waited for (``rest_timeout_s`` bounds it). After it the gap is recorded
+        as a ``TradeGap``, never papered over.
     backfill_limit : int
         Trades per ``historicalTrades`` request (Binance's maximum is 1000).
     quiet_probe_ms : int
