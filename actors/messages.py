@@ -65,3 +65,6 @@ class StreamAck:
 
     last_persisted_trade_id: dict[str, int]
     last_seq: int
+    #: When the answering stream instance started; a new value tells ingestion the stream restarted and
+    #: must be resent everything after ``last_persisted_trade_id``.
+    epoch_ms: int = 0

@@ -201,6 +201,7 @@ class SymbolStats:
     gaps: int
     gap_trade_ids: int
     unannounced_missing_ids: int
+    out_of_sequence_refused: int
     bid: float
     ask: float
     spread: float
@@ -445,6 +446,7 @@ class _SymbolState:
         self.rejected = 0
         self.restored = 0
         self.unannounced_missing = 0
+        self.out_of_sequence = 0  # trades refused because they did not continue from the last id
         self.last_error = ""
 
     # -- live path -----------------------------------------------------------------------------------
@@ -467,6 +469,12 @@ class _SymbolState:
         self.duplicates += int(ids.size - np.count_nonzero(fresh))
         trades = trades[fresh]
         if trades.size == 0:
+            return _EMPTY_TRADES, {}
+        if self._jumps_unannounced(int(trades["trade_id"][0])):
+            # Ingestion releases gap-free, so a jump no gap covers means trades were lost on the way (a
+            # stream restart dropped what it held in memory): refuse the batch, keep the ack where it is,
+            # and the resend after it fills the hole.
+            self.out_of_sequence += int(trades.size)
             return _EMPTY_TRADES, {}
         good = self._valid(trades)
         n_bad = int(trades.size - np.count_nonzero(good))
@@ -506,6 +514,14 @@ class _SymbolState:
             np.maximum.accumulate(reached[:-1], out=before[1:])
             np.maximum(before[1:], self.last_time_ms, out=before[1:])
         return ok & (time_ms >= before)
+
+    def _jumps_unannounced(self, first_id: int) -> bool:
+        """Whether ``first_id`` skips ids after the last one seen that no recorded gap covers."""
+        if self.last_id < 0 or first_id <= self.last_id + 1:
+            return False
+        lo, hi = self.last_id + 1, first_id - 1
+        covered = sum(max(0, min(hi, g.last_missing_id) - max(lo, g.first_missing_id) + 1) for g in self.gaps)
+        return covered < hi - lo + 1
 
     def _note_missing(self, ids: np.ndarray) -> None:
         """Count trade ids skipped without a recorded gap covering them."""
@@ -596,6 +612,7 @@ class _SymbolState:
             gaps=len(self.gaps),
             gap_trade_ids=self.gap_ids,
             unannounced_missing_ids=self.unannounced_missing,
+            out_of_sequence_refused=self.out_of_sequence,
             bid=bid,
             ask=ask,
             spread=spread,
@@ -731,6 +748,7 @@ class UnifiedStream:
         return StreamAck(
             last_persisted_trade_id={s: st.persisted_id for s, st in self._symbols.items()},
             last_seq=self._persisted_batch_seq,
+            epoch_ms=self.epoch_ms,
         )
 
     # -- persistence ---------------------------------------------------------------------------------

@@ -283,7 +283,9 @@ def test_ray_actor_killed_mid_stream_restarts_restores_and_ends_with_the_batch_b
         assert time.monotonic() < deadline, "the killed actor did not restart"
         time.sleep(0.05)
     ack = ray.get(actor.ack.remote())
-    assert ack == flushed  # what was on disk at the kill, and nothing after it
+    # what was on disk at the kill, and nothing after it; a new epoch tells ingestion to resend
+    assert (ack.last_persisted_trade_id, ack.last_seq) == (flushed.last_persisted_trade_id, flushed.last_seq)
+    assert ack.epoch_ms != flushed.epoch_ms
     stats = ray.get(actor.stats.remote())
     assert sum(s.restored_trades for s in stats.symbols.values()) > 0
     sent = {s: np.concatenate([b.trades[s] for b in batches[:half]]) for s in trades}
@@ -559,3 +561,20 @@ def test_config_errors_name_the_key_and_value(tmp_path: Path) -> None:
         StreamConfig(storage_dir=tmp_path, bars_kept=100)
     with pytest.raises(ValidationError, match="extra"):
         StreamConfig(storage_dir=tmp_path, tick_cache_seconds=300)
+
+
+def test_a_batch_that_skips_ids_no_gap_covers_is_refused_until_the_resend_fills_the_hole(
+    captures: dict[str, object], tmp_path: Path
+) -> None:
+    trades = trades_of(captures)
+    eth = trades[ETH]
+    stream = UnifiedStream(config(tmp_path), clock=FakeClock())
+    stream.ingest(TickBatch(source="capture", seq=1, trades={ETH: eth[:100]}))
+    # a stream restart lost trades 100..199 in memory: the next batch jumps
+    stream.ingest(TickBatch(source="capture", seq=3, trades={ETH: eth[200:300]}))
+    assert stream.stats().symbols[ETH].out_of_sequence_refused == 100
+    assert stream.stats().symbols[ETH].last_trade_id == int(eth["trade_id"][99])
+    stream.ingest(TickBatch(source="capture", seq=4, trades={ETH: eth[100:300]}))
+    assert stream.stats().symbols[ETH].last_trade_id == int(eth["trade_id"][299])
+    want = build_timeframes(eth[:300], TIMEFRAMES)
+    assert_bars_identical(stream.bars(ETH)["1s"], want["1s"][-301:], "1s after the resend")
