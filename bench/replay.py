@@ -181,12 +181,15 @@ def main() -> None:
 
     ours_fn, cpprb_fn = rounds_ours(replay, pri_t), rounds_cpprb(cpprb_buffer, pri_np)
     ours_fn(), cpprb_fn()  # warm-up
-    ours_s, cpprb_s = [], []
+    wall: dict[str, list[float]] = {"ours": [], "cpprb": []}
+    cpu: dict[str, list[float]] = {"ours": [], "cpprb": []}
     for _ in range(5):  # interleaved so load from other processes hits both alike
-        ours_s.append(median_seconds(ours_fn, repeats=1, warmup=0))
-        cpprb_s.append(median_seconds(cpprb_fn, repeats=1, warmup=0))
-    ours_rate = ROUNDS / statistics.median(ours_s)
-    cpprb_rate = ROUNDS / statistics.median(cpprb_s)
+        for name, fn in (("ours", ours_fn), ("cpprb", cpprb_fn)):
+            start_cpu = time.thread_time()
+            wall[name].append(median_seconds(fn, repeats=1, warmup=0))
+            cpu[name].append(time.thread_time() - start_cpu)
+    ours_rate, cpprb_rate = (ROUNDS / statistics.median(wall[k]) for k in ("ours", "cpprb"))
+    ours_cpu, cpprb_cpu = (ROUNDS / statistics.median(cpu[k]) for k in ("ours", "cpprb"))
     if args.sweep:
         sweep(data, cpprb_buffer, pri_t, pri_np)
 
@@ -209,6 +212,7 @@ def main() -> None:
         f"replay bytes: ours {mem.bytes_per_transition:.1f} B/transition, two float32 states of "
         f"{STATE_FLOATS:,} floats {naive:,} B/transition, {naive / mem.bytes_per_transition:,.0f}x smaller"
     )
+    print(rate_line("replay cpu time", ours_cpu, cpprb_cpu, "cpprb") + " (this thread's CPU seconds)")
     print(rate_line("replay", ours_rate, cpprb_rate, "cpprb"))
 
 
