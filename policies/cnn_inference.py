@@ -172,9 +172,10 @@ class CnnPredictor:
 
     def _forward_into(self, states: np.ndarray, hidden: np.ndarray, predictions: np.ndarray) -> None:
         """Run ``states`` through the model in chunks of ``chunk_rows``, writing into the output arrays."""
+        chunk = self.chunk_rows
         with torch.inference_mode():
-            for start in range(0, states.shape[0], self.chunk_rows):
-                block = np.ascontiguousarray(states[start : start + self.chunk_rows])
+            for start in range(0, states.shape[0], chunk):
+                block = np.ascontiguousarray(states[start : start + chunk])
                 if not block.flags.writeable:
                     block = block.copy()  # torch wants writeable memory; a decoded body is read-only
                 out = self.model(torch.from_numpy(block).to(self.device, non_blocking=True))
@@ -246,13 +247,20 @@ class CnnPredictor:
                 bad = int(steps[(steps < 0) | (steps >= n_steps)][0])
                 raise DataError(f"step {bad} is outside the timeline's [0, {n_steps})")
         hidden, predictions = self._empty_outputs(steps.size)
-        agent = np.zeros((min(self.chunk_rows, max(steps.size, 1)), len(AGENT_FEATURES)), dtype=np.float32)
-        for start in range(0, steps.size, self.chunk_rows):
-            idx = steps[start : start + self.chunk_rows]
+        chunk = self.chunk_rows
+        agent = np.zeros((min(chunk, max(steps.size, 1)), len(AGENT_FEATURES)), dtype=np.float32)
+        for start in range(0, steps.size, chunk):
+            idx = steps[start : start + chunk]
             states = gather(timeline, idx, agent[: idx.size])
             stop = start + idx.size
             self._forward_into(states, hidden[start:stop], predictions[start:stop])
         return CnnAnswer(hidden, predictions, self.version)
+
+    def with_limits(self, *, max_rows: int, chunk_rows: int) -> CnnPredictor:
+        """The same model and version with other request and chunk limits (a new object; this one is unchanged)."""
+        return CnnPredictor(
+            self.model, self.version, self.device, max_rows=max_rows, chunk_rows=chunk_rows, meta=self.meta
+        )
 
     def describe(self) -> dict[str, Any]:
         """What is being served: version, layout, sizes, device, torch threads, checkpoint path."""

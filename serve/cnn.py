@@ -9,6 +9,10 @@ HTTP: ``POST /cnn/infer`` with a ``.npy`` body (``application/x-npy`` or ``appli
 JSON ``{"states": [[...], ...]}``; the answer is a ``.npy`` of records ``(hidden [H], predictions [P])``
 (header ``x-cnn-version``) or JSON ``{"hidden", "predictions", "version"}`` (``Accept: application/json``).
 ``GET /cnn/info`` says what is served.
+
+Versions only move forward for a client when the app has one replica (the default): a reload swaps that
+replica's model in place, and a redeploy adds the new replica to the routers as it removes the old one.
+With several replicas, a client may meet both versions while a rollout is under way.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the route signatures (``request: Request``) at
@@ -102,7 +106,7 @@ class CnnServeConfig(StrictModel):
         return CnnLiveConfig(**{name: getattr(self, name) for name in CnnLiveConfig.model_fields})
 
 
-def _rows(items: list[np.ndarray]) -> int:
+def batch_rows(items: list[np.ndarray]) -> int:
     """Batch size in states, so that ``max_batch_size`` bounds one forward pass."""
     return sum(int(x.shape[0]) for x in items)
 
@@ -172,7 +176,7 @@ class CnnDeployment:
                     current.version if current else None,
                 )
             else:
-                current.max_rows, current.chunk_rows = live.max_request_rows, live.chunk_rows
+                self._predictor = current.with_limits(max_rows=live.max_request_rows, chunk_rows=live.chunk_rows)
             self._batched.set_max_batch_size(live.max_batch_size)
             self._batched.set_batch_wait_timeout_s(live.batch_wait_timeout_s)
             self._live = live
@@ -207,12 +211,12 @@ class CnnDeployment:
             return await asyncio.to_thread(predictor.predict, states)
         return await self._batched(states)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002, batch_size_fn=_rows)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002, batch_size_fn=batch_rows)
     async def _batched(self, requests: list[np.ndarray]) -> list[CnnAnswer]:
         # One predictor for the whole batch: a swap during the forward pass affects the next batch only.
         predictor = self._require_predictor()
         self._batches += 1
-        self._largest_batch = max(self._largest_batch, _rows(requests))
+        self._largest_batch = max(self._largest_batch, batch_rows(requests))
         return await asyncio.to_thread(predictor.predict_batch, requests)
 
     async def bulk_fill(
@@ -302,17 +306,16 @@ def build_app(config: CnnServeConfig | dict[str, Any]) -> serve.Application:
     ).bind(device=config.device)
 
 
-def app_config(config: CnnServeConfig, checkpoint: Path | str | None = None) -> dict[str, Any]:
+def app_config(config: CnnServeConfig, live: CnnLiveConfig | None = None) -> dict[str, Any]:
     """The app's entry in a Serve config file (``serve deploy`` / ``serve run <file>.yaml``).
 
-    ``config`` is what the app was first deployed with; ``checkpoint`` (default: ``config.checkpoint``) goes
-    into the deployment's ``user_config`` only. Deploying the same entry with another ``checkpoint`` changes
-    nothing but the ``user_config``, so Serve calls ``reconfigure`` on the running replicas, which load it
-    beside the serving model and swap, instead of replacing the replicas.
+    ``config`` is what the app was first deployed with and stays the builder's ``args``; ``live`` (default
+    ``config.live()``) is the deployment's ``user_config``. Deploying the same entry with another ``live``
+    (a new checkpoint, other batching) changes nothing but the ``user_config``, so Serve calls ``reconfigure``
+    on the running replicas, which load the checkpoint beside the serving model and swap, instead of
+    replacing the replicas.
     """
-    live = config.live()
-    if checkpoint is not None:
-        live = live.model_copy(update={"checkpoint": Path(checkpoint)})
+    live = live or config.live()
     return {
         "name": config.app_name,
         "route_prefix": config.route_prefix,

@@ -122,6 +122,16 @@ def test_chunked_forward_equals_one_pass(checkpoints: dict[str, Path]) -> None:
     np.testing.assert_allclose(chunked.predict(x).hidden, whole.predict(x).hidden, atol=1e-5)
 
 
+def test_new_limits_make_a_new_predictor_on_the_same_model(predictor: CnnPredictor) -> None:
+    tuned = predictor.with_limits(max_rows=2, chunk_rows=1)
+    assert tuned.model is predictor.model and tuned.version == predictor.version
+    assert (predictor.max_rows, predictor.chunk_rows) == (4096, 2048)
+    x = random_states(2, predictor.state_size, 9)
+    np.testing.assert_allclose(tuned.predict(x).hidden, predictor.predict(x).hidden, atol=1e-5)
+    with pytest.raises(PayloadError, match="at most 2"):
+        tuned.check_states(random_states(3, predictor.state_size))
+
+
 def test_bulk_fill_equals_per_step_predictions_on_gathered_states(
     checkpoints: dict[str, Path], timeline: MarketTimeline
 ) -> None:

@@ -276,7 +276,7 @@ def test_user_config_reload_in_place_under_8_http_clients_fails_no_request(app: 
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    from serve.cnn import CnnServeConfig, app_config
+    from serve.cnn import CnnLiveConfig, CnnServeConfig, app_config
 
     config = CnnServeConfig(
         checkpoint=app.checkpoints["v1"],
@@ -286,15 +286,21 @@ def test_user_config_reload_in_place_under_8_http_clients_fails_no_request(app: 
     )
     client = _get_global_client()
 
-    def apply(checkpoint: Path) -> None:
-        schema = ServeDeploySchema.model_validate({"applications": [app_config(config, checkpoint)]})
+    def apply(live: CnnLiveConfig) -> None:
+        schema = ServeDeploySchema.model_validate({"applications": [app_config(config, live)]})
         client.deploy_apps(schema, _blocking=True)
 
-    apply(app.checkpoints["v1"])
+    apply(config.live())
     url = app.url.replace("/cnn", "/cnn-live")
     before = requests.get(f"{url}/info", timeout=30).json()
     assert before["version"] == "v1"
-    _clients_through_reload(app, url, lambda version: apply(app.checkpoints[version]))
+    _clients_through_reload(
+        app, url, lambda version: apply(config.live().model_copy(update={"checkpoint": app.checkpoints[version]}))
+    )
     after = requests.get(f"{url}/info", timeout=30).json()
     assert after["replica"] == before["replica"], "the replica was replaced, not reconfigured"
+    # batching changes in place too, and keeps the model
+    apply(config.live().model_copy(update={"checkpoint": app.checkpoints["v2"], "max_batch_size": 8}))
+    tuned = requests.get(f"{url}/info", timeout=30).json()
+    assert (tuned["max_batch_size"], tuned["version"], tuned["replica"]) == (8, "v2", before["replica"])
     ray_serve.delete("cnn-live")
