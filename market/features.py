@@ -70,11 +70,13 @@ def _window(xp: Any, comp: Component, src: WindowSource, tl: MarketTimeline, ste
         forming_ok = xp.take(src.forming_valid, steps, axis=0)
         missing = missing | ~forming_ok
     if bool(xp.any(missing)):
+        # Few states start before the data (only the first window-length of steps), so only their rows
+        # are touched.
         row = xp.arange(n_closed, dtype=starts.dtype, device=device)[None, :]
-        valid = (starts[:, None] + row) >= src.pad
+        valid = (starts[missing][:, None] + row) >= src.pad
         if has_forming:
-            valid = xp.concat([valid, forming_ok[:, None]], axis=1)
-        out3 *= xp.astype(valid, out.dtype)[:, None, :]
+            valid = xp.concat([valid, forming_ok[missing][:, None]], axis=1)
+        out3[missing] = out3[missing] * xp.astype(valid, out.dtype)[:, None, :]
 
 
 def gather(
