@@ -1,0 +1,103 @@
+"""Benchmark: learner updates per second at batch 512, states gathered on the learner's device.
+
+Ours: the full learning step (sample from a filled prioritized replay, gather s and s' on the device,
+double-DQN forward/backward, Adam, priority update). Peer, same run, same network and device: the bare
+forward/backward/Adam step on a batch gathered once beforehand (so the ratio is what replay + gather
+cost on top of the network). Profiles: default (real captures, 1s) and tiny (real 1m klines). CUDA is
+used when present (and named in the output).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+
+from bench._common import SHARED_DATA, median_seconds, rate_line
+from market.layout import AGENT_FEATURES, StateConfig
+from market.timeline_builder import build_timeline
+from policies.config import TrainingConfig
+from policies.device import resolve_device, timeline_to_device
+from policies.learning import DQNLearner
+from policies.replay import PrioritizedReplay
+
+BATCH = 512
+UPDATES = 10
+
+
+def build(profile: str):
+    from cluster.history import load_history
+    from market.config import DataConfig, SymbolsConfig
+
+    history = load_history(DataConfig(shared_dir=SHARED_DATA), SymbolsConfig())
+    ticks = profile == "default"
+    return build_timeline(history.market_data(SymbolsConfig(), ticks=ticks), StateConfig(profile=profile)), history
+
+
+def measure(profile: str, device: torch.device) -> str:
+    timeline, history = build(profile)
+    replay = PrioritizedReplay(200_000, len(AGENT_FEATURES), device=device, seed=0)
+    rng = np.random.default_rng(0)
+    m = 200_000
+    steps = rng.integers(0, timeline.n_steps - 3, m)
+    replay.add(
+        steps,
+        steps + 3,
+        rng.normal(size=(m, 6)).astype(np.float32),
+        rng.normal(size=(m, 6)).astype(np.float32),
+        rng.integers(0, 3, m),
+        rng.normal(0, 1e-3, m).astype(np.float32),
+        np.full(m, 0.97, np.float32),
+    )
+    learner = DQNLearner(
+        timeline.layout,
+        timeline_to_device(timeline, device),
+        replay,
+        TrainingConfig(batch_size=BATCH, device=str(device)),
+        device=device,
+    )
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def ours() -> None:
+        for _ in range(UPDATES):
+            learner.learn_step()
+        sync()
+
+    batch = replay.sample(BATCH)
+    s = learner.states(batch.step, batch.agent)
+    s2 = learner.states(batch.next_step, batch.next_agent)
+
+    def bare() -> None:
+        for _ in range(UPDATES):
+            q = learner.online(s).gather(1, batch.action.long()[:, None]).squeeze(1)
+            with torch.no_grad():
+                best = learner.online(s2).argmax(1, keepdim=True)
+                target = batch.n_return + batch.discount * learner.target(s2).gather(1, best).squeeze(1)
+            loss = torch.nn.functional.smooth_l1_loss(q, target)
+            learner.optimizer.zero_grad()
+            loss.backward()
+            learner.optimizer.step()
+        sync()
+
+    ours_rate = UPDATES / median_seconds(ours, repeats=3, warmup=1)
+    bare_rate = UPDATES / median_seconds(bare, repeats=3, warmup=1)
+    print(
+        f"  {profile}: {timeline.layout.size:,} floats per state, {history.label()}, device {device}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    return rate_line(f"learner ({profile}, {device.type})", ours_rate, bare_rate, "bare fwd/bwd/Adam", " updates/s")
+
+
+def main() -> int:
+    device = resolve_device("auto")
+    lines = [measure(p, device) for p in ("tiny", "default")]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
