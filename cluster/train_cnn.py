@@ -98,7 +98,9 @@ class CnnReport:
             "  " + span("eval") + f"; gaps of {sp['gap_steps']} steps between spans",
             f"  training: {fit['steps']} steps ({fit['epochs']:.2f} epochs) on {fit['device']} "
             f"in {fit['seconds']:.0f} s, "
-            f"best validation loss {fit['best_val_loss']:.4f} at step {fit['best_step']}; {fit['stop_reason']}",
+            f"weights of step {fit['best_step']} (best validation {fit['selected_on']}: loss "
+            f"{fit['best_validation'].get('loss', float('nan')):.4f}, mean balanced accuracy "
+            f"{fit['best_validation'].get('balanced_accuracy', float('nan')):.3f}); {fit['stop_reason']}",
             f"  model: {self.budget['parameters']:,} parameters, {self.budget['macs_per_sample']:,} MACs per state",
             f"direction (up/flat/down) accuracy and balanced accuracy; goal stated by the original system: "
             f"{STATED_GOAL_ACCURACY:.0%} accuracy",

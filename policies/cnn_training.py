@@ -11,7 +11,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from torch.nn import functional
 from torch.nn.utils import parametrize
 
 from market.config import StrictModel
+from market.errors import ConfigError
 from market.features import gather
 from market.labels import MASKED, LabelConfig, Labels
 from market.layout import AGENT_FEATURES, StateLayout
@@ -35,19 +36,25 @@ N_CLASSES = 3
 class CnnTrainingConfig(StrictModel):
     """The CNN's supervised training: budget, optimiser, loss weights, early stopping and labels.
 
-    ``max_steps`` (optimiser steps) and ``max_epochs`` (passes over the training part) both bound the run;
-    ``eval_every`` steps the validation loss is measured and the best weights so far kept; ``patience``
-    evaluations without improvement stop it. ``validation_fraction`` of the CNN span (its tail, one longest
-    horizon apart from the rest) is the validation set.
+    ``max_steps`` (optimiser steps) and ``max_epochs`` (passes over the training part) both bound the run.
+    Every ``eval_every`` steps the validation tail (the last ``validation_fraction`` of the CNN span, one
+    longest horizon apart from the rest) is scored, and the weights with the best ``select_on`` so far are kept:
+    ``balanced_accuracy`` (mean over horizons of the direction balanced accuracy, what the report measures;
+    the validation figures are then those of the selected model, the evaluation span's stay untouched) or
+    ``loss``. ``patience`` evaluations without improvement stop the run.
+
+    Inputs are standardised from ``stats_samples`` training states (see :func:`standardise_inputs`); a feature
+    whose standard deviation there is below ``min_input_std`` is ignored, as is every component named in
+    ``ignore_components`` (for ablations).
     """
 
     batch_size: int = Field(256, ge=2)
-    lr: float = Field(1e-3, gt=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    lr: float = Field(3e-4, gt=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
     max_epochs: int = Field(20, ge=1)
     max_steps: int | None = Field(None, ge=1)
-    eval_every: int = Field(100, ge=1)
-    patience: int = Field(5, ge=1)
+    eval_every: int = Field(25, ge=1)
+    patience: int = Field(12, ge=1)
     validation_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     eval_batch_size: int = Field(1024, ge=1)
     move_weight: float = Field(0.5, ge=0.0)
@@ -56,7 +63,10 @@ class CnnTrainingConfig(StrictModel):
     pivot_distance_scale: float = Field(100.0, gt=0.0)
     grad_clip: float = Field(1.0, gt=0.0)
     standardise_inputs: bool = True
-    stats_samples: int = Field(2048, ge=16)
+    stats_samples: int = Field(4096, ge=16)
+    min_input_std: float = Field(1e-4, gt=0.0)
+    ignore_components: tuple[str, ...] = ()
+    select_on: Literal["loss", "balanced_accuracy"] = "balanced_accuracy"
     device: str = "auto"
     labels: LabelConfig = LabelConfig()
 
@@ -82,7 +92,8 @@ class FitResult:
     steps: int
     epochs: float
     best_step: int
-    best_val_loss: float
+    selected_on: str
+    best_validation: dict[str, float]
     stop_reason: str
     seconds: float
     device: str
@@ -95,7 +106,8 @@ class FitResult:
             "steps": self.steps,
             "epochs": self.epochs,
             "best_step": self.best_step,
-            "best_val_loss": self.best_val_loss,
+            "selected_on": self.selected_on,
+            "best_validation": self.best_validation,
             "stop_reason": self.stop_reason,
             "seconds": self.seconds,
             "device": self.device,
@@ -195,39 +207,79 @@ class _Centre(nn.Module):
         return bias - weight @ self.mean
 
 
-def standardise_inputs(model: MultiTimeframeCNN, states: torch.Tensor) -> dict[str, Any]:
+def input_statistics(
+    timeline: MarketTimeline, layout: StateLayout, steps: np.ndarray, *, chunk: int = 1024
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Mean and standard deviation per feature of each window (over its rows too) and each vector the CNN reads,
+    over the states at ``steps`` (float64 sums, gathered ``chunk`` states at a time)."""
+    sums: dict[str, np.ndarray] = {}
+    squares: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    cpu = torch.device("cpu")
+    read = [c for c in layout.components if c.kind == "window" or c.name in ("williams", "regime")]
+    for part in _batches(np.asarray(steps, dtype=np.int64), chunk):
+        states = cnn_states(timeline, part, cpu).numpy().astype(np.float64)
+        for comp in read:
+            x = states[:, comp.slice]
+            if comp.kind == "window":
+                x = x.reshape(part.shape[0], comp.features, comp.rows).transpose(0, 2, 1).reshape(-1, comp.features)
+            sums[comp.name] = sums.get(comp.name, 0.0) + x.sum(axis=0)
+            squares[comp.name] = squares.get(comp.name, 0.0) + np.square(x).sum(axis=0)
+            counts[comp.name] = counts.get(comp.name, 0) + x.shape[0]
+    stats = {}
+    for name, total in sums.items():
+        mean = total / counts[name]
+        var = np.maximum(squares[name] / counts[name] - np.square(mean), 0.0)
+        stats[name] = (mean, np.sqrt(var))
+    return stats
+
+
+def _gain(mean: np.ndarray, std: np.ndarray, min_std: float) -> np.ndarray:
+    # A feature that (nearly) never moves in the training span cannot be learned from, and any later value of it
+    # would be one training never saw: it gets gain 0, so the model ignores it.
+    moves = (std >= min_std) & (std >= 1e-6 * np.abs(mean))
+    return np.where(moves, 1.0 / np.maximum(std, min_std), 0.0)
+
+
+def standardise_inputs(
+    model: MultiTimeframeCNN,
+    stats: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    min_std: float = 1e-4,
+    ignore: tuple[str, ...] = (),
+) -> None:
     """Reparametrise the layers that read the state so that training sees standardised inputs.
 
     Each window's first convolution and the fused layer's columns of the Williams and regime vectors get
-    ``weight = P * gain`` and ``bias = c - weight . mean`` (mean and 1/std per feature from ``states``), and
-    Adam moves ``P`` and ``c``. The model computes on raw states all along (zero padding included), so
-    :func:`fold_inputs` makes it a plain ``MultiTimeframeCNN`` again with exactly the same outputs.
+    ``weight = P * gain`` and ``bias = c - weight . mean`` (``gain`` = 1/std per feature, 0 for a feature whose
+    std is below ``min_std``), and Adam moves ``P`` and ``c``. The model computes on raw states all along (zero
+    padding included), so :func:`fold_inputs` makes it a plain ``MultiTimeframeCNN`` again with exactly the
+    same outputs.
     """
-    stats: dict[str, Any] = {}
+    device = next(model.parameters()).device
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.float32, device=device)
+
     with torch.no_grad():
         for comp in model.windows:
-            x = states[:, comp.slice].reshape(states.shape[0], comp.features, comp.rows)
-            mean = x.mean(dim=(0, 2))
-            std = x.std(dim=(0, 2))
-            gain = torch.where(std > 1e-8, 1.0 / std.clamp_min(1e-8), torch.ones_like(std))
+            mean, std = stats[comp.name]
             conv = model.encoders[comp.name].net[0]
-            parametrize.register_parametrization(conv, "weight", _Scale(gain.reshape(1, -1, 1)))
-            parametrize.register_parametrization(conv, "bias", _Centre(conv, mean))
-            stats[comp.name] = {"mean": mean.tolist(), "std": std.tolist()}
+            parametrize.register_parametrization(
+                conv, "weight", _Scale(tensor(_gain(mean, std, min_std))[None, :, None])
+            )
+            parametrize.register_parametrization(conv, "bias", _Centre(conv, tensor(mean)))
         fuse = model.fuse[0]
-        gain = torch.ones(fuse.in_features, device=states.device)
-        mean = torch.zeros(fuse.in_features, device=states.device)
+        gain = np.ones(fuse.in_features)
+        centre = np.zeros(fuse.in_features)
         col = 2 * model.config.channels * len(model.windows)
         for comp in model.vectors:
-            x = states[:, comp.slice]
-            m, s = x.mean(dim=0), x.std(dim=0)
-            gain[col : col + comp.size] = torch.where(s > 1e-8, 1.0 / s.clamp_min(1e-8), torch.ones_like(s))
-            mean[col : col + comp.size] = m
-            stats[comp.name] = {"mean_abs_max": float(m.abs().max()), "std_max": float(s.max())}
+            mean, std = stats[comp.name]
+            gain[col : col + comp.size] = _gain(mean, std, min_std) * (comp.name not in ignore)
+            centre[col : col + comp.size] = mean
             col += comp.size
-        parametrize.register_parametrization(fuse, "weight", _Scale(gain.reshape(1, -1)))
-        parametrize.register_parametrization(fuse, "bias", _Centre(fuse, mean))
-    return stats
+        parametrize.register_parametrization(fuse, "weight", _Scale(tensor(gain)[None, :]))
+        parametrize.register_parametrization(fuse, "bias", _Centre(fuse, tensor(centre)))
 
 
 def fold_inputs(model: MultiTimeframeCNN) -> MultiTimeframeCNN:
@@ -314,24 +366,40 @@ def _batches(steps: np.ndarray, size: int) -> list[np.ndarray]:
     return [steps[i : i + size] for i in range(0, steps.shape[0], size)]
 
 
-def validation_loss(
+def validate(
     model: MultiTimeframeCNN,
     timeline: MarketTimeline,
     data: LabelledSteps,
     weights: torch.Tensor,
     config: CnnTrainingConfig,
     device: torch.device,
-) -> float:
-    """The training loss over every step of ``data`` (eval mode, batches weighted by their size)."""
+) -> dict[str, float]:
+    """Over every step of ``data`` (eval mode): the training loss and its terms, and the direction balanced
+    accuracy per horizon (``balanced_accuracy_h<h>``) and its mean over horizons (``balanced_accuracy``)."""
     model.eval()
     total, count = 0.0, 0
+    terms: dict[str, float] = {}
+    preds = []
     with torch.no_grad():
         for chunk in _batches(data.steps, config.eval_batch_size):
             out = model(cnn_states(timeline, chunk, device))
-            loss, _ = cnn_loss(out, _targets(data.labels, chunk, device), weights, config)
+            loss, parts = cnn_loss(out, _targets(data.labels, chunk, device), weights, config)
             total += float(loss) * chunk.shape[0]
+            for key, value in parts.items():
+                terms[key] = terms.get(key, 0.0) + value * chunk.shape[0]
             count += chunk.shape[0]
-    return total / max(count, 1)
+            preds.append(out.direction_logits.argmax(dim=-1).cpu().numpy())
+    count = max(count, 1)
+    result = {"loss": total / count, **{key: value / count for key, value in terms.items()}}
+    pred = np.concatenate(preds)
+    balanced = []
+    for j, h in enumerate(data.labels.horizons):
+        true = data.labels.direction[data.steps, j]
+        ok = true != MASKED
+        result[f"balanced_accuracy_h{h}"] = direction_scores(true[ok], pred[ok, j])[1]
+        balanced.append(result[f"balanced_accuracy_h{h}"])
+    result["balanced_accuracy"] = float(np.nanmean(balanced))
+    return result
 
 
 def predict_directions(
@@ -412,7 +480,7 @@ def fit(
     seed: int,
     log: Callable[[str], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` in place on ``train``, keep the weights of the best validation loss, and return how it went.
+    """Train ``model`` in place on ``train``, keep the weights of the best validation score, and return how it went.
 
     Batches are drawn without replacement from a seeded permutation of ``train.steps`` per epoch, so a run
     on the CPU is a function of ``seed`` and the inputs. The returned model is a plain ``MultiTimeframeCNN``
@@ -422,9 +490,14 @@ def fit(
     ------
     ValueError
         When ``train`` or ``validation`` has no step.
+    ConfigError
+        When ``ignore_components`` names a component the CNN does not read.
     """
     if train.steps.size == 0 or validation.steps.size == 0:
         raise ValueError(f"fit needs training and validation steps (got {train.steps.size}, {validation.steps.size})")
+    unknown = sorted(set(config.ignore_components) - {c.name for c in model.windows + model.vectors})
+    if unknown:
+        raise ConfigError(f"cnn_training.ignore_components: {unknown} are not inputs of this CNN")
     started = time.perf_counter()
     device = resolve_device(config.device)
     torch.manual_seed(seed)
@@ -432,7 +505,12 @@ def fit(
     model.to(device)
     if config.standardise_inputs:
         pick = np.sort(rng.choice(train.steps, size=min(config.stats_samples, train.steps.size), replace=False))
-        standardise_inputs(model, cnn_states(timeline, pick, device))
+        standardise_inputs(
+            model,
+            input_statistics(timeline, model.layout, pick),
+            min_std=config.min_input_std,
+            ignore=config.ignore_components,
+        )
     weights_np = class_weights(train.labels.direction[train.steps])
     weights = torch.as_tensor(weights_np, dtype=torch.float32, device=device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -440,12 +518,13 @@ def fit(
     budget = config.max_epochs * per_epoch
     if config.max_steps is not None:
         budget = min(budget, config.max_steps)
-    best_loss, best_step, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
+    sign = 1.0 if config.select_on == "loss" else -1.0  # the selection metric, as a quantity to minimise
+    best, best_step, best_state, best_val = float("inf"), 0, copy.deepcopy(model.state_dict()), {}
     history: list[dict[str, float]] = []
     since_best = 0
     stop_reason = "budget"
     step = 0
-    running: list[float] = []
+    running: list[dict[str, float]] = []
     while step < budget:
         order = rng.permutation(train.steps)
         for batch in _batches(order, config.batch_size):
@@ -453,37 +532,37 @@ def fit(
                 break
             model.train()
             out = model(cnn_states(timeline, batch, device))
-            loss, _ = cnn_loss(out, _targets(train.labels, batch, device), weights, config)
+            loss, parts = cnn_loss(out, _targets(train.labels, batch, device), weights, config)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimiser.step()
-            running.append(float(loss.detach()))
+            running.append({"loss": float(loss.detach()), **parts})
             step += 1
             if step % config.eval_every == 0 or step == budget:
-                val = validation_loss(model, timeline, validation, weights, config, device)
-                history.append(
-                    {
-                        "step": step,
-                        "epoch": step / per_epoch,
-                        "train_loss": float(np.mean(running)),
-                        "val_loss": val,
-                        "seconds": time.perf_counter() - started,
-                    }
-                )
+                val = validate(model, timeline, validation, weights, config, device)
+                record = {"step": step, "epoch": step / per_epoch, "seconds": time.perf_counter() - started}
+                record.update({f"train_{k}": float(np.mean([r[k] for r in running])) for k in running[0]})
+                record.update({f"val_{k}": v for k, v in val.items()})
+                history.append(record)
                 running = []
                 if log is not None:
                     log(
-                        f"step {step}/{budget} (epoch {step / per_epoch:.2f}): train loss "
-                        f"{history[-1]['train_loss']:.4f}, validation loss {val:.4f}"
+                        f"step {step}/{budget} (epoch {step / per_epoch:.2f}): loss train/validation "
+                        + ", ".join(f"{k} {record['train_' + k]:.3f}/{record['val_' + k]:.3f}" for k in parts)
+                        + f", total {record['train_loss']:.3f}/{val['loss']:.3f}; validation balanced accuracy "
+                        + " ".join(f"{val[f'balanced_accuracy_h{h}']:.3f}" for h in validation.labels.horizons)
                     )
-                if val < best_loss:
-                    best_loss, best_step, since_best = val, step, 0
+                metric = sign * val[config.select_on]
+                if metric < best:
+                    best, best_step, best_val, since_best = metric, step, val, 0
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     since_best += 1
                     if since_best >= config.patience:
-                        stop_reason = f"early stop: no better validation loss in {config.patience} evaluations"
+                        stop_reason = (
+                            f"early stop: no better validation {config.select_on} in {config.patience} evaluations"
+                        )
                         budget = step
                         break
     model.load_state_dict(best_state)
@@ -493,7 +572,8 @@ def fit(
         steps=step,
         epochs=step / per_epoch,
         best_step=best_step,
-        best_val_loss=best_loss,
+        selected_on=config.select_on,
+        best_validation=best_val,
         stop_reason=stop_reason,
         seconds=time.perf_counter() - started,
         device=str(device),

@@ -23,6 +23,7 @@ from policies.cnn_training import (
     direction_scores,
     fit,
     fold_inputs,
+    input_statistics,
     majority_classes,
     score_directions,
     standardise_inputs,
@@ -81,7 +82,14 @@ def parts(timeline: MarketTimeline) -> tuple[LabelledSteps, LabelledSteps]:
 
 def train(timeline: MarketTimeline, seed: int, steps: int) -> tuple[torch.nn.Module, object]:
     config = CnnTrainingConfig(
-        batch_size=64, lr=3e-3, max_steps=steps, eval_every=50, patience=100, device="cpu", labels=LABELS
+        batch_size=64,
+        lr=3e-3,
+        max_steps=steps,
+        eval_every=50,
+        patience=100,
+        select_on="loss",
+        device="cpu",
+        labels=LABELS,
     )
     model = build_model(timeline.layout, CNN, seed)
     train_part, val_part = parts(timeline)
@@ -100,7 +108,9 @@ def test_cnn_learns_a_predictable_synthetic_series_clearly_above_the_majority(si
     # every horizon is learned, far above predicting the majority class
     assert min(balanced) > 0.6, balanced
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
-    assert result.best_val_loss == min(h["val_loss"] for h in result.history)
+    assert result.selected_on == "loss"
+    assert result.best_validation["loss"] == min(h["val_loss"] for h in result.history)
+    assert result.history[-1]["val_balanced_accuracy"] > 0.6
     assert result.device == "cpu" and result.steps == 300
 
 
@@ -131,21 +141,38 @@ def test_checkpoint_loads_weights_only_and_reproduces_the_outputs(sine_timeline:
 
 def test_folding_the_standardisation_changes_no_output(sine_timeline: MarketTimeline) -> None:
     model = build_model(sine_timeline.layout, CNN, seed=3).eval()
-    states = cnn_states(sine_timeline, np.arange(16, 2_000, 3), CPU)
+    steps = np.arange(16, 2_000, 3)
+    states = cnn_states(sine_timeline, steps, CPU)
+    standardise_inputs(model, input_statistics(sine_timeline, model.layout, steps, chunk=200))
     with torch.no_grad():
-        plain = model(states).predictions.clone()
-        standardise_inputs(model, states)
-        # the parametrised model reads the same raw states: a different function until trained, same shapes
-        param_out = model(states)
-        assert param_out.predictions.shape == plain.shape
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.01 * torch.randn_like(p))
+        for p in model.parameters():  # as if trained: the parametrised weights move
+            p.add_(0.05 * torch.randn_like(p))
         before = model(states).predictions.clone()
         fold_inputs(model)
         after = model(states).predictions
     assert not any("parametrizations" in k for k in model.state_dict())
+    assert set(model.state_dict()) == set(build_model(sine_timeline.layout, CNN, seed=3).state_dict())
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_inputs_that_never_move_in_training_are_ignored(sine_timeline: MarketTimeline) -> None:
+    model = build_model(sine_timeline.layout, CNN, seed=3).eval()
+    steps = np.arange(16, 2_000, 3)
+    stats = input_statistics(sine_timeline, model.layout, steps)
+    mean, std = stats["williams"]
+    still = np.flatnonzero(std == 0.0)  # e.g. the unused slots of every level
+    assert still.size >= 10
+    standardise_inputs(model, stats)
+    fold_inputs(model)
+    states = cnn_states(sine_timeline, steps[:50], CPU)
+    shifted = states.clone()
+    shifted[:, model.layout["williams"].offset + still] += 1_000.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(shifted).predictions, model(states).predictions)
+    # and the window statistics are those of the gathered states, per feature over all rows
+    comp = model.layout["eth_1m"]
+    rows = cnn_states(sine_timeline, steps, CPU)[:, comp.slice].reshape(-1, comp.features, comp.rows)
+    np.testing.assert_allclose(stats["eth_1m"][0], rows.double().mean(dim=(0, 2)).numpy(), rtol=1e-5, atol=1e-9)
 
 
 def test_class_weights_balance_the_training_classes() -> None:
