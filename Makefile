@@ -22,6 +22,7 @@ run: $(STAMP)
 	$(VENV)/bin/rayscalp demo
 
 test: $(STAMP)
+	@bash scripts/install_test_services.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

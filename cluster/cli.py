@@ -212,6 +212,141 @@ def demo(config_path: Path | None, overrides: tuple[str, ...], once: bool, smoke
     run_demo(_load(config_path, overrides), once=once, smoke=smoke)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "--address",
+    default=None,
+    help="Job server. Default: $RAY_API_SERVER_ADDRESS, else http://127.0.0.1:8265 (the `ray dashboard` tunnel).",
+)
+@click.option(
+    "--working-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Uploaded as the job's current directory (without .venv, runs/, data/, artifacts/).",
+)
+@click.option("--env", "env_vars", multiple=True, metavar="KEY=VALUE", help="Environment of the job (repeatable).")
+@click.option("--submission-id", default=None, help="A chosen id (must be new on the cluster).")
+@click.option("--no-wait", is_flag=True, help="Print the submission id and return instead of following the logs.")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="Stop following after this many seconds.")
+@click.argument("entrypoint", nargs=-1, required=True, type=click.UNPROCESSED)
+def submit(
+    address: str | None,
+    working_dir: Path,
+    env_vars: tuple[str, ...],
+    submission_id: str | None,
+    no_wait: bool,
+    timeout_s: float | None,
+    entrypoint: tuple[str, ...],
+) -> None:
+    """Submit ENTRYPOINT as a Ray job with the working dir, then follow its logs to the end.
+
+    Example: rayscalp submit -- python -m cluster.train --config configs/cluster.yaml
+    """
+    from cluster import submit as jobs_api
+
+    env = {}
+    for item in env_vars:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE (got {item!r})", param_hint="--env")
+        env[key] = value
+    job_id = jobs_api.submit(
+        list(entrypoint), address=address, working_dir=working_dir, env_vars=env, submission_id=submission_id
+    )
+    click.echo(f"submitted {job_id} to {jobs_api.resolve_address(address)}", err=True)
+    if no_wait:
+        click.echo(job_id)
+        return
+    final = jobs_api.follow(job_id, address=address, timeout_s=timeout_s)
+    click.echo(f"{job_id}: {final.status} {final.message}".rstrip(), err=True)
+    if final.status != "SUCCEEDED":
+        sys.exit(1)
+
+
+@main.group()
+def jobs() -> None:
+    """List, inspect and stop submitted Ray jobs."""
+
+
+ADDRESS_OPTION = click.option("--address", default=None, help="Job server (see `rayscalp submit --help`).")
+
+
+@jobs.command("list")
+@ADDRESS_OPTION
+def jobs_list(address: str | None) -> None:
+    """Every submitted job, oldest first."""
+    from cluster import submit as jobs_api
+
+    for job in jobs_api.list_jobs(address=address):
+        click.echo(f"{job.submission_id}\t{job.status}\t{job.entrypoint}")
+
+
+@jobs.command("status")
+@ADDRESS_OPTION
+@click.argument("submission_id")
+def jobs_status(address: str | None, submission_id: str) -> None:
+    """One job's status and message."""
+    from cluster import submit as jobs_api
+
+    job = jobs_api.job_status(submission_id, address=address)
+    click.echo(f"{job.submission_id}\t{job.status}\t{job.message}")
+
+
+@jobs.command("logs")
+@ADDRESS_OPTION
+@click.option("--follow", "-f", is_flag=True, help="Keep following until the job ends.")
+@click.argument("submission_id")
+def jobs_logs(address: str | None, follow: bool, submission_id: str) -> None:
+    """A job's logs so far (or followed to the end with -f)."""
+    from cluster import submit as jobs_api
+
+    if follow:
+        jobs_api.follow(submission_id, address=address)
+    else:
+        click.echo(jobs_api.job_logs(submission_id, address=address), nl=False)
+
+
+@jobs.command("stop")
+@ADDRESS_OPTION
+@click.option("--wait", "wait_s", type=float, default=30.0, show_default=True, help="Seconds to wait for the end.")
+@click.argument("submission_id")
+def jobs_stop(address: str | None, wait_s: float, submission_id: str) -> None:
+    """Stop a running job and wait for it to end."""
+    from cluster import submit as jobs_api
+
+    job = jobs_api.stop(submission_id, address=address, wait_s=wait_s)
+    click.echo(f"{job.submission_id}\t{job.status}")
+
+
+@main.group()
+def grafana() -> None:
+    """The Grafana dashboard of the project's and Ray's metrics."""
+
+
+@grafana.command("export")
+@click.argument(
+    "path", type=click.Path(dir_okay=False, path_type=Path), default=Path("artifacts/grafana/rayscalp.json")
+)
+def grafana_export(path: Path) -> None:
+    """Write the dashboard JSON (for Grafana's file provisioning) to PATH."""
+    from cluster.grafana import export
+
+    click.echo(str(export(path)))
+
+
+@grafana.command("push")
+@click.option("--url", required=True, envvar="GRAFANA_URL", help="Grafana's base URL (env GRAFANA_URL).")
+@click.option("--api-key", required=True, envvar="GRAFANA_API_KEY", help="Service-account token (env GRAFANA_API_KEY).")
+@click.option("--folder-uid", default=None, help="Folder to put the dashboard in.")
+def grafana_push(url: str, api_key: str, folder_uid: str | None) -> None:
+    """Create or overwrite the dashboard on a Grafana server."""
+    from cluster.grafana import push
+
+    result = push(url, api_key, folder_uid=folder_uid)
+    click.echo(f"{result.status}: {result.uid} version {result.version} {url.rstrip('/')}{result.url}")
+
+
 def entry() -> None:
     """Console entry point that turns the project's own errors into one clear line and exit code 2."""
     try:
