@@ -187,6 +187,44 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
 
 
 @main.command()
+@CONFIG_OPTION
+@SET_OPTION
+@click.option("--source", type=click.Choice(["replay", "binance"]), default="replay", show_default=True)
+@click.option("--speed", default="1x", show_default=True, help="Replay speed: 1x, Nx or max.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl-C).")
+def stream(
+    config_path: Path | None, overrides: tuple[str, ...], source: str, speed: str, duration: float | None
+) -> None:
+    """Run the live data path (replay exchange or Binance -> ingestion -> unified stream) with a status line."""
+    import ray
+
+    from cluster.stream_runner import start_live_stream, watch
+
+    cfg = _load(config_path, overrides)
+    ray.init(
+        address="auto" if _ray_running() else None,
+        namespace="rayscalp",
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )
+    live = start_live_stream(cfg, source=source, speed=speed)  # type: ignore[arg-type]
+    click.echo(f"stream from {live.ws_url} ({source}); Ctrl-C to stop", err=True)
+    try:
+        watch(live, duration_s=duration, echo=click.echo)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        live.stop()
+
+
+def _ray_running() -> bool:
+    import os
+
+    return bool(os.environ.get("RAY_ADDRESS")) or Path("/tmp/ray/ray_current_cluster").exists()
+
+
+@main.command()
 @click.option("--source", type=click.Choice(["capture", "klines"]), default="capture", show_default=True)
 @click.option("--speed", default="1x", show_default=True, help="1x, Nx (e.g. 10x) or max.")
 @click.option("--port", type=int, default=9443, show_default=True, help="0 picks a free port.")
@@ -349,6 +387,12 @@ def grafana_push(url: str, api_key: str, folder_uid: str | None) -> None:
 
 def entry() -> None:
     """Console entry point that turns the project's own errors into one clear line and exit code 2."""
+    import os
+
+    # A local Ray started from here runs without token auth and without usage reporting; a cluster that
+    # sets RAY_AUTH_MODE=token (ray_cluster.yaml) keeps its own setting.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         main(standalone_mode=False)
     except RayscalpError as exc:
