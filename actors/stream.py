@@ -237,6 +237,9 @@ class StreamStats:
     files_written: int
     flush_errors: int
     last_error: str
+    #: Wall-clock ms from ingestion's receipt of a trade to its bars being updated here (p50, p99, count
+    #: over the last 100k trades); the live path's receive-to-bar-available latency.
+    receive_to_bar_ms: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -657,6 +660,7 @@ class UnifiedStream:
         self.config = config
         self._clock = clock
         self.epoch_ms = int(clock())
+        self._latency: deque[float] = deque(maxlen=100_000)
         self._store = StreamStore(config.storage_dir, config.merge_fan_in)
         self._symbols = {s: _SymbolState(s, config) for s in config.symbols.all}
         self._top_ms = timeframe_chain(config.bars.timeframes)[-1][1]
@@ -710,6 +714,7 @@ class UnifiedStream:
         self._seq += 1
         self._batches += 1
         self._batch_seq = max(self._batch_seq, int(batch.seq))
+        self._note_latency(batch)
         change = _Change(self._seq)
         self._take_counters(batch)
         for gap in batch.gaps:
@@ -734,6 +739,13 @@ class UnifiedStream:
             self._save_gaps()
         self.flush_due(now)
         return self.ack()
+
+    def _note_latency(self, batch: TickBatch) -> None:
+        # Wall time, whatever clock the stream runs on: latency is about this machine, not the data.
+        wall = time.time() * 1000.0
+        for recv in batch.recv_ms.values():
+            if len(recv):
+                self._latency.extend((wall - np.asarray(recv, dtype=np.float64)).tolist())
 
     def _take_counters(self, batch: TickBatch) -> None:
         # Ingestion's cumulative counters (reconnects, bad frames, backfilled trades), when its batches
@@ -1051,7 +1063,18 @@ class UnifiedStream:
             files_written=self._store.files_written,
             flush_errors=self._flush_errors,
             last_error=self._last_error or next((st.last_error for st in self._symbols.values() if st.last_error), ""),
+            receive_to_bar_ms=self._latency_summary(),
         )
+
+    def _latency_summary(self) -> dict[str, float]:
+        if not self._latency:
+            return {}
+        values = np.fromiter(self._latency, dtype=np.float64)
+        return {
+            "p50": float(np.percentile(values, 50)),
+            "p99": float(np.percentile(values, 99)),
+            "n": float(values.size),
+        }
 
 
 # ---------------------------------------------------------------------------------------------------
