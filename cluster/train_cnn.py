@@ -104,14 +104,16 @@ class CnnReport:
             f"  model: {self.budget['parameters']:,} parameters, {self.budget['macs_per_sample']:,} MACs per state",
             f"direction (up/flat/down) accuracy and balanced accuracy; goal stated by the original system: "
             f"{STATED_GOAL_ACCURACY:.0%} accuracy",
-            f"{'set':<11}{'h':>5}{'n':>7} | {'acc':>6}{'bal':>7} | {'majority':>9}{'bal':>7} | "
+            "(n/h: the number of non-overlapping h-step moves, a rough count of independent labels)",
+            f"{'set':<11}{'h':>5}{'n':>7}{'n/h':>6} | {'acc':>6}{'bal':>7} | {'majority':>9}{'bal':>7} | "
             f"{'persist':>8}{'bal':>7} | {'/'.join(DIRECTION_NAMES)} share",
         ]
         for name, scores in (("validation", self.validation), ("evaluation", self.evaluation)):
             for s in scores:
                 share = "/".join(f"{f:.2f}" for f in s.class_frequencies)
                 lines.append(
-                    f"{name:<11}{s.horizon:>5}{s.n:>7} | {s.accuracy:>6.3f}{s.balanced_accuracy:>7.3f} | "
+                    f"{name:<11}{s.horizon:>5}{s.n:>7}{s.n // s.horizon:>6} | "
+                    f"{s.accuracy:>6.3f}{s.balanced_accuracy:>7.3f} | "
                     f"{s.majority_accuracy:>9.3f}{s.majority_balanced_accuracy:>7.3f} | "
                     f"{s.persistence_accuracy:>8.3f}{s.persistence_balanced_accuracy:>7.3f} | {share}"
                 )
