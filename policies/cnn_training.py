@@ -27,7 +27,7 @@ from market.labels import MASKED, LabelConfig, Labels
 from market.layout import AGENT_FEATURES, StateLayout
 from market.timeline import MarketTimeline
 
-from .cnn import MultiTimeframeCNN
+from .cnn import CnnConfig, MultiTimeframeCNN
 from .device import resolve_device
 
 N_CLASSES = 3
@@ -145,7 +145,7 @@ class DirectionScore:
         }
 
 
-def build_model(layout: StateLayout, config: Any, seed: int) -> MultiTimeframeCNN:
+def build_model(layout: StateLayout, config: CnnConfig | None, seed: int) -> MultiTimeframeCNN:
     """A freshly initialised CNN whose initial weights depend only on ``seed``."""
     torch.manual_seed(seed)
     return MultiTimeframeCNN(layout, config)
