@@ -186,6 +186,38 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
     click.echo(format_table(results))
 
 
+@main.command("train-cnn")
+@CONFIG_OPTION
+@SET_OPTION
+@click.option("--max-epochs", type=int, default=None, help="Override cnn_training's epoch budget.")
+@click.option("--max-steps", type=int, default=None, help="Override cnn_training's step budget.")
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: artifacts/cnn/<version>."
+)
+def train_cnn_command(
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    max_epochs: int | None,
+    max_steps: int | None,
+    out_dir: Path | None,
+) -> None:
+    """Train the multi-timeframe CNN on the earliest span; report accuracy beside the baselines."""
+    from cluster.train_cnn import train_cnn
+
+    cfg = _load(config_path, overrides)
+    train_cnn(
+        cfg,
+        state=cfg.state,
+        cnn=cfg.cnn,
+        training=cfg.cnn_training,
+        spans=cfg.spans,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        out_dir=out_dir,
+        log=click.echo,
+    )
+
+
 @main.command()
 @CONFIG_OPTION
 @SET_OPTION

@@ -25,7 +25,9 @@ from market.config import (
 from market.env import EnvConfig
 from market.errors import ConfigError
 from market.layout import StateConfig
+from market.spans import SpansConfig
 from policies.cnn import CnnConfig
+from policies.cnn_training import CnnTrainingConfig
 from policies.config import ReplayConfig, TrainingConfig
 from policies.dqn import QNetworkConfig
 
@@ -45,7 +47,9 @@ class ExperimentConfig(StrictModel):
     endpoints: EndpointsConfig = EndpointsConfig()
     state: StateConfig = StateConfig(profile="kline-1m")
     env: EnvConfig = EnvConfig()
+    spans: SpansConfig = SpansConfig()
     cnn: CnnConfig = CnnConfig()
+    cnn_training: CnnTrainingConfig = CnnTrainingConfig()
     network: QNetworkConfig = QNetworkConfig()
     training: TrainingConfig = TrainingConfig()
     replay: ReplayConfig = ReplayConfig()
