@@ -1,0 +1,981 @@
+"""Evaluation of a policy checkpoint: the greedy policy on the evaluation span (after the DQN span and its gap),
+over the whole span, in walk-forward folds and from seeded starts, beside the baselines through the same env,
+with block-bootstrap intervals; writes ``results.json``, ``equity.png`` and the run record in one folder.
+
+Owns the order of those steps and what is written; trains nothing, and reads nothing before the evaluation
+span's start except the look-back of the states at its steps. Metrics come from ``market.metrics``.
+
+What a policy checkpoint's ``meta`` may carry, and what this reads of it: ``spans`` (``market.spans.Spans.as_dict()``
+of the run that trained it: the evaluation span is taken from there by time), ``cnn_checkpoint`` (the CNN the
+run filled its states with; required when the policy names a ``cnn_version``), ``data_fingerprint`` and
+``synthetic`` (compared with the data evaluated here).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+
+from market.baselines import BASELINES
+from market.baselines import _policy as baseline_actions
+from market.env import EnvConfig, VectorTradingEnv
+from market.errors import ConfigError, DataError
+from market.fingerprint import array_fingerprint
+from market.metrics import (
+    ConfidenceInterval,
+    block_bootstrap_cis,
+    compound_return,
+    exposure,
+    log_returns,
+    max_drawdown,
+    round_trip_returns,
+    sharpe,
+    sortino,
+    total_return,
+    win_rate,
+)
+from market.seeding import derive_rng, derive_seed
+from market.spans import Span, SpansConfig, make_span, split_spans
+from market.timeline import MarketTimeline
+from market.timeline_builder import build_timeline
+from market.venue import FORCED_LEG
+from policies.checkpoint import PolicyInfo, load_policy
+from policies.device import resolve_device
+from policies.dqn import QNetwork
+
+from .config import ExperimentConfig
+from .history import History, load_history
+from .runinfo import make_run_record, new_run_id, write_run_record
+
+#: The policy first, then the baselines, in the order they are printed.
+STRATEGIES: tuple[str, ...] = ("policy", *BASELINES)
+#: Statistics with bootstrap intervals, in the order they are printed.
+INTERVAL_STATS: tuple[str, ...] = ("total_return", "sharpe", "sortino")
+#: Where an interval's width is meaningless: a run of fewer returns than this gets none.
+MIN_BOOTSTRAP_RETURNS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One strategy over one window of the evaluation span, all figures net of fees, slippage and funding.
+
+    Attributes
+    ----------
+    strategy : str
+        One of :data:`STRATEGIES`.
+    scope : str
+        ``span`` (the whole evaluation span), ``fold`` (one walk-forward fold) or ``start`` (an episode from a
+        seeded start inside a fold).
+    fold : int or None
+        The fold (``None`` for the whole span).
+    seed : int or None
+        The seed of the random baseline's draws or of the episode's start; ``None`` where nothing is random.
+    start_step, end_step : int
+        The first and the last equity mark on the timeline (``end_step - start_step`` steps were traded).
+    start_ms, end_ms : int
+        Their times.
+    steps : int
+        Per-step returns in the run (fewer than ``end_step - start_step`` only when the run was ruined).
+    total_return, sharpe, sortino, max_drawdown : float
+        See ``market.metrics``; Sharpe and Sortino are annualised from the step length.
+    trades : int
+        Orders (position changes), not counting the close at the end of the window.
+    round_trips : int
+    win_rate : float
+        Fraction of round trips that made money; NaN without any.
+    exposure : float
+        Fraction of steps holding a position.
+    fees, funding : float
+        Quote paid (funding negative when received).
+    liquidated : bool
+    ended : str
+        ``truncated`` (reached the end of its window) or ``terminated`` (liquidation or ruin).
+    intervals : mapping of statistic -> ConfidenceInterval
+        Block-bootstrap intervals of :data:`INTERVAL_STATS` (span and fold runs; empty for seeded starts).
+    """
+
+    strategy: str
+    scope: str
+    fold: int | None
+    seed: int | None
+    start_step: int
+    end_step: int
+    start_ms: int
+    end_ms: int
+    steps: int
+    total_return: float
+    sharpe: float
+    sortino: float
+    max_drawdown: float
+    trades: int
+    round_trips: int
+    win_rate: float
+    exposure: float
+    fees: float
+    funding: float
+    liquidated: bool
+    ended: str
+    intervals: Mapping[str, ConfidenceInterval] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field, intervals as dicts."""
+        out = {name: getattr(self, name) for name in self.__slots__ if name != "intervals"}
+        out["intervals"] = {name: ci.as_dict() for name, ci in self.intervals.items()}
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationReport:
+    """What one evaluation found and where it wrote it (``results.json`` holds :meth:`as_dict`)."""
+
+    policy_version: str
+    policy_updates: int
+    checkpoint: Path
+    cnn_version: str | None
+    cnn_source: str
+    synthetic: bool
+    data_label: str
+    data_description: str
+    data_fingerprint: str
+    profile: str
+    venue: dict[str, Any]
+    env: dict[str, Any]
+    step_ms: float
+    spans: dict[str, Any]
+    seeds: tuple[int, ...]
+    bootstrap: dict[str, Any]
+    runs: tuple[RunResult, ...]
+    curves: dict[str, list[float]]
+    notes: tuple[str, ...]
+    out_dir: Path
+    results_path: Path
+    plot_path: Path
+    run_record: Path
+
+    def select(self, strategy: str | None = None, scope: str | None = None, fold: int | None = None) -> list[RunResult]:
+        """The runs of a strategy / scope / fold (``None`` matches any), in the order they were run."""
+        return [
+            r
+            for r in self.runs
+            if (strategy is None or r.strategy == strategy)
+            and (scope is None or r.scope == scope)
+            and (fold is None or r.fold == fold)
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (non-finite floats are made JSON-safe when written, see :func:`json_ready`)."""
+        return {
+            "kind": "evaluation",
+            "synthetic": self.synthetic,
+            "data_label": self.data_label,
+            "data_description": self.data_description,
+            "data_fingerprint": self.data_fingerprint,
+            "policy_version": self.policy_version,
+            "policy_updates": self.policy_updates,
+            "checkpoint": str(self.checkpoint),
+            "cnn_version": self.cnn_version,
+            "cnn_source": self.cnn_source,
+            "profile": self.profile,
+            "venue": self.venue,
+            "env": self.env,
+            "step_ms": self.step_ms,
+            "spans": self.spans,
+            "seeds": list(self.seeds),
+            "bootstrap": self.bootstrap,
+            "strategies": list(STRATEGIES),
+            "runs": [r.as_dict() for r in self.runs],
+            "curves": self.curves,
+            "notes": list(self.notes),
+            "files": {"results": str(self.results_path), "plot": str(self.plot_path), "run": str(self.run_record)},
+        }
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every non-finite float made JSON-safe: ``"inf"`` / ``"-inf"`` strings, NaN as ``None``."""
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if np.isnan(v):
+            return None
+        if np.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- spans
+
+
+def evaluation_span(
+    timeline: MarketTimeline,
+    *,
+    recorded: Mapping[str, Any] | None,
+    spans_config: SpansConfig,
+    horizon: int,
+) -> tuple[Span, dict[str, Any]]:
+    """The evaluation span on this timeline, and where it came from.
+
+    With ``recorded`` spans (``Spans.as_dict()`` of the run that trained the policy or its CNN) the span is
+    their ``eval`` span located by time, so a timeline of other length still evaluates the same minutes;
+    otherwise ``split_spans`` of this timeline with ``spans_config`` and ``horizon`` (the split training uses).
+
+    Raises
+    ------
+    DataError
+        When the recorded evaluation span is not on this timeline (fewer than two of its steps), or starts
+        before the recorded DQN span ends.
+    """
+    times = np.asarray(timeline.step_time_ms, dtype=np.int64)
+    if recorded is not None and "eval" in recorded:
+        ev = recorded["eval"]
+        start = int(np.searchsorted(times, int(ev["start_ms"]), side="left"))
+        end = int(np.searchsorted(times, int(ev["end_ms"]), side="right"))
+        if end - start < 2:
+            raise DataError(
+                f"recorded evaluation span {_utc(ev['start_ms'])} -> {_utc(ev['end_ms'])} UTC has {end - start} "
+                f"step(s) on this timeline ({_utc(times[0])} -> {_utc(times[-1])} UTC): nothing to evaluate"
+            )
+        dqn = recorded.get("dqn")
+        if dqn is not None and int(dqn["end_ms"]) >= int(ev["start_ms"]):
+            raise DataError(
+                f"recorded spans: evaluation starts {_utc(ev['start_ms'])} UTC, not after the DQN span's end "
+                f"{_utc(dqn['end_ms'])} UTC"
+            )
+        span = make_span("eval", times, start, end)
+        info = {
+            "source": "recorded with the checkpoint (located by time)",
+            "gap_steps": recorded.get("gap_steps"),
+            "recorded": dict(recorded),
+        }
+        if dqn is not None:
+            info["dqn_end_ms"] = int(dqn["end_ms"])
+        return span, info
+    split = split_spans(times, spans_config, horizon=horizon)
+    info = {
+        "source": (
+            f"split of this timeline (cnn/dqn/eval shares {spans_config.cnn_fraction:g}/{spans_config.dqn_fraction:g}/"
+            f"{spans_config.eval_fraction:g}, warm-up {spans_config.warmup_steps}, gap {split.gap} steps): the "
+            "checkpoint records no spans"
+        ),
+        "gap_steps": split.gap,
+        "recorded": None,
+        "split": split.as_dict(),
+        "dqn_end_ms": split.dqn.end_ms,
+    }
+    return split.eval, info
+
+
+def walk_forward_folds(span: Span, step_time_ms: np.ndarray, folds: int, min_fold_steps: int) -> list[Span]:
+    """``span`` cut into consecutive folds of (near) equal length: ``folds`` of them where each gets at least
+    ``min_fold_steps`` steps, fewer where the span is too short, and the span itself when not even two fit."""
+    if folds < 1 or min_fold_steps < 2:
+        raise ConfigError(f"folds={folds}, min_fold_steps={min_fold_steps}: expected folds >= 1, min_fold_steps >= 2")
+    k = max(1, min(folds, span.n_steps // min_fold_steps))
+    if k == 1:
+        return [make_span("fold0", step_time_ms, span.start, span.end)]
+    cuts = span.start + (np.arange(k + 1) * span.n_steps) // k
+    return [make_span(f"fold{i}", step_time_ms, int(cuts[i]), int(cuts[i + 1])) for i in range(k)]
+
+
+def _utc(ms: Any) -> str:
+    return dt.datetime.fromtimestamp(int(ms) / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+# --------------------------------------------------------------------------------------------- episodes
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """A window to trade: equity marks ``start .. start + steps``."""
+
+    scope: str
+    fold: int | None
+    seed: int | None
+    start: int
+    steps: int
+
+
+class _Episode:
+    """One window traded by the greedy policy (its own env, observed) and every baseline (one env, books only).
+
+    Both envs start at the same step with the same config; the window ends by truncation (its close-out paid)
+    or, for a row, by liquidation or ruin. Records equity marks and held directions per row until it ends.
+    """
+
+    def __init__(
+        self,
+        window: _Window,
+        timeline: MarketTimeline,
+        env_config: EnvConfig,
+        baselines: Sequence[tuple[str, int | None]],
+        cnn_hidden: np.ndarray | None,
+        cnn_pred: np.ndarray | None,
+        momentum_lookback: int,
+    ) -> None:
+        self.window = window
+        cfg = env_config.model_copy(
+            update={"random_start": False, "start_step": window.start, "episode_steps": window.steps}
+        )
+        self.rows: list[tuple[str, int | None]] = [("policy", None), *baselines]
+        self.policy_env = VectorTradingEnv(timeline, 1, cfg, cnn_hidden=cnn_hidden, cnn_pred=cnn_pred)
+        self.base_env = VectorTradingEnv(timeline, len(baselines), cfg, observe=False)
+        obs, info = self.policy_env.reset(seed=0)
+        _, binfo = self.base_env.reset(seed=0)
+        self.obs = obs
+        self.base_steps = binfo["step"].copy()
+        self.close = np.asarray(timeline.base_close, dtype=np.float64)
+        self.lookback = momentum_lookback
+        self.groups: dict[str, np.ndarray] = {}
+        for name in dict.fromkeys(n for n, _ in baselines):
+            self.groups[name] = np.array([i for i, (n, _) in enumerate(baselines) if n == name], dtype=np.int64)
+        # The same generators as ``run_baselines`` (a random row here draws exactly what it draws there).
+        self.rngs = [derive_rng(int(s or 0), "baseline", "random") for n, s in baselines if n == "random"]
+        r = len(self.rows)
+        self.equity = np.zeros((r, window.steps + 1))
+        self.equity[0, 0] = info["equity"][0]
+        self.equity[1:, 0] = binfo["equity"]
+        self.held = np.zeros((r, window.steps))
+        self.length = np.full(r, -1, dtype=np.int64)
+        self.final: list[dict[str, Any] | None] = [None] * r
+        self.i = 0
+
+    @property
+    def active(self) -> bool:
+        return bool((self.length < 0).any())
+
+    @property
+    def wants_action(self) -> bool:
+        """Whether the policy row is still trading (and needs a greedy action for :attr:`obs`)."""
+        return bool(self.length[0] < 0)
+
+    def step(self, policy_action: int | None) -> None:
+        i = self.i
+        if policy_action is not None:
+            obs, _, term, trunc, info = self.policy_env.step(np.array([policy_action]))
+            self._record(0, info, term, trunc)
+            self.obs = obs
+        if (self.length[1:] < 0).any():
+            actions = np.empty(len(self.rows) - 1, dtype=np.int64)
+            for name, rows in self.groups.items():
+                actions[rows] = baseline_actions(name, self.base_steps[rows], self.close, self.rngs, self.lookback)
+            _, _, term, trunc, binfo = self.base_env.step(actions)
+            self._record(1, binfo, term, trunc)
+            self.base_steps = binfo["step"].copy()
+        self.i = i + 1
+
+    def _record(self, offset: int, info: dict[str, Any], terminated: np.ndarray, truncated: np.ndarray) -> None:
+        i = self.i
+        for j in range(terminated.shape[0]):
+            row = offset + j
+            if self.length[row] >= 0:
+                continue
+            self.equity[row, i + 1] = info["equity"][j]
+            # Held over the step: the position after the order, before a liquidation or the window's close-out.
+            self.held[row, i] = np.sign(info["position"][j] - info["fill_qty"][j, FORCED_LEG])
+            if terminated[j] or truncated[j]:
+                self.length[row] = i + 1
+                self.final[row] = {
+                    "trades": int(info["trades"][j]),
+                    "fees": float(info["fees"][j]),
+                    "funding": float(info["funding"][j]),
+                    "liquidated": bool(info["liquidated"][j]),
+                    "ended": "terminated" if terminated[j] else "truncated",
+                }
+
+    def curve(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Equity marks and held directions of ``row`` over the steps it traded."""
+        n = int(self.length[row])
+        return self.equity[row, : n + 1], self.held[row, :n]
+
+
+@torch.inference_mode()
+def _greedy(qnet: QNetwork, obs: np.ndarray, device: torch.device) -> np.ndarray:
+    return qnet(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+
+
+def _run_episodes(episodes: list[_Episode], qnet: QNetwork, device: torch.device) -> None:
+    """Step every episode to its end, one batched greedy forward per step for all the policies still trading."""
+    active = [e for e in episodes if e.active]
+    while active:
+        asking = [e for e in active if e.wants_action]
+        actions: dict[int, int] = {}
+        if asking:
+            greedy = _greedy(qnet, np.concatenate([e.obs for e in asking], axis=0), device)
+            actions = {id(e): int(a) for e, a in zip(asking, greedy, strict=True)}
+        for e in active:
+            e.step(actions.get(id(e)))
+        active = [e for e in active if e.active]
+
+
+def _score(
+    episode: _Episode,
+    row: int,
+    times: np.ndarray,
+    step_ms: float,
+    bootstrap: dict[str, Any] | None,
+) -> RunResult:
+    strategy, seed = episode.rows[row]
+    w = episode.window
+    equity, held = episode.curve(row)
+    equity = np.maximum(equity, 1e-12)  # a liquidated perp account can be marked at ~0; logs stay finite
+    r = log_returns(equity)
+    intervals: dict[str, ConfidenceInterval] = {}
+    if bootstrap is not None and r.size >= MIN_BOOTSTRAP_RETURNS:
+        intervals = block_bootstrap_cis(
+            r,
+            {
+                "total_return": compound_return,
+                "sharpe": lambda x: sharpe(x, step_ms),
+                "sortino": lambda x: sortino(x, step_ms),
+            },
+            block=bootstrap["block"],
+            n_resamples=bootstrap["n_resamples"],
+            seed=bootstrap["seed"],
+            alpha=bootstrap["alpha"],
+            method=bootstrap["method"],
+        )
+    f = episode.final[row]
+    assert f is not None
+    end = w.start + r.size
+    return RunResult(
+        strategy=strategy,
+        scope=w.scope,
+        fold=w.fold,
+        seed=w.seed if strategy == "policy" or seed is None else seed,
+        start_step=w.start,
+        end_step=end,
+        start_ms=int(times[w.start]),
+        end_ms=int(times[end]),
+        steps=int(r.size),
+        total_return=total_return(equity),
+        sharpe=float(sharpe(r, step_ms)),
+        sortino=float(sortino(r, step_ms)),
+        max_drawdown=max_drawdown(equity),
+        trades=f["trades"],
+        round_trips=int(round_trip_returns(held, equity).size),
+        win_rate=win_rate(held, equity),
+        exposure=exposure(held),
+        fees=f["fees"],
+        funding=f["funding"],
+        liquidated=f["liquidated"],
+        ended=f["ended"],
+        intervals=intervals,
+    )
+
+
+# ------------------------------------------------------------------------------------------ CNN and data
+
+
+def _load_cnn(info: PolicyInfo, cnn_checkpoint: Path | None, device: str) -> Any | None:
+    """The policy's CNN (a ``CnnPredictor``), or ``None`` when the policy names none (its CNN slots were zeros).
+
+    Raises
+    ------
+    ConfigError
+        When the policy names a CNN version but no checkpoint, or the checkpoint is another version.
+    """
+    path = cnn_checkpoint if cnn_checkpoint is not None else info.meta.get("cnn_checkpoint")
+    if path is None:
+        if info.cnn_version is not None:
+            raise ConfigError(
+                f"policy {info.version!r} was trained with CNN {info.cnn_version!r} but names no CNN checkpoint "
+                "(meta 'cnn_checkpoint'); give the checkpoint's path to evaluate it as it was trained"
+            )
+        return None
+    from policies.cnn_inference import CnnPredictor
+
+    predictor = CnnPredictor.from_checkpoint(Path(path), device)
+    if info.cnn_version is not None and predictor.version != info.cnn_version:
+        raise ConfigError(
+            f"CNN checkpoint {path} is version {predictor.version!r}, the policy was trained with {info.cnn_version!r}"
+        )
+    return predictor
+
+
+def _cnn_parts(
+    predictor: Any | None, timeline: MarketTimeline, span: Span
+) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """The CNN component at the span's steps, filled as training filled it: by the policy's CNN, or zeros.
+
+    Returns (hidden [T, H] or None, predictions [T, P] or None, a sentence saying which). Only the span's rows
+    are filled: every state an evaluation window gathers lies in the span.
+    """
+    if predictor is None:
+        has_cnn = any(c.name.startswith("cnn_") for c in timeline.layout.components)
+        return None, None, "zeros: the policy names no CNN" if has_cnn else "none: the layout has no CNN part"
+    answer = predictor.bulk_fill(timeline, span.steps())
+    hidden = np.zeros((timeline.n_steps, answer.hidden.shape[1]), dtype=np.float32)
+    pred = np.zeros((timeline.n_steps, answer.predictions.shape[1]), dtype=np.float32)
+    hidden[span.start : span.end] = answer.hidden
+    pred[span.start : span.end] = answer.predictions
+    path = predictor.meta.get("path", "")
+    return hidden, pred, f"CNN {predictor.version} from {path}, bulk-filled over the span as in training"
+
+
+@dataclass(frozen=True, slots=True)
+class _Data:
+    timeline: MarketTimeline
+    synthetic: bool
+    label: str
+    description: str
+    fingerprint: str
+    sources: list[str]
+
+
+def _data(
+    config: ExperimentConfig, info: PolicyInfo, timeline: MarketTimeline | None, history: History | None
+) -> _Data:
+    if timeline is not None:
+        if timeline.layout != info.layout:
+            raise ConfigError(
+                f"timeline layout ({timeline.layout.config.profile!r}, {timeline.layout.size} floats) is not the "
+                f"policy's ({info.state_config.profile!r}, {info.layout.size} floats)"
+            )
+        synthetic = bool(timeline.synthetic)
+        return _Data(
+            timeline=timeline,
+            synthetic=synthetic,
+            label="SYNTHETIC data" if synthetic else "real Binance data",
+            description=timeline.source or "a timeline given by the caller",
+            fingerprint=array_fingerprint(
+                np.asarray(timeline.step_time_ms, dtype=np.int64), np.asarray(timeline.base_close, dtype=np.float64)
+            ),
+            sources=[timeline.source or "timeline given by the caller"],
+        )
+    history = history or load_history(config.data, config.symbols)
+    state = info.state_config
+    built = build_timeline(history.market_data(config.symbols, ticks=bool(state.tick_window)), state, config.indicators)
+    synthetic = history.synthetic or bool(built.synthetic)
+    return _Data(
+        timeline=built,
+        synthetic=synthetic,
+        label="SYNTHETIC data" if synthetic else history.label(),
+        description=history.description,
+        fingerprint=history.fingerprint,
+        sources=[str(p) for p in history.files] or [history.description],
+    )
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    checkpoint: Path,
+    config: ExperimentConfig,
+    *,
+    out_dir: Path,
+    seeds: Sequence[int] = (0, 1, 2),
+    folds: int = 4,
+    min_fold_steps: int = 120,
+    timeline: MarketTimeline | None = None,
+    history: History | None = None,
+    spans: SpansConfig | None = None,
+    cnn_checkpoint: Path | None = None,
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+    block: int | None = None,
+    bootstrap_method: str = "stationary",
+    momentum_lookback: int = 60,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> EvaluationReport:
+    """Evaluate a policy checkpoint greedily on the evaluation span beside the baselines, and write the results.
+
+    Runs, all through ``market.env.VectorTradingEnv`` with ``config.env`` (no random start, the position closed
+    at the end of each window so that every figure is net of the exit fee too):
+
+    - the whole evaluation span from its first step;
+    - each walk-forward fold (consecutive parts of the span) from its first step;
+    - per fold and seed, one episode of half the fold's length from a seeded start inside the fold.
+
+    The greedy policy from a fixed start is deterministic: the span and each fold have one policy run. Seeds set
+    the random baseline's draws and the starts of the seeded episodes.
+
+    Parameters
+    ----------
+    checkpoint : Path
+        A policy written by ``policies.checkpoint.save_policy``.
+    config : ExperimentConfig
+        Data source, symbols, indicators, env (venue, fees) and the CNN horizons of the default span split.
+    out_dir : Path
+        Receives ``results.json``, ``equity.png`` and ``run.json``.
+    seeds : sequence of int
+        At least three.
+    folds : int
+        Walk-forward folds asked for; fewer when a fold would have fewer than ``min_fold_steps`` steps.
+    min_fold_steps : int
+    timeline : MarketTimeline, optional
+        Evaluate on this timeline (its layout must be the policy's) instead of building one from the history.
+    history : History, optional
+        Already loaded history (default ``load_history(config.data, config.symbols)``).
+    spans : SpansConfig, optional
+        Split this timeline with these shares even when the checkpoint records spans. Default: the recorded
+        spans (policy meta, else its CNN's meta), else ``SpansConfig(warmup_steps=bar_window)``.
+    cnn_checkpoint : Path, optional
+        The CNN that fills the state's CNN slots (default: the policy meta's ``cnn_checkpoint``).
+    n_resamples, alpha, block, bootstrap_method
+        Block bootstrap of per-step log returns: resamples (>= 1000 for reported intervals), ``1 -`` coverage,
+        block length (default ``ceil(n^(1/3))`` of each run's length), ``stationary`` or ``moving``.
+    momentum_lookback : int
+        Steps of the momentum baseline's return.
+    device : str
+        Where the Q-network (and the CNN) run.
+    log : callable, optional
+        Receives progress lines.
+
+    Returns
+    -------
+    EvaluationReport
+
+    Raises
+    ------
+    ConfigError
+        Fewer than three seeds, a bad fold or bootstrap setting, a layout that is not the policy's, or a policy
+        that names a CNN this cannot load.
+    DataError
+        When the data holds no evaluation span.
+    """
+    say = log or (lambda _line: None)
+    seeds = tuple(int(s) for s in seeds)
+    if len(seeds) < 3 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"evaluate seeds {list(seeds)}: expected at least 3 distinct seeds >= 0")
+    if n_resamples < 100 or not 0.0 < alpha < 1.0:
+        raise ConfigError(f"evaluate n_resamples={n_resamples}, alpha={alpha}: expected >= 100 and in (0, 1)")
+    if bootstrap_method not in ("stationary", "moving"):
+        raise ConfigError(f"evaluate bootstrap_method={bootstrap_method!r}: expected 'stationary' or 'moving'")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ConfigError(f"policy checkpoint {checkpoint} does not exist")
+    dev = resolve_device(device)
+    qnet, info = load_policy(checkpoint, dev)
+    data = _data(config, info, timeline, history)
+    tl = data.timeline
+    times = np.asarray(tl.step_time_ms, dtype=np.int64)
+    step_ms = float(np.median(np.diff(times)))
+    say(f"data: {data.label} ({data.description}); timeline {tl.n_steps} steps, state {tl.layout.size:,} floats")
+
+    # The spans: given shares, else those recorded with the policy, else with its CNN, else the default split.
+    predictor = _load_cnn(info, cnn_checkpoint, device)
+    recorded = info.meta.get("spans")
+    span_origin = "policy"
+    if recorded is None and predictor is not None and predictor.meta.get("spans") is not None:
+        recorded, span_origin = predictor.meta["spans"], "policy's CNN"
+    state = info.state_config
+    span, span_info = evaluation_span(
+        tl,
+        recorded=None if spans is not None else recorded,
+        spans_config=spans or SpansConfig(warmup_steps=state.bar_window or 0),
+        horizon=max(config.cnn.horizons),
+    )
+    if spans is None and recorded is not None:
+        span_info["source"] = f"recorded with the {span_origin} checkpoint (located by time)"
+    hidden, pred, cnn_source = _cnn_parts(predictor, tl, span)
+    fold_spans = walk_forward_folds(span, times, folds, min_fold_steps)
+    say(f"evaluation span: steps [{span.start}, {span.end}) {_utc(span.start_ms)} -> {_utc(span.end_ms)} UTC")
+
+    # Windows: marks from a start to an end mark inside the span (the last mark is the span's last step).
+    last_mark = span.end - 1
+    fold_ends = [min(f.end, last_mark) for f in fold_spans]
+    windows: list[_Window] = [_Window("span", None, None, span.start, last_mark - span.start)]
+    windows += [_Window("fold", i, None, f.start, fold_ends[i] - f.start) for i, f in enumerate(fold_spans)]
+    episode_steps: list[int] = []
+    for i, f in enumerate(fold_spans):
+        length = (fold_ends[i] - f.start) // 2
+        episode_steps.append(length)
+        for s in seeds:
+            offset = int(derive_rng(s, "evaluate", "start", i).integers(0, fold_ends[i] - f.start - length + 1))
+            windows.append(_Window("start", i, s, f.start + offset, length))
+    if min(w.steps for w in windows) < 1:
+        raise DataError(f"evaluation span of {span.n_steps} steps is too short for its windows")
+
+    env_config = config.env.model_copy(update={"close_at_end": True})
+    episodes: list[_Episode] = []
+    for w in windows:
+        # Deterministic baselines once per window; the random one per seed (a seeded start: its own seed).
+        rows: list[tuple[str, int | None]] = [(name, None) for name in BASELINES if name != "random"]
+        rows += [("random", s) for s in (seeds if w.seed is None else (w.seed,))]
+        episodes.append(_Episode(w, tl, env_config, rows, hidden, pred, momentum_lookback))
+    say(f"running {len(episodes)} windows (1 span, {len(fold_spans)} folds, {len(fold_spans) * len(seeds)} starts)")
+    _run_episodes(episodes, qnet, dev)
+
+    boot_seed = derive_seed(config.seed, "bootstrap")
+    bootstrap = {
+        "method": bootstrap_method,
+        "n_resamples": int(n_resamples),
+        "alpha": float(alpha),
+        "block": block,
+        "block_rule": "ceil(n ** (1/3)) of each run's n per-step returns" if block is None else f"fixed {block}",
+        "seed": boot_seed,
+        "statistics": list(INTERVAL_STATS),
+        "of": "per-step log returns of equity (net of fees, slippage and funding)",
+        "paired": "every run of the same length is resampled with the same indices",
+    }
+    runs: list[RunResult] = []
+    for e in episodes:
+        boot = bootstrap if e.window.scope in ("span", "fold") else None
+        runs.extend(_score(e, row, times, step_ms, boot) for row in range(len(e.rows)))
+    span_episode = episodes[0]
+    curves = {
+        "step": list(range(span.start, span.start + span_episode.window.steps + 1)),
+        "time_ms": times[span.start : span.start + span_episode.window.steps + 1].tolist(),
+        "policy": span_episode.curve(0)[0].tolist(),
+        "policy_position": span_episode.curve(0)[1].tolist(),
+        "buy_and_hold": span_episode.curve(1 + [n for n, _ in span_episode.rows[1:]].index("buy_and_hold"))[0].tolist(),
+    }
+
+    notes = _notes(info, data, fold_spans, folds, seeds, episode_steps, config, env_config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spans_dict = {
+        **span_info,
+        "eval": span.as_dict(),
+        "folds": [
+            {**f.as_dict(), "end_mark": fold_ends[i], "episode_steps": episode_steps[i]}
+            for i, f in enumerate(fold_spans)
+        ],
+        "folds_asked": folds,
+        "min_fold_steps": min_fold_steps,
+        "starts": [
+            {"fold": w.fold, "seed": w.seed, "start": w.start, "steps": w.steps} for w in windows if w.scope == "start"
+        ],
+    }
+    venue = config.env.venue
+    report = EvaluationReport(
+        policy_version=info.version,
+        policy_updates=info.updates,
+        checkpoint=checkpoint,
+        cnn_version=info.cnn_version,
+        cnn_source=cnn_source,
+        synthetic=data.synthetic,
+        data_label=data.label,
+        data_description=data.description,
+        data_fingerprint=data.fingerprint,
+        profile=state.profile,
+        venue={**venue.model_dump(mode="json"), "fee": venue.fee},
+        env=env_config.model_dump(mode="json"),
+        step_ms=step_ms,
+        spans=spans_dict,
+        seeds=seeds,
+        bootstrap=bootstrap,
+        runs=tuple(runs),
+        curves=curves,
+        notes=tuple(notes),
+        out_dir=out,
+        results_path=out / "results.json",
+        plot_path=out / "equity.png",
+        run_record=out / "run.json",
+    )
+    plot_equity(report, report.plot_path)
+    record = make_run_record(
+        config,
+        run_id=new_run_id(f"{config.name}-eval"),
+        components=("bootstrap",),
+        data_fingerprint=data.fingerprint,
+        data_sources=data.sources,
+        extra={
+            "kind": "evaluation",
+            "policy_version": info.version,
+            "policy_checkpoint": str(checkpoint),
+            "cnn_version": info.cnn_version,
+            "cnn_source": cnn_source,
+            "synthetic": data.synthetic,
+            "spans": json_ready(spans_dict),
+            "evaluation_seeds": list(seeds),
+            "state_config": state.model_dump(mode="json"),
+            "results": str(report.results_path),
+            "plot": str(report.plot_path),
+        },
+    )
+    write_run_record(record, out)
+    tmp = report.results_path.with_suffix(".json.tmp")
+    tmp.write_bytes(orjson.dumps(json_ready(report.as_dict()), option=orjson.OPT_INDENT_2))
+    tmp.replace(report.results_path)
+    say(f"wrote {report.results_path}, {report.plot_path}, {report.run_record}")
+    return report
+
+
+def _notes(
+    info: PolicyInfo,
+    data: _Data,
+    fold_spans: list[Span],
+    folds: int,
+    seeds: tuple[int, ...],
+    episode_steps: list[int],
+    config: ExperimentConfig,
+    env_config: EnvConfig,
+) -> list[str]:
+    venue = env_config.venue
+    notes = [
+        "all figures are net of fees, slippage and funding; an open position is closed at market at the end of "
+        "each window (its fee paid)",
+        f"venue {venue.kind}, taker fee {venue.fee:.4%}, slippage {venue.slippage_bps:g} bp, "
+        f"position fraction {venue.position_fraction:g}"
+        + (f", leverage {venue.leverage:g}x" if venue.kind == "perp" else ""),
+        "the greedy policy is deterministic from a fixed start: one run per span and fold; seeds "
+        f"{', '.join(map(str, seeds))} set the random baseline's draws and the start of one episode of half a "
+        f"fold ({', '.join(map(str, episode_steps))} steps) inside each fold",
+        "intervals: percentile block bootstrap of per-step log returns (a run's own path resampled in blocks); "
+        "they speak of the returns' sampling variability, not of training luck",
+    ]
+    if len(fold_spans) < folds:
+        notes.append(
+            f"walk-forward: {folds} folds asked for, the span allows {len(fold_spans)} of at least "
+            f"{fold_spans[0].n_steps if len(fold_spans) == 1 else min(f.n_steps for f in fold_spans)} steps"
+        )
+    trained_fp = info.meta.get("data_fingerprint")
+    if trained_fp and trained_fp != data.fingerprint:
+        notes.append(
+            f"the policy was trained on data {str(trained_fp)[:12]}, this evaluation reads {data.fingerprint[:12]}; "
+            "spans are matched by time"
+        )
+    if info.meta.get("synthetic") and not data.synthetic:
+        notes.append("the policy was trained on SYNTHETIC data")
+    if data.synthetic:
+        notes.append("SYNTHETIC DATA: these figures say nothing about the real market")
+    return notes
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+
+def _pct(x: float) -> str:
+    return f"{x:+.2%}" if np.isfinite(x) else ("+inf" if x > 0 else "-inf" if x < 0 else "n/a")
+
+
+def _num(x: float) -> str:
+    return f"{x:+.1f}" if np.isfinite(x) else ("+inf" if x > 0 else "-inf" if x < 0 else "n/a")
+
+
+def _with_ci(run: RunResult, stat: str, fmt: Callable[[float], str]) -> str:
+    ci = run.intervals.get(stat)
+    value = fmt(getattr(run, stat))
+    return f"{value} [{fmt(ci.low)}, {fmt(ci.high)}]" if ci is not None else f"{value} [n/a]"
+
+
+def format_report(report: EvaluationReport) -> str:
+    """The evaluation as plain-text tables with bootstrap intervals, the notes under them."""
+    sp = report.spans
+    ev = sp["eval"]
+    level = 1.0 - report.bootstrap["alpha"]
+    synthetic = " -- SYNTHETIC DATA" if report.synthetic else ""
+    lines = [
+        f"EVALUATION{synthetic} of policy {report.policy_version} ({report.policy_updates} updates) on "
+        f"{report.data_label}",
+        f"  data: {report.data_description}; fingerprint {report.data_fingerprint[:12]}; profile {report.profile}",
+        f"  CNN: {report.cnn_version or 'none'} ({report.cnn_source})",
+        f"  evaluation span: steps [{ev['start']}, {ev['end']}) {_utc(ev['start_ms'])} -> {_utc(ev['end_ms'])} UTC, "
+        f"{ev['n_steps']} steps of {report.step_ms / 60_000:g} min; gap {sp.get('gap_steps')} steps after training",
+        f"  spans: {sp['source']}",
+        f"  {len(sp['folds'])} walk-forward fold(s); seeds {', '.join(map(str, report.seeds))}; "
+        f"{level:.0%} intervals from a {report.bootstrap['method']} block bootstrap, "
+        f"{report.bootstrap['n_resamples']} resamples, block {report.bootstrap['block_rule']}",
+        "",
+        f"Whole evaluation span{synthetic} (fixed start)",
+    ]
+    header = (
+        f"{'strategy':<16}{'return [' + f'{level:.0%}' + ' CI]':<31}{'Sharpe [CI]':<27}{'Sortino [CI]':<27}"
+        f"{'max dd':>8}{'trades':>8}{'trips':>7}{'win':>7}{'expo':>7}{'fees':>11}"
+    )
+    lines += [header, "-" * len(header)]
+    for run in report.select(scope="span"):
+        name = run.strategy if run.strategy != "random" else f"random s{run.seed}"
+        win = f"{run.win_rate:.0%}" if np.isfinite(run.win_rate) else "n/a"
+        lines.append(
+            f"{name:<16}{_with_ci(run, 'total_return', _pct):<31}{_with_ci(run, 'sharpe', _num):<27}"
+            f"{_with_ci(run, 'sortino', _num):<27}{run.max_drawdown:>8.2%}{run.trades:>8}{run.round_trips:>7}"
+            f"{win:>7}{run.exposure:>7.0%}{run.fees:>11.2f}"
+            + ("  liquidated" if run.liquidated else "  ruined" if run.ended == "terminated" else "")
+        )
+    lines += ["", f"Walk-forward folds{synthetic} (each from its first step; random: mean of the seeds)"]
+    header = (
+        f"{'fold':<5}{'dates (UTC)':<37}{'strategy':<16}{'return [CI]':<31}{'Sharpe [CI]':<27}"
+        f"{'max dd':>8}{'trades':>8}{'expo':>7}"
+    )
+    lines += [header, "-" * len(header)]
+    for i, f in enumerate(sp["folds"]):
+        dates = f"{_utc(f['start_ms'])} -> {_utc(f['end_ms'])}"
+        for name in STRATEGIES:
+            runs = report.select(strategy=name, scope="fold", fold=i)
+            if not runs:
+                continue
+            if name == "random":
+                mean = float(np.mean([r.total_return for r in runs]))
+                ret, shp = f"{_pct(mean)} (x{len(runs)})", _num(float(np.mean([r.sharpe for r in runs])))
+                dd = float(np.mean([r.max_drawdown for r in runs]))
+                trades = int(round(np.mean([r.trades for r in runs])))
+                expo = float(np.mean([r.exposure for r in runs]))
+            else:
+                r = runs[0]
+                ret, shp = _with_ci(r, "total_return", _pct), _with_ci(r, "sharpe", _num)
+                dd, trades, expo = r.max_drawdown, r.trades, r.exposure
+            lines.append(f"{i:<5}{dates:<37}{name:<16}{ret:<31}{shp:<27}{dd:>8.2%}{trades:>8}{expo:>7.0%}")
+            dates = ""
+    lines += ["", f"Seeded starts{synthetic}: mean return over the folds of one half-fold episode per fold and seed"]
+    header = f"{'strategy':<16}" + "".join(f"{'seed ' + str(s):>12}" for s in report.seeds) + f"{'mean':>12}{'sd':>10}"
+    lines += [header, "-" * len(header)]
+    for name in STRATEGIES:
+        per_seed = []
+        for s in report.seeds:
+            runs = [r for r in report.select(strategy=name, scope="start") if r.seed == s]
+            per_seed.append(float(np.mean([r.total_return for r in runs])) if runs else float("nan"))
+        arr = np.array(per_seed)
+        lines.append(
+            f"{name:<16}"
+            + "".join(f"{_pct(v):>12}" for v in per_seed)
+            + f"{_pct(float(arr.mean())):>12}{float(arr.std(ddof=1)):>10.2%}"
+        )
+    lines += [""] + [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+def plot_equity(report: EvaluationReport, path: Path) -> Path:
+    """Equity of the greedy policy against buy-and-hold over the evaluation span, and the policy's position."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    c = report.curves
+    when = np.array(c["time_ms"], dtype="datetime64[ms]")
+    fig = Figure(figsize=(11, 6.5), dpi=110)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    start = c["policy"][0]
+    top.plot(when[: len(c["policy"])], np.array(c["policy"]) / start, label=f"greedy policy {report.policy_version}")
+    top.plot(when[: len(c["buy_and_hold"])], np.array(c["buy_and_hold"]) / start, label="buy and hold", alpha=0.8)
+    top.axhline(1.0, color="grey", lw=0.8, ls=":", label="flat")
+    for f in report.spans["folds"][1:]:
+        for ax in (top, bottom):
+            ax.axvline(np.datetime64(int(f["start_ms"]), "ms"), color="black", lw=0.6, ls="--", alpha=0.5)
+    top.set_ylabel("equity / initial (net of fees)")
+    tag = "SYNTHETIC DATA -- " if report.synthetic else ""
+    ev = report.spans["eval"]
+    top.set_title(
+        f"{tag}evaluation span {_utc(ev['start_ms'])} -> {_utc(ev['end_ms'])} UTC ({report.data_label}); "
+        "dashed: walk-forward folds",
+        fontsize=10,
+    )
+    top.legend(loc="best", fontsize=9)
+    top.grid(alpha=0.3)
+    pos = np.array(c["policy_position"])
+    bottom.step(when[: pos.size], pos, where="post", lw=0.8)
+    bottom.set_ylabel("policy position")
+    bottom.set_yticks([-1, 0, 1])
+    bottom.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
