@@ -1,0 +1,427 @@
+"""Policy inference without Serve: load a policy checkpoint, check request states, answer Q-values and actions.
+
+Owns the ``/v1/act`` payload decoding (JSON forms; ``.npy`` through ``policies.cnn_inference.decode_npy``), the
+agent-slot override, the greedy action with its confidence, and the batching arithmetic; ``serve.policy`` is a
+thin shell around it. Never imports Ray, never trusts a payload (each rejection is a ``PayloadError`` naming
+what was wrong), never changes the network's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+
+from market.layout import AGENT_FEATURES, StateLayout
+from market.venue import ACTION_NAMES
+
+from .checkpoint import PolicyInfo, load_policy
+from .cnn_inference import PayloadError, batch_offsets, decode_npy
+from .device import resolve_device
+from .dqn import N_ACTIONS, QNetwork
+
+#: Action names as the HTTP answer spells them, index = the action's id (BUY 0, SELL 1, HOLD 2).
+ACTIONS: tuple[str, ...] = tuple(name.upper() for name in ACTION_NAMES)
+#: What ``confidence`` means, said once for the docs and ``/v1/model``.
+CONFIDENCE_DEFINITION = (
+    "Q(chosen action) - Q(runner-up): the gap between the two largest Q-values, in the Q-values' own units "
+    "(discounted n-step reward); 0 is a tie (broken towards the lower action index, as in training), larger "
+    "is more decided; not a probability"
+)
+#: The keys a JSON ``/v1/act`` body may carry.
+JSON_KEYS = frozenset({"state", "states", "agent", "symbol", "latest"})
+
+
+@dataclass(frozen=True, slots=True)
+class StateQuery:
+    """A decoded request that carries its states: ``[S]`` (``single``) or ``[B, S]``, plus an optional agent.
+
+    The arrays are not checked against a layout yet (:meth:`PolicyPredictor.prepare` does that).
+    """
+
+    states: np.ndarray
+    agent: np.ndarray | None
+    single: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LatestQuery:
+    """A decoded request for the live state of ``symbol``."""
+
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyAnswer:
+    """What the policy says about a batch of states, and which checkpoint said it.
+
+    Attributes
+    ----------
+    q_values : array [B, 3] float32
+        Q-values in action order BUY, SELL, HOLD.
+    actions : array [B] int64
+        The greedy action per state (argmax, the lower index on a tie).
+    confidence : array [B] float32
+        See :data:`CONFIDENCE_DEFINITION`.
+    version, cnn_version, updates
+        The checkpoint's.
+    """
+
+    q_values: np.ndarray
+    actions: np.ndarray
+    confidence: np.ndarray
+    version: str
+    cnn_version: str | None
+    updates: int
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """One ``{"action", "action_index", "q_values", "confidence"}`` per state, JSON-ready."""
+        q = self.q_values.tolist()
+        return [
+            {"action": ACTIONS[a], "action_index": a, "q_values": q[i], "confidence": c}
+            for i, (a, c) in enumerate(zip(self.actions.tolist(), self.confidence.tolist(), strict=True))
+        ]
+
+
+def decide(q_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy actions and their confidence for Q-values ``[B, 3]``.
+
+    Returns
+    -------
+    actions : array [B] int64
+        ``argmax`` per row; the first maximum wins a tie (``numpy`` and ``torch`` agree on this).
+    confidence : array [B] float32
+        The largest Q-value minus the second largest (>= 0), see :data:`CONFIDENCE_DEFINITION`.
+    """
+    q = np.asarray(q_values, dtype=np.float32)
+    if q.ndim != 2 or q.shape[1] != N_ACTIONS:
+        raise ValueError(f"q_values must be [B, {N_ACTIONS}], got shape {q.shape}")
+    actions = q.argmax(axis=1).astype(np.int64)
+    top2 = np.sort(q, axis=1)[:, -2:]
+    return actions, (top2[:, 1] - top2[:, 0]).astype(np.float32)
+
+
+def _component_at(layout: StateLayout, column: int) -> str:
+    for comp in layout.components:
+        if comp.offset <= column < comp.offset + comp.size:
+            return comp.name
+    return "?"
+
+
+class PolicyPredictor:
+    """A loaded Q-network that checks states, overrides their agent slot and answers batches of them.
+
+    Parameters
+    ----------
+    network : QNetwork
+        In eval mode, on ``device``.
+    info : PolicyInfo
+        The checkpoint's description (version, CNN version, updates, layout).
+    device : torch.device
+    max_rows : int
+        The most states one request may carry.
+    chunk_rows : int
+        The most states one forward pass takes.
+    path : str, optional
+        Where the checkpoint was read from (reported by :meth:`describe`).
+    """
+
+    def __init__(
+        self,
+        network: QNetwork,
+        info: PolicyInfo,
+        device: torch.device,
+        *,
+        max_rows: int = 4096,
+        chunk_rows: int = 1024,
+        path: str = "",
+    ) -> None:
+        if max_rows < 1 or chunk_rows < 1:
+            raise ValueError(f"max_rows and chunk_rows must be >= 1 (got {max_rows}, {chunk_rows})")
+        self.network = network.eval()
+        self.info = info
+        self.device = device
+        self.max_rows = int(max_rows)
+        self.chunk_rows = int(chunk_rows)
+        self.path = str(path)
+        self.layout: StateLayout = network.layout
+        self.state_size = self.layout.size
+        self.agent_slice = self.layout["agent"].slice
+        self.agent_size = self.layout["agent"].size
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", *, max_rows: int = 4096, chunk_rows: int = 1024
+    ) -> PolicyPredictor:
+        """Load a checkpoint written by ``policies.checkpoint.save_policy`` (``weights_only=True``).
+
+        Raises
+        ------
+        FileNotFoundError
+            When ``path`` does not exist (the message names it).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"policy checkpoint {path} does not exist")
+        dev = resolve_device(device)
+        network, info = load_policy(path, dev)
+        return cls(network, info, dev, max_rows=max_rows, chunk_rows=chunk_rows, path=str(path))
+
+    @property
+    def version(self) -> str:
+        """The checkpoint's version string."""
+        return self.info.version
+
+    @property
+    def cnn_version(self) -> str | None:
+        """The CNN version the policy was trained under (its states' CNN part came from it)."""
+        return self.info.cnn_version
+
+    @property
+    def updates(self) -> int:
+        """Learner updates behind this checkpoint: the order in which versions move forward."""
+        return self.info.updates
+
+    def with_limits(self, *, max_rows: int) -> PolicyPredictor:
+        """The same network and checkpoint with another request limit (a new object; this one is unchanged)."""
+        return PolicyPredictor(
+            self.network, self.info, self.device, max_rows=max_rows, chunk_rows=self.chunk_rows, path=self.path
+        )
+
+    # ------------------------------------------------------------------------------------------ checks
+
+    def check_states(self, states: object) -> np.ndarray:
+        """Return ``states`` (``[S]`` or ``[B, S]``) as a C-contiguous native float32 ``[B, S]`` array.
+
+        Raises
+        ------
+        PayloadError
+            Not an array, not float32, not 1-D or 2-D, the wrong width, no rows, too many rows, or a value
+            that is not finite (the message names the row, the column and its layout component).
+        """
+        if not isinstance(states, np.ndarray):
+            raise PayloadError(f"state must be a numpy array [S] or [B, S] float32, got {type(states).__name__}")
+        if states.dtype.kind != "f" or states.dtype.itemsize != 4 or states.dtype.fields is not None:
+            raise PayloadError(f"states must be float32, got dtype {states.dtype.str!r}")
+        if states.ndim == 1:
+            states = states.reshape(1, -1)
+        if states.ndim != 2:
+            raise PayloadError(
+                f"state must be [{self.state_size}] or [B, {self.state_size}], got shape {tuple(states.shape)}"
+            )
+        rows, width = states.shape
+        if width != self.state_size:
+            raise PayloadError(
+                f"state has {width} values, the {self.layout.config.profile!r} layout has {self.state_size}"
+            )
+        if rows < 1:
+            raise PayloadError("states are empty (0 rows); send at least one state")
+        if rows > self.max_rows:
+            raise PayloadError(f"{rows} states in one request, at most {self.max_rows}")
+        finite = np.isfinite(states)
+        if not finite.all():
+            row, col = (int(i) for i in np.argwhere(~finite)[0])
+            raise PayloadError(
+                f"states[{row}, {col}] is {states[row, col]} (component {_component_at(self.layout, col)}): "
+                "every value must be finite"
+            )
+        return np.ascontiguousarray(states, dtype=np.float32)
+
+    def with_agent(self, states: np.ndarray, agent: object) -> np.ndarray:
+        """A copy of checked ``states`` [B, S] whose agent slot holds ``agent`` ([A] for every row, or [B, A]).
+
+        Raises
+        ------
+        PayloadError
+            When ``agent`` is not numeric, has the wrong width or row count, or holds a non-finite value.
+        """
+        names = ", ".join(AGENT_FEATURES)
+        if not isinstance(agent, np.ndarray) or agent.dtype.kind not in "iuf" or agent.dtype.fields is not None:
+            raise PayloadError(f'"agent" must be {self.agent_size} numbers ({names})')
+        rows = states.shape[0]
+        if agent.ndim not in (1, 2) or agent.shape[-1] != self.agent_size:
+            raise PayloadError(
+                f'"agent" has shape {tuple(agent.shape)}: the layout\'s agent slot takes {self.agent_size} values '
+                f"({names}), as [{self.agent_size}] or one row per state [{rows}, {self.agent_size}]"
+            )
+        if agent.ndim == 2 and agent.shape[0] != rows:
+            raise PayloadError(f'"agent" has {agent.shape[0]} rows for {rows} states')
+        with np.errstate(over="ignore"):
+            values = agent.astype(np.float32)
+        if not np.isfinite(values).all():
+            index = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+            raise PayloadError(f'"agent"{list(index)} is {values[index]}: every value must be finite')
+        out = states.copy()
+        out[:, self.agent_slice] = values
+        return out
+
+    def prepare(self, query: StateQuery) -> np.ndarray:
+        """The checked ``[B, S]`` float32 states of ``query``, agent slot overridden when it carries one."""
+        states = self.check_states(query.states)
+        if query.agent is not None:
+            states = self.with_agent(states, query.agent)
+        return states
+
+    # ----------------------------------------------------------------------------------------- forward
+
+    def q_values(self, states: np.ndarray) -> np.ndarray:
+        """Q-values ``[B, 3]`` float32 of checked ``states`` ``[B, S]``, in chunks of ``chunk_rows``."""
+        out = np.empty((states.shape[0], N_ACTIONS), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, states.shape[0], self.chunk_rows):
+                block = np.ascontiguousarray(states[start : start + self.chunk_rows])
+                if not block.flags.writeable:
+                    block = block.copy()  # torch wants writeable memory; a decoded body is read-only
+                q = self.network(torch.from_numpy(block).to(self.device, non_blocking=True))
+                out[start : start + block.shape[0]] = q.float().cpu().numpy()
+        return out
+
+    def _answer(self, q: np.ndarray) -> PolicyAnswer:
+        actions, confidence = decide(q)
+        return PolicyAnswer(q, actions, confidence, self.version, self.cnn_version, self.updates)
+
+    def act(self, states: object) -> PolicyAnswer:
+        """Answer one request of ``[S]`` or ``[B, S]`` float32 states (checked here)."""
+        return self._answer(self.q_values(self.check_states(states)))
+
+    def act_batch(self, requests: Sequence[np.ndarray]) -> list[PolicyAnswer]:
+        """Answer several checked requests with one forward pass per ``chunk_rows`` states, each its own rows."""
+        if not requests:
+            return []
+        offsets = batch_offsets([r.shape[0] for r in requests])
+        answer = self._answer(self.q_values(np.concatenate(requests, axis=0)))
+        return [
+            PolicyAnswer(
+                answer.q_values[a:b],
+                answer.actions[a:b],
+                answer.confidence[a:b],
+                self.version,
+                self.cnn_version,
+                self.updates,
+            )
+            for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """What is being served: versions, updates, layout, sizes, device, checkpoint path."""
+        return {
+            "version": self.version,
+            "cnn_version": self.cnn_version,
+            "updates": self.updates,
+            "profile": self.layout.config.profile,
+            "state_size": self.state_size,
+            "agent_features": list(AGENT_FEATURES),
+            "agent_slot": [self.agent_slice.start, self.agent_slice.stop],
+            "actions": list(ACTIONS),
+            "confidence": CONFIDENCE_DEFINITION,
+            "device": str(self.device),
+            "torch_threads": torch.get_num_threads(),
+            "max_rows": self.max_rows,
+            "checkpoint": self.path,
+        }
+
+
+# ------------------------------------------------------------------------------------------------ codecs
+
+
+def _numbers(value: object, key: str, ndim: int) -> np.ndarray:
+    """``value`` as a numeric array of ``ndim`` dimensions, or a :class:`PayloadError` naming ``key``."""
+    shape = "[...]" if ndim == 1 else "[[...], ...]"
+    if not isinstance(value, list):
+        raise PayloadError(f'"{key}" must be a JSON array {shape} of numbers, got {type(value).__name__}')
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise PayloadError(f'"{key}" is not a rectangular array of numbers ({exc})') from None
+    if array.dtype.kind not in "iuf":
+        raise PayloadError(f'"{key}" must hold numbers only, got {array.dtype.str!r} values')
+    if array.ndim != ndim:
+        raise PayloadError(f'"{key}" must be {ndim}-D {shape}, got shape {tuple(array.shape)}')
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32)  # a value beyond float32 becomes inf and is rejected as non-finite
+
+
+def decode_act_json(body: bytes, symbols: Collection[str]) -> StateQuery | LatestQuery:
+    """Read a JSON ``/v1/act`` body: ``{"state": [...]}``, ``{"states": [[...]]}`` or ``{"symbol", "latest": true}``.
+
+    ``"agent"`` (with a state form only) overrides the states' agent slot. ``null`` counts as absent.
+
+    Raises
+    ------
+    PayloadError
+        Empty body, invalid JSON, not an object, unknown keys, none or several of the forms, values that
+        are not numbers, ``latest`` not ``true``, or a symbol not in ``symbols``.
+    """
+    if not body:
+        raise PayloadError('empty body: expected JSON {"state": [...]}, {"states": [[...]]} or {"symbol", "latest"}')
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"body is not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise PayloadError(f"JSON body must be an object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - JSON_KEYS)
+    if unknown:
+        raise PayloadError(f"unknown key(s) {unknown}; a body takes {sorted(JSON_KEYS)}")
+    given = {k for k, v in obj.items() if v is not None}
+    forms = [k for k in ("state", "states") if k in given] + (["latest"] if given & {"symbol", "latest"} else [])
+    if len(forms) != 1:
+        what = "none" if not forms else " and ".join(forms)
+        raise PayloadError(f'a body carries exactly one of "state", "states" or "symbol"+"latest"; got {what}')
+    if forms[0] == "latest":
+        if obj.get("latest") is not True:
+            raise PayloadError(f'"latest" must be true with "symbol", got {obj.get("latest")!r}')
+        if "agent" in given:
+            raise PayloadError('"agent" is not taken with "latest": the live state carries the paper account\'s')
+        symbol = obj.get("symbol")
+        if not isinstance(symbol, str) or symbol not in symbols:
+            raise PayloadError(f"unknown symbol {symbol!r} for latest; served: {sorted(symbols)}")
+        return LatestQuery(symbol)
+    key = forms[0]
+    states = _numbers(obj[key], key, 1 if key == "state" else 2)
+    agent = None
+    if "agent" in given:
+        value = obj["agent"]
+        depth = 2 if isinstance(value, list) and value and isinstance(value[0], list) else 1
+        agent = _numbers(value, "agent", depth)
+    return StateQuery(states, agent, single=key == "state")
+
+
+def decode_act_npy(body: bytes) -> StateQuery:
+    """Read a ``.npy`` ``/v1/act`` body (``[S]`` or ``[B, S]``; the agent features are in the state).
+
+    Raises
+    ------
+    PayloadError
+        As :func:`policies.cnn_inference.decode_npy` (empty, garbage, pickled, truncated, non-numeric).
+    """
+    states = decode_npy(body)
+    return StateQuery(states, None, single=states.ndim == 1)
+
+
+def encode_act_json(answer: PolicyAnswer, *, single: bool, extra: dict[str, Any] | None = None) -> bytes:
+    """The ``/v1/act`` JSON answer: ``decisions`` per state, and the flat fields of the one state when ``single``.
+
+    ``extra`` (latency, live-state fields) is merged in last.
+    """
+    decisions = answer.decisions()
+    doc: dict[str, Any] = {
+        "action": None,
+        "action_index": None,
+        "q_values": None,
+        "confidence": None,
+        "decisions": decisions,
+        "actions": list(ACTIONS),
+        "model_version": answer.version,
+        "cnn_version": answer.cnn_version,
+        "updates": answer.updates,
+    }
+    if single:
+        doc.update(decisions[0])
+    doc.update(extra or {})
+    return orjson.dumps(doc)
