@@ -610,7 +610,8 @@ def evaluate(
     checkpoint : Path
         A policy written by ``policies.checkpoint.save_policy``.
     config : ExperimentConfig
-        Data source, symbols, indicators, env (venue, fees) and the CNN horizons of the default span split.
+        Data source, symbols, indicators, env (venue, fees), and the span shares and CNN horizons of the split
+        used where the checkpoint records no spans.
     out_dir : Path
         Receives ``results.json``, ``equity.png`` and ``run.json``.
     seeds : sequence of int
@@ -624,7 +625,7 @@ def evaluate(
         Already loaded history (default ``load_history(config.data, config.symbols)``).
     spans : SpansConfig, optional
         Split this timeline with these shares even when the checkpoint records spans. Default: the recorded
-        spans (policy meta, else its CNN's meta), else ``SpansConfig(warmup_steps=bar_window)``.
+        spans (policy meta, else its CNN's meta), else ``config.spans`` (the split training runs with).
     cnn_checkpoint : Path, optional
         The CNN that fills the state's CNN slots (default: the policy meta's ``cnn_checkpoint``).
     n_resamples, alpha, block, bootstrap_method
@@ -678,7 +679,7 @@ def evaluate(
     span, span_info = evaluation_span(
         tl,
         recorded=None if spans is not None else recorded,
-        spans_config=spans or SpansConfig(warmup_steps=state.bar_window or 0),
+        spans_config=spans or config.spans,
         horizon=max(config.cnn.horizons),
     )
     if spans is None and recorded is not None:

@@ -31,7 +31,7 @@ def _curve(equity: Any, what: str = "equity") -> np.ndarray:
     bad = ~np.isfinite(arr) | (arr <= 0)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(f"{what}[{i}] = {arr[i]!r} is not a finite positive value")
+        raise DataError(f"{what}[{i}] = {float(arr[i])!r} is not a finite positive value")
     return arr
 
 
@@ -308,7 +308,7 @@ def block_bootstrap_cis(
         raise DataError(f"bootstrap values: expected a non-empty 1-D array, got shape {x.shape}")
     if not np.isfinite(x).all():
         i = int(np.argmax(~np.isfinite(x)))
-        raise DataError(f"bootstrap values[{i}] = {x[i]!r} is not finite")
+        raise DataError(f"bootstrap values[{i}] = {float(x[i])!r} is not finite")
     if not 0.0 < alpha < 1.0:
         raise DataError(f"bootstrap alpha = {alpha!r}: expected in (0, 1)")
     if n_resamples < 1 or chunk < 1:
