@@ -496,6 +496,8 @@ def _load_cnn(info: PolicyInfo, cnn_checkpoint: Path | None, device: str) -> Any
                 "(meta 'cnn_checkpoint'); give the checkpoint's path to evaluate it as it was trained"
             )
         return None
+    if not Path(path).is_file():
+        raise ConfigError(f"CNN checkpoint {path} of policy {info.version!r} does not exist")
     from policies.cnn_inference import CnnPredictor
 
     predictor = CnnPredictor.from_checkpoint(Path(path), device)
@@ -730,15 +732,17 @@ def evaluate(
         boot = bootstrap if e.window.scope in ("span", "fold") else None
         runs.extend(_score(e, row, times, step_ms, boot) for row in range(len(e.rows)))
     span_episode = episodes[0]
+    bnh_row = [name for name, _ in span_episode.rows].index("buy_and_hold")
+    marks = span.start + np.arange(span_episode.window.steps + 1)
     curves = {
-        "step": list(range(span.start, span.start + span_episode.window.steps + 1)),
-        "time_ms": times[span.start : span.start + span_episode.window.steps + 1].tolist(),
+        "step": marks.tolist(),
+        "time_ms": times[marks].tolist(),
         "policy": span_episode.curve(0)[0].tolist(),
         "policy_position": span_episode.curve(0)[1].tolist(),
-        "buy_and_hold": span_episode.curve(1 + [n for n, _ in span_episode.rows[1:]].index("buy_and_hold"))[0].tolist(),
+        "buy_and_hold": span_episode.curve(bnh_row)[0].tolist(),
     }
 
-    notes = _notes(info, data, fold_spans, folds, seeds, episode_steps, config, env_config)
+    notes = _notes(info, data, tl, fold_spans, folds, seeds, episode_steps, env_config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spans_dict = {
@@ -812,11 +816,11 @@ def evaluate(
 def _notes(
     info: PolicyInfo,
     data: _Data,
+    timeline: MarketTimeline,
     fold_spans: list[Span],
     folds: int,
     seeds: tuple[int, ...],
     episode_steps: list[int],
-    config: ExperimentConfig,
     env_config: EnvConfig,
 ) -> list[str]:
     venue = env_config.venue
@@ -831,7 +835,11 @@ def _notes(
         f"fold ({', '.join(map(str, episode_steps))} steps) inside each fold",
         "intervals: percentile block bootstrap of per-step log returns (a run's own path resampled in blocks); "
         "they speak of the returns' sampling variability, not of training luck",
+        "Sharpe and Sortino are annualised from the step length (365.25 days of 24 h); over a span of hours or "
+        "days they are large and their intervals wide",
     ]
+    if venue.kind == "perp" and timeline.meta.get("funding_rate") is None:
+        notes.append(f"funding: configured {venue.funding_rate_8h:.4%} per 8 h (the data carries no funding rates)")
     if len(fold_spans) < folds:
         notes.append(
             f"walk-forward: {folds} folds asked for, the span allows {len(fold_spans)} of at least "
