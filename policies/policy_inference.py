@@ -420,6 +420,12 @@ def encode_act_json(answer: PolicyAnswer, *, single: bool, extra: dict[str, Any]
         "model_version": answer.version,
         "cnn_version": answer.cnn_version,
         "updates": answer.updates,
+        # filled by the live path (``latest``): which symbol, the data's time, the CNN that built the state
+        "symbol": None,
+        "data_time_ms": None,
+        "step_time_ms": None,
+        "state_cnn_version": None,
+        "synthetic": None,
     }
     if single:
         doc.update(decisions[0])
