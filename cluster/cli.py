@@ -186,6 +186,66 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
     click.echo(format_table(results))
 
 
+@main.command("evaluate")
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Policy checkpoint written by policies.checkpoint.save_policy.",
+)
+@CONFIG_OPTION
+@SET_OPTION
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Default: <output_dir>/eval/<checkpoint name>-<UTC time>.",
+)
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated evaluation seeds (at least 3).")
+@click.option(
+    "--folds", type=int, default=4, show_default=True, help="Walk-forward folds (fewer where the span is short)."
+)
+@click.option("--resamples", type=int, default=1000, show_default=True, help="Block-bootstrap resamples.")
+@click.option(
+    "--cnn-checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The CNN the policy was trained with, when its checkpoint does not name one.",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] or auto.")
+def evaluate_command(
+    checkpoint: Path,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    out_dir: Path | None,
+    seeds: str,
+    folds: int,
+    resamples: int,
+    cnn_checkpoint: Path | None,
+    device: str,
+) -> None:
+    """Evaluate a policy greedily on the evaluation span beside the baselines, with bootstrap intervals."""
+    import datetime as dt
+
+    from cluster.evaluate import evaluate, format_report
+
+    cfg = _load(config_path, overrides)
+    out = out_dir or cfg.output_dir / "eval" / f"{checkpoint.stem}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    report = evaluate(
+        checkpoint,
+        cfg,
+        out_dir=out,
+        seeds=tuple(int(s) for s in seeds.split(",") if s.strip()),
+        folds=folds,
+        n_resamples=resamples,
+        cnn_checkpoint=cnn_checkpoint,
+        device=device,
+        log=lambda line: click.echo(line, err=True),
+    )
+    click.echo(format_report(report))
+
+
 @main.command("train-cnn")
 @CONFIG_OPTION
 @SET_OPTION

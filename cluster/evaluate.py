@@ -23,8 +23,7 @@ import numpy as np
 import orjson
 import torch
 
-from market.baselines import BASELINES
-from market.baselines import _policy as baseline_actions
+from market.baselines import BASELINES, baseline_actions
 from market.env import EnvConfig, VectorTradingEnv
 from market.errors import ConfigError, DataError
 from market.fingerprint import array_fingerprint

@@ -106,7 +106,7 @@ def max_drawdown(equity: np.ndarray) -> float:
     return float(np.max(1.0 - equity / peak))
 
 
-def _policy(
+def baseline_actions(
     name: str, steps: np.ndarray, close: np.ndarray, rngs: list[np.random.Generator], lookback: int
 ) -> np.ndarray:
     """Actions of baseline ``name`` at timeline ``steps`` (reads closes up to each step only)."""
@@ -174,7 +174,7 @@ def run_baselines(
         final: list[dict | None] = [None] * k
         steps = info["step"]
         while any(f is None for f in final):
-            actions = _policy(name, steps, close, rngs, momentum_lookback)
+            actions = baseline_actions(name, steps, close, rngs, momentum_lookback)
             _, _, terminated, truncated, info = env.step(actions)
             for i in range(k):
                 if final[i] is not None:
