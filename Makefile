@@ -23,6 +23,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/install_test_services.sh
+	@bash scripts/install_chromium.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
