@@ -10,8 +10,10 @@ klines (first 20k minutes). Torch runs on one thread on the CPU in both.
 Only the steady state is timed, where both collect and learn: each side first takes ``LEARNING_STARTS`` env
 steps (no updates yet; for RLlib also its startup), untimed. Ours: the time of a run of ``ENV_STEPS`` steps
 minus that of a run of ``LEARNING_STARTS`` steps (same seed, so the same prefix). RLlib: the training
-iterations after the first. CPU seconds are also printed (ours: the process; RLlib: the driver, which hosts
-its learner, plus the env runner processes), steadier than wall time on a shared machine.
+iterations after the first. The sides are interleaved (RLlib's first timed iteration runs between our two
+runs), so that a change of load on a shared machine falls on both alike. CPU seconds are printed too (ours:
+the process; RLlib: the driver, which hosts its learner, plus the env runner processes), steadier than wall
+time on a shared machine.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,10 +34,13 @@ from bench._common import SHARED_DATA, rate_line
 from market.baselines import real_kline_timeline
 from policies.trainer import SingleRunConfig, train_single_process
 
+if TYPE_CHECKING:  # imported lazily at run time: it imports ray
+    from bench.rllib_peer_config import PeerSetup
+
 NUM_ENVS = 8  # envs per runner, both sides
 RUNNERS = 1  # RLlib env runners (ours: one process)
 LEARNING_STARTS = 1_000
-ENV_STEPS = 4_000  # per side: LEARNING_STARTS untimed + the timed window
+ENV_STEPS = 3_000  # per side: LEARNING_STARTS untimed + the timed window (--env-steps for longer)
 UPDATES_PER_ENV_STEP = 0.25  # ours' default: 128 replayed samples per env step at batch 512
 MAX_STEPS = 20_000  # minutes of the real 1m klines
 RAY_CPUS = 2
@@ -68,7 +73,8 @@ class Window:
         return self.updates / self.wall_s
 
 
-def build_setup(env_steps: int, runners: int):  # -> PeerSetup (imported lazily: it imports ray)
+def build_setup(env_steps: int, runners: int) -> PeerSetup:
+    """Our configs for this comparison, with the RLlib-only knobs."""
     from bench.rllib_peer_config import PeerSetup
 
     run = SingleRunConfig(
@@ -82,22 +88,34 @@ def build_setup(env_steps: int, runners: int):  # -> PeerSetup (imported lazily:
     )
 
 
-def measure_ours(setup: Any) -> Window:
-    """Steady-state window of ``train_single_process``: a full run minus its learning-starts prefix."""
-    timeline = real_kline_timeline(setup.shared_dir, profile=setup.profile, max_steps=setup.max_steps)
-    prefix = dataclasses.replace(setup.run, env_steps=setup.run.learning_starts)
+class Ours:
+    """Runs of ``train_single_process`` on the real timeline; the steady state is a full run minus its prefix."""
 
-    def run(cfg: SingleRunConfig) -> tuple[float, float, int]:
+    def __init__(self, setup: PeerSetup) -> None:
+        self.setup = setup
+        self.timeline = real_kline_timeline(setup.shared_dir, profile=setup.profile, max_steps=setup.max_steps)
+        self.prefix = dataclasses.replace(setup.run, env_steps=setup.run.learning_starts)
+
+    def run(self, cfg: SingleRunConfig) -> Window:
+        """One whole run of ``cfg.env_steps`` env steps (setup and learning starts included)."""
+        s = self.setup
         wall, cpu = time.perf_counter(), time.process_time()
-        learner = train_single_process(
-            timeline, setup.env, setup.training, setup.replay, setup.network, cfg, seed=setup.seed
-        )
-        return time.perf_counter() - wall, time.process_time() - cpu, learner.updates
+        learner = train_single_process(self.timeline, s.env, s.training, s.replay, s.network, cfg, seed=s.seed)
+        return Window(cfg.env_steps, learner.updates, time.perf_counter() - wall, time.process_time() - cpu)
 
-    run(prefix)  # warm-up
-    p_wall, p_cpu, p_updates = run(prefix)
-    f_wall, f_cpu, f_updates = run(setup.run)
-    return Window(setup.run.env_steps - prefix.env_steps, f_updates - p_updates, f_wall - p_wall, f_cpu - p_cpu)
+
+def steady_state(full: Window, prefix: Window) -> Window:
+    """The part of ``full`` after its learning-starts ``prefix``."""
+    return Window(
+        full.env_steps - prefix.env_steps,
+        full.updates - prefix.updates,
+        full.wall_s - prefix.wall_s,
+        full.cpu_s - prefix.cpu_s,
+    )
+
+
+class RLlibError(RuntimeError):
+    """RLlib raised; ``__cause__`` is its exact error."""
 
 
 def _runner_cpu_s(pids: list[int]) -> float:
@@ -110,48 +128,75 @@ def _runner_cpu_s(pids: list[int]) -> float:
     return total
 
 
-def measure_rllib(setup: Any) -> tuple[Window, list[float], dict[str, float]]:
-    """RLlib's DQN: the iterations after the first; also per-iteration env steps/s and mean timers (ms)."""
-    import ray
-    from ray import tune
+class RLlibPeer:
+    """RLlib's DQN on a local Ray, past its first (untimed) iteration; timed iterations on demand."""
 
-    from bench.rllib_peer_config import ENV_NAME, peer_config, trading_env_creator
+    def __init__(self, setup: PeerSetup) -> None:
+        self.setup = setup
+        self.algo: Any = None
+        self.ray: Any = None
+        self.pids: list[int] = []
+        self.steps0 = self.steps = 0.0
+        self.trained0 = self.trained = 0.0
+        self.wall = self.cpu = 0.0
+        self.rates: list[float] = []
+        self.timers: dict[str, list[float]] = {}
 
-    config = peer_config(setup)
-    ray.init(num_cpus=max(RAY_CPUS, setup.num_env_runners + 1), include_dashboard=False, log_to_driver=False)
-    algo = None
-    try:
-        tune.register_env(ENV_NAME, trading_env_creator)
-        algo = config.build_algo()
-        result = algo.train()  # startup and learning starts: untimed
-        pids = algo.env_runner_group.foreach_env_runner(lambda runner: os.getpid(), local_env_runner=False)
-        batch = setup.training.batch_size
-        steps0 = result["env_runners"]["num_env_steps_sampled_lifetime"]
-        trained0 = result["learners"]["default_policy"]["num_module_steps_trained_lifetime"]
-        wall = cpu = 0.0
-        rates: list[float] = []
-        timers: dict[str, list[float]] = {}
-        steps = steps0
-        while steps - steps0 < setup.run.env_steps - setup.run.learning_starts:
-            w, c, rc = time.perf_counter(), time.process_time(), _runner_cpu_s(pids)
-            result = algo.train()
-            dw = time.perf_counter() - w
-            wall += dw
-            cpu += time.process_time() - c + _runner_cpu_s(pids) - rc
-            new_steps = result["env_runners"]["num_env_steps_sampled_lifetime"]
-            rates.append((new_steps - steps) / dw)
-            steps = new_steps
-            for key in TIMERS:
-                value = result.get("timers", {}).get(key)
-                if isinstance(value, int | float):
-                    timers.setdefault(key, []).append(float(value) * 1e3)
-        trained = result["learners"]["default_policy"]["num_module_steps_trained_lifetime"]
-        window = Window(int(steps - steps0), int(round((trained - trained0) / batch)), wall, cpu)
-        return window, rates, {k: sum(v) / len(v) for k, v in timers.items()}
-    finally:
-        if algo is not None:
-            algo.stop()
-        ray.shutdown()
+    def start(self) -> None:
+        """Start Ray, build the algorithm and run its first iteration (startup and learning starts)."""
+        try:
+            import ray
+            from ray import tune
+
+            from bench.rllib_peer_config import ENV_NAME, peer_config, trading_env_creator
+
+            config = peer_config(self.setup)
+            self.ray = ray
+            ray.init(
+                num_cpus=max(RAY_CPUS, self.setup.num_env_runners + 1), include_dashboard=False, log_to_driver=False
+            )
+            tune.register_env(ENV_NAME, trading_env_creator)
+            self.algo = config.build_algo()
+            result = self.algo.train()
+            self.pids = self.algo.env_runner_group.foreach_env_runner(lambda r: os.getpid(), local_env_runner=False)
+        except Exception as exc:
+            raise RLlibError("RLlib failed to start") from exc
+        self.steps0 = self.steps = result["env_runners"]["num_env_steps_sampled_lifetime"]
+        self.trained0 = self.trained = result["learners"]["default_policy"]["num_module_steps_trained_lifetime"]
+
+    @property
+    def done(self) -> bool:
+        run = self.setup.run
+        return self.steps - self.steps0 >= run.env_steps - run.learning_starts
+
+    def iterate(self) -> None:
+        """One timed ``Algorithm.train()`` call."""
+        try:
+            wall, cpu, runner_cpu = time.perf_counter(), time.process_time(), _runner_cpu_s(self.pids)
+            result = self.algo.train()
+            dt = time.perf_counter() - wall
+            self.cpu += time.process_time() - cpu + _runner_cpu_s(self.pids) - runner_cpu
+        except Exception as exc:
+            raise RLlibError("RLlib failed in training") from exc
+        self.wall += dt
+        steps = result["env_runners"]["num_env_steps_sampled_lifetime"]
+        self.rates.append((steps - self.steps) / dt)
+        self.steps = steps
+        self.trained = result["learners"]["default_policy"]["num_module_steps_trained_lifetime"]
+        for key in TIMERS:
+            value = result.get("timers", {}).get(key)
+            if isinstance(value, int | float):
+                self.timers.setdefault(key, []).append(float(value) * 1e3)
+
+    def window(self) -> Window:
+        updates = round((self.trained - self.trained0) / self.setup.training.batch_size)
+        return Window(int(self.steps - self.steps0), int(updates), self.wall, self.cpu)
+
+    def close(self) -> None:
+        if self.algo is not None:
+            self.algo.stop()
+        if self.ray is not None:
+            self.ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,31 +230,46 @@ def main(argv: list[str] | None = None) -> int:
         f"RLlib: {setup.num_env_runners} env runner(s), rollout fragment {fragment_length(setup)} "
         f"({steps_per_round(setup)} env steps per sample round), training_intensity {training_intensity(setup):g}"
     )
-    ours = measure_ours(setup)
-    print(
-        f"ours (train_single_process): {ours.env_steps:,} env steps, {ours.updates:,} updates in {ours.wall_s:.1f} s "
-        f"wall, {ours.cpu_s:.1f} s CPU"
-    )
+    ours = Ours(setup)
+    peer = RLlibPeer(setup)
     try:
-        peer, rates, timers = measure_rllib(setup)
-    except Exception as exc:  # noqa: BLE001 - RLlib must fail loudly with its exact error
-        print(f"RLlib failed: {type(exc).__name__}: {exc}")
-        traceback.print_exc()
+        peer.start()
+        ours.run(ours.prefix)  # warm-up
+        prefix = ours.run(ours.prefix)
+        peer.iterate()
+        full = ours.run(setup.run)
+        while not peer.done:
+            peer.iterate()
+    except RLlibError as exc:
+        cause = exc.__cause__
+        print(f"{exc}: {type(cause).__name__}: {cause}")
+        traceback.print_exception(cause)
         return 1
+    finally:
+        peer.close()
+    mine, theirs = steady_state(full, prefix), peer.window()
     print(
-        f"RLlib DQN: {peer.env_steps:,} env steps, {peer.updates:,} updates in {peer.wall_s:.1f} s wall, "
-        f"{peer.cpu_s:.1f} s CPU (driver + runners); per iteration {', '.join(f'{r:.0f}' for r in rates)} steps/s"
+        f"ours (train_single_process): {mine.env_steps:,} env steps, {mine.updates:,} updates in {mine.wall_s:.1f} s "
+        f"wall, {mine.cpu_s:.1f} s CPU"
     )
-    if timers:
-        print("RLlib timers (ms per call): " + ", ".join(f"{k} {v:.1f}" for k, v in timers.items()))
     print(
-        f"replay ratio (updates per env step): ours {ours.updates / ours.env_steps:.3f}, "
-        f"RLlib {peer.updates / peer.env_steps:.3f}"
+        f"RLlib DQN: {theirs.env_steps:,} env steps, {theirs.updates:,} updates in {theirs.wall_s:.1f} s wall, "
+        f"{theirs.cpu_s:.1f} s CPU (driver + runners); per iteration "
+        f"{', '.join(f'{r:.1f}' for r in peer.rates)} env steps/s"
     )
-    ours_cpu, peer_cpu = ours.env_steps / ours.cpu_s, peer.env_steps / peer.cpu_s
+    if peer.timers:
+        means = {k: sum(v) / len(v) for k, v in peer.timers.items()}
+        print("RLlib timers (ms per call): " + ", ".join(f"{k} {v:.1f}" for k, v in means.items()))
+    print(
+        f"replay ratio (updates per env step): ours {mine.updates / mine.env_steps:.3f}, "
+        f"RLlib {theirs.updates / theirs.env_steps:.3f}"
+    )
+    print(f"env steps/s: ours {mine.steps_per_s:.1f}, RLlib {theirs.steps_per_s:.1f}")
+    print(f"updates/s: ours {mine.updates_per_s:.2f}, RLlib {theirs.updates_per_s:.2f}")
+    ours_cpu, peer_cpu = mine.env_steps / mine.cpu_s, theirs.env_steps / theirs.cpu_s
     print(rate_line("rllib (CPU time)", ours_cpu, peer_cpu, "RLlib DQN", unit=" env steps/CPU-s"))
-    print(rate_line("rllib updates", ours.updates_per_s, peer.updates_per_s, "RLlib DQN", unit=" updates/s"))
-    print(rate_line("rllib", ours.steps_per_s, peer.steps_per_s, "RLlib DQN", unit=" env steps/s"))
+    print(rate_line("rllib updates", mine.updates_per_s, theirs.updates_per_s, "RLlib DQN", unit=" updates/s"))
+    print(rate_line("rllib", mine.steps_per_s, theirs.steps_per_s, "RLlib DQN", unit=" env steps/s"))
     return 0
 
 
