@@ -13,7 +13,10 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     here = Path(__file__).parent
-    names = argv or sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_"))
+    # A benchmark is a module with a main(); helpers (e.g. the RLlib peer's module and config) are not run.
+    names = argv or sorted(
+        p.stem for p in here.glob("*.py") if not p.stem.startswith("_") and "\ndef main(" in p.read_text()
+    )
     summary: list[str] = []
     failed = 0
     for name in names:
