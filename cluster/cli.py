@@ -128,17 +128,38 @@ def data_inspect(paths: tuple[Path, ...]) -> None:
     type=click.Path(exists=True, path_type=Path),
     help="Kline files named SYMBOL-INTERVAL-... (repeatable).",
 )
+@click.option(
+    "--stream-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The unified stream's storage directory (its persisted ticks and bars).",
+)
+@click.option("--symbols", default="ETHUSDT,BTCUSDT", show_default=True, help="Symbols read from --stream-dir.")
 @click.option("--start", default=None, help="First instant kept, YYYY-MM-DD[THH:MM] UTC (default: all).")
 @click.option("--end", default=None, help="First instant not kept (exclusive).")
 @click.option("--out", "out_root", type=click.Path(path_type=Path), default=Path("data/snapshots"), show_default=True)
-def data_snapshot(name: str, kline_files: tuple[Path, ...], start: str | None, end: str | None, out_root: Path) -> None:
-    """Freeze a span of history into an immutable, fingerprinted snapshot that runs can name."""
-    from cluster.snapshot import arrays_from_kline_files, clip_span, write_snapshot
+def data_snapshot(
+    name: str,
+    kline_files: tuple[Path, ...],
+    stream_dir: Path | None,
+    symbols: str,
+    start: str | None,
+    end: str | None,
+    out_root: Path,
+) -> None:
+    """Freeze a span of history (kline files and/or the stream's persisted data) into an immutable,
+    fingerprinted snapshot that runs can name."""
+    from cluster.snapshot import arrays_from_kline_files, arrays_from_stream_store, clip_span, write_snapshot
 
-    if not kline_files:
-        raise click.UsageError("give at least one --klines file")
-    arrays = clip_span(arrays_from_kline_files(list(kline_files)), _utc_ms(start), _utc_ms(end))
-    snap = write_snapshot(arrays, out_root, name, sources=[str(p) for p in kline_files])
+    if not kline_files and stream_dir is None:
+        raise click.UsageError("give --klines files and/or --stream-dir")
+    arrays = arrays_from_kline_files(list(kline_files)) if kline_files else {}
+    sources = [str(p) for p in kline_files]
+    if stream_dir is not None:
+        arrays.update(arrays_from_stream_store(stream_dir, tuple(s.strip().upper() for s in symbols.split(","))))
+        sources.append(str(stream_dir))
+    arrays = clip_span(arrays, _utc_ms(start), _utc_ms(end))
+    snap = write_snapshot({k: v for k, v in arrays.items() if v.size}, out_root, name, sources=sources)
     click.echo(f"snapshot {snap.path} fingerprint {snap.fingerprint}")
     for key, entry in snap.manifest["arrays"].items():
         click.echo(f"  {key}: {entry['rows']:,} rows")

@@ -72,6 +72,27 @@ def arrays_from_kline_files(paths: list[Path]) -> dict[str, np.ndarray]:
     return out
 
 
+def arrays_from_stream_store(
+    root: Path, symbols: tuple[str, ...], timeframes: tuple[str, ...] = ("1m", "1h", "1d")
+) -> dict[str, np.ndarray]:
+    """Read what the unified stream persisted under ``root``: ``{"ETHUSDT/trades": ..., "ETHUSDT/1m": ...}``."""
+    from actors.stream_store import StreamStore  # the stream's own reader of its layout
+
+    store = StreamStore(root)
+    out: dict[str, np.ndarray] = {}
+    for symbol in symbols:
+        trades = store.read_ticks(symbol)
+        if trades.size:
+            out[f"{symbol}/trades"] = trades
+        for tf in timeframes:
+            bars = store.read_bars(symbol, tf, before_ms=2**62, count=10**9)
+            if bars.size:
+                out[f"{symbol}/{tf}"] = bars
+    if not out:
+        raise DataError(f"{root}: no persisted ticks or bars of {list(symbols)}")
+    return out
+
+
 def write_snapshot(
     arrays: Mapping[str, np.ndarray], root: Path, name: str, *, sources: list[str], synthetic: bool = False
 ) -> Snapshot:

@@ -76,3 +76,20 @@ def test_bad_keys_and_empty_spans_are_refused(tmp_path: Path) -> None:
         write_snapshot({"eth": trades(3, 1)}, tmp_path, "x", sources=[])
     with pytest.raises(DataError, match="no rows"):
         write_snapshot({"ETHUSDT/trades": trades(0, 1)}, tmp_path, "x", sources=[])
+
+
+def test_snapshot_of_the_streams_persisted_history_holds_every_trade_once(shared_data: Path, tmp_path: Path) -> None:
+    from actors.messages import TickBatch
+    from actors.stream import StreamConfig, UnifiedStream
+    from cluster.snapshot import arrays_from_stream_store
+    from market.datasets import load_ws_capture
+
+    eth = load_ws_capture(*sorted((shared_data / "binance" / "ws").glob("spot_ethusdt_*.gz"))).trades
+    stream = UnifiedStream(StreamConfig(storage_dir=tmp_path / "stream"))
+    for chunk in np.array_split(eth, 7):
+        stream.ingest(TickBatch(source="test", seq=0, trades={"ETHUSDT": chunk}))
+    stream.flush()
+    arrays = arrays_from_stream_store(tmp_path / "stream", ("ETHUSDT",))
+    np.testing.assert_array_equal(arrays["ETHUSDT/trades"], eth)
+    snap = write_snapshot(arrays, tmp_path / "snaps", "live", sources=["stream"])
+    assert read_snapshot(snap.path).fingerprint == snap.fingerprint
