@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 import torch
 
+from market.errors import DataError
 from market.layout import AGENT_FEATURES, StateLayout
 from market.venue import ACTION_NAMES
 
@@ -33,6 +34,9 @@ CONFIDENCE_DEFINITION = (
     "(discounted n-step reward); 0 is a tie (broken towards the lower action index, as in training), larger "
     "is more decided; not a probability"
 )
+#: The largest magnitude a state value may have. States are normalised features (the real 1m klines' largest is
+#: a Williams count in the thousands); a value beyond this is garbage and could overflow the network.
+MAX_ABS_VALUE = 1e9
 #: The keys a JSON ``/v1/act`` body may carry.
 JSON_KEYS = frozenset({"state", "states", "agent", "symbol", "latest"})
 
@@ -106,6 +110,19 @@ def decide(q_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return actions, (top2[:, 1] - top2[:, 0]).astype(np.float32)
 
 
+def check_answer(answer: PolicyAnswer) -> PolicyAnswer:
+    """Return ``answer`` when every Q-value is finite, else raise :class:`PayloadError` naming the state.
+
+    With finite weights and values within :data:`MAX_ABS_VALUE` this does not happen; it keeps a state that
+    overflows the network from being answered with ``null`` Q-values.
+    """
+    finite = np.isfinite(answer.q_values)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0][0])
+        raise PayloadError(f"state {row} overflows the network (Q-values {answer.q_values[row].tolist()})")
+    return answer
+
+
 def _component_at(layout: StateLayout, column: int) -> str:
     for comp in layout.components:
         if comp.offset <= column < comp.offset + comp.size:
@@ -153,6 +170,9 @@ class PolicyPredictor:
         self.state_size = self.layout.size
         self.agent_slice = self.layout["agent"].slice
         self.agent_size = self.layout["agent"].size
+        for name, tensor in [*network.named_parameters(), *network.named_buffers()]:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise DataError(f"policy checkpoint {path or info.version}: {name} holds non-finite values")
 
     @classmethod
     def from_checkpoint(
@@ -164,6 +184,8 @@ class PolicyPredictor:
         ------
         FileNotFoundError
             When ``path`` does not exist (the message names it).
+        DataError
+            When a weight of the network is not finite.
         """
         path = Path(path)
         if not path.is_file():
@@ -230,6 +252,13 @@ class PolicyPredictor:
                 f"states[{row}, {col}] is {states[row, col]} (component {_component_at(self.layout, col)}): "
                 "every value must be finite"
             )
+        large = np.abs(states) > MAX_ABS_VALUE
+        if large.any():
+            row, col = (int(i) for i in np.argwhere(large)[0])
+            raise PayloadError(
+                f"states[{row}, {col}] is {states[row, col]:g} (component {_component_at(self.layout, col)}): "
+                f"|value| must be at most {MAX_ABS_VALUE:g} (states are normalised features)"
+            )
         return np.ascontiguousarray(states, dtype=np.float32)
 
     def with_agent(self, states: np.ndarray, agent: object) -> np.ndarray:
@@ -256,6 +285,9 @@ class PolicyPredictor:
         if not np.isfinite(values).all():
             index = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
             raise PayloadError(f'"agent"{list(index)} is {values[index]}: every value must be finite')
+        if (np.abs(values) > MAX_ABS_VALUE).any():
+            index = tuple(int(i) for i in np.argwhere(np.abs(values) > MAX_ABS_VALUE)[0])
+            raise PayloadError(f'"agent"{list(index)} is {values[index]:g}: |value| must be at most {MAX_ABS_VALUE:g}')
         out = states.copy()
         out[:, self.agent_slice] = values
         return out
@@ -286,8 +318,8 @@ class PolicyPredictor:
         return PolicyAnswer(q, actions, confidence, self.version, self.cnn_version, self.updates)
 
     def act(self, states: object) -> PolicyAnswer:
-        """Answer one request of ``[S]`` or ``[B, S]`` float32 states (checked here)."""
-        return self._answer(self.q_values(self.check_states(states)))
+        """Answer one request of ``[S]`` or ``[B, S]`` float32 states (checked here, and so are the Q-values)."""
+        return check_answer(self._answer(self.q_values(self.check_states(states))))
 
     def act_batch(self, requests: Sequence[np.ndarray]) -> list[PolicyAnswer]:
         """Answer several checked requests with one forward pass per ``chunk_rows`` states, each its own rows."""

@@ -54,9 +54,11 @@ from market.errors import ConfigError, RayscalpError
 from policies.cnn_inference import JSON_MEDIA_TYPE, NPY_MEDIA_TYPES, PayloadError
 from policies.policy_inference import (
     CONFIDENCE_DEFINITION,
+    MAX_ABS_VALUE,
     LatestQuery,
     PolicyAnswer,
     PolicyPredictor,
+    check_answer,
     decode_act_json,
     decode_act_npy,
     encode_act_json,
@@ -69,8 +71,6 @@ logger = logging.getLogger("ray.serve")
 
 VERSION_HEADER = "x-policy-version"
 LIVE_STATE_ACTOR = "rayscalp-live-state"
-#: The largest finite float32: JSON numbers beyond it would become inf and be refused.
-_F32_MAX = float(np.finfo(np.float32).max)
 #: How long a missing live-state actor is remembered before it is looked up again.
 _LIVE_LOOKUP_BACKOFF_S = 1.0
 _HISTORY = 20
@@ -251,8 +251,8 @@ class Health(BaseModel):
 
 
 def act_request_schema(state_size: int, agent_size: int, symbols: list[str], max_rows: int) -> dict[str, Any]:
-    """JSON schema of a JSON ``/v1/act`` body for this layout (sizes exact, numbers within float32)."""
-    number = {"type": "number", "minimum": -_F32_MAX, "maximum": _F32_MAX}
+    """JSON schema of a JSON ``/v1/act`` body for this layout (sizes exact, numbers within ``MAX_ABS_VALUE``)."""
+    number = {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE}
     state = {"type": "array", "items": number, "minItems": state_size, "maxItems": state_size}
     agent = {
         "type": "array",
@@ -564,7 +564,7 @@ class PolicyDeployment:
         checked = predictor.check_states(states)
         if agent is not None:
             checked = predictor.with_agent(checked, np.asarray(agent))
-        a = await self._answer(checked)
+        a = check_answer(await self._answer(checked))
         return {
             "q_values": a.q_values,
             "actions": a.actions,
@@ -700,7 +700,7 @@ class PolicyDeployment:
                 single = True
             else:
                 states, single = predictor.prepare(query), query.single
-            answer = await self._answer(states)
+            answer = check_answer(await self._answer(states))
         except PayloadError as exc:
             raise HTTPException(422, detail=str(exc)) from None
         except UnavailableError as exc:

@@ -13,15 +13,19 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from market.errors import DataError
 from market.layout import AGENT_FEATURES, StateConfig, build_layout
 from policies.checkpoint import save_policy
 from policies.cnn_inference import PayloadError
 from policies.dqn import QNetwork, QNetworkConfig
 from policies.policy_inference import (
     ACTIONS,
+    MAX_ABS_VALUE,
     LatestQuery,
+    PolicyAnswer,
     PolicyPredictor,
     StateQuery,
+    check_answer,
     decide,
     decode_act_json,
     decode_act_npy,
@@ -83,6 +87,27 @@ def test_checkpoint_gives_versions_updates_layout_and_the_networks_q_values(pred
 def test_missing_checkpoint_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         PolicyPredictor.from_checkpoint(tmp_path / "nope.pt", "cpu")
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_naming_the_tensor(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = QNetwork(build_layout(TINY), SMALL_NET).eval()
+    with torch.no_grad():
+        net.advantage.weight[1, 2] = float("nan")
+    path = save_policy(tmp_path / "policy-bad.pt", net, version="bad", updates=1)
+    with pytest.raises(DataError, match=r"policy-bad.pt: advantage.weight holds non-finite values"):
+        PolicyPredictor.from_checkpoint(path, "cpu")
+
+
+def test_a_state_that_overflows_the_network_is_refused_not_answered_with_nan(predictor: PolicyPredictor) -> None:
+    states = np.full((2, predictor.state_size), MAX_ABS_VALUE, dtype=np.float32)
+    answer = predictor._answer(predictor.q_values(states))  # the bound keeps this finite for these weights
+    assert np.isfinite(answer.q_values).all() and check_answer(answer) is answer
+    broken = PolicyAnswer(
+        np.array([[1, 2, 3], [np.inf, 0, 0]], np.float32), answer.actions, answer.confidence, "v", None, 0
+    )
+    with pytest.raises(PayloadError, match="state 1 overflows the network"):
+        check_answer(broken)
 
 
 @given(st.lists(st.lists(st.floats(-1e6, 1e6, width=32), min_size=3, max_size=3), min_size=1, max_size=20))
@@ -148,6 +173,7 @@ def test_agent_override_replaces_only_the_agent_slot(predictor: PolicyPredictor)
         (np.array([0, 0, 0, 0, 1e39, 0]), r"\[4\] is inf"),
         (np.array(["a"] * 6), "6 numbers"),
         (np.zeros((1, 1, 6)), r"shape \(1, 1, 6\)"),
+        (np.array([0, 0, 0, 2e9, 0, 0]), r"\[3\] is 2e\+09: \|value\| must be at most 1e\+09"),
     ],
 )
 def test_bad_agent_features_are_refused_with_the_reason(
@@ -169,6 +195,10 @@ def _bad_states(width: int) -> list[tuple[object, str]]:
         (good[:0], "empty"),
         (nan, r"states\[1, 690\] is nan \(component agent\)"),
         (np.zeros((65, width), dtype=np.float32), "65 states in one request, at most 64"),
+        (
+            np.full((1, width), -3e9, dtype=np.float32),
+            r"states\[0, 0\] is -3e\+09 \(component eth_1m\): \|value\| must be at most 1e\+09",
+        ),
         (good.tolist(), "numpy array"),
     ]
 
