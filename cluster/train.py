@@ -1,0 +1,888 @@
+"""The Ape-X training driver: history -> timeline -> spans -> CNN fill -> learner and rollout workers on Ray
+-> progress -> checkpoints -> a greedy evaluation on the held-out span. ``python -m cluster.train --config ...``.
+
+Owns the order of those steps, the driver loop and what is printed and written; learns nothing itself
+(``actors.learner`` does) and never lets training see the evaluation span.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import orjson
+import ray
+import torch
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from actors.apex_config import ApexConfig, CnnSourceConfig, apex_epsilon
+from actors.checkpoints import CheckpointInfo, CheckpointStore
+from actors.learner import LearnerActor, LearnerReply, LearnerSetup
+from actors.metrics import record
+from actors.rollout import RolloutWorker, WorkerSetup, worker_seed
+from market.baselines import run_baselines
+from market.env import EnvConfig, TradingEnv
+from market.errors import ConfigError, RayscalpError
+from market.spans import split_spans
+from market.timeline import MarketTimeline
+from market.timeline_builder import MarketData, build_timeline
+from policies.dqn import QNetwork
+
+from .config import ExperimentConfig, apply_override, format_validation_error, load_config, resolved_dict
+from .history import History, load_history
+from .runinfo import make_run_record, new_run_id, write_run_record
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between status polls of the driver loop (progress lines are printed every ``progress_every_s``).
+POLL_S = 0.25
+
+
+class TrainingError(RayscalpError):
+    """The run could not go on: the learner died or failed, or a worker failed in lockstep mode."""
+
+
+# --------------------------------------------------------------------------------------------- the market
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingMarket:
+    """The timeline of a run and where it trains and is evaluated.
+
+    Workers and the learner see steps ``[0, train_end)`` only (episodes start at ``train_start`` or later);
+    the greedy evaluation runs ``eval_steps`` steps from ``eval_start`` on the whole timeline.
+    """
+
+    timeline: MarketTimeline
+    train_start: int
+    train_end: int
+    eval_start: int
+    eval_steps: int
+    cnn_hidden: np.ndarray | None = None
+    cnn_pred: np.ndarray | None = None
+    cnn_version: str | None = None
+    description: str = ""
+    fingerprint: str | None = None
+    sources: tuple[str, ...] = ()
+    spans: dict[str, Any] | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the timeline was built from synthetic data (every figure from it must say so)."""
+        return bool(self.timeline.synthetic)
+
+    @property
+    def label(self) -> str:
+        """What to print beside any figure computed on this market."""
+        return "SYNTHETIC data" if self.synthetic else "real Binance data"
+
+
+def head_timeline(timeline: MarketTimeline, end: int) -> MarketTimeline:
+    """The timeline's first ``end`` steps (per-step arrays sliced; row arrays are shared, and a step before
+    ``end`` never reads a row known only later). Views, no copies."""
+    n = timeline.n_steps
+    if not 2 <= end <= n:
+        raise ConfigError(f"training span end {end} is outside [2, {n}]")
+    if end == n:
+        return timeline
+
+    def cut(a: Any) -> Any:
+        return a[:end] if a is not None else None
+
+    windows = {
+        name: dataclasses.replace(
+            src, last=cut(src.last), forming=cut(src.forming), forming_valid=cut(src.forming_valid)
+        )
+        for name, src in timeline.windows.items()
+    }
+    meta = {k: (v[:end] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v) for k, v in timeline.meta.items()}
+    return dataclasses.replace(
+        timeline,
+        step_time_ms=cut(timeline.step_time_ms),
+        refs={k: cut(v) for k, v in timeline.refs.items()},
+        windows=windows,
+        vectors={k: cut(v) for k, v in timeline.vectors.items()},
+        base_close=cut(timeline.base_close),
+        base_high=cut(timeline.base_high),
+        base_low=cut(timeline.base_low),
+        meta=meta,
+    )
+
+
+def _first_steps(data: MarketData, base_timeframe: str, steps: int) -> MarketData:
+    """The history cut to its first ``steps`` base steps (bars of the base timeframe, or ticks by time)."""
+    if data.eth_trades is not None and data.eth_trades.size:
+        from market.timeframes import TIMEFRAME_MS
+
+        end_ms = int(data.eth_trades["time_ms"][0]) + steps * TIMEFRAME_MS[base_timeframe]
+        eth = data.eth_trades[data.eth_trades["time_ms"] < end_ms]
+        btc = None if data.btc_trades is None else data.btc_trades[data.btc_trades["time_ms"] < end_ms]
+        return dataclasses.replace(data, eth_trades=eth, btc_trades=btc)
+    eth_bars, btc_bars = dict(data.eth_bars), dict(data.btc_bars)
+    for bars in (eth_bars, btc_bars):
+        if base_timeframe in bars:
+            bars[base_timeframe] = bars[base_timeframe][:steps]
+    return dataclasses.replace(data, eth_bars=eth_bars, btc_bars=btc_bars)
+
+
+def fill_cnn(
+    timeline: MarketTimeline, source: CnnSourceConfig, timeline_ref: Any | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The CNN component of every step of ``timeline``: (hidden, predictions, checkpoint version).
+
+    Through the Serve deployment (``serve.cnn``) when ``source.serve``, passing ``timeline_ref`` (a ``ray.put``
+    of the timeline) so the replica reads it from the object store; else in this process.
+    """
+    if source.checkpoint is None:
+        raise ConfigError("apex.cnn.checkpoint: no CNN checkpoint configured")
+    if source.serve:
+        from serve.cnn import CnnServeConfig, deploy
+
+        handle = deploy(CnnServeConfig(checkpoint=source.checkpoint))
+        answer = handle.bulk_fill.remote(timeline_ref if timeline_ref is not None else ray.put(timeline)).result()
+        return np.asarray(answer["hidden"]), np.asarray(answer["predictions"]), str(answer["version"])
+    from policies.cnn_inference import CnnPredictor
+
+    try:
+        predictor = CnnPredictor.from_checkpoint(source.checkpoint)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"apex.cnn.checkpoint: {exc}") from None
+    answer = predictor.bulk_fill(timeline)
+    return answer.hidden, answer.predictions, answer.version
+
+
+def check_cnn_spans(checkpoint: Path, dqn_start_ms: int) -> None:
+    """Refuse a CNN whose recorded training span reaches into the DQN span (its features would be fitted on
+    the very steps the DQN learns from).
+
+    Raises
+    ------
+    ConfigError
+        When the checkpoint is missing, or its CNN span ends at or after ``dqn_start_ms``.
+    """
+    from policies.cnn import load_checkpoint
+
+    if not Path(checkpoint).is_file():
+        raise ConfigError(f"apex.cnn.checkpoint: CNN checkpoint {checkpoint} does not exist")
+    _, meta = load_checkpoint(Path(checkpoint))
+    cnn_span = (meta.get("spans") or {}).get("cnn")
+    if cnn_span is not None and int(cnn_span["end_ms"]) >= dqn_start_ms:
+        raise ConfigError(
+            f"apex.cnn.checkpoint: the CNN {meta.get('version')} was trained up to {cnn_span['end_ms']} ms, into the "
+            f"DQN span starting at {dqn_start_ms} ms; train the DQN on later data or use the CNN's spans"
+        )
+
+
+def prepare_market(
+    config: ExperimentConfig,
+    apex: ApexConfig,
+    *,
+    history: History | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainingMarket:
+    """Build the run's timeline from the configured history and split it into spans.
+
+    The DQN trains on the DQN span of ``market.spans`` (after the CNN's, gapped by the longest CNN horizon)
+    and is evaluated on the evaluation span, the latest. The CNN component is filled when
+    ``apex.cnn.checkpoint`` is given (zero otherwise).
+    """
+    history = history or load_history(config.data, config.symbols)
+    state = config.state
+    data = history.market_data(config.symbols, ticks=bool(state.tick_window))
+    if apex.history_steps is not None:
+        data = _first_steps(data, state.base_timeframe, apex.history_steps)
+    timeline = build_timeline(data, state, config.indicators)
+    spans = split_spans(timeline.step_time_ms, config.spans, horizon=max(config.cnn.horizons))
+    log(
+        f"history: {history.label()} ({history.description}); {timeline.n_steps:,} steps of {state.base_timeframe}; "
+        f"DQN span [{spans.dqn.start}, {spans.dqn.end}), evaluation span [{spans.eval.start}, {spans.eval.end})"
+    )
+    hidden = pred = version = None
+    if apex.cnn.checkpoint is not None:
+        check_cnn_spans(apex.cnn.checkpoint, spans.dqn.start_ms)
+        hidden, pred, version = fill_cnn(timeline, apex.cnn)
+        log(f"CNN {version}: filled {timeline.n_steps:,} steps")
+    return TrainingMarket(
+        timeline=timeline,
+        train_start=spans.dqn.start,
+        train_end=spans.dqn.end,
+        eval_start=spans.eval.start,
+        eval_steps=spans.eval.n_steps - 1,
+        cnn_hidden=hidden,
+        cnn_pred=pred,
+        cnn_version=version,
+        description=history.description,
+        fingerprint=history.fingerprint or None,
+        sources=tuple(str(f) for f in history.files),
+        spans=spans.as_dict(),
+    )
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The greedy policy over the held-out span beside buy-and-hold and flat (log returns, net of costs)."""
+
+    start_step: int
+    steps: int
+    greedy_log_return: float
+    buy_and_hold_log_return: float
+    flat_log_return: float
+    greedy_trades: int
+    data_label: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return dataclasses.asdict(self)
+
+
+@torch.no_grad()
+def evaluate_greedy(
+    weights: dict[str, torch.Tensor], config: ExperimentConfig, market: TrainingMarket, env_config: EnvConfig
+) -> Evaluation:
+    """Run the greedy policy of ``weights`` once over the evaluation span (one env, fixed start), with the
+    run's CNN component, and the flat and buy-and-hold baselines over the same steps."""
+    qnet = QNetwork(market.timeline.layout, config.network)
+    qnet.load_state_dict(weights)
+    qnet.eval()
+    eval_config = env_config.model_copy(
+        update={"random_start": False, "start_step": market.eval_start, "episode_steps": market.eval_steps}
+    )
+    env = TradingEnv(market.timeline, eval_config, cnn_hidden=market.cnn_hidden, cnn_pred=market.cnn_pred)
+    obs, info = env.reset(seed=0)
+    equity0 = eval_config.initial_equity
+    equity, trades = equity0, 0
+    for _ in range(market.eval_steps):
+        action = int(qnet(torch.as_tensor(obs[None])).argmax(dim=1)[0])
+        obs, _, terminated, truncated, info = env.step(action)
+        equity, trades = float(info["equity"]), int(info["trades"])
+        if terminated or truncated:
+            break
+    baselines = {
+        b.name: float(np.log1p(b.total_return))
+        for b in run_baselines(market.timeline, eval_config, [0], names=("flat", "buy_and_hold"))
+    }
+    return Evaluation(
+        start_step=market.eval_start,
+        steps=market.eval_steps,
+        greedy_log_return=float(np.log(equity / equity0)),
+        buy_and_hold_log_return=baselines["buy_and_hold"],
+        flat_log_return=baselines["flat"],
+        greedy_trades=trades,
+        data_label=market.label,
+    )
+
+
+# --------------------------------------------------------------------------------------------- progress
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One look at a running training (what the progress lines, the metrics and callbacks see)."""
+
+    elapsed_s: float
+    env_steps: int
+    updates: int
+    transitions: int
+    episodes: int
+    env_steps_per_s: float
+    updates_per_s: float
+    loss: float | None
+    mean_return: float | None
+    epsilon_min: float | None
+    epsilon_max: float | None
+    replay_size: int
+    replay_capacity: int
+    last_checkpoint: str | None
+    last_checkpoint_updates: int | None
+    worker_starts: dict[int, int]
+    done: bool
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunHandles:
+    """The actors of a run (for callbacks: tests kill them to prove the run survives)."""
+
+    learner: Any
+    workers: list[Any]
+    store: CheckpointStore
+
+
+class _Meter:
+    """Turns successive learner statuses into :class:`Progress` with rates over the last interval."""
+
+    def __init__(self, apex: ApexConfig) -> None:
+        self.started = time.monotonic()
+        self.last: tuple[float, int, int] | None = None
+        self.rates = (0.0, 0.0)
+        self.first: tuple[float, int, int] | None = None
+        self.window_s = min(apex.progress_every_s, 2.0)
+
+    def __call__(self, status: dict[str, Any]) -> Progress:
+        now = time.monotonic()
+        env, upd = int(status["env_steps"]), int(status["updates"])
+        if self.first is None:
+            self.first = (now, env, upd)
+        if self.last is None:
+            self.last = (now, env, upd)
+        elif now - self.last[0] >= self.window_s:
+            dt_s = now - self.last[0]
+            self.rates = ((env - self.last[1]) / dt_s, (upd - self.last[2]) / dt_s)
+            self.last = (now, env, upd)
+        workers = status.get("workers", {})
+        eps = [float(w["epsilon"]) for w in workers.values()]
+        return Progress(
+            elapsed_s=now - self.started,
+            env_steps=env,
+            updates=upd,
+            transitions=int(status["transitions"]),
+            episodes=int(status["episodes"]),
+            env_steps_per_s=self.rates[0],
+            updates_per_s=self.rates[1],
+            loss=status.get("loss"),
+            mean_return=status.get("mean_return"),
+            epsilon_min=min(eps) if eps else None,
+            epsilon_max=max(eps) if eps else None,
+            replay_size=int(status["replay_size"]),
+            replay_capacity=int(status["replay_capacity"]),
+            last_checkpoint=status.get("last_checkpoint"),
+            last_checkpoint_updates=status.get("last_checkpoint_updates"),
+            worker_starts={int(i): len(w["pids"]) for i, w in workers.items()},
+            done=bool(status.get("done")),
+            status=status,
+        )
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def progress_line(p: Progress) -> str:
+    """One line of progress (rich markup)."""
+    restarts = sum(max(0, n - 1) for n in p.worker_starts.values())
+    fill = p.replay_size / max(1, p.replay_capacity)
+    ckpt = "none" if p.last_checkpoint_updates is None else f"{p.last_checkpoint_updates:,} updates"
+    return (
+        f"[bold]{p.elapsed_s:6.0f}s[/] env {p.env_steps:,} ({p.env_steps_per_s:,.0f}/s) | "
+        f"updates {p.updates:,} ({p.updates_per_s:,.1f}/s) | loss {_fmt(p.loss, '.4g')} | "
+        f"mean return {_fmt(p.mean_return, '+.4f')} over {min(p.episodes, 100)} ep | "
+        f"eps {_fmt(p.epsilon_min, '.2g')}..{_fmt(p.epsilon_max, '.2g')} | replay {fill:.0%} ({p.replay_size:,}) | "
+        f"workers {len(p.worker_starts)} (restarts {restarts}) | checkpoint {ckpt}"
+    )
+
+
+def _export(p: Progress) -> None:
+    """The driver's share of the training metrics (the learner and workers export the rest)."""
+    if p.epsilon_min is not None and p.epsilon_max is not None:
+        record("rayscalp_train_epsilon_min", p.epsilon_min)
+        record("rayscalp_train_epsilon_max", p.epsilon_max)
+    if p.mean_return is not None:
+        record("rayscalp_train_mean_return", p.mean_return, {"split": "train"})
+
+
+# --------------------------------------------------------------------------------------------- Ray
+
+
+def connect_ray(namespace: str = "rayscalp") -> bool:
+    """Join the running Ray (``RAY_ADDRESS``, or a cluster started on this machine) or start a local one.
+
+    Returns
+    -------
+    bool
+        Whether this call started Ray (and the caller should shut it down).
+    """
+    if ray.is_initialized():
+        return False
+    quiet = {"namespace": namespace, "log_to_driver": True, "configure_logging": False}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
+        return True
+    try:
+        ray.init(address="auto", **quiet)
+        return True
+    except ConnectionError:
+        pass
+    # A local Ray started from here runs without token auth and without usage reporting.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(**quiet)
+    return True
+
+
+def _learner_options(apex: ApexConfig) -> dict[str, Any]:
+    resources = apex.learner
+    gpus = resources.num_gpus
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0.0) >= 1.0 else 0.0
+    options: dict[str, Any] = {
+        "num_cpus": resources.num_cpus,
+        "num_gpus": gpus,
+        "max_concurrency": apex.num_workers + 4,
+        "max_restarts": 0,
+    }
+    if resources.resource:
+        options["resources"] = {resources.resource: 1.0}
+    return options
+
+
+def _check_resources(apex: ApexConfig, console: Console) -> None:
+    """Warn (not fail: an autoscaling cluster adds nodes) when the actors ask for more CPUs than Ray has."""
+    wanted = apex.learner.num_cpus + apex.num_workers * apex.worker_num_cpus
+    have = ray.cluster_resources().get("CPU", 0.0)
+    if wanted > have:
+        console.print(
+            f"[yellow]warning[/]: learner and workers ask for {wanted:g} CPUs, the cluster has {have:g} now; "
+            "actors wait until an autoscaler adds nodes (lower apex.worker_num_cpus on a small machine)"
+        )
+
+
+# --------------------------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """What a finished run did and where its outputs are."""
+
+    run_id: str
+    run_dir: Path
+    counters: dict[str, Any]
+    resumed_from: CheckpointInfo | None
+    last_checkpoint: CheckpointInfo | None
+    worker_starts: dict[int, int]
+    evaluation: Evaluation
+    wall_seconds: float
+    env_steps_per_s: float
+    updates_per_s: float
+    weights: dict[str, torch.Tensor]
+    cnn_version: str
+
+    @property
+    def updates(self) -> int:
+        """Learner updates at the end (over every session)."""
+        return int(self.counters["updates"])
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps received by the learner at the end (over every session)."""
+        return int(self.counters["env_steps"])
+
+
+def default_storage(config: ExperimentConfig) -> str:
+    """``<output_dir>/<name>/checkpoints``: stable across driver restarts, so ``--resume`` finds it."""
+    return str(config.output_dir / config.name / "checkpoints")
+
+
+_RESUME_KEYS = ("state", "network", "symbols", "env")
+
+
+def check_resumable(meta: dict[str, Any], config: ExperimentConfig, cnn_version: str, where: str) -> None:
+    """Refuse to resume a checkpoint whose state, network, symbols, env, replay capacity or CNN differ from
+    this run's (its replay's transitions are only meaningful under the same state and CNN).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and both values.
+    """
+    saved_cnn = meta.get("cnn_version")
+    if saved_cnn is not None and saved_cnn != cnn_version:
+        raise ConfigError(f"{where}: the checkpoint was trained with CNN {saved_cnn!r}, this run has {cnn_version!r}")
+    saved = meta.get("config") or {}
+    now = resolved_dict(config)
+    for key in _RESUME_KEYS:
+        if key in saved and saved[key] != now[key]:
+            raise ConfigError(
+                f"{where}: {key} differs from the checkpoint's (checkpoint {saved[key]!r}, now {now[key]!r})"
+            )
+    capacity = (saved.get("replay") or {}).get("capacity")
+    if capacity is not None and capacity != config.replay.capacity:
+        raise ConfigError(f"{where}: replay.capacity is {config.replay.capacity}, the checkpoint's is {capacity}")
+
+
+def train(
+    config: ExperimentConfig,
+    apex: ApexConfig,
+    *,
+    resume: bool = False,
+    market: TrainingMarket | None = None,
+    console: Console | None = None,
+    on_progress: Callable[[Progress, RunHandles], None] | None = None,
+) -> TrainResult:
+    """Train a policy with Ape-X on Ray, checkpointing as it goes, then evaluate it greedily on the held-out span.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        Data, state, env, network, training, replay, seed and output folder.
+    apex : ApexConfig
+        Workers, replay ratio, budget, checkpoints, exploration, learner resources, the CNN source.
+    resume : bool
+        Continue from the latest checkpoint in the storage (an error if there is none); without it, a storage
+        that already holds checkpoints is an error (so that two runs never mix).
+    market : TrainingMarket, optional
+        A prepared market (default: :func:`prepare_market` on the configured history).
+    console : rich Console, optional
+        Where progress and the summary go.
+    on_progress : callable, optional
+        Called with each :class:`Progress` and the run's actors.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainingError
+        The learner died (rerun with ``resume=True`` to go on from the last checkpoint) or failed.
+    ConfigError
+        A bad combination of settings, or a storage that does not fit ``resume``.
+    """
+    console = console or Console()
+    training = config.training
+    if apex.learning_starts < training.batch_size:
+        raise ConfigError(
+            f"apex.learning_starts={apex.learning_starts} is below training.batch_size={training.batch_size}: "
+            "the first update needs a full batch"
+        )
+    storage = apex.checkpoint.storage or default_storage(config)
+    store = CheckpointStore(storage, apex.checkpoint.keep_last)
+    latest = store.latest()
+    if resume and latest is None:
+        raise ConfigError(f"--resume: no checkpoint in {store.uri} to resume from")
+    if not resume and latest is not None:
+        raise ConfigError(
+            f"{store.uri} holds checkpoints of an earlier run (latest {latest.name}): pass --resume to continue "
+            "it, or set apex.checkpoint.storage to a new location"
+        )
+    started_ray = connect_ray()
+    try:
+        return _train(config, apex, store, latest, market, console, on_progress)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _train(
+    config: ExperimentConfig,
+    apex: ApexConfig,
+    store: CheckpointStore,
+    resume_from: CheckpointInfo | None,
+    market: TrainingMarket | None,
+    console: Console,
+    on_progress: Callable[[Progress, RunHandles], None] | None,
+) -> TrainResult:
+    _check_resources(apex, console)
+    market = market or prepare_market(config, apex, log=console.print)
+    cnn_version = market.cnn_version or "none"
+    if resume_from is not None:
+        check_resumable(store.read_meta(resume_from), config, cnn_version, f"resuming from {resume_from.uri}")
+    env_config = config.env.model_copy(update={"start_step": max(config.env.start_step, market.train_start)})
+    run_id = new_run_id(config.name)
+    run_dir = config.output_dir / config.name / "runs" / run_id
+    seeds = {f"rollout_{i}": worker_seed(config.seed, i) for i in range(apex.num_workers)}
+    run_record = make_run_record(
+        config,
+        run_id=run_id,
+        components=("replay", "network"),
+        data_fingerprint=market.fingerprint,
+        data_sources=list(market.sources),
+        extra={
+            "apex": apex.model_dump(mode="json"),
+            "cnn_version": cnn_version,
+            "spans": market.spans,
+            "train_steps": [market.train_start, market.train_end],
+            "eval_steps": [market.eval_start, market.eval_start + market.eval_steps],
+            "data": market.description,
+            "synthetic": market.synthetic,
+            "mode": "lockstep (deterministic)" if apex.deterministic else "asynchronous Ape-X (not bit-reproducible)",
+            "worker_seeds": seeds,
+            "epsilons": [
+                apex_epsilon(i, apex.num_workers, apex.exploration.base, apex.exploration.alpha)
+                for i in range(apex.num_workers)
+            ],
+            "checkpoint_storage": store.uri,
+            "resumed_from": None if resume_from is None else resume_from.uri,
+        },
+    )
+    record_path = write_run_record(run_record, run_dir)
+    console.print(
+        f"run {run_id}: {apex.num_workers} workers x {apex.envs_per_worker} envs, replay ratio {apex.replay_ratio:g}, "
+        f"CNN {cnn_version}, {market.label}; checkpoints in {store.uri}; record {record_path}"
+        + (f"; resuming from {resume_from.name}" if resume_from is not None else "")
+    )
+    timeline_ref = ray.put(head_timeline(market.timeline, market.train_end))
+    cnn_ref = None
+    if market.cnn_hidden is not None and market.cnn_pred is not None:
+        cnn_ref = ray.put((market.cnn_hidden[: market.train_end], market.cnn_pred[: market.train_end]))
+    run_meta = {
+        "name": config.name,
+        "run_id": run_id,
+        "config": resolved_dict(config),
+        "apex": apex.model_dump(mode="json"),
+        "cnn_version": cnn_version,
+        "spans": market.spans,
+        "run_record": dataclasses.asdict(run_record),
+    }
+    setup = LearnerSetup(
+        training=config.training,
+        replay=config.replay,
+        network=config.network,
+        apex=apex,
+        seed=config.seed,
+        storage=store.uri,
+        resume_from=resume_from,
+        run_meta=run_meta,
+        cnn_version=market.cnn_version,
+        policy_meta={
+            "spans": market.spans,
+            "cnn_checkpoint": None if apex.cnn.checkpoint is None else str(apex.cnn.checkpoint),
+            "data_fingerprint": market.fingerprint,
+            "synthetic": market.synthetic,
+            "run_id": run_id,
+        },
+    )
+    learner = LearnerActor.options(**_learner_options(apex)).remote(setup, timeline_ref, cnn_ref)
+    workers = [
+        RolloutWorker.options(num_cpus=apex.worker_num_cpus, max_restarts=apex.max_worker_restarts).remote(
+            WorkerSetup(i, apex.num_workers, env_config, config.network, config.training, apex, config.seed),
+            timeline_ref,
+            cnn_ref,
+            learner,
+            autostart=not apex.deterministic,
+        )
+        for i in range(apex.num_workers)
+    ]
+    handles = RunHandles(learner, workers, store)
+    meter = _Meter(apex)
+    loop = _run_lockstep if apex.deterministic else _run_async
+    try:
+        try:
+            progress = loop(handles, apex, meter, console, on_progress)
+        except KeyboardInterrupt:
+            console.print("interrupted: writing a last checkpoint")
+            ray.get(learner.stop.remote())
+            ray.get(learner.wait.remote(600))
+            raise
+        weights = ray.get(learner.weights.remote())
+        status = ray.get(learner.status.remote())
+    except ray.exceptions.RayActorError as exc:
+        latest = store.latest()
+        where = latest.uri if latest is not None else "none yet"
+        raise TrainingError(
+            f"the learner died ({type(exc).__name__}); rerun with --resume to continue from the last checkpoint "
+            f"({where})"
+        ) from exc
+    finally:
+        for worker in workers:
+            ray.kill(worker, no_restart=True)
+        with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
+            ray.get(learner.close.remote(), timeout=30)
+        ray.kill(learner, no_restart=True)
+    evaluation = evaluate_greedy(weights, config, market, env_config)
+    first = meter.first or (meter.started, 0, 0)
+    elapsed = max(1e-9, time.monotonic() - first[0])
+    last = store.latest()
+    result = TrainResult(
+        run_id=run_id,
+        run_dir=run_dir,
+        counters={k: status[k] for k in ("env_steps", "updates", "transitions", "episodes", "batches", "sessions")},
+        resumed_from=resume_from,
+        last_checkpoint=last,
+        worker_starts=progress.worker_starts,
+        evaluation=evaluation,
+        wall_seconds=time.monotonic() - meter.started,
+        env_steps_per_s=(progress.env_steps - first[1]) / elapsed,
+        updates_per_s=(progress.updates - first[2]) / elapsed,
+        weights=weights,
+        cnn_version=cnn_version,
+    )
+    (run_dir / "result.json").write_bytes(
+        orjson.dumps(
+            {
+                "run_id": run_id,
+                "counters": result.counters,
+                "evaluation": evaluation.as_dict(),
+                "last_checkpoint": None if last is None else last.uri,
+                "latest_policy": status.get("latest_policy"),
+                "worker_starts": {str(k): v for k, v in result.worker_starts.items()},
+                "env_steps_per_s": result.env_steps_per_s,
+                "updates_per_s": result.updates_per_s,
+                "cnn_version": cnn_version,
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+    )
+    console.print(_summary(result, market))
+    return result
+
+
+def _check_workers(workers: list[Any]) -> None:
+    """Raise when a worker's loop failed with an error (a restarting worker is not an error)."""
+    refs = [w.info.remote() for w in workers]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=5.0)
+    for ref in ready:
+        try:
+            info = ray.get(ref)
+        except ray.exceptions.RayError:
+            continue  # dead or restarting: Ray brings it back
+        if info.get("error"):
+            raise TrainingError(f"rollout worker {info['index']} failed:\n{info['error']}")
+
+
+def _run_async(
+    handles: RunHandles,
+    apex: ApexConfig,
+    meter: _Meter,
+    console: Console,
+    on_progress: Callable[[Progress, RunHandles], None] | None,
+) -> Progress:
+    learner = handles.learner
+    ray.get(learner.start.remote())
+    printed = checked = time.monotonic()
+    stopping = False
+    while True:
+        status = ray.get(learner.status.remote())
+        if status.get("error"):
+            raise TrainingError(f"the learner failed:\n{status['error']}")
+        progress = meter(status)
+        now = time.monotonic()
+        if on_progress is not None:
+            on_progress(progress, handles)
+        if progress.done:
+            console.print(progress_line(progress))
+            _export(progress)
+            return progress
+        if now - printed >= apex.progress_every_s:
+            printed = now
+            console.print(progress_line(progress))
+            _export(progress)
+        if now - checked >= max(5.0, apex.progress_every_s):
+            checked = now
+            _check_workers(handles.workers)
+        wall = apex.budget.wall_seconds
+        if wall is not None and not stopping and progress.elapsed_s >= wall:
+            stopping = True
+            learner.stop.remote()
+        time.sleep(POLL_S)
+
+
+def _run_lockstep(
+    handles: RunHandles,
+    apex: ApexConfig,
+    meter: _Meter,
+    console: Console,
+    on_progress: Callable[[Progress, RunHandles], None] | None,
+) -> Progress:
+    learner, workers = handles.learner, handles.workers
+    printed = time.monotonic()
+    while True:
+        batches = [w.collect.remote() for w in workers]
+        reply: LearnerReply = ray.get(learner.step_round.remote(*batches))
+        for w in workers:
+            w.sync.remote(reply)
+        wall = apex.budget.wall_seconds
+        out_of_time = wall is not None and time.monotonic() - meter.started >= wall
+        if out_of_time and not reply.stop:
+            reply = ray.get(learner.finish.remote())
+        progress = meter(reply.status if not out_of_time else ray.get(learner.status.remote()))
+        if on_progress is not None:
+            on_progress(progress, handles)
+        now = time.monotonic()
+        if reply.stop or out_of_time:
+            console.print(progress_line(progress))
+            _export(progress)
+            return progress
+        if now - printed >= apex.progress_every_s:
+            printed = now
+            console.print(progress_line(progress))
+            _export(progress)
+
+
+def _summary(result: TrainResult, market: TrainingMarket) -> Table:
+    ev = result.evaluation
+    table = Table(
+        title=f"run {result.run_id}: greedy evaluation on steps [{ev.start_step}, {ev.start_step + ev.steps}] "
+        f"({ev.data_label}, CNN {result.cnn_version})",
+        title_justify="left",
+    )
+    for col in ("policy", "log return", "trades"):
+        table.add_column(col, justify="right")
+    table.add_row("greedy (this run)", f"{ev.greedy_log_return:+.4f}", f"{ev.greedy_trades}")
+    table.add_row("buy and hold", f"{ev.buy_and_hold_log_return:+.4f}", "1")
+    table.add_row("flat", f"{ev.flat_log_return:+.4f}", "0")
+    table.caption = (
+        f"{result.env_steps:,} env steps, {result.updates:,} updates; this session {result.env_steps_per_s:,.0f} "
+        f"env steps/s, {result.updates_per_s:,.1f} updates/s"
+        + ("; SYNTHETIC data: these figures say nothing about the real market" if market.synthetic else "")
+    )
+    return table
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def apex_config(config: ExperimentConfig, overrides: tuple[str, ...] | list[str] = ()) -> ApexConfig:
+    """The run's Ape-X settings: ``config.apex`` when the experiment config has one, else the defaults, with
+    ``key.path=value`` overrides applied.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``--apex-set`` and the key path of an invalid entry.
+    """
+    base = getattr(config, "apex", None)
+    data: dict[str, Any] = base.model_dump(mode="json", exclude_unset=True) if isinstance(base, ApexConfig) else {}
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return ApexConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error("--apex-set " + ", ".join(overrides), exc)) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="Experiment YAML.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config key.")
+@click.option(
+    "--apex-set", "apex_overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override an Ape-X setting."
+)
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in the checkpoint storage.")
+def main(config_path: Path | None, overrides: tuple[str, ...], apex_overrides: tuple[str, ...], resume: bool) -> None:
+    """Distributed (Ape-X) training on Ray, then a greedy evaluation on the held-out span."""
+    config = load_config(config_path, overrides)
+    train(config, apex_config(config, apex_overrides), resume=resume)
+
+
+def entry(argv: list[str] | None = None) -> int:
+    """``python -m cluster.train``: the project's errors become one line and exit code 2."""
+    try:
+        main.main(args=argv, standalone_mode=False)
+    except RayscalpError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(entry())
