@@ -1,0 +1,942 @@
+"""Paper trading: the policy on the live stream, with simulated fills under the venue's rules and risk limits.
+
+``PaperTrader`` is the plain class doing the work (tested without Ray): a live timeline of the stream's trades,
+the policy asked at each base step, fills by ``market.venue`` (the env's one implementation of fees, slippage,
+margin and funding) under ``actors.risk``, and its account and fills persisted and restored. ``PaperTradingActor``
+is the thin Ray shell that polls the stream, exports the paper metrics and answers the kill switch. Never fills at
+a price its step did not have, never trades while the kill switch is engaged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+import ray
+from pydantic import Field
+
+from market import venue as vn
+from market.config import IndicatorConfig, StrictModel, SymbolsConfig
+from market.datasets import read_parquet, write_parquet
+from market.env import _Engine
+from market.errors import ConfigError, DataError
+from market.layout import AGENT_FEATURES, StateConfig, StateLayout
+from market.live_timeline import LiveTimeline, LiveTimelineConfig
+
+from .live_state import CnnSource, ServeCnn, recent_trades, warm_bars_of
+from .risk import RiskConfig, RiskManager, RiskState
+from .stream import UnknownConsumerError
+
+__all__ = [
+    "FILL_DTYPE",
+    "PAPER_ACTOR",
+    "REASONS",
+    "CheckpointPolicy",
+    "HttpPolicy",
+    "PaperConfig",
+    "PaperTrader",
+    "PaperTradingActor",
+    "Policy",
+    "ScriptedPolicy",
+    "agent_features",
+    "kill_paper",
+    "start_paper",
+]
+
+#: The name the paper trading actor is registered under.
+PAPER_ACTOR = "rayscalp-paper"
+#: Why a fill happened: the policy's order, or a close forced by the kill switch, the daily loss or the venue.
+REASONS: tuple[str, ...] = ("policy", "kill_switch", "max_daily_loss", "liquidation")
+#: One simulated fill (a leg of an order, ``market.venue.LEGS``), as persisted in ``fills/*.parquet``.
+FILL_DTYPE = np.dtype(
+    [
+        ("time_ms", np.int64),  # the step's time (its base bar's close time)
+        ("step", np.int64),  # the step's number: time // base timeframe
+        ("leg", np.int8),  # market.venue.LEGS: close, open, forced
+        ("side", np.int8),  # +1 buy, -1 sell
+        ("price", np.float64),
+        ("qty", np.float64),  # absolute, base units
+        ("fee", np.float64),  # quote units
+        ("reason", np.int8),  # REASONS
+        ("position_after", np.float64),  # signed position once the step's fills are done
+        ("equity_after", np.float64),  # equity at the step's close once they are done
+    ]
+)
+
+_ACCOUNT_FILE = "account.json"
+_FILLS_DIR = "fills"
+_FORMAT = 1
+
+
+def wall_ms() -> int:
+    """Wall-clock time in integer ms since the epoch (UTC)."""
+    return time.time_ns() // 1_000_000
+
+
+# ---------------------------------------------------------------------------------------------------
+# Policies
+# ---------------------------------------------------------------------------------------------------
+
+
+class Policy(Protocol):
+    """What paper trading asks at each step: an action (``market.venue.BUY``, ``SELL`` or ``HOLD``).
+
+    Attributes
+    ----------
+    kind : str
+        ``checkpoint``, ``http``, ``scripted``, ...
+    needs_state : bool
+        Whether ``act`` reads the state (a state is built only then).
+    version : str
+        The policy's version (a checkpoint's version, the server's model version).
+    """
+
+    kind: str
+    needs_state: bool
+    version: str
+
+    def prepare(self, layout: StateLayout) -> None:
+        """Check that the policy reads states of ``layout`` (raise ``ConfigError`` when it does not)."""
+        ...
+
+    def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
+        """The action for ``state`` [S] float32 at the step at ``step_time_ms``."""
+        ...
+
+
+class CheckpointPolicy:
+    """A policy checkpoint loaded in this process (``policies.policy_inference.PolicyPredictor``), greedy.
+
+    Parameters
+    ----------
+    path : path-like
+        A checkpoint written by ``policies.checkpoint.save_policy``.
+    device : str
+        ``cpu``, ``cuda[:N]`` or ``auto``.
+    """
+
+    kind = "checkpoint"
+    needs_state = True
+
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu") -> None:
+        self.path = Path(path)
+        self.device = device
+        self._predictor: Any = None
+
+    def _load(self) -> Any:
+        if self._predictor is None:
+            from policies.policy_inference import PolicyPredictor
+
+            self._predictor = PolicyPredictor.from_checkpoint(self.path, self.device)
+        return self._predictor
+
+    @property
+    def version(self) -> str:
+        return self._load().version
+
+    def prepare(self, layout: StateLayout) -> None:
+        theirs = self._load().layout
+        if theirs != layout:
+            raise ConfigError(
+                f"policy checkpoint {self.path}: its state layout ({theirs.config.profile!r}, {theirs.size} floats) "
+                f"is not paper trading's ({layout.config.profile!r}, {layout.size} floats): state must be the same"
+            )
+
+    def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
+        return int(self._load().act(state).actions[0])
+
+
+class HttpPolicy:
+    """The policy service over HTTP: ``POST`` the state as ``.npy`` to ``/v1/act``, read ``action_index``.
+
+    Parameters
+    ----------
+    url : str
+        The act endpoint, e.g. ``http://127.0.0.1:8000/policy/v1/act``.
+    timeout_s : float
+    """
+
+    kind = "http"
+    needs_state = True
+
+    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"policy url must start with http:// or https:// (got {url!r})")
+        self.url = url
+        self.timeout_s = float(timeout_s)
+        self.version = "unknown"
+
+    def prepare(self, layout: StateLayout) -> None:
+        """Nothing to check here: the service answers a state of another layout with HTTP 422 and the reason."""
+
+    def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(state, dtype=np.float32), allow_pickle=False)
+        request = urllib.request.Request(
+            self.url,
+            data=buf.getvalue(),
+            headers={"Content-Type": "application/x-npy", "Accept": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - http(s) checked
+            answer = orjson.loads(response.read())
+        self.version = str(answer.get("model_version", self.version))
+        action = answer.get("action_index")
+        if action not in (vn.BUY, vn.SELL, vn.HOLD):
+            raise DataError(f"{self.url}: answer has action_index {action!r}, expected 0, 1 or 2")
+        return int(action)
+
+
+class ScriptedPolicy:
+    """Replays recorded actions by step time (HOLD at every other step); reads no state.
+
+    For replays that must repeat a known action sequence (and compare it with the env's books).
+    """
+
+    kind = "scripted"
+    needs_state = False
+
+    def __init__(self, actions: Mapping[int, int], version: str = "scripted") -> None:
+        bad = {t: a for t, a in actions.items() if a not in (vn.BUY, vn.SELL, vn.HOLD)}
+        if bad:
+            t, a = next(iter(bad.items()))
+            raise ConfigError(f"scripted action at {t} is {a!r}; actions are 0 (buy), 1 (sell) or 2 (hold)")
+        self.actions = {int(t): int(a) for t, a in actions.items()}
+        self.version = version
+
+    def prepare(self, layout: StateLayout) -> None:
+        """Any layout: the script reads no state."""
+
+    def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
+        return self.actions.get(int(step_time_ms), vn.HOLD)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------
+
+
+class PaperConfig(StrictModel):
+    """Paper trading of the traded symbol.
+
+    Attributes
+    ----------
+    symbols : SymbolsConfig
+    state, indicators, live
+        The state the policy reads (must be its training layout), and the live timeline's bounds.
+    venue : VenueConfig
+        Fees, slippage, leverage, margin and funding: the env's rules.
+    initial_equity : float
+        Quote units the account starts with.
+    risk : RiskConfig
+    storage_dir : Path
+        Where the account (``account.json``) and the fills (``fills/*.parquet``) are kept and restored from.
+    max_step_lag_ms : int, optional
+        A step whose time is further than this behind the newest trade is marked but not acted on (a fill at
+        its close would be a price already gone); None acts on every step (replays).
+    recent_fills : int
+        Fills kept in memory for the status.
+    poll_interval_ms : int
+        How often the actor polls the stream.
+    stream_actor : str
+        Name of the unified stream actor.
+    cnn_app : str, optional
+        The CNN Serve app that fills the state's CNN part; zeros when omitted (said in the status).
+    warm_start_from_stream : bool
+        Take the stream's closed bars of the higher timeframes as warm bars at start.
+    synthetic : bool
+        Whether the stream carries synthetic trades (said in the status).
+    """
+
+    symbols: SymbolsConfig = SymbolsConfig()
+    state: StateConfig = StateConfig()
+    indicators: IndicatorConfig = IndicatorConfig()
+    live: LiveTimelineConfig = LiveTimelineConfig()
+    venue: vn.VenueConfig = vn.VenueConfig()
+    initial_equity: float = Field(10_000.0, gt=0.0)
+    risk: RiskConfig = RiskConfig()
+    storage_dir: Path = Path("data/paper")
+    max_step_lag_ms: int | None = Field(5_000, ge=0)
+    recent_fills: int = Field(50, ge=0, le=100_000)
+    poll_interval_ms: int = Field(250, ge=10, le=60_000)
+    stream_actor: str = "rayscalp-stream"
+    cnn_app: str | None = None
+    warm_start_from_stream: bool = True
+    synthetic: bool = False
+
+
+# ---------------------------------------------------------------------------------------------------
+# The agent features: the env's own definition
+# ---------------------------------------------------------------------------------------------------
+
+
+class _Price:
+    """The one price an agent-feature call reads, whatever step index it is read at."""
+
+    __slots__ = ("price",)
+
+    def __init__(self, price: float) -> None:
+        self.price = price
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.full(np.shape(index), self.price)
+
+
+class _AgentView:
+    """What the env's ``_Engine.agent_features`` reads of its engine: the books, the step, the price, the start."""
+
+    __slots__ = ("acc", "close", "equity0", "t")
+
+    def __init__(self, acc: vn.Accounts, step: int, price: float, equity0: float) -> None:
+        self.acc = acc
+        self.t = np.array([step], dtype=np.int64)
+        self.close = _Price(price)
+        self.equity0 = equity0
+
+
+def agent_features(acc: vn.Accounts, step: int, price: float, equity0: float) -> np.ndarray:
+    """The agent features (``market.layout.AGENT_FEATURES``) of account 0 at ``step`` and ``price``, float32 [A].
+
+    Computed by the env's own method (``market.env._Engine.agent_features``) so that the live state's agent part
+    is the one the policy was trained with.
+    """
+    return _Engine.agent_features(_AgentView(acc, step, price, equity0))[0]  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plain trader
+# ---------------------------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON atomically (temp file beside it, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(orjson.dumps(value))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _float(value: Any) -> float:
+    """A float from JSON, where orjson writes NaN as null."""
+    return float("nan") if value is None else float(value)
+
+
+class PaperTrader:
+    """Paper trading on the live stream's trades: one account, one policy, the venue's fills, risk limits.
+
+    Each base step of the live timeline, in order: a perp position is checked for liquidation on the step's bar
+    and charged funding when a funding time passed since the last step; the account is marked at the step's
+    close; the daily loss limit may close it; then, unless the kill switch is engaged or the step is stale, the
+    policy is asked and its order, as the risk manager allows it, fills at the step's close with slippage and
+    fees. That is the env's order of events (``market.env``), so the same actions on the same trades give the
+    env's books exactly.
+
+    Persistence: after every call that changed anything, new fills go to ``fills/part-*.parquet`` and then the
+    account, the risk state, the counters and the caller's ``cursor`` go to ``account.json`` (atomically); a new
+    trader on the same folder carries on from there. The live timeline is not persisted: after a restart its
+    windows fill again, and steps at or before the last one acted on are skipped.
+
+    Parameters
+    ----------
+    config : PaperConfig
+    policy : Policy
+    cnn : CnnSource, optional
+        Fills the state's CNN part; zeros when omitted.
+    warm_bars : mapping of timeframe -> BAR_DTYPE, optional
+        Warm bars of the traded market's higher timeframes (``market.live_timeline.LiveTimeline``).
+    clock : callable, optional
+        Wall time in ms (for the kill switch's time before any step).
+
+    Raises
+    ------
+    ConfigError
+        The policy reads another layout, or ``account.json`` belongs to another symbol, venue or starting equity.
+    DataError
+        ``account.json`` or a fills file is unreadable.
+    """
+
+    def __init__(
+        self,
+        config: PaperConfig,
+        policy: Policy,
+        *,
+        cnn: CnnSource | None = None,
+        warm_bars: Mapping[str, np.ndarray] | None = None,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.cnn = cnn
+        self._clock = clock
+        self._lock = threading.RLock()
+        self.timeline = self._timeline(warm_bars)
+        policy.prepare(self.timeline.layout)
+        self.base_ms = self.timeline.base_ms
+        self.equity0 = float(config.initial_equity)
+        self.acc = vn.Accounts.open(1, self.equity0)
+        self.risk = RiskManager(config.risk, config.venue)
+        self._fills = vn.Fills.empty(1)
+        self.last_step_ms = -1
+        self.last_close = float("nan")
+        self.steps = 0
+        self.skipped_stale = 0
+        self.skipped_done = 0
+        self.policy_calls = 0
+        self.policy_errors = 0
+        self.last_policy_error = ""
+        self.last_action: int | None = None
+        self.last_refusal = ""
+        self.cnn_errors = 0
+        self.fills_written = 0
+        self.cursor: dict[str, Any] = {}
+        self._unsaved: list[np.ndarray] = []
+        self._recent: deque[np.ndarray] = deque(maxlen=max(config.recent_fills, 1))
+        self._events: list[tuple[str, dict[str, str], float]] = []
+        self._dirty = False
+        self.root = Path(config.storage_dir)
+        self._restore()
+
+    def _timeline(self, warm_bars: Mapping[str, np.ndarray] | None) -> LiveTimeline:
+        cfg = self.config
+        return LiveTimeline(
+            cfg.state,
+            cfg.indicators,
+            warm_bars=warm_bars,
+            config=cfg.live,
+            synthetic=cfg.synthetic,
+            source=f"stream {cfg.stream_actor}",
+        )
+
+    def set_warm_bars(self, warm_bars: Mapping[str, np.ndarray]) -> bool:
+        """Start the live timeline over with ``warm_bars`` while it has taken no trade; return whether it did."""
+        with self._lock:
+            if sum(self.timeline.stats().trades_taken.values()):
+                return False
+            self.timeline = self._timeline(warm_bars)
+            return True
+
+    # -- the stream's trades -------------------------------------------------------------------------
+
+    def on_trades(
+        self,
+        trades: Mapping[str, np.ndarray],
+        *,
+        complete: bool = True,
+        cursor: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Feed the stream's trades by symbol, trade every step they close, and persist; return the steps.
+
+        Parameters
+        ----------
+        trades : mapping of symbol -> TRADE_DTYPE
+        complete : bool
+            False when trades are missing before these (the stream's history did not reach back): the live
+            timeline starts a new session.
+        cursor : mapping, optional
+            The caller's position in the stream, persisted with the account (``self.cursor``).
+        """
+        with self._lock:
+            tl = self.timeline
+            if not complete and sum(tl.stats().trades_taken.values()):
+                tl.reset()
+            traded, reference = self.config.symbols.all
+            tl.feed(eth=trades.get(traded), btc=trades.get(reference))
+            n = 0
+            while tl.next_step():
+                self._step()
+                n += 1
+            if cursor is not None and dict(cursor) != self.cursor:
+                self.cursor = dict(cursor)
+                self._dirty = True
+            if self._dirty:
+                self.save()
+            return n
+
+    def _step(self) -> None:
+        tl, cfg, acc, fills = self.timeline, self.config, self.acc, self._fills
+        time_ms = tl.step_time_ms
+        if time_ms <= self.last_step_ms:  # acted on before a restart
+            self.skipped_done += 1
+            return
+        venue = cfg.venue
+        bar = tl.bar("eth")
+        close = float(bar["close"])
+        step = time_ms // self.base_ms
+        price = np.array([close])
+        if self.last_step_ms >= 0 and acc.qty[0] != 0 and venue.kind == "perp":
+            fills.clear()
+            vn.liquidate(acc, np.array([float(bar["low"])]), np.array([float(bar["high"])]), venue, fills)
+            self._take_fills(time_ms, step, "liquidation", close)
+            due = vn.funding_due(np.array([self.last_step_ms]), np.array([time_ms])) & (acc.qty != 0)
+            vn.charge_funding(acc, price, venue.funding_rate_8h, due)
+        buy, sell = vn.fill_prices(price, venue.slippage_bps)
+        if self.risk.start_step(time_ms, float(acc.equity(close)[0])):
+            self._event("rayscalp_paper_risk_limit_trips", {"limit": "max_daily_loss"})
+            if acc.qty[0] != 0:
+                fills.clear()
+                vn.close_positions(acc, np.array([True]), buy, sell, venue.fee, fills)
+                self._take_fills(time_ms, step, "max_daily_loss", close)
+        self.last_step_ms = time_ms
+        self.last_close = close
+        self.steps += 1
+        self._dirty = True
+        if self.risk.state.kill_engaged:
+            return
+        if cfg.max_step_lag_ms is not None and tl.data_time_ms - time_ms > cfg.max_step_lag_ms:
+            self.skipped_stale += 1
+            return
+        state = self._state(step, close) if self.policy.needs_state else None
+        self.policy_calls += 1
+        try:
+            action = int(self.policy.act(state, time_ms))
+            if action not in (vn.BUY, vn.SELL, vn.HOLD):
+                raise DataError(f"policy {self.policy.kind} answered action {action!r}")
+        except Exception as exc:  # a policy service down or a bad answer: hold, count it, say why
+            self.policy_errors += 1
+            self.last_policy_error = f"{type(exc).__name__}: {exc}"
+            return
+        self.last_action = action
+        current = np.sign(acc.qty).astype(np.int8)
+        target = int(vn.target_direction(np.array([action]), current, venue.kind)[0])
+        verdict = self.risk.review(acc, target, float(buy[0]), float(sell[0]), close, step, time_ms)
+        if verdict.limit is not None:
+            self.last_refusal = f"{time_ms}: {verdict.reason}"
+            self._event("rayscalp_paper_risk_limit_trips", {"limit": verdict.limit})
+        if verdict.target != int(current[0]):
+            fills.clear()
+            traded = vn.rebalance(acc, np.array([verdict.target], dtype=np.int8), buy, sell, venue, step, fills)
+            if traded[0]:
+                self.risk.record_order(time_ms)
+                self._take_fills(time_ms, step, "policy", close)
+
+    def _state(self, step: int, close: float) -> np.ndarray:
+        tl = self.timeline
+        agent = agent_features(self.acc, step, close, self.equity0)
+        hidden = pred = None
+        if self.cnn is not None and ("cnn_hidden" in tl.layout or "cnn_pred" in tl.layout):
+            try:
+                h, p, _ = self.cnn.infer(tl.state()[None, :])
+                hidden, pred = h[0], p[0]
+            except Exception as exc:  # the CNN app down: the CNN part stays zero, counted
+                self.cnn_errors += 1
+                self.last_policy_error = f"CNN: {type(exc).__name__}: {exc}"
+        return tl.state(agent, hidden, pred)
+
+    def _take_fills(self, time_ms: int, step: int, reason: str, mark: float) -> None:
+        """Record the legs in ``self._fills`` (row 0) as fills of ``reason``."""
+        f = self._fills
+        legs = np.flatnonzero(f.qty[0] != 0.0)
+        if legs.size == 0:
+            return
+        rows = np.zeros(legs.size, dtype=FILL_DTYPE)
+        rows["time_ms"] = time_ms
+        rows["step"] = step
+        rows["leg"] = legs
+        rows["side"] = np.sign(f.qty[0, legs])
+        rows["price"] = f.price[0, legs]
+        rows["qty"] = np.abs(f.qty[0, legs])
+        rows["fee"] = f.fee[0, legs]
+        rows["reason"] = REASONS.index(reason)
+        rows["position_after"] = self.acc.qty[0]
+        rows["equity_after"] = self.acc.equity(mark)[0]
+        self._unsaved.append(rows)
+        for row in rows:
+            self._recent.append(row.copy())
+        symbol = self.config.symbols.traded
+        for side, fee in zip(rows["side"].tolist(), rows["fee"].tolist(), strict=True):
+            self._event("rayscalp_paper_fills", {"symbol": symbol, "side": "buy" if side > 0 else "sell"}, 1.0)
+            self._event("rayscalp_paper_fees", {"symbol": symbol}, fee)
+        self._dirty = True
+
+    def _event(self, name: str, tags: dict[str, str], value: float = 1.0) -> None:
+        self._events.append((name, tags, float(value)))
+
+    def drain_events(self) -> list[tuple[str, dict[str, str], float]]:
+        """Counter increments since the last drain (fills, fees, risk trips), for the metrics."""
+        with self._lock:
+            out, self._events = self._events, []
+            return out
+
+    # -- kill switch ---------------------------------------------------------------------------------
+
+    def kill(self, reason: str = "") -> dict[str, Any]:
+        """Engage the kill switch: close the position now, at the last step's close (with slippage and fees),
+        and take no policy order until :meth:`release`. Persisted; returns the status."""
+        with self._lock:
+            at = self.last_step_ms if self.last_step_ms >= 0 else int(self._clock())
+            if self.risk.engage(reason, at):
+                self._event("rayscalp_paper_risk_limit_trips", {"limit": "kill_switch"})
+            if self.acc.qty[0] != 0 and self.last_step_ms >= 0:
+                venue = self.config.venue
+                buy, sell = vn.fill_prices(np.array([self.last_close]), venue.slippage_bps)
+                self._fills.clear()
+                vn.close_positions(self.acc, np.array([True]), buy, sell, venue.fee, self._fills)
+                self._take_fills(self.last_step_ms, self.last_step_ms // self.base_ms, "kill_switch", self.last_close)
+            self._dirty = True
+            self.save()
+            return self.status()
+
+    def release(self) -> dict[str, Any]:
+        """Release the kill switch: the policy is asked again from the next step. Persisted; returns the status."""
+        with self._lock:
+            self.risk.release()
+            self._dirty = True
+            self.save()
+            return self.status()
+
+    # -- views ---------------------------------------------------------------------------------------
+
+    def agent_features(self) -> dict[str, Any]:
+        """The account's agent features at its last step (``features`` [A] float32, ``step_time_ms``; -1 before any)."""
+        with self._lock:
+            if self.last_step_ms < 0:
+                return {"features": np.zeros(len(AGENT_FEATURES), np.float32), "step_time_ms": -1}
+            step = self.last_step_ms // self.base_ms
+            return {
+                "features": agent_features(self.acc, step, self.last_close, self.equity0),
+                "step_time_ms": self.last_step_ms,
+            }
+
+    def pnl(self) -> dict[str, float]:
+        """Net profit and loss in quote units at the last close: total, realized and unrealized."""
+        acc = self.acc
+        if self.last_step_ms < 0:
+            return {"total": 0.0, "realized": 0.0, "unrealized": 0.0}
+        equity = float(acc.equity(self.last_close)[0])
+        unrealized = float(acc.qty[0] * (self.last_close - acc.entry_price[0])) if acc.qty[0] != 0 else 0.0
+        total = equity - self.equity0
+        return {"total": total, "realized": total - unrealized, "unrealized": unrealized}
+
+    def fills(self) -> np.ndarray:
+        """Every fill of this account (persisted and pending), oldest first, FILL_DTYPE."""
+        with self._lock:
+            parts = [*self._read_fill_files(), *self._unsaved]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=FILL_DTYPE)
+
+    def status(self) -> dict[str, Any]:
+        """Everything paper trading does, JSON-ready, for the dashboard."""
+        with self._lock:
+            acc, cfg, st = self.acc, self.config, self.risk.state
+            price = self.last_close
+            known = self.last_step_ms >= 0
+            equity = float(acc.equity(price)[0]) if known else self.equity0
+            stats = self.timeline.stats()
+            recent = list(self._recent)[-cfg.recent_fills :] if cfg.recent_fills else []
+            return {
+                "symbol": cfg.symbols.traded,
+                "venue": cfg.venue.kind,
+                "synthetic": cfg.synthetic,
+                "running": not st.kill_engaged,
+                "kill_switch": {"engaged": st.kill_engaged, "reason": st.kill_reason, "at_ms": st.kill_at_ms},
+                "position": float(acc.qty[0]),
+                "entry_price": float(acc.entry_price[0]),
+                "cash": float(acc.cash[0]),
+                "equity": equity,
+                "initial_equity": self.equity0,
+                "leverage": float(acc.leverage(price)[0]) if known else 0.0,
+                "pnl": self.pnl(),
+                "fees": float(acc.fees[0]),
+                "funding": float(acc.funding[0]),
+                "orders": int(acc.trades[0]),
+                "fills": self.fills_written + sum(int(a.size) for a in self._unsaved),
+                "recent_fills": [_fill_dict(r) for r in recent],
+                "last_price": price if known else None,
+                "last_step_ms": self.last_step_ms,
+                "steps": self.steps,
+                "skipped_stale": self.skipped_stale,
+                "skipped_done": self.skipped_done,
+                "data_time_ms": stats.data_time_ms,
+                "live_session": {"steps": stats.steps, "resets": stats.resets, "late_trades": stats.late_trades},
+                "policy": {
+                    "kind": self.policy.kind,
+                    "version": self.policy.version if self.policy_calls else None,
+                    "calls": self.policy_calls,
+                    "errors": self.policy_errors,
+                    "last_error": self.last_policy_error,
+                    "last_action": None if self.last_action is None else vn.ACTION_NAMES[self.last_action],
+                },
+                "cnn": {"source": self.cnn.name if self.cnn else "zeros", "errors": self.cnn_errors},
+                "risk": {
+                    "limits": cfg.risk.model_dump(),
+                    "trips": dict(st.trips),
+                    "orders_last_minute": self.risk.orders_last_minute(),
+                    "day_start_equity": st.day_start_equity if st.day >= 0 else None,
+                    "daily_loss": self.risk.daily_loss(equity) if st.day >= 0 else 0.0,
+                    "daily_locked": st.daily_locked,
+                    "last_refusal": self.last_refusal,
+                },
+                "cursor": dict(self.cursor),
+            }
+
+    # -- persistence ---------------------------------------------------------------------------------
+
+    def _fill_files(self) -> list[Path]:
+        return sorted((self.root / _FILLS_DIR).glob("part-*.parquet"))
+
+    def _read_fill_files(self) -> list[np.ndarray]:
+        return [read_parquet(p, FILL_DTYPE) for p in self._fill_files()]
+
+    def _drop_unsaved_fill_files(self, account: Path) -> None:
+        """Remove fills files written by a save that stopped before its ``account.json`` (never part of it)."""
+        total = 0
+        for path in self._fill_files():
+            if total == self.fills_written:
+                path.unlink()
+                continue
+            total += int(read_parquet(path, FILL_DTYPE).size)
+        if total != self.fills_written:
+            raise DataError(
+                f"{account}: fills_written is {self.fills_written} but {self.root / _FILLS_DIR} holds {total} fills"
+            )
+
+    def save(self) -> None:
+        """Write new fills, then the account (``account.json``, atomically)."""
+        with self._lock:
+            if self._unsaved:
+                rows = np.concatenate(self._unsaved)
+                files = self._fill_files()
+                number = int(files[-1].stem.split("-")[1]) + 1 if files else 0
+                write_parquet(rows, self.root / _FILLS_DIR / f"part-{number:08d}.parquet", metadata={"kind": "fills"})
+                self.fills_written += int(rows.size)
+                self._unsaved = []
+            acc = self.acc
+            _write_json(
+                self.root / _ACCOUNT_FILE,
+                {
+                    "format": _FORMAT,
+                    "symbol": self.config.symbols.traded,
+                    "venue": self.config.venue.kind,
+                    "initial_equity": self.equity0,
+                    "account": {
+                        "cash": float(acc.cash[0]),
+                        "qty": float(acc.qty[0]),
+                        "entry_price": float(acc.entry_price[0]),
+                        "entry_step": int(acc.entry_step[0]),
+                        "fees": float(acc.fees[0]),
+                        "funding": float(acc.funding[0]),
+                        "trades": int(acc.trades[0]),
+                    },
+                    "risk": self.risk.state.to_dict(),
+                    "last_step_ms": self.last_step_ms,
+                    "last_close": self.last_close,
+                    "steps": self.steps,
+                    "skipped_stale": self.skipped_stale,
+                    "policy_calls": self.policy_calls,
+                    "policy_errors": self.policy_errors,
+                    "fills_written": self.fills_written,
+                    "cursor": self.cursor,
+                    "saved_ms": int(self._clock()),
+                },
+            )
+            self._dirty = False
+
+    def _restore(self) -> None:
+        path = self.root / _ACCOUNT_FILE
+        if not path.exists():
+            return
+        try:
+            raw = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise DataError(f"{path}: unreadable paper account ({exc})") from None
+        if not isinstance(raw, dict):
+            raise DataError(f"{path}: a paper account must be a JSON object, got {type(raw).__name__}")
+        cfg = self.config
+        for key, ours in (("symbol", cfg.symbols.traded), ("venue", cfg.venue.kind), ("initial_equity", self.equity0)):
+            if raw.get(key) != ours:
+                raise ConfigError(
+                    f"{path}: {key} is {raw.get(key)!r} but paper trading is configured with {ours!r}; "
+                    "use another storage_dir for another account"
+                )
+        try:
+            a = raw["account"]
+            self.acc.cash[0] = float(a["cash"])
+            self.acc.qty[0] = float(a["qty"])
+            self.acc.entry_price[0] = float(a["entry_price"])
+            self.acc.entry_step[0] = int(a["entry_step"])
+            self.acc.fees[0] = float(a["fees"])
+            self.acc.funding[0] = float(a["funding"])
+            self.acc.trades[0] = int(a["trades"])
+            self.last_step_ms = int(raw["last_step_ms"])
+            self.last_close = _float(raw["last_close"])
+            self.steps = int(raw["steps"])
+            self.skipped_stale = int(raw["skipped_stale"])
+            self.policy_calls = int(raw["policy_calls"])
+            self.policy_errors = int(raw["policy_errors"])
+            self.fills_written = int(raw["fills_written"])
+            self.cursor = dict(raw["cursor"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: paper account is missing or has a bad {exc!s} entry") from None
+        self.risk.state = RiskState.from_dict(raw["risk"], str(path))
+        self._drop_unsaved_fill_files(path)
+        for part in self._read_fill_files():
+            for row in part[-self._recent.maxlen :]:
+                self._recent.append(row.copy())
+
+
+def _fill_dict(row: np.ndarray) -> dict[str, Any]:
+    return {
+        "time_ms": int(row["time_ms"]),
+        "leg": vn.LEGS[int(row["leg"])],
+        "side": "buy" if row["side"] > 0 else "sell",
+        "price": float(row["price"]),
+        "qty": float(row["qty"]),
+        "fee": float(row["fee"]),
+        "reason": REASONS[int(row["reason"])],
+        "position_after": float(row["position_after"]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Ray shell
+# ---------------------------------------------------------------------------------------------------
+
+
+def _record_metrics(trader: PaperTrader, events: list[tuple[str, dict[str, str], float]]) -> None:
+    from .metrics import record
+
+    status = trader.status()
+    record("rayscalp_paper_position", status["position"], {"symbol": status["symbol"]})
+    record("rayscalp_paper_equity", status["equity"])
+    for kind in ("realized", "unrealized"):
+        record("rayscalp_paper_pnl", status["pnl"][kind], {"kind": kind})
+    record("rayscalp_paper_kill_switch", 1.0 if status["kill_switch"]["engaged"] else 0.0)
+    for name, tags, value in events:
+        if value > 0:
+            record(name, value, tags)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class PaperTradingActor:
+    """Paper trading as a Ray actor (start it with ``.options(name=PAPER_ACTOR)``): one :class:`PaperTrader`
+    restored from ``storage_dir`` on every (re)start, polling the stream actor as the consumer it registered
+    (its id and position are persisted with the account), exporting the ``rayscalp_paper_*`` metrics.
+
+    ``kill(reason)`` is the kill switch (also behind ``rayscalp paper-kill`` and the dashboard's HTTP route):
+    the position is closed at once and no order is taken until ``release()``.
+    """
+
+    def __init__(self, config: PaperConfig | Mapping[str, object], policy: Policy) -> None:
+        cfg = config if isinstance(config, PaperConfig) else PaperConfig.model_validate(config)
+        self._config = cfg
+        self._trader = PaperTrader(cfg, policy, cnn=ServeCnn(cfg.cnn_app) if cfg.cnn_app else None)
+        self._task: asyncio.Task | None = None
+        self._polls = 0
+        self._last_error = ""
+        self._started_ms = wall_ms()
+
+    def _ensure_loop(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        cfg, trader = self._config, self._trader
+        period = cfg.poll_interval_ms / 1000
+        started = False
+        while True:
+            try:
+                stream = ray.get_actor(cfg.stream_actor)
+                if not started:
+                    # the stream's latest trades first: the windows fill at once and, after a restart, the step
+                    # after the last one acted on is rebuilt whole (its trades came before the saved cursor)
+                    packet = await stream.training_packet.remote()
+                    if cfg.warm_start_from_stream:
+                        trader.set_warm_bars(warm_bars_of(packet, cfg.state))
+                    recent = recent_trades(packet)
+                    await asyncio.to_thread(trader.on_trades, recent)
+                    if not trader.cursor.get("consumer_id"):
+                        consumer = await stream.register_consumer.remote("paper", ["ticks"])
+                        trader.cursor = {"consumer_id": consumer, "since_seq": packet.seq}
+                    started = True
+                consumer = trader.cursor["consumer_id"]
+                since = int(trader.cursor["since_seq"])
+                reply = await stream.poll.remote(consumer, since)
+                self._polls += 1
+                cursor = {"consumer_id": consumer, "since_seq": reply.seq, "stream_epoch_ms": reply.epoch_ms}
+                await asyncio.to_thread(
+                    trader.on_trades, reply.items.get("ticks", {}), complete=reply.complete, cursor=cursor
+                )
+                _record_metrics(trader, trader.drain_events())
+                self._last_error = ""
+            except Exception as exc:  # the stream restarting or not up yet: keep trying, say why
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, UnknownConsumerError):  # the stream forgot us: start over with it
+                    trader.cursor, started = {}, False
+            await asyncio.sleep(period)
+
+    async def ready(self) -> dict[str, Any]:
+        """Start polling (once); return the status."""
+        self._ensure_loop()
+        return await self.status()
+
+    async def status(self) -> dict[str, Any]:
+        """:meth:`PaperTrader.status`, the actor's polls and last error, and its process and start time (both move
+        on a restart)."""
+        self._ensure_loop()
+        actor = {
+            "polls": self._polls,
+            "last_error": self._last_error,
+            "pid": os.getpid(),
+            "started_ms": self._started_ms,
+        }
+        return {**self._trader.status(), **actor}
+
+    async def kill(self, reason: str = "") -> dict[str, Any]:
+        """The kill switch: close the position now and stop taking orders; returns the status."""
+        status = await asyncio.to_thread(self._trader.kill, reason)
+        _record_metrics(self._trader, self._trader.drain_events())
+        return status
+
+    async def release(self) -> dict[str, Any]:
+        """Release the kill switch; returns the status."""
+        status = await asyncio.to_thread(self._trader.release)
+        _record_metrics(self._trader, self._trader.drain_events())
+        return status
+
+    async def agent_features(self) -> dict[str, Any]:
+        """The account's agent features at its last step (for the live state)."""
+        return self._trader.agent_features()
+
+
+def start_paper(config: PaperConfig, policy: Policy, *, name: str = PAPER_ACTOR) -> Any:
+    """Start (or join) the named paper trading actor on the running Ray, detached, and wait until it answers.
+
+    Returns
+    -------
+    ray.actor.ActorHandle
+    """
+    actor = PaperTradingActor.options(name=name, lifetime="detached", get_if_exists=True).remote(config, policy)
+    ray.get(actor.ready.remote(), timeout=60)
+    return actor
+
+
+def kill_paper(reason: str, *, name: str = PAPER_ACTOR, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Engage the kill switch of the named paper trading actor on the running Ray; return its status.
+
+    Raises
+    ------
+    ConfigError
+        No paper trading actor of that name is running.
+    """
+    try:
+        actor = ray.get_actor(name)
+    except ValueError:
+        raise ConfigError(f"no paper trading actor named {name!r} is running") from None
+    return ray.get(actor.kill.remote(reason), timeout=timeout_s)

@@ -1,0 +1,367 @@
+"""Tests of actors/paper.py on the real ETH/BTC capture replayed through the stream: the env's books for the same
+actions, every fill within each risk limit, the kill switch flattening at once, restarts that restore the account
+exactly (plain and under a real Ray ``ray.kill(..., no_restart=False)``), and refusals of a foreign account file."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actors.live_state import recent_trades
+from actors.messages import TickBatch
+from actors.paper import (
+    FILL_DTYPE,
+    REASONS,
+    PaperConfig,
+    PaperTrader,
+    PaperTradingActor,
+    ScriptedPolicy,
+)
+from actors.risk import RiskConfig
+from actors.stream import StreamConfig, UnifiedStream, UnifiedStreamActor
+from market.datasets import load_ws_capture
+from market.env import EnvConfig, TradingEnv
+from market.errors import ConfigError, DataError
+from market.layout import StateConfig
+from market.live_timeline import LiveTimeline
+from market.timeline_builder import MarketData, build_timeline
+from market.venue import BUY, HOLD, LEGS, SELL, VenueConfig
+
+ETH, BTC = "ETHUSDT", "BTCUSDT"
+MIDNIGHT_MS = 1_723_161_600_000  # 2024-08-09 00:00 UTC, inside the captures (a funding time)
+#: A state the tests can afford (the scripted policy reads none, so its size only sets the timeline's work).
+SMALL = StateConfig(
+    tick_window=20,
+    bar_window=10,
+    btc_window=10,
+    eth_timeframes=("1s", "1m"),
+    cnn_hidden=0,
+    cnn_predictions=0,
+    williams=0,
+    regime=0,
+)
+PERP = VenueConfig(kind="perp", leverage=3.0)
+OPEN_LEG, CLOSE_LEG = LEGS.index("open"), LEGS.index("close")
+
+
+@pytest.fixture(scope="module")
+def capture(shared_data: Path) -> dict[str, np.ndarray]:
+    """Real ETHUSDT and BTCUSDT trades of the recorded websocket captures (same 11 minutes)."""
+    out = {}
+    for symbol in (ETH, BTC):
+        paths = [shared_data / "binance/ws" / f"spot_{symbol.lower()}_{day}.gz" for day in ("20240808", "20240809")]
+        out[symbol] = load_ws_capture(*paths, symbol=symbol).trades
+    return out
+
+
+@pytest.fixture(scope="module")
+def step_times(capture) -> np.ndarray:
+    """Step times of the batch timeline of the capture."""
+    return build_timeline(MarketData(eth_trades=capture[ETH], btc_trades=capture[BTC]), SMALL).step_time_ms
+
+
+def paper_config(root: Path, venue: VenueConfig = PERP, risk: RiskConfig | None = None, **kw) -> PaperConfig:
+    return PaperConfig(
+        state=SMALL,
+        venue=venue,
+        risk=risk or RiskConfig(),
+        storage_dir=root,
+        max_step_lag_ms=None,
+        recent_fills=5,
+        **kw,
+    )
+
+
+class Replay:
+    """The capture cut into random batches (1 to 600 trades of both markets in time order), ingested by a real
+    stream and polled by a registered consumer, the way the paper actor reads it."""
+
+    def __init__(self, capture: dict[str, np.ndarray], root: Path, seed: int) -> None:
+        self.stream = UnifiedStream(StreamConfig(storage_dir=root, flush_interval_ms=10**12, tick_cache_s=60))
+        self.consumer = self.stream.register_consumer("paper-test", ["ticks"])
+        trades = np.concatenate([capture[ETH], capture[BTC]])
+        is_btc = np.r_[np.zeros(capture[ETH].size, bool), np.ones(capture[BTC].size, bool)]
+        order = np.argsort(trades["time_ms"], kind="stable")
+        self.trades, self.is_btc = trades[order], is_btc[order]
+        self.rng = np.random.default_rng(seed)
+        self.at = self.seq = 0
+
+    def run(self, trader: PaperTrader, until_ms: int | None = None) -> None:
+        """Feed batches to ``trader`` until the next trade is after ``until_ms`` (or the end)."""
+        times = self.trades["time_ms"]
+        while self.at < self.trades.size and (until_ms is None or times[self.at] <= until_ms):
+            n = int(self.rng.integers(1, 600))
+            part, b = self.trades[self.at : self.at + n], self.is_btc[self.at : self.at + n]
+            self.at += n
+            self.stream.ingest(TickBatch("replay", self.at, {ETH: part[~b], BTC: part[b]}))
+            reply = self.stream.poll(self.consumer, self.seq)
+            self.seq = reply.seq
+            cursor = {"consumer_id": self.consumer, "since_seq": reply.seq}
+            trader.on_trades(reply.items["ticks"], complete=reply.complete, cursor=cursor)
+
+
+def script(step_times: np.ndarray, seed: int, p_trade: float = 0.08) -> dict[int, int]:
+    """Random actions per step (mostly HOLD), with a long held across midnight (a funding time)."""
+    rng = np.random.default_rng(seed)
+    n = step_times.size - 2  # the last closed step holds, so the env's last step is the paper's last act
+    actions = rng.choice([BUY, SELL, HOLD], p=[p_trade / 2, p_trade / 2, 1 - p_trade], size=n)
+    mid = int(np.searchsorted(step_times, MIDNIGHT_MS))
+    actions[mid - 4] = BUY
+    actions[mid - 3 : mid + 4] = HOLD
+    return {int(step_times[k]): int(a) for k, a in enumerate(actions)}
+
+
+def env_fills(info: dict) -> list[tuple]:
+    return [(f["leg"], f["side"], f["price"], f["qty"], f["fee"]) for f in info["fills"]]
+
+
+def paper_fills(rows: np.ndarray) -> list[tuple]:
+    return [
+        (LEGS[int(r["leg"])], "buy" if r["side"] > 0 else "sell", float(r["price"]), float(r["qty"]), float(r["fee"]))
+        for r in rows
+    ]
+
+
+# ------------------------------------------------------------------------------------------- env parity
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("venue", [VenueConfig(), PERP], ids=["spot", "perp"])
+def test_paper_books_and_pnl_equal_the_envs_for_the_same_actions_on_the_same_trades(
+    capture, step_times, tmp_path, venue
+) -> None:
+    actions = script(step_times, seed=7)
+    trader = PaperTrader(paper_config(tmp_path / "paper", venue), ScriptedPolicy(actions))
+    Replay(capture, tmp_path / "stream", seed=1).run(trader)
+    assert trader.steps == step_times.size - 1  # every step but the last one closed
+
+    batch = build_timeline(MarketData(eth_trades=capture[ETH], btc_trades=capture[BTC]), SMALL)
+    env = TradingEnv(
+        batch,
+        EnvConfig(venue=venue, random_start=False, start_step=0, episode_steps=batch.n_steps - 1, ruin_fraction=0.0),
+    )
+    _, info = env.reset(options={"start_step": 0})
+    expected = []
+    for k in range(trader.steps - 1):
+        _, _, terminated, truncated, info = env.step(actions[int(step_times[k])])
+        assert not (terminated or truncated)
+        expected += env_fills(info)
+
+    got = trader.fills()
+    assert len(expected) > 10
+    assert paper_fills(got[got["reason"] != REASONS.index("kill_switch")]) == expected
+    acc = trader.acc
+    assert float(acc.cash[0]) == info["cash"]
+    assert float(acc.qty[0]) == info["position"]
+    assert float(acc.fees[0]) == info["fees"]
+    assert float(acc.funding[0]) == info["funding"]
+    assert int(acc.trades[0]) == info["trades"]
+    assert trader.pnl()["total"] == info["equity"] - trader.equity0
+    np.testing.assert_array_equal(trader.agent_features()["features"], info["agent"])
+    if venue.kind == "perp":
+        assert info["funding"] != 0.0  # the long held across 00:00 UTC paid funding, in both
+
+
+# ------------------------------------------------------------------------------------------ risk limits
+
+
+def flips(step_times: np.ndarray, every: int = 3) -> dict[int, int]:
+    """BUY and SELL in turn every ``every`` steps: an order each time."""
+    return {int(t): (BUY if (k // every) % 2 == 0 else SELL) for k, t in enumerate(step_times) if k % every == 0}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("limit", ["max_position", "max_leverage"])
+def test_size_limits_refuse_every_open_beyond_them_and_cut_a_reversal_to_its_close(
+    capture, step_times, tmp_path, limit
+) -> None:
+    root = tmp_path / "paper"
+    replay = Replay(capture, tmp_path / "stream", seed=2)
+    policy = ScriptedPolicy(flips(step_times, every=60))
+    free = PaperTrader(paper_config(root), policy)
+    replay.run(free, until_ms=int(step_times[15]))  # opened a long at step 0, no limit yet
+    assert free.acc.qty[0] > 0
+    size, before = float(free.acc.qty[0]), free.fills().size
+    risk = RiskConfig(max_position=size / 2) if limit == "max_position" else RiskConfig(max_leverage=1.5)
+    limited = PaperTrader(paper_config(root, risk=risk), policy)  # the same account, now with the limit
+    limited.on_trades(recent_trades(replay.stream.training_packet()))
+    replay.run(limited)
+    new = limited.fills()[before:]
+    assert new.size >= 1 and (new["leg"] == CLOSE_LEG).all() and (new["position_after"] == 0).all()
+    assert limited.acc.qty[0] == 0 and limited.status()["risk"]["trips"][limit] > 5
+    assert limited.policy_calls > 20
+
+
+@pytest.mark.timeout(120)
+def test_the_daily_loss_closes_at_once_and_nothing_opens_again_that_utc_day(capture, step_times, tmp_path) -> None:
+    trader = PaperTrader(
+        paper_config(tmp_path / "paper", risk=RiskConfig(max_daily_loss=5.0)), ScriptedPolicy(flips(step_times))
+    )
+    Replay(capture, tmp_path / "stream", seed=3).run(trader)
+    fills = trader.fills()
+    day = fills["time_ms"] // 86_400_000
+    forced = fills["reason"] == REASONS.index("max_daily_loss")
+    assert set(day[forced].tolist()) == {MIDNIGHT_MS // 86_400_000 - 1, MIDNIGHT_MS // 86_400_000}  # both days
+    for d in np.unique(day):
+        tripped_at = fills["time_ms"][forced & (day == d)].min()
+        opened = fills["time_ms"][(day == d) & (fills["leg"] == OPEN_LEG)]
+        assert (opened < tripped_at).all() and opened.size == 1  # one open, then the lock
+        # the forced close came at the first step where the loss passed the limit: fees of one open at 3x
+        assert (fills["position_after"][forced & (day == d)] == 0).all()
+    assert trader.status()["risk"]["trips"]["max_daily_loss"] >= 2
+
+
+@pytest.mark.timeout(120)
+def test_policy_orders_in_any_minute_stay_within_the_rate_limit(capture, step_times, tmp_path) -> None:
+    trader = PaperTrader(
+        paper_config(tmp_path / "paper", risk=RiskConfig(max_orders_per_minute=3)), ScriptedPolicy(flips(step_times))
+    )
+    Replay(capture, tmp_path / "stream", seed=4).run(trader)
+    fills = trader.fills()
+    orders = np.unique(fills["time_ms"][fills["reason"] == REASONS.index("policy")])
+    assert orders.size >= 20
+    for end in orders:
+        assert np.count_nonzero((orders > end - 60_000) & (orders <= end)) <= 3
+    assert trader.status()["risk"]["trips"]["max_orders_per_minute"] > 50
+
+
+# -------------------------------------------------------------------------------- kill switch, restarts
+
+
+@pytest.mark.timeout(120)
+def test_the_kill_switch_flattens_at_the_last_step_and_nothing_trades_until_released(
+    capture, step_times, tmp_path
+) -> None:
+    trader = PaperTrader(paper_config(tmp_path / "paper"), ScriptedPolicy(flips(step_times, every=7)))
+    replay = Replay(capture, tmp_path / "stream", seed=5)
+    replay.run(trader, until_ms=int(step_times[200]))
+    assert trader.acc.qty[0] != 0
+    last = trader.last_step_ms
+    status = trader.kill("operator: test")
+    assert status["position"] == 0.0 and status["kill_switch"]["engaged"] and not status["running"]
+    killed = trader.fills()[-1]
+    assert REASONS[int(killed["reason"])] == "kill_switch" and int(killed["time_ms"]) == last
+    assert killed["position_after"] == 0
+    assert status["kill_switch"]["at_ms"] == last and status["risk"]["trips"]["kill_switch"] == 1
+    n = trader.fills().size
+    replay.run(trader, until_ms=int(step_times[400]))
+    assert trader.fills().size == n and trader.steps > 390  # steps go on, orders do not
+    trader.release()
+    replay.run(trader)
+    assert trader.fills().size > n
+
+
+@pytest.mark.timeout(120)
+def test_a_restart_restores_the_account_exactly_and_loses_no_step(capture, step_times, tmp_path) -> None:
+    actions = script(step_times, seed=11, p_trade=0.1)
+    whole = PaperTrader(paper_config(tmp_path / "whole"), ScriptedPolicy(actions))
+    Replay(capture, tmp_path / "stream-whole", seed=6).run(whole)
+
+    root = tmp_path / "paper"
+    replay = Replay(capture, tmp_path / "stream", seed=6)
+    first = PaperTrader(paper_config(root), ScriptedPolicy(actions))
+    replay.run(first, until_ms=int(step_times[330]))
+    assert first.acc.qty[0] != 0
+    before = first.status()
+    restored = PaperTrader(paper_config(root), ScriptedPolicy(actions))  # the old one is gone: nothing in memory
+    after = restored.status()
+    for key in ("position", "entry_price", "cash", "equity", "pnl", "fees", "funding", "orders", "fills", "risk"):
+        assert after[key] == before[key], key
+    assert after["last_step_ms"] == before["last_step_ms"] and after["cursor"] == before["cursor"]
+    np.testing.assert_array_equal(restored.fills(), first.fills())
+    # as the actor does: the stream's latest trades first (the pending step is rebuilt whole), then the polls
+    restored.on_trades(recent_trades(replay.stream.training_packet()))
+    replay.run(restored)
+    np.testing.assert_array_equal(restored.fills(), whole.fills())
+    assert restored.pnl() == whole.pnl()
+
+
+@pytest.mark.timeout(60)
+def test_an_account_of_another_symbol_venue_or_a_corrupt_file_is_refused_by_name(tmp_path) -> None:
+    root = tmp_path / "paper"
+    trader = PaperTrader(paper_config(root), ScriptedPolicy({}))
+    trader.save()
+    with pytest.raises(ConfigError, match="account.json: venue is 'perp'"):
+        PaperTrader(paper_config(root, VenueConfig()), ScriptedPolicy({}))
+    (root / "account.json").write_bytes(b"{not json")
+    with pytest.raises(DataError, match="account.json: unreadable paper account"):
+        PaperTrader(paper_config(root), ScriptedPolicy({}))
+    with pytest.raises(ConfigError, match="scripted action at 5 is 7"):
+        ScriptedPolicy({5: 7})
+    assert FILL_DTYPE.names[:3] == ("time_ms", "step", "leg")
+
+
+# --------------------------------------------------------------------------------------- the Ray actor
+
+
+def _wait(predicate, timeout_s: float = 60.0, what: str = "") -> object:
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # the actor restarting
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
+
+
+@pytest.mark.timeout(180)
+def test_the_actor_restarted_by_ray_kill_restores_positions_and_pnl_and_its_kill_switch_flattens(
+    ray_session, capture, step_times, tmp_path
+) -> None:
+    ray = ray_session
+    tag = uuid.uuid4().hex[:8]
+    stream_name, paper_name = f"test-stream-{tag}", f"test-paper-{tag}"
+    stream = UnifiedStreamActor.options(name=stream_name).remote(
+        StreamConfig(storage_dir=tmp_path / "stream", tick_cache_s=60)
+    )
+    ray.get(stream.ready.remote(), timeout=60)
+    cfg = paper_config(tmp_path / "paper", stream_actor=stream_name, poll_interval_ms=50)
+    actions = {int(t): BUY for t in step_times[:3]}  # a long from the first steps, held
+    paper = PaperTradingActor.options(name=paper_name).remote(cfg, ScriptedPolicy(actions))
+    ray.get(paper.ready.remote(), timeout=60)
+
+    trades = np.concatenate([capture[ETH], capture[BTC]])
+    is_btc = np.r_[np.zeros(capture[ETH].size, bool), np.ones(capture[BTC].size, bool)]
+    order = np.argsort(trades["time_ms"], kind="stable")
+    trades, is_btc = trades[order], is_btc[order]
+    half = trades.size // 2
+    for seq, chunk in enumerate(np.array_split(np.arange(half), 30)):
+        part, b = trades[chunk], is_btc[chunk]
+        ray.get(stream.ingest.remote(TickBatch("replay", seq, {ETH: part[~b], BTC: part[b]})))
+    reference = LiveTimeline(SMALL)
+    reference.feed(eth=trades[:half][~is_btc[:half]], btc=trades[:half][is_btc[:half]])
+    reference.catch_up()
+    expected_last = reference.step_time_ms
+
+    def caught_up() -> dict | None:
+        status = ray.get(paper.status.remote(), timeout=10)
+        return status if status["last_step_ms"] == expected_last else None
+
+    before = _wait(caught_up, what=f"paper to reach step {expected_last}")
+    assert before["position"] > 0 and before["fills"] >= 1 and before["polls"] > 0
+
+    ray.kill(paper, no_restart=False)
+
+    def restarted() -> dict | None:
+        status = caught_up()
+        return status if status and status["pid"] != before["pid"] else None
+
+    after = _wait(restarted, what="the restarted paper actor")
+    for key in ("position", "entry_price", "cash", "equity", "pnl", "fees", "orders", "fills", "risk", "cursor"):
+        assert after[key] == before[key], key
+
+    status = ray.get(paper.kill.remote("operator: test"), timeout=30)
+    assert status["position"] == 0.0 and status["kill_switch"]["engaged"]
+    assert status["recent_fills"][-1]["reason"] == "kill_switch"
+    assert status["recent_fills"][-1]["time_ms"] == expected_last  # flat at the step it was at
+    assert status["pnl"]["unrealized"] == 0.0 and status["pnl"]["total"] == status["equity"] - status["initial_equity"]
+    ray.kill(paper)
+    ray.kill(stream)
