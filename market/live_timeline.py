@@ -154,9 +154,12 @@ class LiveTimeline:
 
     What it keeps, so that a step costs the same after an hour as after a minute: the trades of the tick
     window and their context, the last ``bar_window`` bars of each window with the indicators' running
-    state, Williams' running state, and the base bars of the last ``regime_history_steps`` steps or back to
-    the open of the current bar of the largest timeframe, whichever reaches further (the forming bar is
-    built from them). Only the regime vector is bounded by it (see :class:`LiveTimelineConfig`).
+    state, the forming bars' and Williams' running state, and the base bars of the last
+    ``regime_history_steps`` steps or back to the open of the current bar of the largest timeframe, whichever
+    reaches further (that bar is aggregated from them when it closes: up to 86,400 1s bars for 1d). Only the
+    regime vector is bounded by it (see :class:`LiveTimelineConfig`). Measured on the default profile (15,804
+    floats, synthetic trades, a shared 2-core machine): ~1.3 ms to close a step, ~16 ms for its state, most of
+    it the regime vector over 7,200 steps.
 
     Steps: step ``k`` is the base bar opening at ``first_open + k * base``; its time is that bar's close
     time. The first step opens where both markets have traded (the builder's rule). A step is final when
@@ -403,7 +406,7 @@ class LiveTimeline:
         """Forget what no later step reads."""
         keep = max(self.config.regime_history_steps, self.state_config.bar_window, 1)
         reach = close_ms + 1
-        for tf in self._higher:  # the forming bar reads the base bars since its interval opened
+        for tf in self._higher:  # a closing bar is aggregated from the base bars since its interval opened
             interval = TIMEFRAME_MS[tf]
             reach = min(reach, close_ms // interval * interval)
         for market in MARKETS:

@@ -295,6 +295,32 @@ def test_an_account_of_another_symbol_venue_or_a_corrupt_file_is_refused_by_name
     assert FILL_DTYPE.names[:3] == ("time_ms", "step", "leg")
 
 
+@pytest.mark.timeout(120)
+def test_every_paper_metric_is_recorded_with_the_catalogs_tags_and_the_status_values(
+    ray_session, capture, step_times, tmp_path
+) -> None:
+    from actors.metrics import kept_gauges
+    from actors.paper import _record_metrics
+
+    risk = RiskConfig(max_orders_per_minute=2)
+    trader = PaperTrader(paper_config(tmp_path / "paper", risk=risk), ScriptedPolicy(flips(step_times, every=4)))
+    Replay(capture, tmp_path / "stream", seed=8).run(trader, until_ms=int(step_times[120]))
+    trader.kill("metrics test")
+    events = trader.drain_events()
+    names = {name for name, _, _ in events}
+    assert {"rayscalp_paper_fills", "rayscalp_paper_fees", "rayscalp_paper_risk_limit_trips"} <= names
+    limits = {tags["limit"] for name, tags, _ in events if name == "rayscalp_paper_risk_limit_trips"}
+    assert limits == {"max_orders_per_minute", "kill_switch"}
+    _record_metrics(trader, events)  # raises on a name or tag set the catalog does not have
+    status = trader.status()
+    gauges = kept_gauges()
+    assert gauges[("rayscalp_paper_equity", ())] == status["equity"]
+    assert gauges[("rayscalp_paper_kill_switch", ())] == 1.0
+    assert gauges[("rayscalp_paper_position", (("symbol", ETH),))] == 0.0
+    assert gauges[("rayscalp_paper_pnl", (("kind", "realized"),))] == status["pnl"]["realized"]
+    assert trader.drain_events() == []
+
+
 # --------------------------------------------------------------------------------------- the Ray actor
 
 
