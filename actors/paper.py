@@ -351,8 +351,10 @@ class PaperTrader:
 
     Persistence: after every call that changed anything, new fills go to ``fills/part-*.parquet`` and then the
     account, the risk state, the counters and the caller's ``cursor`` go to ``account.json`` (atomically); a new
-    trader on the same folder carries on from there. The live timeline is not persisted: after a restart its
-    windows fill again, and steps at or before the last one acted on are skipped.
+    trader on the same folder carries on from there. The live timeline is not persisted: after a restart the
+    actor feeds it the stream's latest trades first (the windows fill again, and the step after the last one
+    acted on is rebuilt whole when they reach back to it), steps at or before the last one acted on are skipped,
+    and the polls go on from the saved cursor (trades fed twice are dropped by id).
 
     Parameters
     ----------
