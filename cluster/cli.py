@@ -267,6 +267,111 @@ def evaluate_command(
     click.echo(format_report(report))
 
 
+@main.command()
+@CONFIG_OPTION
+@SET_OPTION
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A policy checkpoint (policies.checkpoint) to act with.",
+)
+@click.option("--policy-url", default=None, help="The policy service's /v1/act URL instead of a checkpoint.")
+@click.option(
+    "--storage", type=click.Path(file_okay=False, path_type=Path), default=Path("data/paper"), show_default=True
+)
+@click.option("--max-position", type=float, default=None, help="Largest position, in base units.")
+@click.option("--max-leverage", type=float, default=None, help="Largest notional / equity.")
+@click.option("--max-daily-loss", type=float, default=None, help="Loss in quote that flattens for the UTC day.")
+@click.option("--max-orders-per-minute", type=int, default=None)
+@click.option("--cnn-app", default=None, help="The CNN Serve app that fills the state's CNN part.")
+def paper(
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    policy_path: Path | None,
+    policy_url: str | None,
+    storage: Path,
+    max_position: float | None,
+    max_leverage: float | None,
+    max_daily_loss: float | None,
+    max_orders_per_minute: int | None,
+    cnn_app: str | None,
+) -> None:
+    """Paper-trade the policy on the live stream (start it with `rayscalp stream`), with risk limits."""
+    import time
+
+    import ray
+
+    from actors.live_state import LIVE_STATE_ACTOR, LiveStateActor, LiveStateConfig
+    from actors.paper import PAPER_ACTOR, CheckpointPolicy, HttpPolicy, PaperConfig, start_paper
+    from actors.risk import RiskConfig
+    from cluster.stream_runner import STREAM_ACTOR
+
+    if (policy_path is None) == (policy_url is None):
+        raise click.UsageError("give exactly one of --policy or --policy-url")
+    cfg = _load(config_path, overrides)
+    risk = RiskConfig(
+        max_position=max_position,
+        max_leverage=max_leverage,
+        max_daily_loss=max_daily_loss,
+        max_orders_per_minute=max_orders_per_minute,
+    )
+    paper_cfg = PaperConfig(
+        symbols=cfg.symbols,
+        state=cfg.state,
+        indicators=cfg.indicators,
+        venue=cfg.env.venue,
+        initial_equity=cfg.env.initial_equity,
+        risk=risk,
+        storage_dir=storage,
+        stream_actor=STREAM_ACTOR,
+        cnn_app=cnn_app,
+    )
+    ray.init(
+        address="auto", namespace="rayscalp", include_dashboard=False, configure_logging=False, log_to_driver=False
+    )
+    actor = start_paper(paper_cfg, CheckpointPolicy(policy_path) if policy_path else HttpPolicy(policy_url))
+    LiveStateActor.options(name=LIVE_STATE_ACTOR, lifetime="detached", get_if_exists=True).remote(
+        LiveStateConfig(
+            symbols=cfg.symbols,
+            state=cfg.state,
+            indicators=cfg.indicators,
+            stream_actor=STREAM_ACTOR,
+            cnn_app=cnn_app,
+            paper_actor=PAPER_ACTOR,
+        )
+    )
+    try:
+        while True:
+            s = ray.get(actor.status.remote())
+            click.echo(
+                f"equity {s['equity']:.2f} pnl {s['pnl']['total']:+.2f} position {s['position']:.6f} "
+                f"fills {s['fills']} kill {s['kill_switch']['engaged']}",
+                err=True,
+            )
+            time.sleep(2)
+    except KeyboardInterrupt:
+        click.echo("paper trading goes on (detached); stop it with `rayscalp paper-kill`", err=True)
+
+
+@main.command("paper-kill")
+@click.option("--reason", default="operator", show_default=True)
+def paper_kill(reason: str) -> None:
+    """Engage the paper trading kill switch: close the position now and take no more orders."""
+    import ray
+
+    from actors.paper import kill_paper
+
+    ray.init(
+        address="auto", namespace="rayscalp", include_dashboard=False, configure_logging=False, log_to_driver=False
+    )
+    s = kill_paper(reason)
+    click.echo(
+        f"kill switch engaged ({s['kill_switch']['reason']}): position {s['position']}, equity {s['equity']:.2f}"
+    )
+
+
 @main.command("train-cnn")
 @CONFIG_OPTION
 @SET_OPTION
