@@ -243,10 +243,11 @@ class RolloutWorker:
     Parameters
     ----------
     setup : WorkerSetup
-    timeline : MarketTimeline
-        Pass the ``ray.put`` ref: Ray hands the worker zero-copy views of the object store.
-    cnn : tuple of arrays or None
-        ``(cnn_hidden, cnn_pred)``, also by ref.
+    arrays : list of ObjectRef
+        ``[timeline_ref]`` or ``[timeline_ref, cnn_ref]``: the ``ray.put`` refs of the timeline and of the
+        ``(cnn_hidden, cnn_pred)`` arrays. Nested in a list, so Ray does not resolve them into the constructor's
+        arguments; the worker gets them itself, as zero-copy views of the object store. The driver holds the
+        refs for the whole run, so a restarted worker reads them again.
     learner : ActorHandle
         The :class:`actors.learner.LearnerActor`.
     autostart : bool
@@ -255,8 +256,7 @@ class RolloutWorker:
     def __init__(
         self,
         setup: WorkerSetup,
-        timeline: MarketTimeline,
-        cnn: tuple[np.ndarray, np.ndarray] | None,
+        arrays: list[Any],
         learner: Any,
         autostart: bool = True,
     ) -> None:
@@ -266,7 +266,8 @@ class RolloutWorker:
         explore = setup.apex.exploration
         epsilon = apex_epsilon(setup.index, setup.num_workers, explore.base, explore.alpha)
         session, incarnation = ray.get(learner.register_worker.remote(setup.index, os.getpid(), epsilon))
-        hidden, pred = cnn if cnn is not None else (None, None)
+        timeline: MarketTimeline = ray.get(arrays[0])
+        hidden, pred = ray.get(arrays[1]) if len(arrays) > 1 and arrays[1] is not None else (None, None)
         self.core = RolloutWorkerCore(
             setup.index,
             setup.num_workers,

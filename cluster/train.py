@@ -552,7 +552,7 @@ def train(
     ConfigError
         A bad combination of settings, or a storage that does not fit ``resume``.
     """
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     training = config.training
     if apex.learning_starts < training.batch_size:
         raise ConfigError(
@@ -660,8 +660,7 @@ def _train(
     workers = [
         RolloutWorker.options(num_cpus=apex.worker_num_cpus, max_restarts=apex.max_worker_restarts).remote(
             WorkerSetup(i, apex.num_workers, env_config, config.network, config.training, apex, config.seed),
-            timeline_ref,
-            cnn_ref,
+            [timeline_ref, cnn_ref],
             learner,
             autostart=not apex.deterministic,
         )
