@@ -457,6 +457,8 @@ def encode_act_json(answer: PolicyAnswer, *, single: bool, extra: dict[str, Any]
         "data_time_ms": None,
         "step_time_ms": None,
         "state_cnn_version": None,
+        "cnn_source": None,
+        "agent_source": None,
         "synthetic": None,
     }
     if single:

@@ -81,7 +81,10 @@ class UnavailableError(RayscalpError):
 
 
 class LiveStateLike(Protocol):
-    """What ``rayscalp-live-state``'s ``latest_state(symbol)`` returns (``actors.live_state.LiveState``)."""
+    """What this app reads of ``rayscalp-live-state``'s ``latest_state(symbol)`` (``actors.live_state.LiveState``).
+
+    ``cnn_source``, ``agent_source`` and ``cnn_error`` are passed on when present.
+    """
 
     state: np.ndarray  # [S] float32, agent features of the paper account included
     step_time_ms: int
@@ -226,6 +229,8 @@ class ActResponse(BaseModel):
     data_time_ms: int | None = Field(None, description="latest: time of the newest market data in the state")
     step_time_ms: int | None = Field(None, description="latest: the base step the state is for")
     state_cnn_version: str | None = Field(None, description="latest: the CNN that filled the live state")
+    cnn_source: str | None = Field(None, description="latest: where the live state's CNN part came from")
+    agent_source: str | None = Field(None, description="latest: paper (the paper account's) or flat (zeros)")
     synthetic: bool | None = Field(None, description="latest: the live state was built from synthetic data")
 
 
@@ -582,12 +587,12 @@ class PolicyDeployment:
             raise UnavailableError(self._live_missing_reason)
         try:
             self._live_actor = await asyncio.to_thread(ray.get_actor, self._live_name, self._live_namespace)
-        except ValueError:
+        except ValueError as exc:
             self._live_retry_at = now + _LIVE_LOOKUP_BACKOFF_S
             self._live_missing_reason = (
                 f"live state unavailable: no Ray actor {self._live_name!r} in namespace "
-                f"{self._live_namespace or ray.get_runtime_context().namespace!r}; start the live stream first "
-                "(state requests work without it)"
+                f"{self._live_namespace or ray.get_runtime_context().namespace!r} ({exc}); start the live stream "
+                "first (state requests work without it)"
             )
             raise UnavailableError(self._live_missing_reason) from None
         return self._live_actor
@@ -628,6 +633,8 @@ class PolicyDeployment:
                 "data_time_ms": int(live.data_time_ms),
                 "step_time_ms": int(live.step_time_ms),
                 "state_cnn_version": live.cnn_version,
+                "cnn_source": getattr(live, "cnn_source", None),
+                "agent_source": getattr(live, "agent_source", None),
                 "synthetic": bool(live.synthetic),
             }
         except (AttributeError, TypeError, ValueError) as exc:
@@ -640,9 +647,10 @@ class PolicyDeployment:
             raise UnavailableError(f"live {symbol} state does not fit the served policy: {exc}") from None
         expected = predictor.cnn_version
         if self._require_cnn_match and expected is not None and live.cnn_version != expected:
+            why = getattr(live, "cnn_error", "")
             raise UnavailableError(
-                f"live {symbol} state was built with CNN {live.cnn_version!r}, the policy was trained under "
-                f"{expected!r}; serve the matching CNN (or require_cnn_match: false)"
+                f"live {symbol} state was built with CNN {live.cnn_version!r}{f' ({why})' if why else ''}, the "
+                f"policy was trained under {expected!r}; serve the matching CNN (or require_cnn_match: false)"
             )
         return checked, extra
 

@@ -3,8 +3,9 @@
 One app for the module, deployed through a Serve config (so a new ``user_config`` reloads in place) on
 127.0.0.1 at a free port with an API key, and shut down at the end. The key reaches the replicas through the
 environment Ray was started with: it is set when this module is imported, before the session's Ray starts.
-The live-state actor of the real system is not part of this module; a stand-in actor of the same name and
-method (``latest_state(symbol)``) returns a fixed, synthetic state (labelled ``synthetic=True``).
+No stream runs in this module: a stand-in for the live-state actor's polling shell, under the real name and
+method (``latest_state(symbol)``), returns the real ``actors.live_state.LiveState`` records of a fixed synthetic
+state (labelled ``synthetic=True``) or raises the real ``LiveStateUnavailableError``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from actors.live_state import LiveState, LiveStateUnavailableError
 from market.errors import ConfigError
+from market.layout import AGENT_FEATURES
 from policies.policy_inference import ACTIONS, PolicyPredictor
 from serve.auth import API_KEY_HEADER, ApiKeyAuth, AuthError, check_bind, is_loopback
 from tests.policies.test_policy_inference import make_policy, random_states
@@ -42,19 +45,11 @@ JSON = {"content-type": "application/json", **AUTH}
 LIVE_NAME = "rayscalp-live-state"
 
 
-@dataclass(frozen=True, slots=True)
-class StandInLiveState:
-    """The fields of ``actors.live_state.LiveState`` the policy app reads."""
-
-    state: np.ndarray
-    step_time_ms: int
-    data_time_ms: int
-    cnn_version: str | None
-    synthetic: bool
-
-
 class StandInLiveStateActor:
-    """Answers ``latest_state(symbol)`` with a fixed synthetic state, or fails the way it is told to."""
+    """The real ``LiveState`` records of a fixed synthetic state by ``latest_state(symbol)``, or the real error.
+
+    Stands in for ``actors.live_state.LiveStateActor``'s polling shell (no stream runs in this module).
+    """
 
     def __init__(self, state: np.ndarray, cnn_version: str | None) -> None:
         self.state, self.cnn_version = state, cnn_version
@@ -67,10 +62,26 @@ class StandInLiveStateActor:
             self.cnn_version = cnn_version
         self.fail = fail
 
-    def latest_state(self, symbol: str) -> StandInLiveState:
+    def latest_state(self, symbol: str) -> LiveState:
         if self.fail:
-            raise RuntimeError(self.fail)
-        return StandInLiveState(self.state, 1_735_700_460_000, 1_735_700_459_870, self.cnn_version, True)
+            raise LiveStateUnavailableError(self.fail)
+        agent = self.state[-len(AGENT_FEATURES) :].copy()
+        return LiveState(
+            symbol=symbol,
+            state=self.state,
+            step_time_ms=1_735_700_460_000,
+            data_time_ms=1_735_700_459_870,
+            built_ms=1_735_700_460_004,
+            step=41,
+            cnn_version=self.cnn_version,
+            cnn_source="local" if self.cnn_version else "zeros",
+            agent=agent,
+            agent_source="paper",
+            agent_step_time_ms=1_735_700_400_000,
+            synthetic=True,
+            profile="tiny",
+            cnn_error="" if self.cnn_version else "TimeoutError: the CNN app did not answer",
+        )
 
 
 @dataclass
@@ -378,12 +389,14 @@ def test_latest_answers_503_with_the_reason_until_a_live_state_actor_exists_then
             1_735_700_460_000,
         )
         assert doc["synthetic"] is True and doc["state_cnn_version"] == "cnn-test" and doc["action"] in ACTIONS
+        assert (doc["cnn_source"], doc["agent_source"]) == ("local", "paper")
 
         for change, reason in [
             ({"cnn_version": "cnn-other"}, "built with CNN 'cnn-other', the policy was trained under 'cnn-test'"),
+            ({"cnn_version": None}, r"built with CNN None \(TimeoutError: the CNN app did not answer\)"),
             ({"state": state[:-1]}, f"does not fit the served policy: state has {width - 1} values"),
             ({"state": np.full(width, np.nan, dtype=np.float32)}, r"states\[0, 0\] is nan"),
-            ({"fail": "no ETHUSDT bar yet"}, "could not give the ETHUSDT state .*no ETHUSDT bar yet"),
+            ({"fail": "ETHUSDT: no live state yet"}, r"could not give the ETHUSDT state \(LiveStateUnavailableError"),
         ]:
             ray_session.get(actor.set.remote(**change))
             r = requests.post(f"{app.url}/v1/act", json=latest, headers=AUTH, timeout=30)
