@@ -100,8 +100,11 @@ class PolicyLiveConfig(StrictModel):
     """What a running replica takes through ``user_config`` and applies in place (no restart).
 
     ``watch_dir``: poll it every ``poll_s`` for the newest ``watch_glob`` file and serve it when it has at least
-    as many learner updates as the served one. ``allow_rollback`` lets a ``checkpoint`` with fewer updates in
-    (the watcher never goes back). ``live_timeout_s`` bounds the wait for the live-state actor.
+    as many learner updates as the served one; with ``watch_marker``, a match counts only once a file of that
+    name sits beside it. A folder of ``policy-*.pt`` files works as is; the learner's checkpoint store
+    (``actors.checkpoints``: ``ckpt-<updates>/policy.pt``, ``meta.json`` written last) is watched with
+    ``watch_glob: ckpt-*/policy.pt`` and ``watch_marker: meta.json``. ``allow_rollback`` lets a ``checkpoint``
+    with fewer updates in (the watcher never goes back). ``live_timeout_s`` bounds the wait for the live state.
     """
 
     checkpoint: Path
@@ -110,6 +113,7 @@ class PolicyLiveConfig(StrictModel):
     max_request_rows: int = Field(4096, ge=1, le=1_000_000)
     watch_dir: Path | None = None
     watch_glob: str = "policy-*.pt"
+    watch_marker: str | None = None
     poll_s: float = Field(5.0, ge=0.05, le=3600.0)
     allow_rollback: bool = False
     live_timeout_s: float = Field(2.0, gt=0.0, le=60.0)
@@ -117,8 +121,19 @@ class PolicyLiveConfig(StrictModel):
     @field_validator("watch_glob")
     @classmethod
     def _pattern(cls, value: str) -> str:
-        if not value or "/" in value or value.startswith("."):
-            raise ValueError(f"watch_glob must be a file pattern inside watch_dir, e.g. policy-*.pt (got {value!r})")
+        parts = value.split("/")
+        if not value or value.startswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+            raise ValueError(
+                f"watch_glob must be a relative pattern inside watch_dir, e.g. policy-*.pt or ckpt-*/policy.pt "
+                f"(got {value!r})"
+            )
+        return value
+
+    @field_validator("watch_marker")
+    @classmethod
+    def _marker(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value in (".", "..")):
+            raise ValueError(f"watch_marker must be a file name, e.g. meta.json (got {value!r})")
         return value
 
 
@@ -137,6 +152,7 @@ class PolicyServeConfig(StrictModel):
     max_request_rows: int = Field(4096, ge=1, le=1_000_000)
     watch_dir: Path | None = None
     watch_glob: str = "policy-*.pt"
+    watch_marker: str | None = None
     poll_s: float = Field(5.0, ge=0.05, le=3600.0)
     allow_rollback: bool = False
     live_timeout_s: float = Field(2.0, gt=0.0, le=60.0)
@@ -188,6 +204,11 @@ class PolicyServeConfig(StrictModel):
     @classmethod
     def _pattern(cls, value: str) -> str:
         return PolicyLiveConfig._pattern(value)
+
+    @field_validator("watch_marker")
+    @classmethod
+    def _marker(cls, value: str | None) -> str | None:
+        return PolicyLiveConfig._marker(value)
 
     def live(self) -> PolicyLiveConfig:
         """The part a replica applies in place."""
@@ -323,10 +344,14 @@ def _file_key(path: Path) -> tuple[str, int, int] | None:
     return (str(path), stat.st_mtime_ns, stat.st_size)
 
 
-def newest_checkpoint(directory: Path, pattern: str) -> tuple[Path, tuple[str, int, int]] | None:
+def newest_checkpoint(
+    directory: Path, pattern: str, marker: str | None = None
+) -> tuple[Path, tuple[str, int, int]] | None:
     """The most recently written file of ``directory`` matching ``pattern`` and its ``(path, mtime, size)`` key.
 
-    Files that vanish while looking are skipped; a name ties to the later name. ``None`` when none match.
+    With ``marker``, only files with a file of that name beside them count (a checkpoint is complete once its
+    marker is written). Files that vanish while looking are skipped; a tie in time goes to the later name.
+    ``None`` when none match.
     """
     best: tuple[Path, tuple[str, int, int]] | None = None
     try:
@@ -335,7 +360,7 @@ def newest_checkpoint(directory: Path, pattern: str) -> tuple[Path, tuple[str, i
         return None
     for path in candidates:
         key = _file_key(path)
-        if key is None or not path.is_file():
+        if key is None or not path.is_file() or (marker is not None and not (path.parent / marker).is_file()):
             continue
         if best is None or (key[1], key[0]) > (best[1][1], best[1][0]):
             best = (path, key)
@@ -376,12 +401,11 @@ class PolicyDeployment:
         self._live_retry_at = 0.0
         self._live_missing_reason = ""
         self._predictor: PolicyPredictor | None = None
-        self._loaded: tuple[str, int, int] | None = None
         self._config_key: tuple[tuple[str, int, int] | None, bool] | None = None
         self._live: PolicyLiveConfig | None = None
         self._reload_lock = asyncio.Lock()
         self._watcher: asyncio.Task | None = None
-        self._watching: tuple[Path, str, float] | None = None
+        self._watching: tuple[Path, str, str | None, float] | None = None
         self._seen: deque[tuple[str, int, int]] = deque(maxlen=1024)
         self._history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
         self._refusal: dict[str, Any] | None = None
@@ -438,7 +462,7 @@ class PolicyDeployment:
 
     def _take(self, new: PolicyPredictor, key: tuple[str, int, int] | None, source: str) -> None:
         old = self._predictor
-        self._predictor, self._loaded = new, key
+        self._predictor = new
         if key is not None:
             self._seen.append(key)
         self._history.append(
@@ -487,7 +511,9 @@ class PolicyDeployment:
         return True
 
     def _restart_watcher(self, live: PolicyLiveConfig) -> None:
-        wanted = (live.watch_dir, live.watch_glob, live.poll_s) if live.watch_dir is not None else None
+        wanted = (
+            (live.watch_dir, live.watch_glob, live.watch_marker, live.poll_s) if live.watch_dir is not None else None
+        )
         if wanted == self._watching and (self._watcher is None or not self._watcher.done()):
             return
         if self._watcher is not None:
@@ -497,21 +523,21 @@ class PolicyDeployment:
         if wanted is not None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch(*wanted))
 
-    async def _watch(self, directory: Path, pattern: str, poll_s: float) -> None:
+    async def _watch(self, directory: Path, pattern: str, marker: str | None, poll_s: float) -> None:
         """Poll ``directory`` for a newer checkpoint than any seen; load and offer it (forward only)."""
         logger.info("policy: watching %s/%s every %.2f s", directory, pattern, poll_s)
         while True:
             try:
-                await self._poll_watch_dir(directory, pattern)
+                await self._poll_watch_dir(directory, pattern, marker)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the watcher outlives a bad poll; the next one tries again
                 logger.exception("policy: polling %s failed", directory)
             await asyncio.sleep(poll_s)
 
-    async def _poll_watch_dir(self, directory: Path, pattern: str) -> bool:
+    async def _poll_watch_dir(self, directory: Path, pattern: str, marker: str | None) -> bool:
         """One poll: serve the newest unseen ``pattern`` file of ``directory`` if it moves forward."""
-        found = await asyncio.to_thread(newest_checkpoint, directory, pattern)
+        found = await asyncio.to_thread(newest_checkpoint, directory, pattern, marker)
         if found is None or found[1] in self._seen:
             return False
         path, key = found
@@ -587,17 +613,17 @@ class PolicyDeployment:
             raise UnavailableError(self._live_missing_reason)
         try:
             self._live_actor = await asyncio.to_thread(ray.get_actor, self._live_name, self._live_namespace)
-        except ValueError as exc:
+        except ValueError:  # ray.get_actor's "failed to look up actor"
             self._live_retry_at = now + _LIVE_LOOKUP_BACKOFF_S
             self._live_missing_reason = (
                 f"live state unavailable: no Ray actor {self._live_name!r} in namespace "
-                f"{self._live_namespace or ray.get_runtime_context().namespace!r} ({exc}); start the live stream "
-                "first (state requests work without it)"
+                f"{self._live_namespace or ray.get_runtime_context().namespace!r}; start the live stream first "
+                "(state requests work without it)"
             )
             raise UnavailableError(self._live_missing_reason) from None
         return self._live_actor
 
-    async def latest_state(self, symbol: str) -> tuple[np.ndarray, dict[str, Any]]:
+    async def _live_state(self, symbol: str) -> tuple[np.ndarray, dict[str, Any]]:
         """The live state of ``symbol`` (checked against the served layout) and what the answer says about it.
 
         Raises
@@ -704,7 +730,7 @@ class PolicyDeployment:
                     f"unsupported content-type {content_type!r}: send {', '.join(NPY_MEDIA_TYPES)} or JSON"
                 )
             if isinstance(query, LatestQuery):
-                states, extra = await self.latest_state(query.symbol)
+                states, extra = await self._live_state(query.symbol)
                 single = True
             else:
                 states, single = predictor.prepare(query), query.single

@@ -221,6 +221,32 @@ def test_a_public_host_without_a_key_is_refused_before_anything_starts(tmp_path:
         deploy(config)
 
 
+def test_the_watcher_takes_the_newest_complete_checkpoint_of_a_flat_folder_or_the_learners_store(
+    tmp_path: Path,
+) -> None:
+    from serve.policy import newest_checkpoint
+
+    flat = tmp_path / "flat"
+    assert newest_checkpoint(flat, "policy-*.pt") is None  # no folder yet
+    for i, name in enumerate(["policy-a.pt", "policy-b.pt", ".policy-c.pt.tmp", "other.pt"]):
+        (flat / name).parent.mkdir(parents=True, exist_ok=True)
+        (flat / name).write_bytes(b"x" * (i + 1))
+        os.utime(flat / name, ns=(10**18 + i, 10**18 + i))
+    path, key = newest_checkpoint(flat, "policy-*.pt")
+    assert path.name == "policy-b.pt" and key == (str(path), 10**18 + 1, 2)
+    store = tmp_path / "store"  # actors.checkpoints: ckpt-<updates>/policy.pt, meta.json written last
+    for i, updates in enumerate([100, 200]):
+        folder = store / f"ckpt-{updates:012d}"
+        folder.mkdir(parents=True)
+        (folder / "policy.pt").write_bytes(b"p")
+        os.utime(folder / "policy.pt", ns=(10**18 + i, 10**18 + i))
+    (store / "ckpt-000000000100" / "meta.json").write_bytes(b"{}")
+    found = newest_checkpoint(store, "ckpt-*/policy.pt", "meta.json")
+    assert found is not None and found[0].parent.name == "ckpt-000000000100"  # 200 is not complete yet
+    (store / "ckpt-000000000200" / "meta.json").write_bytes(b"{}")
+    assert newest_checkpoint(store, "ckpt-*/policy.pt", "meta.json")[0].parent.name == "ckpt-000000000200"
+
+
 def test_config_refuses_unknown_keys_and_bad_values_naming_them(tmp_path: Path) -> None:
     from serve.policy import build_app
 
@@ -228,6 +254,10 @@ def test_config_refuses_unknown_keys_and_bad_values_naming_them(tmp_path: Path) 
         ({"checkpoint": "p.pt", "nope": 1}, "nope"),
         ({"checkpoint": "p.pt", "host_check": 1}, "host_check"),
         ({"checkpoint": "p.pt", "watch_glob": "../x*.pt"}, "watch_glob"),
+        ({"checkpoint": "p.pt", "watch_glob": "/abs/*.pt"}, "watch_glob"),
+        ({"checkpoint": "p.pt", "watch_marker": "a/meta.json"}, "watch_marker"),
+        ({"checkpoint": "p.pt", "api_key_env": "NOT-A-NAME"}, "api_key_env"),
+        ({"checkpoint": "p.pt", "route_prefix": "v1"}, "route_prefix"),
         ({"checkpoint": "p.pt", "symbols": ["eth"]}, "symbols"),
         ({"checkpoint": "p.pt", "poll_s": 0}, "poll_s"),
     ]:
