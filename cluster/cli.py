@@ -372,6 +372,19 @@ def paper_kill(reason: str) -> None:
     )
 
 
+@main.command()
+@CONFIG_OPTION
+@SET_OPTION
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in apex.checkpoint.storage.")
+def train(config_path: Path | None, overrides: tuple[str, ...], resume: bool) -> None:
+    """Distributed (Ape-X) training on Ray to the configured budget, then a greedy evaluation."""
+    from cluster.train import apex_config
+    from cluster.train import train as run_training
+
+    cfg = _load(config_path, overrides)
+    run_training(cfg, apex_config(cfg), resume=resume)
+
+
 @main.command("train-cnn")
 @CONFIG_OPTION
 @SET_OPTION

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
+from actors.apex_config import ApexConfig
 from market.config import (
     BarsConfig,
     DataConfig,
@@ -53,6 +54,7 @@ class ExperimentConfig(StrictModel):
     network: QNetworkConfig = QNetworkConfig()
     training: TrainingConfig = TrainingConfig()
     replay: ReplayConfig = ReplayConfig()
+    apex: ApexConfig = ApexConfig()
 
 
 _MESSAGES = {
