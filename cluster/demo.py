@@ -19,10 +19,21 @@ from market.indicators import FEATURE_INDEX, close_features
 from market.layout import AGENT_FEATURES, StateConfig
 
 from .config import ExperimentConfig
+from .demo_live import (
+    DEMO_NAMESPACE,
+    DemoSizes,
+    LiveDemo,
+    ask_policy,
+    demo_config,
+    evaluate_policy,
+    free_port,
+    paper_line,
+    start_live,
+    train_cnn_for_demo,
+    train_policy,
+)
 from .history import History, load_history
 from .runinfo import make_run_record, new_run_id, write_run_record
-
-NOT_BUILT = ("live stream actors", "CNN deployment", "distributed training", "policy service", "paper trading")
 
 
 def _fmt_time(ms: int) -> str:
@@ -134,15 +145,19 @@ def _stage_state(console: Console, history: History, config: ExperimentConfig, s
 
 
 def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = False) -> Path:
-    """Run every stage this build has and print a summary; return the run directory.
+    """Run the whole loop on the embedded default and print a summary; return the run directory.
+
+    Stages: history -> bars, indicators, state (offline); then on a local Ray: a short CNN training (not in
+    smoke mode), Ape-X training on history, evaluation beside the baselines, the live replay stream, live
+    state and paper trading, the policy service and the dashboard, and a few ``POST /v1/act`` answers.
 
     Parameters
     ----------
     config : ExperimentConfig
     once : bool
-        Exit after the stages instead of serving (nothing is served in this build yet, so both exit).
+        Exit after the stages instead of serving until Ctrl-C.
     smoke : bool
-        Smallest sizes everywhere.
+        Smallest sizes everywhere (CI: well under 3 minutes).
     """
     console = Console(width=None if Console().is_terminal else 150)
     run_id = new_run_id(config.name)
@@ -156,6 +171,8 @@ def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = Fals
     summary: dict[str, object] = {"data": history.kind}
     summary.update(_stage_bars(console, history, config, rows=3 if smoke else 6))
     summary.update(_stage_state(console, history, config, smoke))
+    live, evaluation, trained = _stage_live(console, config, out_dir, smoke, once, history)
+    summary.update(trained)
     record = make_run_record(
         config,
         run_id=run_id,
@@ -166,7 +183,82 @@ def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = Fals
     )
     path = write_run_record(record, out_dir)
     console.rule("summary")
-    console.print(f"data: {history.label()}; stages run: data, bars, indicators, state layout, timeline, gather")
-    console.print(f"not built yet in this checkout: {', '.join(NOT_BUILT)}")
-    console.print(f"run record: {path}  ({time.perf_counter() - started:.1f} s)")
+    console.print(f"data: {history.label()}")
+    console.print(evaluation)
+    for name, url in live.urls.items():
+        console.print(f"{name:>10}: {url}")
+    for answer in live.answers:
+        console.print(f"  POST /v1/act {answer}")
+    for note in live.notes:
+        console.print(f"  {note}")
+    console.print(f"run record: {path}  ({time.perf_counter() - started:.0f} s)")
+    if not once:
+        _serve_until_interrupted(console, live)
+    _shutdown(live)
     return out_dir
+
+
+def _stage_live(
+    console: Console, config: ExperimentConfig, out_dir: Path, smoke: bool, once: bool, history: History
+) -> tuple[LiveDemo, str, dict[str, object]]:
+    import ray
+    from ray import serve
+
+    sizes = DemoSizes.of(smoke)
+    context = ray.init(
+        namespace=DEMO_NAMESPACE, include_dashboard=not smoke, configure_logging=False, log_to_driver=False, num_cpus=4
+    )
+    port = free_port() if (smoke or once) else 8000
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    cnn = train_cnn_for_demo(config, sizes, out_dir, console)
+    demo_cfg = demo_config(config, sizes, out_dir, cnn)
+    result = train_policy(demo_cfg, console)
+    policy = Path(result.last_checkpoint.file_uri("policy.pt"))
+    console.print(f"[bold]policy[/]: {policy} ({result.updates} updates, {result.env_steps} env steps)")
+    evaluation = evaluate_policy(policy, demo_cfg, out_dir, sizes, cnn)
+    live = start_live(demo_cfg, policy, out_dir, sizes, port, console)
+    if getattr(context, "dashboard_url", None):
+        live.urls["ray dashboard"] = f"http://{context.dashboard_url}"
+    from market.features import gather
+    from market.layout import AGENT_FEATURES
+    from market.timeline_builder import build_timeline
+
+    data = history.market_data(config.symbols, ticks=False)
+    short = type(data)(
+        eth_bars={**data.eth_bars, "1m": data.eth_bars["1m"][:600]},
+        btc_bars={**data.btc_bars, "1m": data.btc_bars["1m"][:600]},
+        synthetic=data.synthetic,
+        source=data.source,
+    )
+    timeline = build_timeline(short, demo_cfg.state, demo_cfg.indicators)
+    steps = np.array([timeline.n_steps - 2, timeline.n_steps - 1], dtype=np.int64)
+    states = gather(timeline, steps, np.zeros((2, len(AGENT_FEATURES)), np.float32))
+    ask_policy(live, states, config.symbols.traded, sizes.live_wait_s)
+    live.notes.append(paper_line(live))
+    trained = {
+        "updates": result.updates,
+        "env_steps": result.env_steps,
+        "policy": str(policy),
+        "cnn": str(cnn) if cnn else "none",
+    }
+    return live, evaluation, trained
+
+
+def _serve_until_interrupted(console: Console, live: LiveDemo) -> None:
+    console.print("serving; Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(5)
+            console.print(paper_line(live))
+    except KeyboardInterrupt:
+        console.print("stopping")
+
+
+def _shutdown(live: LiveDemo) -> None:
+    import ray
+    from ray import serve
+
+    if live.stream is not None:
+        live.stream.stop()
+    serve.shutdown()
+    ray.shutdown()

@@ -376,6 +376,16 @@ ingress = FastAPI(
 )
 
 
+# Defined before the deployment class: Serve may serialise the class by value as it is decorated,
+# and a helper defined after it would then be missing from the replica's globals.
+def _proxy_host() -> str:
+    """The host Serve's HTTP proxies listen on, from the Serve controller."""
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    return str(ray.get(controller.get_http_config.remote(), timeout=30).host)
+
+
 @serve.deployment(name="PolicyDeployment")
 @serve.ingress(ingress)
 class PolicyDeployment:
@@ -792,14 +802,6 @@ class PolicyDeployment:
         self._authorize(request)
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title="rayscalp policy")
-
-
-def _proxy_host() -> str:
-    """The host Serve's HTTP proxies listen on, from the Serve controller."""
-    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
-
-    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-    return str(ray.get(controller.get_http_config.remote(), timeout=30).host)
 
 
 def _validated(config: PolicyServeConfig | dict[str, Any]) -> PolicyServeConfig:
