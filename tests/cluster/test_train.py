@@ -2,11 +2,13 @@
 through the CLI, with an untrained CNN filling its CNN slots) checkpoints and resumes with identical counters
 and weights, and a run whose learner is killed continues from the last checkpoint when the driver is run again;
 two workers close >= 90% of the saw-tooth's gap (the single-process learning gate) even when both are killed
-mid-run; the lockstep mode gives the same numbers twice. The saw-tooth market is synthetic."""
+mid-run; the lockstep mode gives the same numbers twice; the CNN fill through Serve equals the one in the driver.
+The saw-tooth market is synthetic, and the CNN checkpoints here are untrained (seeded) weights."""
 
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from cluster.train import (
     TrainingMarket,
     apex_config,
     entry,
+    fill_cnn,
     head_timeline,
     prepare_market,
     train,
@@ -152,6 +155,26 @@ def test_the_cnn_component_is_filled_from_a_checkpoint_and_one_fitted_on_the_dqn
             history=real_history,
             log=lambda _: None,
         )
+
+
+@pytest.mark.timeout(180)
+def test_the_cnn_fill_through_the_serve_deployment_equals_the_fill_in_the_driver(ray_session, tmp_path: Path) -> None:
+    from ray import serve
+
+    timeline = sawtooth_timeline(400)
+    checkpoint = _untrained_cnn(tmp_path / "cnn.pt", None)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        served = fill_cnn(timeline, CnnSourceConfig(checkpoint=checkpoint, serve=True), ray_session.put(timeline))
+    finally:
+        serve.shutdown()
+    local = fill_cnn(timeline, CnnSourceConfig(checkpoint=checkpoint))
+    assert served[2] == local[2] == "cnn-untrained-test"
+    assert served[0].shape == (400, 16) and np.allclose(served[0], local[0], atol=1e-5)
+    assert np.allclose(served[1], local[1], atol=1e-5)
 
 
 @pytest.mark.timeout(300)
