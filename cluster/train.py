@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import sys
 import time
@@ -43,8 +42,6 @@ from policies.dqn import QNetwork
 from .config import ExperimentConfig, apply_override, format_validation_error, load_config, resolved_dict
 from .history import History, load_history
 from .runinfo import make_run_record, new_run_id, write_run_record
-
-logger = logging.getLogger(__name__)
 
 #: Seconds between status polls of the driver loop (progress lines are printed every ``progress_every_s``).
 POLL_S = 0.25
@@ -674,8 +671,11 @@ def _train(
             progress = loop(handles, apex, meter, console, on_progress)
         except KeyboardInterrupt:
             console.print("interrupted: writing a last checkpoint")
-            ray.get(learner.stop.remote())
-            ray.get(learner.wait.remote(600))
+            if apex.deterministic:
+                ray.get(learner.finish.remote())
+            else:
+                ray.get(learner.stop.remote())
+                ray.get(learner.wait.remote(600))
             raise
         weights = ray.get(learner.weights.remote())
         status = ray.get(learner.status.remote())
@@ -791,9 +791,16 @@ def _run_lockstep(
     printed = time.monotonic()
     while True:
         batches = [w.collect.remote() for w in workers]
-        reply: LearnerReply = ray.get(learner.step_round.remote(*batches))
+        try:
+            reply: LearnerReply = ray.get(learner.step_round.remote(*batches))
+        except ray.exceptions.RayError as exc:
+            ray.get(learner.status.remote(), timeout=30)  # raises if the learner itself is gone
+            raise TrainingError(
+                "lockstep mode: a rollout worker was lost mid-round (lockstep runs stop on a worker loss, the "
+                "asynchronous mode goes on); rerun with --resume to continue from the last checkpoint"
+            ) from exc
         for w in workers:
-            w.sync.remote(reply)
+            w.sync.remote(dataclasses.replace(reply, status={}))
         wall = apex.budget.wall_seconds
         out_of_time = wall is not None and time.monotonic() - meter.started >= wall
         if out_of_time and not reply.stop:
