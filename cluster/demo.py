@@ -216,7 +216,7 @@ def _stage_live(
     policy = Path(result.last_checkpoint.file_uri("policy.pt"))
     console.print(f"[bold]policy[/]: {policy} ({result.updates} updates, {result.env_steps} env steps)")
     evaluation = evaluate_policy(policy, demo_cfg, out_dir, sizes, cnn)
-    live = start_live(demo_cfg, policy, out_dir, sizes, port, console)
+    live = start_live(demo_cfg, policy, out_dir, sizes, port, console, history)
     if getattr(context, "dashboard_url", None):
         live.urls["ray dashboard"] = f"http://{context.dashboard_url}"
     from market.features import gather

@@ -53,6 +53,7 @@ class LiveDemo:
     notes: list[str] = field(default_factory=list)
     stream: Any = None
     paper: Any = None
+    live_state: Any = None
 
 
 def free_port() -> int:
@@ -137,8 +138,30 @@ def evaluate_policy(policy: Path, config: ExperimentConfig, run_dir: Path, sizes
     return format_report(report)
 
 
+def write_synthetic_klines(history: Any, run_dir: Path) -> tuple[Path, ...]:
+    """The synthetic history's 1m bars as kline CSVs (for the replay exchange's kline source), named so."""
+    import pandas as pd
+
+    folder = run_dir / "synthetic-klines"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for symbol, bars in history.bars.items():
+        path = folder / f"{symbol}-1m-SYNTHETIC.csv"
+        frame = pd.DataFrame({k: bars["1m"][k] for k in ("open", "high", "low", "close", "volume")})
+        frame.insert(0, "timestamp", bars["1m"]["open_time_ms"])
+        frame.to_csv(path, index=False)
+        paths.append(path)
+    return tuple(paths)
+
+
 def start_live(
-    config: ExperimentConfig, policy: Path, run_dir: Path, sizes: DemoSizes, port: int, console: Console
+    config: ExperimentConfig,
+    policy: Path,
+    run_dir: Path,
+    sizes: DemoSizes,
+    port: int,
+    console: Console,
+    history: Any,
 ) -> LiveDemo:
     """Live stream, live state, paper trader, policy service and dashboard, on the running Ray and Serve."""
     from actors.live_state import LIVE_STATE_ACTOR, LiveStateActor, LiveStateConfig
@@ -151,10 +174,16 @@ def start_live(
     from .stream_runner import STREAM_ACTOR, start_live_stream
 
     live = LiveDemo()
-    stream = start_live_stream(config, speed=sizes.replay_speed, storage_dir=run_dir / "stream")
+    synthetic_klines = write_synthetic_klines(history, run_dir) if history.synthetic else None
+    stream = start_live_stream(
+        config, speed=sizes.replay_speed, storage_dir=run_dir / "stream", kline_files=synthetic_klines
+    )
     live.stream = stream
-    source = "real captures" if stream.exchange and stream.exchange.config.source == "capture" else "SYNTHETIC ticks"
-    live.notes.append(f"live replay: {source} of 2024-08-08/09 at {sizes.replay_speed} from {stream.ws_url}")
+    if stream.exchange is not None and stream.exchange.config.source == "capture":
+        source = "the real captures of 2024-08-08/09"
+    else:
+        source = "SYNTHETIC ticks inside " + ("SYNTHETIC" if history.synthetic else "real") + " 1m klines"
+    live.notes.append(f"live replay: {source} at {sizes.replay_speed} from {stream.ws_url}")
     paper_cfg = PaperConfig(
         symbols=config.symbols,
         state=config.state,
@@ -166,7 +195,8 @@ def start_live(
         max_step_lag_ms=None,
     )
     live.paper = start_paper(paper_cfg, CheckpointPolicy(policy))
-    LiveStateActor.options(name=LIVE_STATE_ACTOR, get_if_exists=True).remote(
+    # the handle is kept: a named actor whose last handle goes out of scope is stopped
+    live.live_state = LiveStateActor.options(name=LIVE_STATE_ACTOR, get_if_exists=True).remote(
         LiveStateConfig(
             symbols=config.symbols,
             state=config.state,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from actors.ingestion_config import IngestionConfig
 from cluster.exchange import ExchangeConfig, ReplayExchange
+from market.errors import DataError
 
 from .config import ExperimentConfig
 
@@ -73,6 +74,7 @@ def start_live_stream(
     speed: str = "1x",
     storage_dir: Path | None = None,
     exchange_overrides: dict[str, Any] | None = None,
+    kline_files: tuple[Path, ...] | None = None,
 ) -> LiveStream:
     """Start the exchange (replay only), the stream actor and the ingestion actor on the running Ray.
 
@@ -85,6 +87,8 @@ def start_live_stream(
         Replay speed (``1x``, ``Nx``, ``max``).
     storage_dir : Path, optional
         Where the stream persists Parquet (default ``<output_dir>/stream``).
+    kline_files : tuple of Path, optional
+        Replay ticks synthesized inside these kline files (tagged synthetic) instead of the recorded captures.
     """
     import ray
 
@@ -94,11 +98,13 @@ def start_live_stream(
     exchange = None
     if source == "replay":
         shared = config.data.shared_dir / "binance"
-        captures = tuple(sorted((shared / "ws").glob("spot_*usdt_*.gz")))
+        captures = () if kline_files else tuple(sorted((shared / "ws").glob("spot_*usdt_*.gz")))
         if captures:
             ex_cfg = ExchangeConfig(source="capture", capture_files=captures, speed=speed, **(exchange_overrides or {}))
         else:
-            klines = tuple(sorted((shared / "klines").glob("*USDT-1m-*.csv")))
+            klines = kline_files or tuple(sorted((shared / "klines").glob("*USDT-1m-*.csv")))
+            if not klines:
+                raise DataError(f"nothing to replay: no captures or 1m kline files under {shared}")
             ex_cfg = ExchangeConfig(source="klines", kline_files=klines, speed=speed, **(exchange_overrides or {}))
         exchange = ExchangeThread(ex_cfg)
         host, port = exchange.start()
