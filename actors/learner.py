@@ -408,6 +408,10 @@ class LearnerActor:
     checkpoints every ``checkpoint.every_updates``. :meth:`add` holds a worker back while the updates lag the
     ratio by more than ``lead_env_steps`` worth; a learner ahead of the data simply waits for it.
     Lockstep mode: the driver calls :meth:`step_round` with every worker's batch, in worker order.
+
+    ``timeline`` and ``cnn`` arrive resolved (pass their ``ray.put`` refs); ``worker_arrays`` is the list of
+    those same refs, ``[timeline_ref, cnn_ref or None]``, nested so that Ray keeps them refs: the learner hands
+    them to workers (:meth:`worker_arrays`), so that no worker has an object-store constructor argument.
     """
 
     def __init__(
@@ -415,8 +419,10 @@ class LearnerActor:
         setup: LearnerSetup,
         timeline: MarketTimeline,
         cnn: tuple[np.ndarray, np.ndarray] | None,
+        worker_arrays: list[Any] | None = None,
     ) -> None:
         self.threads = setup.apex.learner.threads
+        self._worker_arrays = list(worker_arrays) if worker_arrays is not None else [None, None]
         torch.set_num_threads(self.threads)
         hidden, pred = cnn if cnn is not None else (None, None)
         store = None
@@ -462,6 +468,10 @@ class LearnerActor:
             entry["pids"].append(int(pid))
             entry["epsilon"] = float(epsilon)
             return self.core.counters.sessions - 1, len(entry["pids"]) - 1
+
+    def worker_arrays(self) -> list[Any]:
+        """``[timeline_ref, cnn_ref or None]``: the object refs workers read their arrays from."""
+        return self._worker_arrays
 
     def latest_weights(self) -> LearnerReply:
         """The latest published weights (version and ``[ref]``)."""

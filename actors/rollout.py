@@ -243,31 +243,27 @@ class RolloutWorker:
     Parameters
     ----------
     setup : WorkerSetup
-    arrays : list of ObjectRef
-        ``[timeline_ref]`` or ``[timeline_ref, cnn_ref]``: the ``ray.put`` refs of the timeline and of the
-        ``(cnn_hidden, cnn_pred)`` arrays. Nested in a list, so Ray does not resolve them into the constructor's
-        arguments; the worker gets them itself, as zero-copy views of the object store. The driver holds the
-        refs for the whole run, so a restarted worker reads them again.
-    learner : ActorHandle
-        The :class:`actors.learner.LearnerActor`.
+    learner_name : str
+        The name of the :class:`actors.learner.LearnerActor` in the job's namespace. The worker looks it up and
+        asks it for the ``ray.put`` refs of the timeline and of the CNN arrays
+        (:meth:`~actors.learner.LearnerActor.worker_arrays`), which it reads as zero-copy views of the object
+        store. Neither a handle nor a ref is a constructor argument (Ray cannot pin those for a restart,
+        ray-project/ray#53727): a restarted worker finds the learner and the refs again (the driver holds the
+        refs for the whole run).
     autostart : bool
     """
 
-    def __init__(
-        self,
-        setup: WorkerSetup,
-        arrays: list[Any],
-        learner: Any,
-        autostart: bool = True,
-    ) -> None:
+    def __init__(self, setup: WorkerSetup, learner_name: str, autostart: bool = True) -> None:
         torch.set_num_threads(max(1, int(setup.apex.worker_num_cpus)))
         self.setup = setup
+        learner = ray.get_actor(learner_name)
         self.learner = learner
         explore = setup.apex.exploration
         epsilon = apex_epsilon(setup.index, setup.num_workers, explore.base, explore.alpha)
         session, incarnation = ray.get(learner.register_worker.remote(setup.index, os.getpid(), epsilon))
-        timeline: MarketTimeline = ray.get(arrays[0])
-        hidden, pred = ray.get(arrays[1]) if len(arrays) > 1 and arrays[1] is not None else (None, None)
+        timeline_ref, cnn_ref = ray.get(learner.worker_arrays.remote())
+        timeline: MarketTimeline = ray.get(timeline_ref)
+        hidden, pred = ray.get(cnn_ref) if cnn_ref is not None else (None, None)
         self.core = RolloutWorkerCore(
             setup.index,
             setup.num_workers,

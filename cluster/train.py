@@ -653,12 +653,14 @@ def _train(
             "run_id": run_id,
         },
     )
-    learner = LearnerActor.options(**_learner_options(apex)).remote(setup, timeline_ref, cnn_ref)
+    learner_name = f"rayscalp-learner-{run_id}"
+    learner = LearnerActor.options(name=learner_name, **_learner_options(apex)).remote(
+        setup, timeline_ref, cnn_ref, [timeline_ref, cnn_ref]
+    )
     workers = [
         RolloutWorker.options(num_cpus=apex.worker_num_cpus, max_restarts=apex.max_worker_restarts).remote(
             WorkerSetup(i, apex.num_workers, env_config, config.network, config.training, apex, config.seed),
-            [timeline_ref, cnn_ref],
-            learner,
+            learner_name,
             autostart=not apex.deterministic,
         )
         for i in range(apex.num_workers)

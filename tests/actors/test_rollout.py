@@ -162,9 +162,11 @@ def test_the_ray_worker_reads_the_timeline_zero_copy_and_feeds_the_learner_actor
     apex = APEX.model_copy(update={"worker_num_cpus": 0, "learning_starts": 32})
     timeline_ref = ray.put(timeline)
     setup = LearnerSetup(TRAINING, ReplayConfig(capacity=1000), NETWORK, apex, 3, None, None, {}, None)
-    learner = LearnerActor.options(num_cpus=0, max_concurrency=4).remote(setup, timeline_ref, None)
+    learner = LearnerActor.options(name="test-rollout-learner", num_cpus=0, max_concurrency=4).remote(
+        setup, timeline_ref, None, [timeline_ref, None]
+    )
     worker_setup = WorkerSetup(1, 2, sawtooth_env(30, 20), NETWORK, TRAINING, apex, 3)
-    worker = RolloutWorker.options(num_cpus=0).remote(worker_setup, [timeline_ref], learner, autostart=False)
+    worker = RolloutWorker.options(num_cpus=0).remote(worker_setup, "test-rollout-learner", autostart=False)
     info = ray.get(worker.info.remote())
     assert info["timeline_read_only"] and info["weights_version"] == 0 and info["epsilon"] == pytest.approx(0.4**8)
     batch = worker.collect.remote()
