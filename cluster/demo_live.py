@@ -28,7 +28,7 @@ DEMO_NAMESPACE = "rayscalp"
 class DemoSizes:
     """How big each stage runs: ``smoke`` for CI (well under 3 minutes), ``full`` for ``make run``."""
 
-    history_steps: int
+    history_steps: int | None
     updates: int
     workers: int
     learning_starts: int
@@ -41,7 +41,8 @@ class DemoSizes:
     def of(smoke: bool) -> DemoSizes:
         if smoke:
             return DemoSizes(2_000, 60, 1, 256, 0, 200, "max", 20.0)
-        return DemoSizes(20_000, 1_500, 2, 2_000, 150, 1_000, "10x", 90.0)
+        # the whole history: the CNN is trained on its earliest span, the DQN on the next (they never overlap)
+        return DemoSizes(None, 1_500, 2, 2_000, 150, 1_000, "10x", 90.0)
 
 
 @dataclass(slots=True)
