@@ -202,15 +202,19 @@ def _stage_live(
     console: Console, config: ExperimentConfig, out_dir: Path, smoke: bool, once: bool, history: History
 ) -> tuple[LiveDemo, str, dict[str, object]]:
     import ray
+    import torch
     from ray import serve
 
+    # The demo shares the machine with Ray's workers and Serve's replicas: one torch thread here, or torch's
+    # OpenMP threads spin-wait against them (measured many times slower on two cores).
+    torch.set_num_threads(1)
     sizes = DemoSizes.of(smoke)
     context = ray.init(
         namespace=DEMO_NAMESPACE, include_dashboard=not smoke, configure_logging=False, log_to_driver=False, num_cpus=4
     )
     port = free_port() if (smoke or once) else 8000
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    cnn = train_cnn_for_demo(config, sizes, out_dir, console)
+    cnn = train_cnn_for_demo(config, sizes, out_dir, console, history)
     demo_cfg = demo_config(config, sizes, out_dir, cnn)
     result = train_policy(demo_cfg, console)
     policy = Path(result.last_checkpoint.file_uri("policy.pt"))

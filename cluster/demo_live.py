@@ -41,8 +41,8 @@ class DemoSizes:
     def of(smoke: bool) -> DemoSizes:
         if smoke:
             return DemoSizes(2_000, 60, 1, 256, 0, 200, "max", 20.0)
-        # the whole history: the CNN is trained on its earliest span, the DQN on the next (they never overlap)
-        return DemoSizes(None, 1_500, 2, 2_000, 150, 1_000, "10x", 90.0)
+        # the CNN trains on the earliest span of the same first 20,000 minutes the DQN reads (never overlapping)
+        return DemoSizes(20_000, 800, 2, 2_000, 150, 500, "10x", 60.0)
 
 
 @dataclass(slots=True)
@@ -95,7 +95,19 @@ def demo_config(
     return type(config).model_validate(data)
 
 
-def train_cnn_for_demo(config: ExperimentConfig, sizes: DemoSizes, run_dir: Path, console: Console) -> Path | None:
+def first_minutes(history: Any, steps: int | None) -> Any:
+    """``history`` with only its first ``steps`` 1m bars (the longer 1h/1d files stay: they are earlier windows)."""
+    import dataclasses
+
+    if steps is None:
+        return history
+    bars = {sym: {**tfs, "1m": tfs["1m"][:steps]} for sym, tfs in history.bars.items()}
+    return dataclasses.replace(history, bars=bars)
+
+
+def train_cnn_for_demo(
+    config: ExperimentConfig, sizes: DemoSizes, run_dir: Path, console: Console, history: Any
+) -> Path | None:
     """A short CNN training on the tiny profile (none in smoke mode); return its checkpoint."""
     if not sizes.cnn_steps:
         console.print(
@@ -110,6 +122,7 @@ def train_cnn_for_demo(config: ExperimentConfig, sizes: DemoSizes, run_dir: Path
         state=StateConfig(profile="tiny"),
         max_steps=sizes.cnn_steps,
         out_dir=run_dir / "cnn",
+        history=first_minutes(history, sizes.history_steps),
         log=lambda line: None,
     )
     console.print(f"[bold]cnn[/]: trained {report.version} for {sizes.cnn_steps} steps on the earliest span")
