@@ -97,3 +97,21 @@ def test_address_comes_from_the_argument_then_the_environment_then_the_tunnel(mo
     monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "10.0.0.2:8265")
     assert submit.resolve_address() == "http://10.0.0.2:8265"
     assert submit.resolve_address("https://ray.example/") == "https://ray.example"
+
+
+@pytest.mark.timeout(360)
+def test_a_short_training_job_runs_to_success_on_the_cluster_and_its_logs_show_the_run(
+    head: PrivateRayHead, tmp_path: Path
+) -> None:
+    entrypoint = (
+        "python -m cluster.train --config configs/tiny.yaml"
+        f" --set output_dir={tmp_path} --set data.source=synthetic"
+        " --set apex.history_steps=1500 --set apex.budget.updates=20 --set apex.learning_starts=64"
+        " --set apex.num_workers=1 --set apex.worker_num_cpus=0.25"
+    )
+    job_id = submit.submit(entrypoint, address=head.dashboard_url, working_dir=REPO, metadata={"test": "train"})
+    final = submit.follow(job_id, address=head.dashboard_url, out=lambda _line: None, timeout_s=330)
+    logs = submit.job_logs(job_id, address=head.dashboard_url)
+    assert final.status == "SUCCEEDED", f"{final.message}\n{logs[-3000:]}\n{head.log_tail()}"
+    assert "SYNTHETIC" in logs and "20 updates" in logs
+    assert list(tmp_path.rglob("run.json")), "the training job wrote no run record"
