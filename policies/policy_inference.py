@@ -374,6 +374,11 @@ def _numbers(value: object, key: str, ndim: int) -> np.ndarray:
         raise PayloadError(f'"{key}" must hold numbers only, got {array.dtype.str!r} values')
     if array.ndim != ndim:
         raise PayloadError(f'"{key}" must be {ndim}-D {shape}, got shape {tuple(array.shape)}')
+    large = np.abs(array.astype(np.float64)) > MAX_ABS_VALUE
+    if large.any():
+        index = [int(i) for i in np.argwhere(large)[0]]
+        # checked before the float32 cast, which would round 1e9 + 1e-7 down to the bound the schema states
+        raise PayloadError(f'"{key}"{index} is {array[tuple(index)]!r}: |value| must be at most {MAX_ABS_VALUE:g}')
     with np.errstate(over="ignore"):
         return array.astype(np.float32)  # a value beyond float32 becomes inf and is rejected as non-finite
 

@@ -281,11 +281,12 @@ def act_request_schema(state_size: int, agent_size: int, symbols: list[str], max
     number = {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE}
     state = {"type": "array", "items": number, "minItems": state_size, "maxItems": state_size}
     agent = {
-        "type": "array",
-        "items": number,
-        "minItems": agent_size,
-        "maxItems": agent_size,
-        "description": "replaces the agent slot of the state(s); with states, [B, A] (one row each) also works",
+        "anyOf": [
+            {"type": "array", "items": number, "minItems": agent_size, "maxItems": agent_size},
+            {"type": "null"},
+        ],
+        "description": "replaces the agent slot of the state(s); with states, [B, A] (one row each) also works; "
+        "null counts as absent",
     }
     return {
         "oneOf": [

@@ -160,7 +160,7 @@ def test_the_schema_pins_the_served_layout_and_declares_the_key(api_schema) -> N
         == forms["OneState"]["properties"]["state"]["maxItems"]
         == 692
     )
-    assert forms["OneState"]["properties"]["agent"]["maxItems"] == 6
+    assert forms["OneState"]["properties"]["agent"]["anyOf"][0]["maxItems"] == 6
     assert forms["Latest"]["properties"]["symbol"]["enum"] == ["ETHUSDT"]
     assert set(body) == {"application/json", "application/x-npy", "application/octet-stream"}
     assert raw["paths"]["/v1/model"]["get"]["security"] == [{"ApiKeyAuth": []}]
