@@ -378,7 +378,8 @@ def _numbers(value: object, key: str, ndim: int) -> np.ndarray:
     if large.any():
         index = [int(i) for i in np.argwhere(large)[0]]
         # checked before the float32 cast, which would round 1e9 + 1e-7 down to the bound the schema states
-        raise PayloadError(f'"{key}"{index} is {array[tuple(index)]!r}: |value| must be at most {MAX_ABS_VALUE:g}')
+        value = float(array[tuple(index)])
+        raise PayloadError(f'"{key}"{index} is {value:g}: |value| must be at most {MAX_ABS_VALUE:g}')
     with np.errstate(over="ignore"):
         return array.astype(np.float32)  # a value beyond float32 becomes inf and is rejected as non-finite
 
