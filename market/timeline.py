@@ -25,8 +25,9 @@ class WindowSource:
     rows : array [F, pad + R] float32, feature-major
         The first ``pad`` rows are zeros, so that a window ending at any known row stays in bounds; real rows
         follow. Price features hold natural log prices less the market's anchor (``meta["anchors"]``), which
-        keeps them near 0 where float32 resolves a hundredth of a basis point. Feature-major so that a window is one contiguous
-        run per feature, and lands in the state as ``F x W`` (channels x time, as a 1-D conv reads it).
+        keeps them near 0 where float32 resolves a hundredth of a basis point. Feature-major so that a window
+        is one contiguous run per feature, and lands in the state as ``F x W`` (channels x time, as a 1-D conv
+        reads it).
     last : array [T] int64
         For each step, the index into ``rows`` of the last row known at that step (``pad - 1`` when none).
     pad : int
