@@ -175,6 +175,13 @@ class StateLayout:
     def __contains__(self, name: str) -> bool:
         return any(c.name == name for c in self.components)
 
+    def component_at(self, column: int) -> str:
+        """Name of the component holding state column ``column`` (``"?"`` outside the state)."""
+        for comp in self.components:
+            if comp.offset <= column < comp.offset + comp.size:
+                return comp.name
+        return "?"
+
     @property
     def names(self) -> tuple[str, ...]:
         """Component names in state order."""

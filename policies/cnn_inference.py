@@ -62,13 +62,6 @@ def batch_offsets(sizes: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))]).astype(np.int64)
 
 
-def _component_at(layout: StateLayout, column: int) -> str:
-    for comp in layout.components:
-        if comp.offset <= column < comp.offset + comp.size:
-            return comp.name
-    return "?"
-
-
 class CnnPredictor:
     """A loaded CNN that answers batches of states and fills timelines in chunks.
 
@@ -163,7 +156,7 @@ class CnnPredictor:
         if not finite.all():
             row, col = (int(i) for i in np.argwhere(~finite)[0])
             raise PayloadError(
-                f"states[{row}, {col}] is {states[row, col]} (component {_component_at(self.layout, col)}): "
+                f"states[{row}, {col}] is {states[row, col]} (component {self.layout.component_at(col)}): "
                 "every value must be finite"
             )
         return np.ascontiguousarray(states, dtype=np.float32)

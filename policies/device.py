@@ -11,6 +11,13 @@ import torch
 from market.timeline import MarketTimeline
 
 
+def check_device_name(name: str) -> str:
+    """Validate a device setting (``auto``, ``cpu`` or ``cuda[:N]``) for config models; return it."""
+    if name not in {"auto", "cpu"} and not name.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N] (got {name!r})")
+    return name
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> ``cuda`` when available else ``cpu``; ``cpu``/``cuda[:N]`` as given.
 

@@ -123,13 +123,6 @@ def check_answer(answer: PolicyAnswer) -> PolicyAnswer:
     return answer
 
 
-def _component_at(layout: StateLayout, column: int) -> str:
-    for comp in layout.components:
-        if comp.offset <= column < comp.offset + comp.size:
-            return comp.name
-    return "?"
-
-
 class PolicyPredictor:
     """A loaded Q-network that checks states, overrides their agent slot and answers batches of them.
 
@@ -249,14 +242,14 @@ class PolicyPredictor:
         if not finite.all():
             row, col = (int(i) for i in np.argwhere(~finite)[0])
             raise PayloadError(
-                f"states[{row}, {col}] is {states[row, col]} (component {_component_at(self.layout, col)}): "
+                f"states[{row}, {col}] is {states[row, col]} (component {self.layout.component_at(col)}): "
                 "every value must be finite"
             )
         large = np.abs(states) > MAX_ABS_VALUE
         if large.any():
             row, col = (int(i) for i in np.argwhere(large)[0])
             raise PayloadError(
-                f"states[{row}, {col}] is {states[row, col]:g} (component {_component_at(self.layout, col)}): "
+                f"states[{row}, {col}] is {states[row, col]:g} (component {self.layout.component_at(col)}): "
                 f"|value| must be at most {MAX_ABS_VALUE:g} (states are normalised features)"
             )
         return np.ascontiguousarray(states, dtype=np.float32)

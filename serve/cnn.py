@@ -43,6 +43,7 @@ from policies.cnn_inference import (
     encode_answer_json,
     encode_answer_npy,
 )
+from policies.device import check_device_name
 
 logger = logging.getLogger("ray.serve")
 
@@ -90,9 +91,7 @@ class CnnServeConfig(StrictModel):
     @field_validator("device")
     @classmethod
     def _device_name(cls, value: str) -> str:
-        if value not in {"auto", "cpu"} and not value.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N] (got {value!r})")
-        return value
+        return check_device_name(value)
 
     @field_validator("route_prefix")
     @classmethod

@@ -52,6 +52,7 @@ from ray.serve.handle import DeploymentHandle
 from market.config import StrictModel
 from market.errors import ConfigError, RayscalpError
 from policies.cnn_inference import JSON_MEDIA_TYPE, NPY_MEDIA_TYPES, PayloadError
+from policies.device import check_device_name
 from policies.policy_inference import (
     CONFIDENCE_DEFINITION,
     MAX_ABS_VALUE,
@@ -174,9 +175,7 @@ class PolicyServeConfig(StrictModel):
     @field_validator("device")
     @classmethod
     def _device_name(cls, value: str) -> str:
-        if value not in {"auto", "cpu"} and not value.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N] (got {value!r})")
-        return value
+        return check_device_name(value)
 
     @field_validator("route_prefix")
     @classmethod
