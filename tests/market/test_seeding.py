@@ -10,8 +10,8 @@ from market.seeding import derive_rng, derive_seed
 
 
 def test_derived_seed_is_stable_across_calls_and_known_value() -> None:
-    # A fixed value guards against the derivation silently changing between versions.
-    assert derive_seed(0, "learner") == derive_seed(0, "learner")
+    # A fixed value guards against the derivation silently changing between versions (old runs' seeds).
+    assert derive_seed(0, "learner") == 113081434668256301
     assert derive_seed(0, "learner") != derive_seed(1, "learner")
 
 
