@@ -51,7 +51,7 @@ def plain_state(tl: MarketTimeline, t: int, agent: np.ndarray) -> np.ndarray:
 
 
 def timelines() -> list[tuple[str, MarketTimeline]]:
-    from cluster.history import load_history
+    from cluster.data.history import load_history
     from market.config import DataConfig, SymbolsConfig
 
     history = load_history(DataConfig(shared_dir=SHARED_DATA), SymbolsConfig())

@@ -27,7 +27,7 @@ UPDATES = 10
 
 
 def build(profile: str):
-    from cluster.history import load_history
+    from cluster.data.history import load_history
     from market.config import DataConfig, SymbolsConfig
 
     history = load_history(DataConfig(shared_dir=SHARED_DATA), SymbolsConfig())

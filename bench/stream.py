@@ -33,7 +33,7 @@ def bare_client_rate() -> tuple[float, int]:
     """Frames/s of a bare websockets + orjson client reading every frame of the same replay."""
     import websockets
 
-    from cluster.exchange import ExchangeConfig
+    from cluster.exchange.server import ExchangeConfig
     from cluster.stream_runner import ExchangeThread
 
     ex = ExchangeThread(ExchangeConfig(capture_files=captures(), speed="max", on_end="stop"))
@@ -64,7 +64,7 @@ def ours_rate(expected_trades: int) -> tuple[float, int]:
     from actors.ingestion import IngestionActor
     from actors.ingestion_config import IngestionConfig
     from actors.stream import StreamConfig, UnifiedStreamActor
-    from cluster.exchange import ExchangeConfig
+    from cluster.exchange.server import ExchangeConfig
     from cluster.stream_runner import ExchangeThread
 
     ex = ExchangeThread(ExchangeConfig(capture_files=captures(), speed="max", on_end="hold"))
@@ -99,7 +99,7 @@ def latency() -> dict[str, float]:
     from actors.ingestion import IngestionActor
     from actors.ingestion_config import IngestionConfig
     from actors.stream import StreamConfig, UnifiedStreamActor
-    from cluster.exchange import ExchangeConfig
+    from cluster.exchange.server import ExchangeConfig
     from cluster.stream_runner import ExchangeThread
 
     start_ms = 1_723_161_300_000  # 2024-08-08 23:55 UTC, inside both captures

@@ -89,7 +89,7 @@ def data_fetch(
     overrides: tuple[str, ...],
 ) -> None:
     """Download Binance public-data zips, verify their checksums and store them as Parquet."""
-    from cluster.fetch import fetch_public_data
+    from cluster.data.fetch import fetch_public_data
 
     cfg = _load(config_path, overrides)
     report = fetch_public_data(
@@ -149,7 +149,7 @@ def data_snapshot(
 ) -> None:
     """Freeze a span of history (kline files and/or the stream's persisted data) into an immutable,
     fingerprinted snapshot that runs can name."""
-    from cluster.snapshot import arrays_from_kline_files, arrays_from_stream_store, clip_span, write_snapshot
+    from cluster.data.snapshot import arrays_from_kline_files, arrays_from_stream_store, clip_span, write_snapshot
 
     if not kline_files and stream_dir is None:
         raise click.UsageError("give --klines files and/or --stream-dir")
@@ -184,7 +184,7 @@ def _utc_ms(text: str | None) -> int | None:
 @click.option("--max-steps", type=int, default=None, help="Only the first N base steps (default: all).")
 def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, max_steps: int | None) -> None:
     """Flat, buy-and-hold, random and momentum through the env over the whole history span."""
-    from cluster.history import load_history
+    from cluster.data.history import load_history
     from market.baselines import format_table, run_baselines
     from market.timeline_builder import build_timeline
 
@@ -463,7 +463,7 @@ def _ray_running() -> bool:
 @click.option("--malformed-rate", type=float, default=0.0, show_default=True, help="Fault: rate of garbage frames.")
 def exchange(source: str, speed: str, port: int, disconnect_every: int | None, malformed_rate: float) -> None:
     """Run the local replay exchange (Binance's websocket and REST protocol on 127.0.0.1)."""
-    from cluster.exchange import ExchangeConfig, ExchangeFaults, serve_exchange
+    from cluster.exchange.server import ExchangeConfig, ExchangeFaults, serve_exchange
 
     faults = ExchangeFaults(disconnect_every=disconnect_every, malformed_rate=malformed_rate)
     serve_exchange(ExchangeConfig(source=source, speed=speed, port=port, faults=faults))
@@ -599,7 +599,7 @@ def grafana() -> None:
 )
 def grafana_export(path: Path) -> None:
     """Write the dashboard JSON (for Grafana's file provisioning) to PATH."""
-    from cluster.grafana import export
+    from cluster.ops.grafana import export
 
     click.echo(str(export(path)))
 
@@ -610,7 +610,7 @@ def grafana_export(path: Path) -> None:
 @click.option("--folder-uid", default=None, help="Folder to put the dashboard in.")
 def grafana_push(url: str, api_key: str, folder_uid: str | None) -> None:
     """Create or overwrite the dashboard on a Grafana server."""
-    from cluster.grafana import push
+    from cluster.ops.grafana import push
 
     result = push(url, api_key, folder_uid=folder_uid)
     click.echo(f"{result.status}: {result.uid} version {result.version} {url.rstrip('/')}{result.url}")

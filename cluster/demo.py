@@ -19,6 +19,7 @@ from market.indicators import FEATURE_INDEX, close_features
 from market.layout import AGENT_FEATURES, StateConfig
 
 from .config import ExperimentConfig
+from .data.history import History, load_history
 from .demo_live import (
     DEMO_NAMESPACE,
     DemoSizes,
@@ -32,7 +33,6 @@ from .demo_live import (
     train_cnn_for_demo,
     train_policy,
 )
-from .history import History, load_history
 from .runinfo import make_run_record, new_run_id, write_run_record
 
 

@@ -50,7 +50,7 @@ from policies.device import resolve_device
 from policies.dqn import QNetwork
 
 from .config import ExperimentConfig
-from .history import History, load_history
+from .data.history import History, load_history
 from .runinfo import make_run_record, new_run_id, write_run_record
 
 #: The policy first, then the baselines, in the order they are printed.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from actors.ingestion_config import IngestionConfig
-from cluster.exchange import ExchangeConfig, ReplayExchange
+from cluster.exchange.server import ExchangeConfig, ReplayExchange
 from market.errors import DataError
 
 from .config import ExperimentConfig

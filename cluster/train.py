@@ -40,7 +40,7 @@ from market.timeline_builder import MarketData, build_timeline
 from policies.dqn import QNetwork
 
 from .config import ExperimentConfig, apply_override, format_validation_error, load_config, resolved_dict
-from .history import History, load_history
+from .data.history import History, load_history
 from .runinfo import make_run_record, new_run_id, write_run_record
 
 #: Seconds between status polls of the driver loop (progress lines are printed every ``progress_every_s``).

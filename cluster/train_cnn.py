@@ -32,7 +32,7 @@ from policies.cnn_training import (
 )
 
 from .config import ExperimentConfig
-from .history import History, load_history
+from .data.history import History, load_history
 from .runinfo import make_run_record, write_run_record
 
 #: The direction accuracy the original system said its CNN would reach; printed beside what this one reaches.

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from actors.ingestion import Backoff, Ingestion, IngestionActor, IngestionStats, parse_historical_trades
 from actors.ingestion_config import IngestionConfig
 from actors.messages import StreamAck, TickBatch, TradeGap
-from cluster.exchange import ExchangeConfig, ExchangeFaults, ReplayExchange
-from cluster.exchange_data import ReplaySource, load_capture
+from cluster.exchange.capture import ReplaySource, load_capture
+from cluster.exchange.server import ExchangeConfig, ExchangeFaults, ReplayExchange
 from market.datasets import load_ws_capture
 from market.errors import DataError
 

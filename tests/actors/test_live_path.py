@@ -31,7 +31,7 @@ def _run_live_path(ray, tmp_path: Path, captures, recorded, *, kill_stream_after
     from actors.ingestion import IngestionActor
     from actors.ingestion_config import IngestionConfig
     from actors.stream import StreamConfig, UnifiedStreamActor
-    from cluster.exchange import ExchangeConfig, ExchangeFaults
+    from cluster.exchange.server import ExchangeConfig, ExchangeFaults
     from cluster.stream_runner import ExchangeThread
 
     faults = ExchangeFaults(disconnect_every=1000, malformed_rate=0.01, duplicate_rate=0.01, reorder_rate=0.01)

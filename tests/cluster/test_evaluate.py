@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cluster.config import ExperimentConfig
+from cluster.data.history import load_history
 from cluster.evaluate import (
     STRATEGIES,
     EvaluationReport,
@@ -21,7 +22,6 @@ from cluster.evaluate import (
     format_report,
     walk_forward_folds,
 )
-from cluster.history import load_history
 from cluster.runinfo import read_run_record
 from market.baselines import BASELINES, real_kline_timeline, run_baselines
 from market.config import DataConfig

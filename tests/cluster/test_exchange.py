@@ -25,9 +25,9 @@ from pydantic import ValidationError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from cluster.exchange import ExchangeConfig, ExchangeFaults, ReplayExchange
-from cluster.exchange_data import format_units, load_capture, parse_units
-from cluster.exchange_ws import StreamSession, corrupt_frame, stream_request
+from cluster.exchange.capture import format_units, load_capture, parse_units
+from cluster.exchange.server import ExchangeConfig, ExchangeFaults, ReplayExchange
+from cluster.exchange.ws import StreamSession, corrupt_frame, stream_request
 
 CAPTURES = (
     "spot_ethusdt_20240808.gz",

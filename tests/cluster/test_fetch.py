@@ -1,4 +1,4 @@
-"""cluster.fetch against a real HTTP server on loopback laid out like data.binance.vision."""
+"""cluster.data.fetch against a real HTTP server on loopback laid out like data.binance.vision."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster.fetch import fetch_public_data, public_data_files
+from cluster.data.fetch import fetch_public_data, public_data_files
 from market.datasets import load_klines, load_trades, read_parquet, read_parquet_metadata
 from market.errors import ConfigError
 from market.records import BAR_DTYPE, TRADE_DTYPE

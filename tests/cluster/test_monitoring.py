@@ -29,7 +29,7 @@ import pytest
 
 from actors.metrics import CATALOG, MetricKind
 from cluster import grafana, prometheus
-from cluster.prometheus import MonitoringError
+from cluster.ops.prometheus import MonitoringError
 
 from .private_ray import PrivateRayHead, free_port, start_private_head
 

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster.snapshot import arrays_from_kline_files, clip_span, read_snapshot, snapshot_fingerprint, write_snapshot
+from cluster.data.snapshot import (
+    arrays_from_kline_files,
+    clip_span,
+    read_snapshot,
+    snapshot_fingerprint,
+    write_snapshot,
+)
 from market.errors import DataError
 from market.records import TRADE_DTYPE
 
@@ -81,7 +87,7 @@ def test_bad_keys_and_empty_spans_are_refused(tmp_path: Path) -> None:
 def test_snapshot_of_the_streams_persisted_history_holds_every_trade_once(shared_data: Path, tmp_path: Path) -> None:
     from actors.messages import TickBatch
     from actors.stream import StreamConfig, UnifiedStream
-    from cluster.snapshot import arrays_from_stream_store
+    from cluster.data.snapshot import arrays_from_stream_store
     from market.datasets import load_ws_capture
 
     eth = load_ws_capture(*sorted((shared_data / "binance" / "ws").glob("spot_ethusdt_*.gz"))).trades

@@ -21,7 +21,7 @@ from actors.apex_config import ApexConfig, BudgetConfig, CheckpointConfig, CnnSo
 from actors.checkpoints import CheckpointStore
 from actors.learner import LEARNER_FILE, POLICY_FILE, weights_digest
 from cluster.config import ExperimentConfig, load_config
-from cluster.history import load_history
+from cluster.data.history import load_history
 from cluster.train import (
     Progress,
     RunHandles,

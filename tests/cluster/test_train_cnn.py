@@ -10,7 +10,7 @@ import orjson
 import torch
 
 from cluster.config import ExperimentConfig
-from cluster.history import History
+from cluster.data.history import History
 from cluster.runinfo import read_run_record
 from cluster.train_cnn import train_cnn
 from market.config import DataConfig

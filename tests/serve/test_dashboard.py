@@ -299,8 +299,8 @@ def live(ray_session, chromium: str, shared_data: Path, tmp_path_factory: pytest
     from actors.ingestion import IngestionActor
     from actors.ingestion_config import IngestionConfig
     from actors.stream import UnifiedStreamActor
-    from cluster.exchange import ExchangeConfig, ReplayExchange
-    from cluster.exchange_data import load_capture
+    from cluster.exchange.capture import load_capture
+    from cluster.exchange.server import ExchangeConfig, ReplayExchange
     from serve.dashboard import deploy
 
     ws = shared_data / "binance" / "ws"

@@ -31,9 +31,9 @@ from websockets.http11 import Request, Response
 from market.config import StrictModel
 from market.seeding import derive_seed
 
-from .exchange_data import ReplaySource, load_capture, synthesize_from_klines
-from .exchange_rest import answer
-from .exchange_ws import StreamSession, corrupt_frame, stream_request
+from .capture import ReplaySource, load_capture, synthesize_from_klines
+from .rest import answer
+from .ws import StreamSession, corrupt_frame, stream_request
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from .exchange_data import ReplaySource, historical_trades, klines
+from .capture import ReplaySource, historical_trades, klines
 
 #: Intervals Binance's klines endpoint accepts that have a fixed length (``1w`` and ``1M`` are calendar-aligned
 #: there and are refused here as invalid).
