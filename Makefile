@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: run test bench lint setup clean
+.PHONY: run test test-fast bench lint setup clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ test: $(STAMP)
 	@bash scripts/install_test_services.sh
 	@bash scripts/install_chromium.sh
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# No Ray, no browser, nothing slow: RAY_ADDRESS points at a closed port, so a test that starts Ray unmarked fails.
+test-fast: $(STAMP)
+	RAY_ADDRESS=127.0.0.1:1 $(PY) -m pytest -q -p no:cacheprovider -m "not ray and not browser and not slow"
 
 bench: $(STAMP)
 	$(PY) -m bench

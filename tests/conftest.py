@@ -1,4 +1,9 @@
-"""Shared fixtures: the real-data folder (skips with a reason when absent) and the Ray environment."""
+"""Shared fixtures: the real-data folder (skips with a reason when absent) and the Ray environment.
+
+Markers: a test that reaches the session Ray (``ray_session``, directly or through a fixture) is marked ``ray``,
+one that drives Chromium is marked ``browser``; ``make test-fast`` deselects both and ``slow``, and runs with
+``RAY_ADDRESS`` pointing at a closed port, so an unmarked test that starts Ray fails instead of slowing it down.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,22 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Modules whose tests start Ray themselves (a private head, the demo, a training driver) rather than through
+# the ``ray_session`` fixture.
+RAY_MODULES = frozenset({"test_submit", "test_monitoring", "test_demo", "test_train"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark Ray and browser tests by what they use, so the fast subset never needs either."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+        if "ray_session" in fixtures or module in RAY_MODULES:
+            item.add_marker(pytest.mark.ray)
+        if "chromium" in fixtures:
+            item.add_marker(pytest.mark.browser)
+
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
