@@ -208,7 +208,7 @@ def warm_bars_of(packet: Any, state: StateConfig) -> dict[str, np.ndarray]:
     state : StateConfig
     """
     bars = packet.traded.bars
-    return {tf: np.array(bars[tf]) for tf in state.eth_timeframes if tf != state.base_timeframe and tf in bars}
+    return {tf: np.array(bars[tf]) for tf in state.traded_timeframes if tf != state.base_timeframe and tf in bars}
 
 
 def recent_trades(packet: Any) -> dict[str, np.ndarray]:
@@ -270,7 +270,7 @@ class LiveStateBuilder:
         if not complete and sum(tl.stats().trades_taken.values()):
             tl.reset()
         traded, reference = self.config.symbols.all
-        tl.feed(eth=trades.get(traded), btc=trades.get(reference))
+        tl.feed(traded=trades.get(traded), reference=trades.get(reference))
         return tl.catch_up()
 
     def build(self, agent: np.ndarray | None = None, agent_step_time_ms: int = -1) -> LiveState:

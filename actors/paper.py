@@ -460,7 +460,7 @@ class PaperTrader:
             if not complete and sum(tl.stats().trades_taken.values()):
                 tl.reset()
             traded, reference = self.config.symbols.all
-            tl.feed(eth=trades.get(traded), btc=trades.get(reference))
+            tl.feed(traded=trades.get(traded), reference=trades.get(reference))
             n = 0
             while tl.next_step():
                 self._step()
@@ -479,7 +479,7 @@ class PaperTrader:
             self.skipped_done += 1
             return
         venue = cfg.venue
-        bar = tl.bar("eth")
+        bar = tl.bar("traded")
         close = float(bar["close"])
         step = time_ms // self.base_ms
         price = np.array([close])

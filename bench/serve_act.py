@@ -80,7 +80,7 @@ def load_timeline() -> tuple[MarketTimeline, str]:
     from market.timeline_builder import MarketData, build_timeline
 
     bars = synthetic_bars(1_735_689_600_000, STEPS * 60_000, seed=7, interval="1m").bars
-    data = MarketData(eth_bars={"1m": bars["ETHUSDT"]}, btc_bars={"1m": bars["BTCUSDT"]}, synthetic=True)
+    data = MarketData(traded_bars={"1m": bars["ETHUSDT"]}, reference_bars={"1m": bars["BTCUSDT"]}, synthetic=True)
     return build_timeline(data, StateConfig(profile="kline-1m")), "SYNTHETIC 1m bars (market.synthetic, seed 7)"
 
 

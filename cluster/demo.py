@@ -122,8 +122,8 @@ def _stage_state(console: Console, history: History, config: ExperimentConfig, s
     data = history.market_data(config.symbols, ticks=False)
     if smoke:
         data = type(data)(
-            eth_bars={**data.eth_bars, "1m": data.eth_bars["1m"][:2000]},
-            btc_bars={**data.btc_bars, "1m": data.btc_bars["1m"][:2000]},
+            traded_bars={**data.traded_bars, "1m": data.traded_bars["1m"][:2000]},
+            reference_bars={**data.reference_bars, "1m": data.reference_bars["1m"][:2000]},
             synthetic=data.synthetic,
             source=data.source,
         )
@@ -229,8 +229,8 @@ def _stage_live(
 
     data = history.market_data(config.symbols, ticks=False)
     short = type(data)(
-        eth_bars={**data.eth_bars, "1m": data.eth_bars["1m"][:600]},
-        btc_bars={**data.btc_bars, "1m": data.btc_bars["1m"][:600]},
+        traded_bars={**data.traded_bars, "1m": data.traded_bars["1m"][:600]},
+        reference_bars={**data.reference_bars, "1m": data.reference_bars["1m"][:600]},
         synthetic=data.synthetic,
         source=data.source,
     )

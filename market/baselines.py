@@ -269,8 +269,8 @@ def real_kline_timeline(
     cut = slice(None, max_steps)
     eth = {"1m": load_klines(paths["eth"])[cut]}
     for tf in ("1h", "1d"):
-        if tf in state.eth_timeframes and paths[f"eth_{tf}"].is_file():
+        if tf in state.traded_timeframes and paths[f"eth_{tf}"].is_file():
             eth[tf] = load_klines(paths[f"eth_{tf}"])
     btc = {"1m": load_klines(paths["btc"])[cut]}
     source = f"real Binance spot 1m klines ({paths['eth'].name}, {paths['btc'].name})"
-    return build_timeline(MarketData(eth_bars=eth, btc_bars=btc, source=source), state)
+    return build_timeline(MarketData(traded_bars=eth, reference_bars=btc, source=source), state)

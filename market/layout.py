@@ -6,8 +6,9 @@ the arrays live in ``market.timeline`` and are read by ``market.features.gather`
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -51,6 +52,15 @@ AGENT_FEATURES: tuple[str, ...] = (
 
 Profile = Literal["default", "kline-1m", "tiny"]
 
+#: The two market roles of a state: the market traded, and the reference market read beside it.
+TRADED = "traded"
+REFERENCE = "reference"
+MARKETS: tuple[str, str] = (TRADED, REFERENCE)
+#: State-config keys renamed to roles: old key -> new key. Old configs and checkpoints are read through it.
+LEGACY_STATE_KEYS: dict[str, str] = {"eth_timeframes": "traded_timeframes", "btc_window": "reference_window"}
+#: Component-name prefixes renamed to roles: old prefix -> new prefix (``eth_1m`` -> ``traded_1m``).
+LEGACY_COMPONENT_PREFIXES: dict[str, str] = {"eth_": f"{TRADED}_", "btc_": f"{REFERENCE}_"}
+
 
 class StateConfig(StrictModel):
     """Sizes of the state. A profile fills every size it is not given; ``0`` removes a component.
@@ -63,12 +73,34 @@ class StateConfig(StrictModel):
     base_timeframe: str | None = None
     tick_window: int | None = Field(None, ge=0, le=10_000)
     bar_window: int | None = Field(None, ge=1, le=10_000)
-    eth_timeframes: tuple[str, ...] | None = None
-    btc_window: int | None = Field(None, ge=0, le=10_000)
+    traded_timeframes: tuple[str, ...] | None = None
+    reference_window: int | None = Field(None, ge=0, le=10_000)
     cnn_hidden: int | None = Field(None, ge=0, le=8192)
     cnn_predictions: int | None = Field(None, ge=0, le=1024)
     williams: int | None = Field(None, ge=0)
     regime: int | None = Field(None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        """Map the keys of configs written before the roles rename, with a deprecation warning."""
+        if not isinstance(data, dict):
+            return data
+        old = [key for key in LEGACY_STATE_KEYS if key in data]
+        if not old:
+            return data
+        data = dict(data)
+        for key in old:
+            new = LEGACY_STATE_KEYS[key]
+            if new in data:
+                raise ValueError(f"state: both {key!r} (the old name) and {new!r} are given; keep only {new!r}")
+            warnings.warn(
+                f"state.{key} is deprecated: it is now state.{new} (the same value); rename the key in the config",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            data[new] = data.pop(key)
+        return data
 
     @model_validator(mode="after")
     def _fill_from_profile(self) -> StateConfig:
@@ -78,12 +110,12 @@ class StateConfig(StrictModel):
                 object.__setattr__(self, key, value)
         if self.base_timeframe not in TIMEFRAME_MS:
             raise ValueError(f"base_timeframe: unknown timeframe {self.base_timeframe!r}")
-        unknown = [tf for tf in self.eth_timeframes if tf not in TIMEFRAME_MS]
+        unknown = [tf for tf in self.traded_timeframes if tf not in TIMEFRAME_MS]
         if unknown:
-            raise ValueError(f"eth_timeframes: unknown timeframe(s) {unknown}")
-        too_fine = [tf for tf in self.eth_timeframes if TIMEFRAME_MS[tf] < TIMEFRAME_MS[self.base_timeframe]]
+            raise ValueError(f"traded_timeframes: unknown timeframe(s) {unknown}")
+        too_fine = [tf for tf in self.traded_timeframes if TIMEFRAME_MS[tf] < TIMEFRAME_MS[self.base_timeframe]]
         if too_fine:
-            raise ValueError(f"eth_timeframes {too_fine} are finer than base_timeframe {self.base_timeframe!r}")
+            raise ValueError(f"traded_timeframes {too_fine} are finer than base_timeframe {self.base_timeframe!r}")
         if self.williams not in (0, 250):
             raise ValueError(f"williams must be 0 or 250 (the fixed Williams vector; got {self.williams})")
         if self.regime not in (0, 20):
@@ -96,8 +128,8 @@ PROFILES: dict[str, dict[str, object]] = {
         "base_timeframe": "1s",
         "tick_window": 300,
         "bar_window": 300,
-        "eth_timeframes": ("1s", "1m", "1h", "1d"),
-        "btc_window": 300,
+        "traded_timeframes": ("1s", "1m", "1h", "1d"),
+        "reference_window": 300,
         "cnn_hidden": 512,
         "cnn_predictions": 16,
         "williams": 250,
@@ -107,8 +139,8 @@ PROFILES: dict[str, dict[str, object]] = {
         "base_timeframe": "1m",
         "tick_window": 0,
         "bar_window": 300,
-        "eth_timeframes": ("1m", "1h", "1d"),
-        "btc_window": 300,
+        "traded_timeframes": ("1m", "1h", "1d"),
+        "reference_window": 300,
         "cnn_hidden": 512,
         "cnn_predictions": 16,
         "williams": 250,
@@ -118,8 +150,8 @@ PROFILES: dict[str, dict[str, object]] = {
         "base_timeframe": "1m",
         "tick_window": 0,
         "bar_window": 16,
-        "eth_timeframes": ("1m", "1h"),
-        "btc_window": 16,
+        "traded_timeframes": ("1m", "1h"),
+        "reference_window": 16,
         "cnn_hidden": 16,
         "cnn_predictions": 16,
         "williams": 250,
@@ -198,33 +230,55 @@ class StateLayout:
         return "\n".join(lines)
 
 
-def bar_component_name(symbol_role: str, timeframe: str) -> str:
-    """Name of a bar window component, e.g. ``eth_1m`` or ``btc_1s``."""
-    return f"{symbol_role}_{timeframe}"
+def bar_component_name(role: str, timeframe: str) -> str:
+    """Name of a bar window component, e.g. ``traded_1m`` or ``reference_1s``."""
+    return f"{role}_{timeframe}"
+
+
+def tick_component_name(role: str = TRADED) -> str:
+    """Name of the tick window component (``traded_ticks``)."""
+    return f"{role}_ticks"
+
+
+def upgrade_component_name(name: str) -> str:
+    """The current name of a component named before the roles rename (``eth_1m`` -> ``traded_1m``).
+
+    Names already current are returned as they are. Used to read old checkpoints, whose per-component
+    weights and statistics are keyed by component name (a dotted key such as ``encoders.eth_1m.net.0.weight``
+    is upgraded segment by segment).
+    """
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        for old, new in LEGACY_COMPONENT_PREFIXES.items():
+            if part.startswith(old):
+                parts[i] = new + part[len(old) :]
+                break
+    return ".".join(parts)
 
 
 def build_layout(config: StateConfig) -> StateLayout:
     """Build the layout of ``config``.
 
-    Order: ETH ticks, ETH bars by increasing timeframe, BTC bars (base timeframe), CNN hidden, CNN
-    predictions, Williams structure, regime, agent. A component of size 0 is masked (listed, not stored).
+    Order: traded-market ticks, traded bars by increasing timeframe, reference bars (base timeframe), CNN
+    hidden, CNN predictions, Williams structure, regime, agent. A component of size 0 is masked (listed, not stored).
     """
     specs: list[tuple[str, str, int, int]] = []
     masked: list[tuple[str, str]] = []
     if config.tick_window:
-        specs.append(("eth_ticks", "window", config.tick_window, len(TICK_FEATURES)))
+        specs.append((tick_component_name(), "window", config.tick_window, len(TICK_FEATURES)))
     else:
-        masked.append(("eth_ticks", "no tick data in this profile"))
+        masked.append((tick_component_name(), "no tick data in this profile"))
     for tf in ("1s", "1m", "1h", "1d"):
-        name = bar_component_name("eth", tf)
-        if tf in config.eth_timeframes:
+        name = bar_component_name(TRADED, tf)
+        if tf in config.traded_timeframes:
             specs.append((name, "window", config.bar_window, len(BAR_FEATURES)))
         else:
             masked.append((name, f"timeframe not in profile {config.profile!r}"))
-    if config.btc_window:
-        specs.append((bar_component_name("btc", config.base_timeframe), "window", config.btc_window, len(BAR_FEATURES)))
+    if config.reference_window:
+        name = bar_component_name(REFERENCE, config.base_timeframe)
+        specs.append((name, "window", config.reference_window, len(BAR_FEATURES)))
     else:
-        masked.append(("btc", "reference market disabled"))
+        masked.append((REFERENCE, "reference market disabled"))
     for name, size, why in (
         ("cnn_hidden", config.cnn_hidden, "CNN disabled"),
         ("cnn_pred", config.cnn_predictions, "CNN disabled"),

@@ -20,7 +20,18 @@ from .config import IndicatorConfig, StrictModel
 from .errors import DataError
 from .features import gather
 from .indicators import IndicatorSet
-from .layout import AGENT_FEATURES, TICK_FEATURES, StateConfig, StateLayout, build_layout
+from .layout import (
+    AGENT_FEATURES,
+    MARKETS,
+    REFERENCE,
+    TICK_FEATURES,
+    TRADED,
+    StateConfig,
+    StateLayout,
+    bar_component_name,
+    build_layout,
+    tick_component_name,
+)
 from .pivots import WilliamsConfig, WilliamsTracker
 from .records import BAR_DTYPE, TRADE_DTYPE
 from .regime import regime_features
@@ -28,12 +39,9 @@ from .timeframes import TIMEFRAME_MS
 from .timeline import MarketTimeline, WindowSource
 
 # The builder's own definitions of the rows and of the forming bar: one definition, read here for one step.
-from .timeline_builder import _padded, bar_rows, tick_rows
+from .timeline_builder import bar_rows, padded, tick_rows
 
 __all__ = ["MARKETS", "LiveTimeline", "LiveTimelineConfig", "LiveTimelineStats"]
-
-#: The two markets of a timeline, as the builder names them: the traded one and the reference.
-MARKETS: tuple[str, str] = ("eth", "btc")
 
 _N_INDICATORS = 9
 # Tick rows read the 19 trades before them (20-trade rolling sums) and the one before that (dt, return).
@@ -149,7 +157,7 @@ class LiveTimeline:
     Feed it the trades of both markets as they come (:meth:`feed`), then take the steps that became final
     one at a time (:meth:`next_step`); :meth:`state` gathers the state of the latest one. The session's
     inputs are the trades fed since it started (or since :meth:`reset`) and ``warm_bars``: for every step
-    the state equals ``gather(build_timeline(MarketData(eth_trades, btc_trades, eth_bars=warm_bars)), t)``
+    the state equals ``gather(build_timeline(MarketData(traded, reference, traded_bars=warm_bars)), t)``
     (to float rounding of rolling sums and of the incremental indicators, well under 1e-6).
 
     What it keeps, so that a step costs the same after an hour as after a minute: the trades of the tick
@@ -172,7 +180,7 @@ class LiveTimeline:
     williams : WilliamsConfig, optional
     warm_bars : mapping of timeframe -> BAR_DTYPE, optional
         Closed bars of the traded market from before the session (kline files, the stream's bars) for its
-        timeframes above the base one; as ``MarketData.eth_bars``, the bars before the first interval the
+        timeframes above the base one; as ``MarketData.traded_bars``, the bars before the first interval the
         session covers whole are used.
     config : LiveTimelineConfig, optional
     synthetic : bool
@@ -202,7 +210,9 @@ class LiveTimeline:
         self.base_tf = str(self.state_config.base_timeframe)
         self.base_ms = TIMEFRAME_MS[self.base_tf]
         self._higher = tuple(
-            tf for tf in self.state_config.eth_timeframes if tf != self.base_tf and f"eth_{tf}" in self.layout
+            tf
+            for tf in self.state_config.traded_timeframes
+            if tf != self.base_tf and bar_component_name(TRADED, tf) in self.layout
         )
         self._warm_given: dict[str, np.ndarray] = {}
         for tf, bars in (warm_bars or {}).items():
@@ -238,7 +248,7 @@ class LiveTimeline:
         self._anchor = dict.fromkeys(MARKETS, 0.0)
         self._base = {m: np.zeros(0, dtype=BAR_DTYPE) for m in MARKETS}
         self._base_series = {
-            m: _Series(cfg.bar_window if m == "eth" else cfg.btc_window, self.indicator_config) for m in MARKETS
+            m: _Series(cfg.bar_window if m == TRADED else cfg.reference_window, self.indicator_config) for m in MARKETS
         }
         self._closed = {tf: _Series(max(cfg.bar_window - 1, 1), self.indicator_config) for tf in self._higher}
         self._forming: dict[str, _FormingBar] = {}
@@ -254,8 +264,8 @@ class LiveTimeline:
 
     # -- input ---------------------------------------------------------------------------------------
 
-    def feed(self, eth: np.ndarray | None = None, btc: np.ndarray | None = None) -> int:
-        """Take trades of the traded (``eth``) and the reference (``btc``) market, each in time order.
+    def feed(self, traded: np.ndarray | None = None, reference: np.ndarray | None = None) -> int:
+        """Take trades of the traded and the reference market, each in time order.
 
         Trades whose id is not above the last one taken are dropped as duplicates; trades of a step that
         is already closed are dropped as late (both counted in :meth:`stats`).
@@ -271,7 +281,7 @@ class LiveTimeline:
             Trades that are not TRADE_DTYPE, or out of time order (the message names the market, the row and
             the times); nothing of that call is taken then.
         """
-        given = {"eth": eth, "btc": btc}
+        given = {TRADED: traded, REFERENCE: reference}
         checked: dict[str, np.ndarray] = {}
         for market, trades in given.items():
             if trades is None:
@@ -310,7 +320,7 @@ class LiveTimeline:
             self._last_time[market] = int(trades["time_ms"][-1])
             self._last_id[market] = int(trades["trade_id"][-1])
             self._taken[market] += int(trades.size)
-            if market == "eth" and "eth_ticks" in self.layout:
+            if market == TRADED and tick_component_name() in self.layout:
                 self._ticks = np.concatenate([self._ticks, trades])
         if self._first_open < 0 and min(self._first_trade_ms.values()) >= 0:
             self._first_open = max(t // self.base_ms * self.base_ms for t in self._first_trade_ms.values())
@@ -375,18 +385,18 @@ class LiveTimeline:
             self._base[market] = np.concatenate([self._base[market], bars[market]])
             self._base_series[market].extend(bars[market])
         if self._williams is not None:
-            b = bars["eth"][0]
+            b = bars[TRADED][0]
             self._williams_row = self._williams.update(float(b["high"]), float(b["low"]), float(b["close"]))
         for tf in self._higher:
             interval = TIMEFRAME_MS[tf]
-            self._forming[tf].update(bars["eth"][0])
+            self._forming[tf].update(bars[TRADED][0])
             pending = self._warm_pending.get(tf)
             if pending is not None and pending.size:
                 known = pending["close_time_ms"] <= close_ms
                 self._closed[tf].extend(pending[known])
                 self._warm_pending[tf] = pending[~known]
             if (close_ms + 1) % interval == 0 and close_ms + 1 - interval >= self._first_open:
-                base = self._base["eth"]
+                base = self._base[TRADED]
                 whole = base[base["open_time_ms"] >= close_ms + 1 - interval]
                 self._closed[tf].extend(aggregate_bars(whole, tf))
         self._steps += 1
@@ -441,8 +451,10 @@ class LiveTimeline:
         """Time of the newest trade taken, either market (-1 before any)."""
         return max(self._last_time.values())
 
-    def bar(self, market: str = "eth") -> np.ndarray:
-        """The base bar of the latest step of ``market`` (a BAR_DTYPE record)."""
+    def bar(self, market: str = TRADED) -> np.ndarray:
+        """The base bar of the latest step of ``market`` (``"traded"`` or ``"reference"``; a BAR_DTYPE record)."""
+        if market not in MARKETS:
+            raise DataError(f"bar: unknown market role {market!r} (expected one of {list(MARKETS)})")
         if not self._steps:
             raise DataError("no step has closed yet in this live session")
         return self._base[market][-1]
@@ -464,7 +476,7 @@ class LiveTimeline:
         for comp in self.layout.components:
             if comp.kind != "window":
                 continue
-            if comp.name == "eth_ticks":
+            if comp.name == tick_component_name():
                 windows[comp.name] = self._tick_window(comp.rows, close_ms)
                 continue
             market, tf = comp.name.split("_", 1)
@@ -473,7 +485,7 @@ class LiveTimeline:
                 rows = self._rows(series.bars, series.rows, market)
                 pad = comp.rows
                 windows[comp.name] = WindowSource(
-                    rows=_padded(rows, pad),
+                    rows=padded(rows, pad),
                     last=np.array([pad + series.bars.size - 1], dtype=np.int64),
                     pad=pad,
                     price_columns=4,
@@ -486,8 +498,9 @@ class LiveTimeline:
             vectors["williams"] = self._williams_row[None, :].astype(np.float32)
         if "regime" in self.layout:
             h = self.config.regime_history_steps
-            vectors["regime"] = regime_features(self._base["eth"][-h:], self._base["btc"][-h:])[-1:].astype(np.float32)
-        eth_bar = self._base["eth"][-1]
+            regime = regime_features(self._base[TRADED][-h:], self._base[REFERENCE][-h:])
+            vectors["regime"] = regime[-1:].astype(np.float32)
+        traded_bar = self._base[TRADED][-1]
         refs = {m: (np.log(self._base[m]["close"][-1:]) - self._anchor[m]).astype(np.float32) for m in MARKETS}
         self._snapshot = MarketTimeline(
             layout=self.layout,
@@ -495,9 +508,9 @@ class LiveTimeline:
             refs=refs,
             windows=windows,
             vectors=vectors,
-            base_close=np.array([eth_bar["close"]], dtype=np.float64),
-            base_high=np.array([eth_bar["high"]], dtype=np.float64),
-            base_low=np.array([eth_bar["low"]], dtype=np.float64),
+            base_close=np.array([traded_bar["close"]], dtype=np.float64),
+            base_high=np.array([traded_bar["high"]], dtype=np.float64),
+            base_low=np.array([traded_bar["low"]], dtype=np.float64),
             synthetic=self.synthetic,
             source=self.source,
             meta={
@@ -546,18 +559,18 @@ class LiveTimeline:
             first = int(ticks["time_ms"][known - n])
             start = min(known - n - _TICK_CONTEXT, int(np.searchsorted(ticks["time_ms"], first - _TICK_CONTEXT_MS)))
             context = ticks[max(start, 0) : known]
-            rows = tick_rows(context, self._anchor["eth"])[:, context.size - n :]
+            rows = tick_rows(context, self._anchor[TRADED])[:, context.size - n :]
             times = ticks["time_ms"][known - n : known]
         else:
             rows = np.zeros((len(TICK_FEATURES), 0), dtype=np.float32)
             times = np.zeros(0, dtype=np.int64)
         pad_time = int(times[0]) if n else close_ms
         return WindowSource(
-            rows=_padded(rows, window),
+            rows=padded(rows, window),
             last=np.array([window + n - 1], dtype=np.int64),
             pad=window,
             price_columns=2,
-            ref="eth",
+            ref=TRADED,
             times_ms=np.concatenate([np.full(window, pad_time, dtype=np.int64), times]),
             age_column=TICK_FEATURES.index("age_s"),
         )
@@ -565,21 +578,21 @@ class LiveTimeline:
     def _higher_window(self, tf: str, window: int, close_ms: int) -> WindowSource:
         series = self._closed[tf]
         pad = window - 1
-        rows = self._rows(series.bars, series.rows, "eth")
+        rows = self._rows(series.bars, series.rows, TRADED)
         o, h, lo, c, v, ok = self._forming[tf].as_of_step(close_ms)
         ind = series.indicators.peek(c)[None, :]
         one = [np.array([x]) for x in (o, h, lo, c, v)]
-        forming = bar_rows(*one, ind, self._anchor["eth"]).T.copy()
+        forming = bar_rows(*one, ind, self._anchor[TRADED]).T.copy()
         if not ok:
             forming[:] = 0.0
         return WindowSource(
-            rows=_padded(rows, pad),
+            rows=padded(rows, pad),
             last=np.array([pad + series.bars.size - 1], dtype=np.int64),
             pad=pad,
             forming=forming,
             forming_valid=np.array([ok]),
             price_columns=4,
-            ref="eth",
+            ref=TRADED,
         )
 
     def stats(self) -> LiveTimelineStats:
@@ -592,7 +605,7 @@ class LiveTimeline:
             trades_taken=dict(self._taken),
             late_trades=dict(self._late),
             duplicate_trades=dict(self._dupes),
-            kept_base_bars=int(self._base["eth"].size),
+            kept_base_bars=int(self._base[TRADED].size),
             kept_trades=int(self._ticks.size + sum(t.size for t in self._trades.values())),
             resets=self.resets,
         )

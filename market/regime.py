@@ -1,7 +1,7 @@
-"""Market-regime features: 20 bounded numbers per base step from the traded (ETH) and reference (BTC) bars.
+"""Market-regime features: 20 bounded numbers per base step from the traded and the reference market's bars.
 
 Owns the one definition of the regime vector (volatility percentiles, trend strength, range ratio, volume
-z-scores, ETH-BTC co-movement). Strictly causal: row t uses bars 0..t of both inputs and never a later one.
+z-scores, traded-reference co-movement). Strictly causal: row t uses bars 0..t of both inputs and never a later one.
 
 Definitions (``r_t = log(close_t / close_{t-1})``, windows ``(short, medium, long)`` of ``n`` base steps;
 every column is finite and on an O(1) scale; before its window is filled a column holds its neutral value,
@@ -27,8 +27,10 @@ every column is finite and on an O(1) scale; before its window is filled a colum
   ``(q^2 - 1) / (q^2 + 1)`` in [-1, 1].
 * ``volume_z_*``: ``tanh(z / 2)`` of the z-score of ``x_t = log1p(volume_t / mean volume_{0..t})`` within the
   last ``n`` bars (population deviation); 0 when the window's deviation is below 1e-9.
-* ``corr_eth_btc_*``: Pearson correlation of ETH and BTC returns over the window, clipped to [-1, 1].
-* ``beta_eth_btc_long``: ``tanh(beta / 2)``, ``beta = cov(r_eth, r_btc) / var(r_btc)`` over the long window.
+* ``corr_traded_reference_*``: Pearson correlation of the traded and the reference returns over the window,
+  clipped to [-1, 1].
+* ``beta_traded_reference_long``: ``tanh(beta / 2)``, ``beta = cov(r_traded, r_reference) / var(r_reference)``
+  over the long window.
 
 Rolling statistics are pandas' trailing windows (online sums and Welford variances run from row 0), the R^2
 slope is a direct dot product per window; none of them reads past its window's last row, so a row is
@@ -62,10 +64,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "volume_z_short",
     "volume_z_medium",
     "volume_z_long",
-    "corr_eth_btc_short",
-    "corr_eth_btc_medium",
-    "corr_eth_btc_long",
-    "beta_eth_btc_long",
+    "corr_traded_reference_short",
+    "corr_traded_reference_medium",
+    "corr_traded_reference_long",
+    "beta_traded_reference_long",
 )
 #: Column index by name.
 FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -130,24 +132,28 @@ def _check_bars(bars: np.ndarray, what: str) -> None:
         raise DataError(f"{what}[{i}].volume = {float(vol[i])!r} is not a finite volume >= 0")
 
 
-def _check_aligned(eth: np.ndarray, btc: np.ndarray) -> None:
-    if eth.size != btc.size:
-        raise DataError(f"regime inputs misaligned: eth_bars has {eth.size} bars, btc_bars {btc.size}")
-    t_eth, t_btc = eth["open_time_ms"], btc["open_time_ms"]
-    bad = t_eth != t_btc
+def _check_aligned(traded: np.ndarray, reference: np.ndarray) -> None:
+    if traded.size != reference.size:
+        raise DataError(
+            f"regime inputs misaligned: traded_bars has {traded.size} bars, reference_bars {reference.size}"
+        )
+    t_traded, t_reference = traded["open_time_ms"], reference["open_time_ms"]
+    bad = t_traded != t_reference
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
-            f"regime inputs misaligned at row {i}: eth_bars open_time_ms {int(t_eth[i])}, btc_bars {int(t_btc[i])}"
+            f"regime inputs misaligned at row {i}: traded_bars open_time_ms {int(t_traded[i])}, "
+            f"reference_bars {int(t_reference[i])}"
         )
-    if t_eth.size > 1:
-        steps = np.diff(t_eth)
+    if t_traded.size > 1:
+        steps = np.diff(t_traded)
         bad = steps != steps[0]
         if steps[0] <= 0 or bad.any():
             i = int(np.argmax(bad)) + 1 if steps[0] > 0 else 1
             raise DataError(
-                f"regime inputs are not contiguous base-step bars: open_time_ms[{i}] = {int(t_eth[i])} "
-                f"follows {int(t_eth[i - 1])} (step {int(t_eth[i] - t_eth[i - 1])}, first step {int(steps[0])})"
+                f"regime inputs are not contiguous base-step bars: open_time_ms[{i}] = {int(t_traded[i])} "
+                f"follows {int(t_traded[i - 1])} (step {int(t_traded[i] - t_traded[i - 1])}, "
+                f"first step {int(steps[0])})"
             )
 
 
@@ -256,8 +262,8 @@ def warmup_rows(windows: tuple[int, int, int] = DEFAULT_WINDOWS) -> dict[str, in
 
 
 def regime_features(
-    eth_bars: np.ndarray,
-    btc_bars: np.ndarray,
+    traded_bars: np.ndarray,
+    reference_bars: np.ndarray,
     windows: tuple[int, int, int] = DEFAULT_WINDOWS,
     *,
     history: int | None = None,
@@ -266,7 +272,7 @@ def regime_features(
 
     Parameters
     ----------
-    eth_bars, btc_bars : numpy.ndarray
+    traded_bars, reference_bars : numpy.ndarray
         Base-step bars (``records.BAR_DTYPE``) of the traded and the reference market, oldest first, with
         the same ``open_time_ms`` row for row and one constant step between rows (gaps filled).
     windows : tuple of int
@@ -289,10 +295,10 @@ def regime_features(
         ``windows`` or ``history`` are out of range.
     """
     short, medium, long, history = _check_windows(windows, history)
-    _check_bars(eth_bars, "eth_bars")
-    _check_bars(btc_bars, "btc_bars")
-    _check_aligned(eth_bars, btc_bars)
-    size = eth_bars.size
+    _check_bars(traded_bars, "traded_bars")
+    _check_bars(reference_bars, "reference_bars")
+    _check_aligned(traded_bars, reference_bars)
+    size = traded_bars.size
     # feature-major while computing, so every column is one contiguous run
     out = np.empty((len(FEATURE_NAMES), size), dtype=np.float64)
     if size == 0:
@@ -300,10 +306,10 @@ def regime_features(
     col = FEATURE_INDEX
     lengths = {"short": short, "medium": medium, "long": long}
 
-    close = np.ascontiguousarray(eth_bars["close"], dtype=np.float64)
+    close = np.ascontiguousarray(traded_bars["close"], dtype=np.float64)
     logc = np.log(close)
-    logc_btc = np.log(np.ascontiguousarray(btc_bars["close"], dtype=np.float64))
-    r, rb = _returns(logc), _returns(logc_btc)
+    logc_reference = np.log(np.ascontiguousarray(reference_bars["close"], dtype=np.float64))
+    r, rb = _returns(logc), _returns(logc_reference)
     drift = {key: _drift(logc, n) for key, n in lengths.items()}
 
     # volatility
@@ -329,8 +335,8 @@ def regime_features(
     out[col["trend_r2_long"]] = _signed_r2(logc, long)
 
     # range
-    high = np.ascontiguousarray(eth_bars["high"], dtype=np.float64)
-    low = np.ascontiguousarray(eth_bars["low"], dtype=np.float64)
+    high = np.ascontiguousarray(traded_bars["high"], dtype=np.float64)
+    low = np.ascontiguousarray(traded_bars["low"], dtype=np.float64)
     true_range = np.empty(size)
     true_range[0] = np.nan  # the first bar has no previous close
     true_range[1:] = np.fmax(high[1:], close[:-1]) - np.fmin(low[1:], close[:-1])
@@ -339,7 +345,7 @@ def regime_features(
     out[col["range_ratio_long"]] = _range_ratio(hs, ls, trs, long)
 
     # volume
-    volume = np.ascontiguousarray(eth_bars["volume"], dtype=np.float64)
+    volume = np.ascontiguousarray(traded_bars["volume"], dtype=np.float64)
     running_mean = np.cumsum(volume) / np.arange(1, size + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         x = np.log1p(volume / running_mean)
@@ -348,20 +354,20 @@ def regime_features(
     for key, n in lengths.items():
         out[col[f"volume_z_{key}"]] = _volume_z(xs, n)
 
-    # ETH-BTC co-movement; a window's mean return is its drift / n
+    # traded-reference co-movement; a window's mean return is its drift / n
     rs, rbs, product = pd.Series(r), pd.Series(rb), pd.Series(r * rb)
     for key, n in lengths.items():
-        cov = product.rolling(n).mean().to_numpy() - drift[key] * _drift(logc_btc, n) / (n * n)
-        var_eth = rs.rolling(n).var(ddof=0).to_numpy()
-        var_btc = rbs.rolling(n).var(ddof=0).to_numpy()
+        cov = product.rolling(n).mean().to_numpy() - drift[key] * _drift(logc_reference, n) / (n * n)
+        var_traded = rs.rolling(n).var(ddof=0).to_numpy()
+        var_reference = rbs.rolling(n).var(ddof=0).to_numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
-            corr = cov / np.sqrt(var_eth * var_btc)
-            beta = cov / var_btc
-        corr[~(var_eth * var_btc > 0)] = np.nan
-        out[col[f"corr_eth_btc_{key}"]] = np.clip(corr, -1.0, 1.0)
+            corr = cov / np.sqrt(var_traded * var_reference)
+            beta = cov / var_reference
+        corr[~(var_traded * var_reference > 0)] = np.nan
+        out[col[f"corr_traded_reference_{key}"]] = np.clip(corr, -1.0, 1.0)
         if key == "long":
-            beta[~(var_btc > 0)] = np.nan
-            out[col["beta_eth_btc_long"]] = np.tanh(beta / 2.0)
+            beta[~(var_reference > 0)] = np.nan
+            out[col["beta_traded_reference_long"]] = np.tanh(beta / 2.0)
 
     for name, first in warmup_rows((short, medium, long)).items():
         column = out[col[name]]

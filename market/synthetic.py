@@ -1,7 +1,7 @@
-"""A seeded synthetic ETH/BTC market for machines with neither the network nor recorded data.
+"""A seeded synthetic traded/reference market pair for machines with neither the network nor recorded data.
 
 Owns generating trades (``TRADE_DTYPE``) or bars (``BAR_DTYPE``) from a regime-switching model with
-jumps, self-exciting trade arrivals and ETH-BTC correlation. Everything it returns is labelled synthetic
+jumps, self-exciting trade arrivals and traded-reference correlation. Everything it returns is labelled synthetic
 (``synthetic=True``, ``label="synthetic"``); it must never be passed off as real data.
 
 The model, per step of ``dt`` seconds:
@@ -9,8 +9,9 @@ The model, per step of ``dt`` seconds:
 * a market regime follows a continuous-time Markov chain (exponential holding times, a jump chain
   between regimes) shared by both symbols; each regime has its own drift, volatility, jump rate and
   trade rate;
-* ETH's log return is ``mu dt + sigma sqrt(dt) z + J``; BTC's uses ``rho z + sqrt(1 - rho^2) z'`` and
-  a volatility ``btc_vol_ratio`` times ETH's, and shares the jumps (scaled by the same ratio);
+* the traded market's log return is ``mu dt + sigma sqrt(dt) z + J``; the reference uses
+  ``rho z + sqrt(1 - rho^2) z'`` and a volatility ``reference_vol_ratio`` times the traded one's, and shares
+  the jumps (scaled by the same ratio);
 * trade counts are a discretised Hawkes process: ``N_t ~ Poisson(base_t dt + E_t)``,
   ``E_t = d E_{t-1} + n (1 - d) N_{t-1}`` with ``d = exp(-dt / decay)`` and branching ratio ``n``, so
   trades cluster; a jump adds a burst of ``jump_burst_trades`` expected trades that decays the same way.
@@ -77,9 +78,9 @@ class SyntheticConfig:
     start_prices: tuple[float, float] = (2500.0, 60000.0)
     regimes: tuple[Regime, ...] = _DEFAULT_REGIMES
     transitions: tuple[tuple[float, ...], ...] = ((0.0, 0.8, 0.2), (0.6, 0.0, 0.4), (0.3, 0.7, 0.0))
-    btc_correlation: float = 0.8
-    btc_vol_ratio: float = 0.8
-    btc_rate_ratio: float = 1.3
+    reference_correlation: float = 0.8
+    reference_vol_ratio: float = 0.8
+    reference_rate_ratio: float = 1.3
     jump_sd: float = 0.004
     hawkes_branching: float = 0.5
     hawkes_decay_s: float = 5.0
@@ -103,8 +104,8 @@ class SyntheticConfig:
         for r in self.regimes:
             if r.vol_per_sqrt_s < 0 or r.jump_rate_per_s < 0 or r.trade_rate_per_s < 0 or r.mean_duration_s <= 0:
                 raise ConfigError(f"synthetic.regimes[{r.name!r}]: rates and volatility must be >= 0, got {r!r}")
-        if not -1.0 <= self.btc_correlation <= 1.0:
-            raise ConfigError(f"synthetic.btc_correlation: must lie in [-1, 1], got {self.btc_correlation}")
+        if not -1.0 <= self.reference_correlation <= 1.0:
+            raise ConfigError(f"synthetic.reference_correlation: must lie in [-1, 1], got {self.reference_correlation}")
         if not 0.0 <= self.hawkes_branching < 1.0:
             raise ConfigError(f"synthetic.hawkes_branching: must lie in [0, 1), got {self.hawkes_branching}")
         if min(self.start_prices) <= 0 or min(self.tick_size) <= 0 or min(self.lot_size) <= 0:
@@ -202,21 +203,21 @@ def _regime_path(cfg: SyntheticConfig, n_steps: int, dt_s: float, rng: np.random
 def _log_returns(
     cfg: SyntheticConfig, regimes: np.ndarray, dt_s: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-step diffusion and jump log returns for ETH and BTC, and the per-step ETH diffusion variance."""
+    """Per-step diffusion and jump log returns of both markets, and the traded market's per-step diffusion variance."""
     n = regimes.size
     mu = np.array([r.drift_per_s for r in cfg.regimes])[regimes]
     sigma = np.array([r.vol_per_sqrt_s for r in cfg.regimes])[regimes]
     lam = np.array([r.jump_rate_per_s for r in cfg.regimes])[regimes]
     z = rng.standard_normal((2, n))
-    rho = cfg.btc_correlation
-    z_btc = rho * z[0] + math.sqrt(max(0.0, 1.0 - rho * rho)) * z[1]
+    rho = cfg.reference_correlation
+    z_reference = rho * z[0] + math.sqrt(max(0.0, 1.0 - rho * rho)) * z[1]
     sd = sigma * math.sqrt(dt_s)
     jump_count = rng.poisson(lam * dt_s)
     jumps = rng.standard_normal(n) * cfg.jump_sd * np.sqrt(jump_count)  # sum of count N(0, sd^2) jumps
-    eth = (mu - 0.5 * sigma**2) * dt_s + sd * z[0]
-    btc_sigma = cfg.btc_vol_ratio * sigma
-    btc = (mu - 0.5 * btc_sigma**2) * dt_s + cfg.btc_vol_ratio * sd * z_btc
-    return eth + jumps, btc + cfg.btc_vol_ratio * jumps, jump_count, (sd * sd)
+    traded = (mu - 0.5 * sigma**2) * dt_s + sd * z[0]
+    reference_sigma = cfg.reference_vol_ratio * sigma
+    reference = (mu - 0.5 * reference_sigma**2) * dt_s + cfg.reference_vol_ratio * sd * z_reference
+    return traded + jumps, reference + cfg.reference_vol_ratio * jumps, jump_count, (sd * sd)
 
 
 def _hawkes_counts(
@@ -292,14 +293,16 @@ def synthetic_trades(
     n = _check_span(start_ms, duration_ms, step_ms)
     dt_s = step_ms / 1000.0
     regimes = _regime_path(cfg, n, dt_s, derive_rng(seed, "synthetic", "regimes"))
-    eth_r, btc_r, jump_count, step_var = _log_returns(cfg, regimes, dt_s, derive_rng(seed, "synthetic", "returns"))
+    traded_r, reference_r, jump_count, step_var = _log_returns(
+        cfg, regimes, dt_s, derive_rng(seed, "synthetic", "returns")
+    )
     base = np.array([r.trade_rate_per_s for r in cfg.regimes])[regimes] * dt_s
 
     trades: dict[str, np.ndarray] = {}
     for j, (symbol, returns, rate, var) in enumerate(
         [
-            (cfg.symbols[0], eth_r, base, step_var),
-            (cfg.symbols[1], btc_r, base * cfg.btc_rate_ratio, step_var * cfg.btc_vol_ratio**2),
+            (cfg.symbols[0], traded_r, base, step_var),
+            (cfg.symbols[1], reference_r, base * cfg.reference_rate_ratio, step_var * cfg.reference_vol_ratio**2),
         ]
     ):
         rng = derive_rng(seed, "synthetic", "trades", symbol)
@@ -381,7 +384,7 @@ def synthetic_bars(
     n = _check_span(start_ms, duration_ms, step_ms)
     dt_s = step_ms / 1000.0
     regimes = _regime_path(cfg, n, dt_s, derive_rng(seed, "synthetic", "regimes", interval))
-    eth_r, btc_r, jump_count, step_var = _log_returns(
+    traded_r, reference_r, jump_count, step_var = _log_returns(
         cfg, regimes, dt_s, derive_rng(seed, "synthetic", "returns", interval)
     )
     base = np.array([r.trade_rate_per_s for r in cfg.regimes])[regimes] * dt_s
@@ -391,8 +394,8 @@ def synthetic_bars(
     bars: dict[str, np.ndarray] = {}
     for j, (symbol, returns, rate, var) in enumerate(
         [
-            (cfg.symbols[0], eth_r, base, step_var),
-            (cfg.symbols[1], btc_r, base * cfg.btc_rate_ratio, step_var * cfg.btc_vol_ratio**2),
+            (cfg.symbols[0], traded_r, base, step_var),
+            (cfg.symbols[1], reference_r, base * cfg.reference_rate_ratio, step_var * cfg.reference_vol_ratio**2),
         ]
     ):
         rng = derive_rng(seed, "synthetic", "bars", interval, symbol)

@@ -41,7 +41,7 @@ class WindowSource:
         The first ``price_columns`` features are anchored log prices, made relative at gather time to the
         reference close at t (``log(p) - log(ref_t)``).
     ref : str
-        Name of the reference series in :attr:`MarketTimeline.refs` (``"eth"`` or ``"btc"``).
+        Name of the reference series in :attr:`MarketTimeline.refs` (``"traded"`` or ``"reference"``).
     times_ms : array [pad + R] int64 or None
         Row times, for an ``age`` feature computed at gather time against the step time.
     age_column : int or None
@@ -54,7 +54,7 @@ class WindowSource:
     forming: Any = None
     forming_valid: Any = None
     price_columns: int = 0
-    ref: str = "eth"
+    ref: str = "traded"
     times_ms: Any = None
     age_column: int | None = None
 
@@ -70,8 +70,8 @@ class MarketTimeline:
     step_time_ms : array [T] int64
         The time of each base step (the close time of the base bar that ends it).
     refs : dict of name -> array [T] float32
-        Log of the reference close known at each step less the market's anchor, per market (``"eth"``,
-        ``"btc"``).
+        Log of the reference close known at each step less the market's anchor, per market role (``"traded"``,
+        ``"reference"``).
     windows : dict of component name -> WindowSource
     vectors : dict of component name -> array [T, F] float32
         Per-step vectors known at t (Williams structure, regime; CNN parts when bulk-filled).

@@ -15,7 +15,17 @@ from .bars import aggregate_bars, ticks_to_bars
 from .config import IndicatorConfig
 from .errors import DataError
 from .indicators import FEATURE_INDEX, close_features, forming_features
-from .layout import BAR_FEATURES, TICK_FEATURES, StateConfig, StateLayout, build_layout
+from .layout import (
+    BAR_FEATURES,
+    MARKETS,
+    REFERENCE,
+    TICK_FEATURES,
+    TRADED,
+    StateConfig,
+    StateLayout,
+    build_layout,
+    tick_component_name,
+)
 from .pivots import WilliamsConfig, williams_features
 from .records import BAR_DTYPE, TRADE_DTYPE
 from .regime import regime_features
@@ -31,9 +41,9 @@ class MarketData:
 
     Attributes
     ----------
-    eth_trades, btc_trades : TRADE_DTYPE arrays, optional
+    traded_trades, reference_trades : TRADE_DTYPE arrays, optional
         Ticks; required for a profile with a tick window or a 1s base.
-    eth_bars, btc_bars : dict of timeframe -> BAR_DTYPE, optional
+    traded_bars, reference_bars : dict of timeframe -> BAR_DTYPE, optional
         Closed bars from files (e.g. real 1m klines, and 1h/1d files that reach further back than the
         base data, for the long windows). Bars of the base timeframe are the steps where no ticks are given.
     synthetic : bool
@@ -42,10 +52,10 @@ class MarketData:
         Human-readable provenance (files, snapshot fingerprint).
     """
 
-    eth_trades: np.ndarray | None = None
-    btc_trades: np.ndarray | None = None
-    eth_bars: dict[str, np.ndarray] = field(default_factory=dict)
-    btc_bars: dict[str, np.ndarray] = field(default_factory=dict)
+    traded_trades: np.ndarray | None = None
+    reference_trades: np.ndarray | None = None
+    traded_bars: dict[str, np.ndarray] = field(default_factory=dict)
+    reference_bars: dict[str, np.ndarray] = field(default_factory=dict)
     synthetic: bool = False
     source: str = ""
 
@@ -127,7 +137,8 @@ def tick_rows(trades: np.ndarray, anchor: float) -> np.ndarray:
     return rows.astype(np.float32)
 
 
-def _padded(rows: np.ndarray, pad: int) -> np.ndarray:
+def padded(rows: np.ndarray, pad: int) -> np.ndarray:
+    """``rows`` [F, N] after ``pad`` leading zero columns, float32 (so a window ending at any row stays in bounds)."""
     out = np.zeros((rows.shape[0], pad + rows.shape[1]), dtype=np.float32)
     out[:, pad:] = rows
     return out
@@ -212,14 +223,14 @@ def _bar_window(
     )
     last = _known_index(bars_closed["close_time_ms"], step_time_ms)
     if interval == base_ms:
-        return WindowSource(rows=_padded(rows, window), last=last + window, pad=window, price_columns=4, ref=ref)
+        return WindowSource(rows=padded(rows, window), last=last + window, pad=window, price_columns=4, ref=ref)
     pad = window - 1
     o, h, lo, c, v, valid = _forming(base, interval, step_time_ms, int(base["open_time_ms"][0]))
     ind = forming_features(bars_closed["close"], last, c, indicator_config)
     forming = bar_rows(o, h, lo, c, v, ind, anchor).T.copy()
     forming[~valid] = 0.0
     return WindowSource(
-        rows=_padded(rows, pad),
+        rows=padded(rows, pad),
         last=last + pad,
         pad=pad,
         forming=forming,
@@ -275,61 +286,58 @@ def build_timeline(
     layout: StateLayout = build_layout(state)
     base_tf = state.base_timeframe
     base_ms = TIMEFRAME_MS[base_tf]
-    eth_base = _base_bars(data.eth_trades, data.eth_bars, base_tf, "ETH")
-    btc_raw = _base_bars(data.btc_trades, data.btc_bars, base_tf, "BTC")
+    traded_base = _base_bars(data.traded_trades, data.traded_bars, base_tf, "traded market")
+    reference_raw = _base_bars(data.reference_trades, data.reference_bars, base_tf, "reference market")
     # Steps start where both markets have data; the traded market's bars before that are dropped.
-    eth_base = eth_base[eth_base["open_time_ms"] >= btc_raw["open_time_ms"][0]]
-    if eth_base.size == 0:
+    traded_base = traded_base[traded_base["open_time_ms"] >= reference_raw["open_time_ms"][0]]
+    if traded_base.size == 0:
         raise DataError("the reference market's data starts after the traded market's ends: no common span")
-    step_time = eth_base["close_time_ms"].astype(np.int64)
-    first_open, last_open = int(eth_base["open_time_ms"][0]), int(eth_base["open_time_ms"][-1])
-    btc_base = _align(btc_raw, base_tf, first_open, last_open, "BTC")
-    anchors = {"eth": float(np.log(eth_base["close"][0])), "btc": float(np.log(btc_base["close"][0]))}
+    step_time = traded_base["close_time_ms"].astype(np.int64)
+    first_open, last_open = int(traded_base["open_time_ms"][0]), int(traded_base["open_time_ms"][-1])
+    reference_base = _align(reference_raw, base_tf, first_open, last_open, "reference market")
+    base = {TRADED: traded_base, REFERENCE: reference_base}
+    files = {TRADED: data.traded_bars, REFERENCE: data.reference_bars}
+    anchors = {m: float(np.log(base[m]["close"][0])) for m in MARKETS}
     windows: dict[str, WindowSource] = {}
     for comp in layout.components:
         if comp.kind != "window":
             continue
-        if comp.name == "eth_ticks":
-            if data.eth_trades is None or not data.eth_trades.size:
-                raise DataError("the state has a tick window but the data has no ETH trades")
-            trades = data.eth_trades
+        if comp.name == tick_component_name():
+            if data.traded_trades is None or not data.traded_trades.size:
+                raise DataError("the state has a tick window but the data has no trades of the traded market")
+            trades = data.traded_trades
             pad = comp.rows
             last = _known_index(trades["time_ms"], step_time) + pad
             times = np.concatenate([np.full(pad, trades["time_ms"][0], dtype=np.int64), trades["time_ms"]])
             windows[comp.name] = WindowSource(
-                rows=_padded(tick_rows(trades, anchors["eth"]), pad),
+                rows=padded(tick_rows(trades, anchors[TRADED]), pad),
                 last=last,
                 pad=pad,
                 price_columns=2,
-                ref="eth",
+                ref=TRADED,
                 times_ms=times,
                 age_column=TICK_FEATURES.index("age_s"),
             )
             continue
         market, timeframe = comp.name.split("_", 1)
-        base = eth_base if market == "eth" else btc_base
-        files = data.eth_bars if market == "eth" else data.btc_bars
-        closed = base if timeframe == base_tf else _closed_bars(files, base, timeframe)
+        closed = base[market] if timeframe == base_tf else _closed_bars(files[market], base[market], timeframe)
         windows[comp.name] = _bar_window(
-            closed, base, timeframe, base_ms, step_time, comp.rows, market, indicators, anchors[market]
+            closed, base[market], timeframe, base_ms, step_time, comp.rows, market, indicators, anchors[market]
         )
     vectors: dict[str, np.ndarray] = {}
     if "williams" in layout:
-        vectors["williams"] = williams_features(eth_base["high"], eth_base["low"], eth_base["close"], williams)
+        vectors["williams"] = williams_features(traded_base["high"], traded_base["low"], traded_base["close"], williams)
     if "regime" in layout:
-        vectors["regime"] = regime_features(eth_base, btc_base).astype(np.float32)
+        vectors["regime"] = regime_features(traded_base, reference_base).astype(np.float32)
     timeline = MarketTimeline(
         layout=layout,
         step_time_ms=step_time,
-        refs={
-            "eth": (np.log(eth_base["close"]) - anchors["eth"]).astype(np.float32),
-            "btc": (np.log(btc_base["close"]) - anchors["btc"]).astype(np.float32),
-        },
+        refs={m: (np.log(base[m]["close"]) - anchors[m]).astype(np.float32) for m in MARKETS},
         windows=windows,
         vectors=vectors,
-        base_close=eth_base["close"].astype(np.float64),
-        base_high=eth_base["high"].astype(np.float64),
-        base_low=eth_base["low"].astype(np.float64),
+        base_close=traded_base["close"].astype(np.float64),
+        base_high=traded_base["high"].astype(np.float64),
+        base_low=traded_base["low"].astype(np.float64),
         synthetic=data.synthetic,
         source=data.source,
         meta={"base_timeframe": base_tf, "first_open_ms": first_open, "last_open_ms": last_open, "anchors": anchors},

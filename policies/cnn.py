@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from market.config import StrictModel
-from market.layout import StateConfig, StateLayout, build_layout
+from market.layout import StateConfig, StateLayout, build_layout, upgrade_component_name
 
 #: Outputs per prediction horizon: P(up), P(flat), P(down), expected move (in units of the horizon's
 #: typical absolute move). Four horizons x four outputs fill the layout's 16 ``cnn_pred`` slots.
@@ -148,6 +148,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[Mul
     payload = torch.load(path, map_location=device, weights_only=True)
     layout = build_layout(StateConfig.model_validate(payload["state_config"]))
     model = MultiTimeframeCNN(layout, CnnConfig.model_validate(payload["cnn_config"]))
-    model.load_state_dict(payload["state_dict"])
+    # Checkpoints written before the roles rename key their encoders by the old component names.
+    model.load_state_dict({upgrade_component_name(key): value for key, value in payload["state_dict"].items()})
     model.to(device).eval()
     return model, {"version": payload["version"], **payload["meta"]}

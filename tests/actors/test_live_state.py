@@ -29,7 +29,7 @@ from market.timeline_builder import MarketData, build_timeline
 from market.venue import BUY
 
 ETH, BTC = "ETHUSDT", "BTCUSDT"
-STATE = StateConfig(tick_window=20, bar_window=12, btc_window=12, eth_timeframes=("1s", "1m"), cnn_hidden=16)
+STATE = StateConfig(tick_window=20, bar_window=12, reference_window=12, traded_timeframes=("1s", "1m"), cnn_hidden=16)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def chunks(capture: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]
 def test_the_built_state_is_the_batch_gather_with_the_cnn_part_of_a_real_cnn_and_the_given_agent(capture) -> None:
     predictor = untrained_cnn()
     builder = LiveStateBuilder(LiveStateConfig(state=STATE), PredictorCnn(predictor), clock=lambda: 42)
-    batch = build_timeline(MarketData(eth_trades=capture[ETH], btc_trades=capture[BTC]), STATE)
+    batch = build_timeline(MarketData(traded_trades=capture[ETH], reference_trades=capture[BTC]), STATE)
     agent = np.array([1.0, 0.001, 0.01, 2.0, -0.002, 0.001], np.float32)
     checked = 0
     for part in chunks(capture, 60):
@@ -164,7 +164,7 @@ def test_the_actor_serves_the_batch_state_of_the_stream_with_the_paper_accounts_
     for seq, part in enumerate(chunks(capture, 25)):
         ray.get(stream.ingest.remote(TickBatch("replay", seq, part)))
     reference = LiveTimeline(state)
-    reference.feed(eth=capture[ETH], btc=capture[BTC])
+    reference.feed(traded=capture[ETH], reference=capture[BTC])
     reference.catch_up()
 
     def served():
@@ -173,7 +173,7 @@ def test_the_actor_serves_the_batch_state_of_the_stream_with_the_paper_accounts_
         return got if done else None
 
     got = _wait(served, what="the live state of the last step with the paper account's features")
-    batch = build_timeline(MarketData(eth_trades=capture[ETH], btc_trades=capture[BTC]), state)
+    batch = build_timeline(MarketData(traded_trades=capture[ETH], reference_trades=capture[BTC]), state)
     expected = gather(batch, np.array([got.step]), got.agent[None])[0]
     np.testing.assert_allclose(got.state, expected, rtol=0, atol=1e-6)
     assert got.agent[0] == 1.0  # the paper account is long

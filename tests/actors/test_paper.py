@@ -37,8 +37,8 @@ MIDNIGHT_MS = 1_723_161_600_000  # 2024-08-09 00:00 UTC, inside the captures (a 
 SMALL = StateConfig(
     tick_window=20,
     bar_window=10,
-    btc_window=10,
-    eth_timeframes=("1s", "1m"),
+    reference_window=10,
+    traded_timeframes=("1s", "1m"),
     cnn_hidden=0,
     cnn_predictions=0,
     williams=0,
@@ -61,7 +61,7 @@ def capture(shared_data: Path) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def step_times(capture) -> np.ndarray:
     """Step times of the batch timeline of the capture."""
-    return build_timeline(MarketData(eth_trades=capture[ETH], btc_trades=capture[BTC]), SMALL).step_time_ms
+    return build_timeline(MarketData(traded_trades=capture[ETH], reference_trades=capture[BTC]), SMALL).step_time_ms
 
 
 def paper_config(root: Path, venue: VenueConfig = PERP, risk: RiskConfig | None = None, **kw) -> PaperConfig:
@@ -139,7 +139,7 @@ def test_paper_books_and_pnl_equal_the_envs_for_the_same_actions_on_the_same_tra
     Replay(capture, tmp_path / "stream", seed=1).run(trader)
     assert trader.steps == step_times.size - 1  # every step but the last one closed
 
-    batch = build_timeline(MarketData(eth_trades=capture[ETH], btc_trades=capture[BTC]), SMALL)
+    batch = build_timeline(MarketData(traded_trades=capture[ETH], reference_trades=capture[BTC]), SMALL)
     env = TradingEnv(
         batch,
         EnvConfig(venue=venue, random_start=False, start_step=0, episode_steps=batch.n_steps - 1, ruin_fraction=0.0),
@@ -363,7 +363,7 @@ def test_the_actor_restarted_by_ray_kill_restores_positions_and_pnl_and_its_kill
         part, b = trades[chunk], is_btc[chunk]
         ray.get(stream.ingest.remote(TickBatch("replay", seq, {ETH: part[~b], BTC: part[b]})))
     reference = LiveTimeline(SMALL)
-    reference.feed(eth=trades[:half][~is_btc[:half]], btc=trades[:half][is_btc[:half]])
+    reference.feed(traded=trades[:half][~is_btc[:half]], reference=trades[:half][is_btc[:half]])
     reference.catch_up()
     expected_last = reference.step_time_ms
 

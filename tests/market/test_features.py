@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from market.features import gather
-from market.layout import AGENT_FEATURES, StateConfig, build_layout
+from market.layout import AGENT_FEATURES, StateConfig, build_layout, upgrade_component_name
 from market.timeline import MarketTimeline, WindowSource
 
 
@@ -25,8 +25,8 @@ def random_timeline(profile: str, n_steps: int, seed: int, **sizes: int) -> Mark
         rows = np.zeros((comp.features, pad + n_rows), dtype=np.float32)
         rows[:, pad:] = rng.normal(4.6, 0.05, size=(comp.features, n_rows))
         last = np.sort(rng.integers(pad - 1, pad + n_rows, size=n_steps)).astype(np.int64)
-        has_forming = comp.name != "eth_ticks" and not comp.name.endswith(layout.config.base_timeframe)
-        tick = comp.name == "eth_ticks"
+        has_forming = comp.name != "traded_ticks" and not comp.name.endswith(layout.config.base_timeframe)
+        tick = comp.name == "traded_ticks"
         windows[comp.name] = WindowSource(
             rows=rows,
             last=last,
@@ -34,7 +34,7 @@ def random_timeline(profile: str, n_steps: int, seed: int, **sizes: int) -> Mark
             forming=rng.normal(100.0, 5.0, size=(n_steps, comp.features)).astype(np.float32) if has_forming else None,
             forming_valid=(rng.random(n_steps) > 0.1) if has_forming else None,
             price_columns=1 if tick else 4,
-            ref="btc" if comp.name.startswith("btc") else "eth",
+            ref="reference" if comp.name.startswith("reference") else "traded",
             times_ms=np.sort(rng.integers(0, 10_000_000, size=pad + n_rows)).astype(np.int64) if tick else None,
             age_column=9 if tick else None,
         )
@@ -47,7 +47,7 @@ def random_timeline(profile: str, n_steps: int, seed: int, **sizes: int) -> Mark
     timeline = MarketTimeline(
         layout=layout,
         step_time_ms=step_time,
-        refs={k: rng.uniform(90, 110, size=n_steps).astype(np.float32) for k in ("eth", "btc")},
+        refs={k: rng.uniform(90, 110, size=n_steps).astype(np.float32) for k in ("traded", "reference")},
         windows=windows,
         vectors=vectors,
         base_close=rng.uniform(90, 110, size=n_steps),
@@ -70,9 +70,9 @@ def test_layout_slices_cover_the_state_exactly_once(profile: str) -> None:
 
 def test_default_profile_has_the_specified_sizes() -> None:
     layout = build_layout(StateConfig())
-    assert layout["eth_ticks"].size == 3000
-    assert sum(layout[f"eth_{tf}"].size for tf in ("1s", "1m", "1h", "1d")) == 9600
-    assert layout["btc_1s"].size == 2400
+    assert layout["traded_ticks"].size == 3000
+    assert sum(layout[f"traded_{tf}"].size for tf in ("1s", "1m", "1h", "1d")) == 9600
+    assert layout["reference_1s"].size == 2400
     assert (layout["cnn_hidden"].size, layout["cnn_pred"].size) == (512, 16)
     assert (layout["williams"].size, layout["regime"].size) == (250, 20)
 
@@ -80,8 +80,8 @@ def test_default_profile_has_the_specified_sizes() -> None:
 def test_kline_profile_masks_ticks_and_1s_and_says_so() -> None:
     layout = build_layout(StateConfig(profile="kline-1m"))
     masked = dict(layout.masked)
-    assert "eth_ticks" in masked and "eth_1s" in masked
-    assert "eth_ticks" not in layout
+    assert "traded_ticks" in masked and "traded_1s" in masked
+    assert "traded_ticks" not in layout
 
 
 @settings(max_examples=25, deadline=None)
@@ -92,7 +92,7 @@ def test_kline_profile_masks_ticks_and_1s_and_says_so() -> None:
 )
 def test_gather_on_numpy_equals_gather_on_torch(profile: str, seed: int, batch: int) -> None:
     torch = pytest.importorskip("torch")
-    sizes = {"tick_window": 7, "bar_window": 5, "btc_window": 4, "cnn_hidden": 8} if profile != "tiny" else {}
+    sizes = {"tick_window": 7, "bar_window": 5, "reference_window": 4, "cnn_hidden": 8} if profile != "tiny" else {}
     timeline = random_timeline(profile, 40, seed, **sizes)
     rng = np.random.default_rng(seed + 1)
     steps = rng.integers(0, timeline.n_steps, size=batch).astype(np.int64)
@@ -124,9 +124,22 @@ def test_gather_reads_only_rows_up_to_the_last_known_index() -> None:
 
 def test_rows_before_the_first_known_row_are_zero_not_garbage() -> None:
     timeline = random_timeline("tiny", 10, 5)
-    comp = timeline.layout["eth_1h"]
-    src = timeline.windows["eth_1h"]
+    comp = timeline.layout["traded_1h"]
+    src = timeline.windows["traded_1h"]
     src.last[:] = src.pad - 1
     src.forming_valid[:] = False
     states = gather(timeline, np.arange(10, dtype=np.int64), np.zeros((10, 6), dtype=np.float32))
     assert (states[:, comp.slice] == 0).all()
+
+
+def test_old_state_keys_map_to_the_role_names_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="state.btc_window is deprecated: it is now state.reference_window"):
+        old = StateConfig.model_validate({"profile": "tiny", "eth_timeframes": ["1m"], "btc_window": 7})
+    assert old == StateConfig(profile="tiny", traded_timeframes=("1m",), reference_window=7)
+    with pytest.raises(ValueError, match="both 'btc_window' \\(the old name\\) and 'reference_window'"):
+        StateConfig.model_validate({"btc_window": 7, "reference_window": 7})
+    names = build_layout(StateConfig(profile="default")).names
+    assert names[:6] == ("traded_ticks", "traded_1s", "traded_1m", "traded_1h", "traded_1d", "reference_1s")
+    assert not any(n.startswith(("eth", "btc")) for n in names)
+    assert upgrade_component_name("encoders.eth_1m.net.0.weight") == "encoders.traded_1m.net.0.weight"
+    assert upgrade_component_name("btc_1s") == "reference_1s" and upgrade_component_name("regime") == "regime"

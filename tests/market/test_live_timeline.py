@@ -24,7 +24,7 @@ from market.timeline_builder import MarketData, build_timeline
 ETH, BTC = "ETHUSDT", "BTCUSDT"
 #: The parity profile: the default one's components and timeframes with windows the test can afford.
 PARITY_STATE = StateConfig(
-    tick_window=50, bar_window=30, btc_window=30, eth_timeframes=("1s", "1m", "1h", "1d"), cnn_hidden=8
+    tick_window=50, bar_window=30, reference_window=30, traded_timeframes=("1s", "1m", "1h", "1d"), cnn_hidden=8
 )
 TOLERANCE = 1e-6
 
@@ -69,7 +69,7 @@ def test_live_state_equals_batch_gather_on_every_step_of_the_real_capture_replay
     capture, warm_bars, tmp_path
 ) -> None:
     eth, btc = capture[ETH], capture[BTC]
-    batch = build_timeline(MarketData(eth_trades=eth, btc_trades=btc, eth_bars=warm_bars), PARITY_STATE)
+    batch = build_timeline(MarketData(traded_trades=eth, reference_trades=btc, traded_bars=warm_bars), PARITY_STATE)
     stream = UnifiedStream(
         StreamConfig(storage_dir=tmp_path / "stream", flush_interval_ms=10**12, tick_cache_s=60, packet_ticks=50)
     )
@@ -88,7 +88,7 @@ def test_live_state_equals_batch_gather_on_every_step_of_the_real_capture_replay
         reply = stream.poll(consumer, seq)
         assert reply.complete
         seq = reply.seq
-        live.feed(eth=reply.items["ticks"][ETH], btc=reply.items["ticks"][BTC])
+        live.feed(traded=reply.items["ticks"][ETH], reference=reply.items["ticks"][BTC])
         while live.next_step():
             k = live.steps - 1
             assert live.step_time_ms == int(batch.step_time_ms[k])
@@ -112,18 +112,18 @@ def test_live_state_equals_batch_gather_on_every_step_of_the_real_capture_replay
     # every step but the last closes live (the last waits for a trade after it, which never comes)
     assert checked == batch.n_steps - 1 == 650
     stats = live.stats()
-    assert stats.trades_taken == {"eth": eth.size, "btc": btc.size}
-    assert stats.late_trades == {"eth": 0, "btc": 0}
+    assert stats.trades_taken == {"traded": eth.size, "reference": btc.size}
+    assert stats.late_trades == {"traded": 0, "reference": 0}
     # the windows were really filled: every slot of the hourly and daily windows (real klines before the
     # capture), the ticks and the seconds; the minutes hold the capture's 10 closed ones and the forming one
     last = gather(batch, np.array([batch.n_steps - 2]), np.zeros((1, 6), np.float32))[0]
     for name, filled in (
-        ("eth_1h", 30),
-        ("eth_1d", 30),
-        ("eth_ticks", 50),
-        ("eth_1s", 30),
-        ("btc_1s", 30),
-        ("eth_1m", 11),
+        ("traded_1h", 30),
+        ("traded_1d", 30),
+        ("traded_ticks", 50),
+        ("traded_1s", 30),
+        ("reference_1s", 30),
+        ("traded_1m", 11),
     ):
         comp = batch.layout[name]
         slots = last[comp.slice].reshape(comp.features, comp.rows)
@@ -132,16 +132,18 @@ def test_live_state_equals_batch_gather_on_every_step_of_the_real_capture_replay
 
 @pytest.mark.timeout(120)
 def test_bounded_history_keeps_memory_flat_and_every_part_but_regime_equal_to_batch(capture) -> None:
-    state = StateConfig(tick_window=40, bar_window=20, btc_window=20, eth_timeframes=("1s", "1m"), cnn_hidden=0)
+    state = StateConfig(
+        tick_window=40, bar_window=20, reference_window=20, traded_timeframes=("1s", "1m"), cnn_hidden=0
+    )
     eth = capture[ETH][capture[ETH]["time_ms"] < capture[ETH]["time_ms"][0] + 240_000]
     btc = capture[BTC][capture[BTC]["time_ms"] <= eth["time_ms"][-1]]
-    batch = build_timeline(MarketData(eth_trades=eth, btc_trades=btc), state)
+    batch = build_timeline(MarketData(traded_trades=eth, reference_trades=btc), state)
     live = LiveTimeline(state, config=LiveTimelineConfig(regime_history_steps=90))
     trades, is_btc = merged(eth, btc)
     regime = batch.layout["regime"].slice
     kept_trades = []
     for chunk in np.array_split(np.arange(trades.size), 400):
-        live.feed(eth=trades[chunk][~is_btc[chunk]], btc=trades[chunk][is_btc[chunk]])
+        live.feed(traded=trades[chunk][~is_btc[chunk]], reference=trades[chunk][is_btc[chunk]])
         while live.next_step():
             k = live.steps - 1
             ours = live.state()
@@ -189,7 +191,13 @@ def two_markets(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, list[int]]:
 
 
 SMALL = StateConfig(
-    tick_window=6, bar_window=5, btc_window=4, eth_timeframes=("1s", "1m"), cnn_hidden=0, cnn_predictions=0, regime=0
+    tick_window=6,
+    bar_window=5,
+    reference_window=4,
+    traded_timeframes=("1s", "1m"),
+    cnn_hidden=0,
+    cnn_predictions=0,
+    regime=0,
 )
 
 
@@ -199,7 +207,7 @@ SMALL = StateConfig(
 def test_any_batching_of_any_two_markets_gives_the_batch_state_at_every_closed_step(data, wait) -> None:
     eth, btc, cuts = data
     try:
-        batch = build_timeline(MarketData(eth_trades=eth, btc_trades=btc), SMALL)
+        batch = build_timeline(MarketData(traded_trades=eth, reference_trades=btc), SMALL)
     except DataError:
         return  # one market ends before the other starts: no common span, nothing to compare
     live = LiveTimeline(SMALL, config=LiveTimelineConfig(close_wait_ms=wait))
@@ -210,7 +218,7 @@ def test_any_batching_of_any_two_markets_gives_the_batch_state_at_every_closed_s
         i += 1
         part, b = trades[at : at + n], is_btc[at : at + n]
         at += n
-        live.feed(eth=part[~b], btc=part[b])
+        live.feed(traded=part[~b], reference=part[b])
         while live.next_step():
             k = live.steps - 1
             if k >= batch.n_steps:
@@ -226,7 +234,7 @@ def test_any_batching_of_any_two_markets_gives_the_batch_state_at_every_closed_s
     # every step before both markets' last trades has closed (and none after the data)
     closable = int(np.count_nonzero(batch.step_time_ms < min(eth["time_ms"][-1], btc["time_ms"][-1])))
     assert closable <= live.steps
-    assert live.stats().late_trades == {"eth": 0, "btc": 0}
+    assert live.stats().late_trades == {"traded": 0, "reference": 0}
 
 
 # ---------------------------------------------------------------------------------- edges and refusals
@@ -245,32 +253,32 @@ def _trades(times: list[int], price: float, first_id: int = 1) -> np.ndarray:
 def test_a_quiet_market_lets_steps_close_after_the_wait_and_its_late_trade_is_dropped_and_counted() -> None:
     live = LiveTimeline(SMALL, config=LiveTimelineConfig(close_wait_ms=2_000))
     t0 = 1_723_161_600_000
-    live.feed(eth=_trades([t0 + 10], 2_700.0), btc=_trades([t0 + 20], 61_000.0))
+    live.feed(traded=_trades([t0 + 10], 2_700.0), reference=_trades([t0 + 20], 61_000.0))
     assert live.ready_steps() == 0  # nothing after the first second yet
-    live.feed(eth=_trades([t0 + 1_100, t0 + 2_500], 2_701.0, first_id=2))
+    live.feed(traded=_trades([t0 + 1_100, t0 + 2_500], 2_701.0, first_id=2))
     assert live.ready_steps() == 0  # BTC has no trade after 999 ms and ETH is not 2 s past it
-    live.feed(eth=_trades([t0 + 3_200], 2_702.0, first_id=4))
+    live.feed(traded=_trades([t0 + 3_200], 2_702.0, first_id=4))
     assert live.ready_steps() == 1 and live.next_step() and not live.next_step()
     assert live.step_time_ms == t0 + 999
-    live.feed(btc=_trades([t0 + 900, t0 + 1_500], 61_010.0, first_id=2))  # 900 ms: a step already closed
+    live.feed(reference=_trades([t0 + 900, t0 + 1_500], 61_010.0, first_id=2))  # 900 ms: a step already closed
     stats = live.stats()
-    assert stats.late_trades["btc"] == 1 and stats.trades_taken["btc"] == 2
+    assert stats.late_trades["reference"] == 1 and stats.trades_taken["reference"] == 2
 
 
 @pytest.mark.timeout(30)
 def test_trades_out_of_time_order_duplicates_and_wrong_records_are_handled_as_said() -> None:
     live = LiveTimeline(SMALL)
     t0 = 1_723_161_600_000
-    with pytest.raises(DataError, match="eth trades out of time order at row 1"):
-        live.feed(eth=_trades([t0 + 5, t0 + 1], 2_700.0))
+    with pytest.raises(DataError, match="traded trades out of time order at row 1"):
+        live.feed(traded=_trades([t0 + 5, t0 + 1], 2_700.0))
     with pytest.raises(DataError, match="TRADE_DTYPE"):
-        live.feed(btc=np.zeros(3))
-    live.feed(eth=_trades([t0 + 5], 2_700.0), btc=_trades([t0 + 6], 61_000.0))
-    live.feed(eth=_trades([t0 + 5, t0 + 7], 2_700.0))  # id 1 again, then id 2
-    assert live.stats().duplicate_trades["eth"] == 1
+        live.feed(reference=np.zeros(3))
+    live.feed(traded=_trades([t0 + 5], 2_700.0), reference=_trades([t0 + 6], 61_000.0))
+    live.feed(traded=_trades([t0 + 5, t0 + 7], 2_700.0))  # id 1 again, then id 2
+    assert live.stats().duplicate_trades["traded"] == 1
     with pytest.raises(DataError, match="before the last one taken"):
-        live.feed(eth=_trades([t0 + 1], 2_700.0, first_id=10))
+        live.feed(traded=_trades([t0 + 1], 2_700.0, first_id=10))
     with pytest.raises(DataError, match="no step has closed yet"):
         live.state()
     live.reset()
-    assert live.stats().trades_taken == {"eth": 0, "btc": 0} and live.resets == 1
+    assert live.stats().trades_taken == {"traded": 0, "reference": 0} and live.resets == 1

@@ -176,7 +176,7 @@ def test_warm_up_ends_at_the_documented_row() -> None:
     out = regime_features(eth, btc, windows, history=100)
     rows = warmup_rows(windows)
     assert rows["vol_pct_short"] == 5 + 40 - 1 and rows["vol_pct_long"] == 40 + 40 - 1
-    assert rows["trend_tstat_medium"] == 12 and rows["corr_eth_btc_long"] == 40
+    assert rows["trend_tstat_medium"] == 12 and rows["corr_traded_reference_long"] == 40
     for name, first in rows.items():
         j = FEATURE_INDEX[name]
         assert out[first - 1, j] == np.float32(NEUTRAL[j]), name
@@ -231,8 +231,8 @@ def _reference(eth: np.ndarray, btc: np.ndarray, windows: tuple[int, int, int], 
             row[f"range_ratio_{key}"] = math.tanh(math.log(span / (math.sqrt(n) * atr)))
             xw = x[t - n + 1 : t + 1]
             row[f"volume_z_{key}"] = math.tanh((x[t] - xw.mean()) / xw.std() / 2)
-            row[f"corr_eth_btc_{key}"] = np.corrcoef(w, wb)[0, 1]
-            row[f"beta_eth_btc_{key}"] = math.tanh(np.cov(w, wb, bias=True)[0, 1] / np.var(wb) / 2)
+            row[f"corr_traded_reference_{key}"] = np.corrcoef(w, wb)[0, 1]
+            row[f"beta_traded_reference_{key}"] = math.tanh(np.cov(w, wb, bias=True)[0, 1] / np.var(wb) / 2)
             row[f"vol_ratio_{key}_long"] = math.tanh(math.log(vol[key][t] / vol["long"][t]))
             k = np.arange(n + 1, dtype=np.float64)
             c = np.corrcoef(k, logc[t - n : t + 1])[0, 1]
@@ -291,16 +291,16 @@ def test_btc_moving_in_lockstep_gives_correlation_plus_or_minus_one(sign: float)
     btc = make_bars(90_000.0 * np.exp(sign * 0.5 * np.log(eth["close"] / eth["close"][0])))
     out = regime_features(eth, btc)[600:]
     for key in ("short", "medium", "long"):
-        np.testing.assert_allclose(column(out, f"corr_eth_btc_{key}"), sign, atol=1e-5)
-    np.testing.assert_allclose(column(out, "beta_eth_btc_long"), math.tanh(sign * 2.0 / 2.0), atol=1e-4)
+        np.testing.assert_allclose(column(out, f"corr_traded_reference_{key}"), sign, atol=1e-5)
+    np.testing.assert_allclose(column(out, "beta_traded_reference_long"), math.tanh(sign * 2.0 / 2.0), atol=1e-4)
 
 
 def test_independent_btc_gives_correlation_near_zero() -> None:
     rng = np.random.default_rng(9)
     n = 6000
     out = regime_features(make_bars(walk(rng, n)), make_bars(walk(rng, n, start=90_000.0)))[600:]
-    assert abs(column(out, "corr_eth_btc_long").mean()) < 0.05
-    assert abs(column(out, "beta_eth_btc_long").mean()) < 0.05
+    assert abs(column(out, "corr_traded_reference_long").mean()) < 0.05
+    assert abs(column(out, "beta_traded_reference_long").mean()) < 0.05
 
 
 def test_a_volatility_spike_lifts_the_short_volatility_percentile_to_the_top() -> None:
@@ -344,7 +344,7 @@ def test_misaligned_inputs_raise_data_error_naming_the_problem() -> None:
     rng = np.random.default_rng(0)
     eth = make_bars(walk(rng, 50))
     btc = make_bars(walk(rng, 50, start=9e4))
-    with pytest.raises(DataError, match="eth_bars has 50 bars, btc_bars 49"):
+    with pytest.raises(DataError, match="traded_bars has 50 bars, reference_bars 49"):
         regime_features(eth, btc[:-1])
     shifted = btc.copy()
     shifted["open_time_ms"][17:] += STEP_MS
@@ -363,15 +363,15 @@ def test_bad_bar_values_raise_data_error_naming_row_and_field() -> None:
     btc = make_bars(walk(rng, 50, start=9e4))
     bad = btc.copy()
     bad["close"][12] = 0.0
-    with pytest.raises(DataError, match=r"btc_bars\[12\]\.close = 0\.0"):
+    with pytest.raises(DataError, match=r"reference_bars\[12\]\.close = 0\.0"):
         regime_features(eth, bad)
     bad = eth.copy()
     bad["volume"][3] = np.nan
-    with pytest.raises(DataError, match=r"eth_bars\[3\]\.volume = nan"):
+    with pytest.raises(DataError, match=r"traded_bars\[3\]\.volume = nan"):
         regime_features(bad, btc)
     bad = eth.copy()
     bad["high"][8] = bad["low"][8] * 0.5
-    with pytest.raises(DataError, match=r"eth_bars\[8\]: high"):
+    with pytest.raises(DataError, match=r"traded_bars\[8\]: high"):
         regime_features(bad, btc)
     with pytest.raises(DataError, match="missing"):
         regime_features(eth["close"], btc)
@@ -404,9 +404,9 @@ def test_real_eth_btc_1m_features_are_finite_bounded_causal_and_comove(shared_da
     assert out.shape == (eth.size, 20)
     assert np.isfinite(out).all() and (out >= LOW).all() and (out <= HIGH).all()
     settled = out[max(warmup_rows(DEFAULT_WINDOWS).values()) :]
-    assert column(settled, "corr_eth_btc_long").mean() > 0.5  # crypto majors co-move
-    assert (column(settled, "corr_eth_btc_long") > 0).mean() > 0.95
-    assert column(settled, "beta_eth_btc_long").mean() > 0.2  # ETH moves with, and more than, BTC
+    assert column(settled, "corr_traded_reference_long").mean() > 0.5  # crypto majors co-move
+    assert (column(settled, "corr_traded_reference_long") > 0).mean() > 0.95
+    assert column(settled, "beta_traded_reference_long").mean() > 0.2  # ETH moves with, and more than, BTC
     for key in ("short", "medium", "long"):
         pct = column(settled, f"vol_pct_{key}")
         assert 0.35 < pct.mean() < 0.65 and pct.min() == 0.0 and pct.max() == 1.0

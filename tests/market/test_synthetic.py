@@ -122,14 +122,14 @@ def test_bars_are_contiguous_and_consistent(seed: int, bars: int, interval: str)
 
 def test_eth_and_btc_returns_follow_the_configured_correlation() -> None:
     # trades: one-minute returns of the last traded price over four hours
-    market = synthetic_trades(START, 4 * HOUR, seed=5, config=SyntheticConfig(btc_correlation=0.8))
+    market = synthetic_trades(START, 4 * HOUR, seed=5, config=SyntheticConfig(reference_correlation=0.8))
     n = 4 * 60
     eth = np.diff(np.log(_last_price_per_bucket(market.trades["ETHUSDT"], START, 60_000, n)))
     btc = np.diff(np.log(_last_price_per_bucket(market.trades["BTCUSDT"], START, 60_000, n)))
     assert np.corrcoef(eth, btc)[0, 1] > 0.5
 
     def bar_corr(rho: float) -> float:
-        product = synthetic_bars(START, 2 * DAY, seed=5, config=SyntheticConfig(btc_correlation=rho))
+        product = synthetic_bars(START, 2 * DAY, seed=5, config=SyntheticConfig(reference_correlation=rho))
         e, b = (np.diff(np.log(product.bars[s]["close"])) for s in SYMBOLS)
         return float(np.corrcoef(e, b)[0, 1])
 
@@ -181,7 +181,10 @@ def test_trade_arrivals_cluster_beyond_poisson() -> None:
         (lambda: synthetic_trades(START, 1500, seed=0), "duration_ms"),
         (lambda: synthetic_trades(START, 0, seed=0), "duration_ms"),
         (lambda: synthetic_bars(START, HOUR, seed=0, interval="7m"), "interval"),
-        (lambda: synthetic_trades(START, 1000, seed=0, config=SyntheticConfig(btc_correlation=1.5)), "btc_correlation"),
+        (
+            lambda: synthetic_trades(START, 1000, seed=0, config=SyntheticConfig(reference_correlation=1.5)),
+            "reference_correlation",
+        ),
         (
             lambda: synthetic_trades(START, 1000, seed=0, config=SyntheticConfig(hawkes_branching=1.0)),
             "hawkes_branching",

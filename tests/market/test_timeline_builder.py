@@ -50,7 +50,7 @@ def walk_trades(n: int, seed: int, start_ms: int = START, price: float = 3000.0)
     return trades
 
 
-TINY = StateConfig(profile="tiny", bar_window=6, btc_window=5, eth_timeframes=("1m", "1h"))
+TINY = StateConfig(profile="tiny", bar_window=6, reference_window=5, traded_timeframes=("1m", "1h"))
 
 
 def _perturb_after(bars: np.ndarray, t_ms: int, seed: int) -> np.ndarray:
@@ -73,12 +73,12 @@ def _states(timeline, steps: np.ndarray) -> np.ndarray:
 @given(seed=st.integers(0, 1000), cut=st.integers(0, 400))
 def test_changing_bars_after_the_cut_leaves_every_state_up_to_it_unchanged(seed: int, cut: int) -> None:
     eth, btc = walk_bars(420, seed), walk_bars(420, seed + 1, price=60_000.0)
-    before = build_timeline(MarketData(eth_bars={"1m": eth}, btc_bars={"1m": btc}, synthetic=True), TINY)
+    before = build_timeline(MarketData(traded_bars={"1m": eth}, reference_bars={"1m": btc}, synthetic=True), TINY)
     t_cut = int(before.step_time_ms[cut])
     after = build_timeline(
         MarketData(
-            eth_bars={"1m": _perturb_after(eth, t_cut, seed)},
-            btc_bars={"1m": _perturb_after(btc, t_cut, seed + 7)},
+            traded_bars={"1m": _perturb_after(eth, t_cut, seed)},
+            reference_bars={"1m": _perturb_after(btc, t_cut, seed + 7)},
             synthetic=True,
         ),
         TINY,
@@ -95,10 +95,15 @@ def test_changing_bars_after_the_cut_leaves_every_state_up_to_it_unchanged(seed:
 @given(seed=st.integers(0, 1000), cut_frac=st.floats(0.05, 0.95))
 def test_changing_ticks_after_the_cut_leaves_every_tick_state_up_to_it_unchanged(seed: int, cut_frac: float) -> None:
     config = StateConfig(
-        profile="default", tick_window=8, bar_window=5, btc_window=4, cnn_hidden=8, eth_timeframes=("1s", "1m", "1h")
+        profile="default",
+        tick_window=8,
+        bar_window=5,
+        reference_window=4,
+        cnn_hidden=8,
+        traded_timeframes=("1s", "1m", "1h"),
     )
     eth, btc = walk_trades(3000, seed), walk_trades(3000, seed + 1, price=60_000.0)
-    before = build_timeline(MarketData(eth_trades=eth, btc_trades=btc, synthetic=True), config)
+    before = build_timeline(MarketData(traded_trades=eth, reference_trades=btc, synthetic=True), config)
     cut = int(cut_frac * (before.n_steps - 1))
     t_cut = int(before.step_time_ms[cut])
     eth2, btc2 = eth.copy(), btc.copy()
@@ -108,16 +113,16 @@ def test_changing_ticks_after_the_cut_leaves_every_tick_state_up_to_it_unchanged
         arr["price"][later] *= rng.uniform(0.8, 1.25, later.sum())
         arr["qty"][later] *= rng.uniform(0.1, 10, later.sum())
         arr["is_buyer_maker"][later] = ~arr["is_buyer_maker"][later]
-    after = build_timeline(MarketData(eth_trades=eth2, btc_trades=btc2, synthetic=True), config)
+    after = build_timeline(MarketData(traded_trades=eth2, reference_trades=btc2, synthetic=True), config)
     steps = np.arange(cut + 1, dtype=np.int64)
     np.testing.assert_array_equal(_states(before, steps), _states(after, steps))
 
 
 def test_forming_hour_is_the_aggregate_of_base_bars_up_to_t_and_closed_rows_are_closed() -> None:
     eth, btc = walk_bars(300, 3), walk_bars(300, 4, price=60_000.0)
-    timeline = build_timeline(MarketData(eth_bars={"1m": eth}, btc_bars={"1m": btc}, synthetic=True), TINY)
-    src = timeline.windows["eth_1h"]
-    anchor = timeline.meta["anchors"]["eth"]
+    timeline = build_timeline(MarketData(traded_bars={"1m": eth}, reference_bars={"1m": btc}, synthetic=True), TINY)
+    src = timeline.windows["traded_1h"]
+    anchor = timeline.meta["anchors"]["traded"]
     hours = aggregate_bars(eth, "1h")
     for k in (0, 30, 59, 60, 61, 150, 299):
         t = int(timeline.step_time_ms[k])
@@ -138,9 +143,9 @@ def test_forming_hour_is_the_aggregate_of_base_bars_up_to_t_and_closed_rows_are_
 
 def test_base_close_is_the_reference_so_its_relative_close_is_zero() -> None:
     eth, btc = walk_bars(200, 5), walk_bars(200, 6, price=60_000.0)
-    timeline = build_timeline(MarketData(eth_bars={"1m": eth}, btc_bars={"1m": btc}, synthetic=True), TINY)
+    timeline = build_timeline(MarketData(traded_bars={"1m": eth}, reference_bars={"1m": btc}, synthetic=True), TINY)
     states = _states(timeline, np.arange(timeline.n_steps, dtype=np.int64))
-    comp = timeline.layout["eth_1m"]
+    comp = timeline.layout["traded_1m"]
     close_rel = states[:, comp.slice].reshape(-1, comp.features, comp.rows)[:, BAR_FEATURES.index("close_rel"), -1]
     np.testing.assert_allclose(close_rel, 0.0, atol=1e-6)
     np.testing.assert_array_equal(timeline.base_close, eth["close"])
@@ -155,21 +160,21 @@ def test_real_kline_profile_timeline_has_full_daily_and_hourly_windows(shared_da
     }
     btc = {"1m": load_klines(k / "BTCUSDT-1m-2025-01-01_2025-02-04.csv")[:3000]}
     timeline = build_timeline(
-        MarketData(eth_bars=eth, btc_bars=btc, source="real klines"), StateConfig(profile="kline-1m")
+        MarketData(traded_bars=eth, reference_bars=btc, source="real klines"), StateConfig(profile="kline-1m")
     )
     assert timeline.n_steps == 3000 and not timeline.synthetic
-    for name in ("eth_1h", "eth_1d"):
+    for name in ("traded_1h", "traded_1d"):
         src = timeline.windows[name]
         rows_known = src.last[0] - src.pad + 1
         assert rows_known >= timeline.layout[name].rows - 1, name
     states = _states(timeline, np.array([0, 1500, 2999], dtype=np.int64))
     assert np.isfinite(states).all()
     # the last closed daily bar at the first step is 2024-12-31, the real file's row, unchanged
-    d = timeline.windows["eth_1d"]
+    d = timeline.windows["traded_1d"]
     day = eth["1d"][eth["1d"]["close_time_ms"] <= timeline.step_time_ms[0]][-1]
     assert np.isclose(
         d.rows[BAR_FEATURES.index("close_rel"), d.last[0]],
-        np.log(day["close"]) - timeline.meta["anchors"]["eth"],
+        np.log(day["close"]) - timeline.meta["anchors"]["traded"],
         atol=1e-6,
     )
 
@@ -178,8 +183,8 @@ def test_steps_start_where_both_markets_have_data() -> None:
     from market.errors import DataError
 
     eth, btc = walk_bars(100, 1), walk_bars(100, 2, start_ms=START + 10 * MINUTE)
-    timeline = build_timeline(MarketData(eth_bars={"1m": eth}, btc_bars={"1m": btc}), TINY)
+    timeline = build_timeline(MarketData(traded_bars={"1m": eth}, reference_bars={"1m": btc}), TINY)
     assert timeline.step_time_ms[0] == START + 11 * MINUTE - 1 and timeline.n_steps == 90
     late = walk_bars(10, 2, start_ms=START + 200 * MINUTE)
     with pytest.raises(DataError, match="no common span"):
-        build_timeline(MarketData(eth_bars={"1m": eth}, btc_bars={"1m": late}), TINY)
+        build_timeline(MarketData(traded_bars={"1m": eth}, reference_bars={"1m": late}), TINY)

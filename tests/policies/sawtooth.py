@@ -37,7 +37,7 @@ def sawtooth_timeline(n: int = 2000) -> MarketTimeline:
     eth = sawtooth_bars(n)
     btc = sawtooth_bars(n, price=2000.0)
     return build_timeline(
-        MarketData(eth_bars={"1m": eth}, btc_bars={"1m": btc}, synthetic=True, source="saw-tooth (synthetic)"),
+        MarketData(traded_bars={"1m": eth}, reference_bars={"1m": btc}, synthetic=True, source="saw-tooth (synthetic)"),
         StateConfig(profile="tiny"),
     )
 

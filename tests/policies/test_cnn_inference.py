@@ -45,7 +45,7 @@ def make_checkpoint(path: Path, version: str, seed: int) -> Path:
 def tiny_timeline(n_steps: int = 300, seed: int = 3) -> MarketTimeline:
     """A tiny-profile timeline over synthetic 1m bars (labelled synthetic)."""
     bars = synthetic_bars(START_MS, n_steps * 60_000, seed=seed).bars
-    data = MarketData(eth_bars={"1m": bars["ETHUSDT"]}, btc_bars={"1m": bars["BTCUSDT"]}, synthetic=True)
+    data = MarketData(traded_bars={"1m": bars["ETHUSDT"]}, reference_bars={"1m": bars["BTCUSDT"]}, synthetic=True)
     return build_timeline(data, TINY)
 
 
@@ -152,8 +152,8 @@ def test_bulk_fill_equals_per_step_predictions_on_gathered_states(
 def test_bulk_fill_refuses_another_layout_and_bad_steps(predictor: CnnPredictor, timeline: MarketTimeline) -> None:
     other = build_timeline(
         MarketData(
-            eth_bars={"1m": synthetic_bars(START_MS, 200 * 60_000, seed=1).bars["ETHUSDT"]},
-            btc_bars={"1m": synthetic_bars(START_MS, 200 * 60_000, seed=1).bars["BTCUSDT"]},
+            traded_bars={"1m": synthetic_bars(START_MS, 200 * 60_000, seed=1).bars["ETHUSDT"]},
+            reference_bars={"1m": synthetic_bars(START_MS, 200 * 60_000, seed=1).bars["BTCUSDT"]},
             synthetic=True,
         ),
         StateConfig(profile="tiny", bar_window=8),

@@ -57,8 +57,8 @@ def sine_bars(n: int, period: float, amplitude: float, phase: float = 0.0, price
 
 def sine_market(n: int = 2_400, period: float = 37.0) -> MarketData:
     return MarketData(
-        eth_bars={"1m": sine_bars(n, period, 0.01)},
-        btc_bars={"1m": sine_bars(n, period, 0.006, phase=0.7, price=60_000.0)},
+        traded_bars={"1m": sine_bars(n, period, 0.01)},
+        reference_bars={"1m": sine_bars(n, period, 0.006, phase=0.7, price=60_000.0)},
         synthetic=True,
         source="SYNTHETIC sine series (test)",
     )
@@ -139,6 +139,27 @@ def test_checkpoint_loads_weights_only_and_reproduces_the_outputs(sine_timeline:
     assert torch.equal(want.pivot, got.pivot)
 
 
+def test_a_checkpoint_with_the_old_eth_btc_names_loads_through_the_mapping(
+    sine_timeline: MarketTimeline, tmp_path
+) -> None:
+    model, _ = train(sine_timeline, seed=2, steps=5)
+    path = save_checkpoint(tmp_path / "cnn.pt", model, version="cnn-test-00000001", meta={})
+    payload = torch.load(path, weights_only=True)
+    # What a checkpoint written before the roles rename holds: eth_/btc_ component names and state keys.
+    payload["state_dict"] = {
+        k.replace(".traded_", ".eth_").replace(".reference_", ".btc_"): v for k, v in payload["state_dict"].items()
+    }
+    cfg = payload["state_config"]
+    cfg["eth_timeframes"], cfg["btc_window"] = cfg.pop("traded_timeframes"), cfg.pop("reference_window")
+    assert any(".eth_1m." in k for k in payload["state_dict"])
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.warns(DeprecationWarning, match="state.eth_timeframes is deprecated: it is now state.traded_tim"):
+        loaded, _ = load_checkpoint(tmp_path / "old.pt")
+    states = cnn_states(sine_timeline, np.arange(100, 200, 9), CPU)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(states).predictions, loaded(states).predictions)
+
+
 def test_folding_the_standardisation_changes_no_output(sine_timeline: MarketTimeline) -> None:
     model = build_model(sine_timeline.layout, CNN, seed=3).eval()
     steps = np.arange(16, 2_000, 3)
@@ -170,9 +191,9 @@ def test_inputs_that_never_move_in_training_are_ignored(sine_timeline: MarketTim
     with torch.no_grad():
         torch.testing.assert_close(model(shifted).predictions, model(states).predictions)
     # and the window statistics are those of the gathered states, per feature over all rows
-    comp = model.layout["eth_1m"]
+    comp = model.layout["traded_1m"]
     rows = cnn_states(sine_timeline, steps, CPU)[:, comp.slice].reshape(-1, comp.features, comp.rows)
-    np.testing.assert_allclose(stats["eth_1m"][0], rows.double().mean(dim=(0, 2)).numpy(), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(stats["traded_1m"][0], rows.double().mean(dim=(0, 2)).numpy(), rtol=1e-5, atol=1e-9)
 
 
 def test_class_weights_balance_the_training_classes() -> None:

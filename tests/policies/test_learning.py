@@ -15,7 +15,7 @@ from policies.learning import DQNLearner
 from policies.replay import PrioritizedReplay
 from tests.market.test_timeline_builder import walk_bars
 
-TINY = StateConfig(profile="tiny", bar_window=8, btc_window=8)
+TINY = StateConfig(profile="tiny", bar_window=8, reference_window=8)
 DEVICES = [
     "cpu",
     pytest.param(
@@ -31,7 +31,7 @@ DEVICES = [
 def make_learner(device: str, seed: int = 0, capacity: int = 4096) -> DQNLearner:
     timeline = build_timeline(
         MarketData(
-            eth_bars={"1m": walk_bars(600, 1)}, btc_bars={"1m": walk_bars(600, 2, price=60_000.0)}, synthetic=True
+            traded_bars={"1m": walk_bars(600, 1)}, reference_bars={"1m": walk_bars(600, 2, price=60_000.0)}, synthetic=True
         ),
         TINY,
     )

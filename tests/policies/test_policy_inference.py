@@ -197,7 +197,7 @@ def _bad_states(width: int) -> list[tuple[object, str]]:
         (np.zeros((65, width), dtype=np.float32), "65 states in one request, at most 64"),
         (
             np.full((1, width), -3e9, dtype=np.float32),
-            r"states\[0, 0\] is -3e\+09 \(component eth_1m\): \|value\| must be at most 1e\+09",
+            r"states\[0, 0\] is -3e\+09 \(component traded_1m\): \|value\| must be at most 1e\+09",
         ),
         (good.tolist(), "numpy array"),
     ]
