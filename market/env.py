@@ -1,13 +1,15 @@
 """The trading env: a gymnasium env and a vectorised one over a market timeline, on the venue's books.
 
-Owns the episode (starts, steps, termination, truncation), the agent features and the observation (the
-one ``gather`` at the current step). Causal: the action chosen at t fills at close[t]; what ``step()``
-returns after it reads nothing after t+1. Accounting lives in ``market.venue``, the reward in ``market.reward``.
+Owns the episode (starts, steps, termination, truncation) and the observation (the one ``gather`` at the
+current step, with ``market.agent.agent_features``). Causal: what ``step()`` returns after acting at t reads
+nothing after t+1. The fills, liquidation and funding are the one venue step (``market.venue.step``), shared
+with paper trading; the reward is ``market.reward``.
 
-Timing of one step, acting at t: the order fills at ``close[t]`` plus slippage, paying fees; the env moves to
-t+1, checks perp liquidation on the extreme of the bar ending at t+1 (its low for longs, high for shorts),
-charges funding when a funding time lies in ``(time[t], time[t+1]]``, marks equity to ``close[t+1]`` and
-returns the reward (``market.reward``) and the observation at t+1.
+Timing of one step, acting at t (``market.venue.step``): the order reaches the market after the venue's
+latency and fills at the next bar's open (``latency_ms: 0``: at ``close[t]``) plus the half-spread or the
+slippage, paying fees; the bar ending at t+1 may liquidate a perp position on its extreme; funding is
+charged when a funding time lies in ``(time[t], time[t+1]]``; equity is marked to ``close[t+1]`` and the env
+returns the reward and the observation at t+1.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic import Field
 
 from . import reward as rw
 from . import venue as vn
+from .agent import agent_features
 from .config import StrictModel
 from .errors import ConfigError, DataError
 from .features import gather
@@ -48,7 +51,7 @@ class EnvConfig(StrictModel):
     episode_steps: int = Field(1440, ge=1)
     random_start: bool = True
     start_step: int = Field(0, ge=0)
-    initial_equity: float = Field(10_000.0, gt=0.0)
+    initial_equity: float = Field(10_000.0, gt=0.0, allow_inf_nan=False)
     ruin_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     close_at_end: bool = False
 
@@ -65,6 +68,51 @@ def _per_step(values: Any, n: int, what: str, source: str) -> np.ndarray:
     return arr
 
 
+def _spread(values: Any, n: int, source: str) -> np.ndarray:
+    """The quoted spread per step: NaN where no quote was known yet (the slippage applies), never negative."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.shape != (n,):
+        raise DataError(f"timeline {source!r}: spread has shape {arr.shape}, expected ({n},)")
+    bad = np.isinf(arr) | (arr < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"timeline {source!r}: spread[{i}] = {arr[i]!r} is not a finite non-negative spread")
+    return arr
+
+
+def _fill_base(
+    venue: vn.VenueConfig, timeline: MarketTimeline, base_open: Any, time_ms: np.ndarray, close: np.ndarray, src: str
+) -> tuple[vn.VenueConfig, np.ndarray]:
+    """The venue the env fills with and the base bars' opens (what a market order fills at after the latency).
+
+    The opens come from ``base_open`` or ``timeline.meta["base_open"]``. A timeline without them can only fill
+    at ``close[t]``: with the default latency that is said in ``fill_model`` (the latency is not applied), and a
+    latency the config asks for explicitly is refused.
+    """
+    n = close.shape[0]
+    opens = timeline.meta.get("base_open") if base_open is None else base_open
+    if venue.latency_ms == 0:
+        return venue, close if opens is None else _per_step(opens, n, "base_open", src)
+    if opens is None:
+        if "latency_ms" in venue.model_fields_set:
+            raise ConfigError(
+                f"env.venue.latency_ms: {venue.latency_ms} needs the base bars' opens (timeline {src!r} has no "
+                "meta['base_open']); give base_open= or set venue.latency_ms: 0"
+            )
+        return venue.model_copy(update={"latency_ms": 0}), close
+    steps = np.diff(time_ms)
+    if steps.size and venue.latency_ms > int(steps.min()):
+        raise ConfigError(
+            f"env.venue.latency_ms: {venue.latency_ms} exceeds the base step ({int(steps.min())} ms) "
+            f"of timeline {src!r}"
+        )
+    opens = _per_step(opens, n, "base_open", src)
+    if (opens <= 0).any():
+        i = int(np.argmax(opens <= 0))
+        raise DataError(f"timeline {src!r}: base_open[{i}] = {opens[i]!r} is not a positive price")
+    return venue, opens
+
+
 class _Engine:
     """K episodes stepped together: the venue's books, the episode bookkeeping and the reward terms."""
 
@@ -75,6 +123,7 @@ class _Engine:
         k: int,
         cnn_signal: Any | None = None,
         spread: Any | None = None,
+        base_open: Any | None = None,
     ) -> None:
         src = timeline.source
         n = timeline.n_steps
@@ -90,15 +139,13 @@ class _Engine:
         if config.start_step > n - 2:
             raise ConfigError(f"env.start_step: {config.start_step} leaves no step to trade in a timeline of {n} steps")
         self.config = config
-        self.venue = config.venue
         self.k = k
         self.n_steps = n
         self.close, self.high, self.low = close, high, low
         self.time_ms = np.asarray(timeline.step_time_ms, dtype=np.int64)
         spread = timeline.meta.get("spread") if spread is None else spread
-        self.half_spread = None if spread is None else 0.5 * _per_step(spread, n, "spread", src)
-        if self.half_spread is not None and (self.half_spread < 0).any():
-            raise DataError(f"timeline {src!r}: spread has negative values")
+        self.half_spread = None if spread is None else 0.5 * _spread(spread, n, src)
+        self.venue, self.open = _fill_base(config.venue, timeline, base_open, self.time_ms, close, src)
         self.funding_due = np.zeros(n, dtype=bool)
         self.funding_due[1:] = vn.funding_due(self.time_ms[:-1], self.time_ms[1:])
         funding = timeline.meta.get("funding_rate")
@@ -162,28 +209,32 @@ class _Engine:
         t1 = t + 1
         close_t = self.close[t]
         equity_before = acc.equity(close_t)
-        half = None if self.half_spread is None else self.half_spread[t]
-        buy, sell = vn.fill_prices(close_t, venue.slippage_bps, half)
         fills.clear()
         target = vn.target_direction(actions, np.sign(acc.qty).astype(np.int8), venue.kind)
-        changed = vn.rebalance(acc, target, buy, sell, venue, t, fills)
-        direction = np.sign(acc.qty)
+        market = vn.StepMarket(
+            close=close_t,
+            half_spread=None if self.half_spread is None else self.half_spread[t],
+            next_open=self.open[t1],
+            next_high=self.high[t1],
+            next_low=self.low[t1],
+            next_close=self.close[t1],
+            time_ms=self.time_ms[t],
+            next_time_ms=self.time_ms[t1],
+            funding_rate=self.funding_rate[t1],
+        )
+        outcome = vn.step(acc, target, market, venue, fills, t)
+        changed, self.liquidated, self.step_funding = outcome.traded, outcome.liquidated, outcome.funding
+        # the direction held over (t, t+1]: the one the step's orders left, before a liquidation closed it
+        direction = np.where(self.liquidated, target, np.sign(acc.qty))
         self.ring[self.rows, t % self.history] = direction
-        # Arrive at t+1: the bar ending there may liquidate; a funding time in (t, t+1] charges funding.
         mark = self.close[t1]
-        if venue.kind == "perp":
-            self.liquidated = vn.liquidate(acc, self.low[t1], self.high[t1], venue, fills)
-            due = self.funding_due[t1] & (acc.qty != 0)
-            self.step_funding = vn.charge_funding(acc, mark, self.funding_rate[t1], due)
-        else:
-            self.liquidated = np.zeros(self.k, dtype=bool)
         self.t = t1
         equity = acc.equity(mark)
         terminated = self.liquidated | (equity < self.config.ruin_fraction * self.equity0)
         truncated = ~terminated & (t1 >= self.end)
         if self.config.close_at_end and truncated.any():
             half1 = None if self.half_spread is None else self.half_spread[t1]
-            buy1, sell1 = vn.fill_prices(mark, venue.slippage_bps, half1)
+            buy1, sell1 = vn.round_to_ticks(*vn.fill_prices(mark, venue.slippage_bps, half1), venue)
             vn.close_positions(acc, truncated, buy1, sell1, venue.fee, fills)
             equity = acc.equity(mark)
         return self._reward(t, t1, equity_before, equity, direction, changed), terminated, truncated
@@ -230,30 +281,9 @@ class _Engine:
         )
 
     def agent_features(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """The agent features (``market.layout.AGENT_FEATURES``) at the current steps, float32 [K, 6].
-
-        ``position`` the direction (-1, 0, +1); ``entry_rel`` ``log(close / entry)`` (0 flat);
-        ``unrealised_pnl`` ``qty (close - entry) / equity``; ``log_time_in_trade`` ``log1p`` of steps since the
-        entry (0 flat); ``episode_log_return`` ``log(equity / initial)``; ``fees_paid_frac`` fees / initial.
-        All read the close at the current step only.
-        """
-        acc = self.acc
-        sel = slice(None) if rows is None else rows
-        qty, entry, cash = acc.qty[sel], acc.entry_price[sel], acc.cash[sel]
-        t = self.t[sel]
-        price = self.close[t]
-        equity = cash + qty * price
-        held = qty != 0
-        safe_entry = np.where(held, entry, price)
-        safe_equity = np.maximum(equity, 1e-12)
-        out = np.empty((qty.shape[0], len(AGENT_FEATURES)), dtype=np.float32)
-        out[:, 0] = np.sign(qty)
-        out[:, 1] = np.where(held, np.log(price / safe_entry), 0.0)
-        out[:, 2] = qty * (price - safe_entry) / safe_equity
-        out[:, 3] = np.where(held, np.log1p(np.maximum(t - acc.entry_step[sel], 0)), 0.0)
-        out[:, 4] = np.log(safe_equity / self.equity0)
-        out[:, 5] = acc.fees[sel] / self.equity0
-        return out
+        """The agent features (``market.agent.agent_features``) at the current steps, float32 [K, 6]."""
+        t = self.t if rows is None else self.t[rows]
+        return agent_features(self.acc, t, self.close[t], self.equity0, rows)
 
 
 def _observation_space(timeline: MarketTimeline) -> spaces.Box:
@@ -280,7 +310,11 @@ class TradingEnv(gym.Env):
     cnn_signal : array [T], optional
         The CNN's directional prediction at each step in [-1, 1], for the alignment reward term.
     spread : array [T], optional
-        Quoted spread per step; half of it is the slippage (overrides ``timeline.meta["spread"]``).
+        Quoted spread per step (``market.venue.half_spread_at`` of the bookTicker stream, doubled); half of it
+        is the slippage, NaN where no quote is known (overrides ``timeline.meta["spread"]``).
+    base_open : array [T], optional
+        The base bars' opens, where orders fill after the venue's latency (overrides
+        ``timeline.meta["base_open"]``; without either the env fills at ``close[t]``, see ``fill_model``).
     """
 
     metadata = {"render_modes": []}
@@ -294,11 +328,13 @@ class TradingEnv(gym.Env):
         cnn_pred: Any | None = None,
         cnn_signal: Any | None = None,
         spread: Any | None = None,
+        base_open: Any | None = None,
     ) -> None:
         self.config = config or EnvConfig()
         self.timeline = timeline
-        self._engine = _Engine(timeline, self.config, 1, cnn_signal=cnn_signal, spread=spread)
+        self._engine = _Engine(timeline, self.config, 1, cnn_signal=cnn_signal, spread=spread, base_open=base_open)
         self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
+        self.fill_model = self._engine.venue.describe()
         self.action_space = spaces.Discrete(3)
         self.observation_space = _observation_space(timeline)
         self._done = True
@@ -359,6 +395,9 @@ class TradingEnv(gym.Env):
             "liquidated": bool(e.liquidated[0]),
             "reward_terms": {name: float(v[0]) for name, v in e.terms.items()},
             "funding_source": e.funding_source,
+            "fill_model": e.venue.describe(),
+            "refusals": int(acc.refusals[0]),
+            "margin_lost": float(acc.margin_lost[0]),
             "agent": agent,
             "synthetic": bool(self.timeline.synthetic),
         }
@@ -382,8 +421,9 @@ class VectorTradingEnv(VectorEnv):
     ``fill_qty`` / ``fill_price`` / ``fill_fee`` [K, 3] (legs ``market.venue.LEGS``; qty 0 = no fill),
     ``fees``, ``funding``, ``step_funding``, ``trades``, ``liquidated``, ``done``, ``reward_<term>`` per
     ``market.reward.TERMS``, ``episode_return`` (log equity change of the finished episode, 0 elsewhere),
-    ``funding_source`` (one string), and when some env finished ``final_obs`` [K, S], ``final_step``,
-    ``final_agent`` [K, 6].
+    ``funding_source`` and ``fill_model`` (one string each: ``VenueConfig.describe()`` of the venue that ran),
+    ``refusals`` and ``margin_lost`` (``market.venue.Accounts``), and when some env finished ``final_obs``
+    [K, S], ``final_step``, ``final_agent`` [K, 6].
 
     ``observe=False`` skips the gather (observations are ``None``) for callers that only need the books,
     such as the baselines.
@@ -401,6 +441,7 @@ class VectorTradingEnv(VectorEnv):
         cnn_pred: Any | None = None,
         cnn_signal: Any | None = None,
         spread: Any | None = None,
+        base_open: Any | None = None,
         observe: bool = True,
     ) -> None:
         if num_envs < 1:
@@ -408,9 +449,12 @@ class VectorTradingEnv(VectorEnv):
         self.config = config or EnvConfig()
         self.timeline = timeline
         self.num_envs = int(num_envs)
-        self._engine = _Engine(timeline, self.config, self.num_envs, cnn_signal=cnn_signal, spread=spread)
+        self._engine = _Engine(
+            timeline, self.config, self.num_envs, cnn_signal=cnn_signal, spread=spread, base_open=base_open
+        )
         self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
         self._observe = bool(observe)
+        self.fill_model = self._engine.venue.describe()
         self.single_action_space = spaces.Discrete(3)
         self.single_observation_space = _observation_space(timeline)
         self.action_space = spaces.MultiDiscrete(np.full(self.num_envs, 3))
@@ -491,6 +535,8 @@ class VectorTradingEnv(VectorEnv):
             "fees": acc.fees.copy(),
             "funding": acc.funding.copy(),
             "trades": acc.trades.copy(),
+            "refusals": acc.refusals.copy(),
+            "margin_lost": acc.margin_lost.copy(),
         }
 
     def _infos(
@@ -517,6 +563,7 @@ class VectorTradingEnv(VectorEnv):
             done=done,
             episode_return=np.zeros(k),
             funding_source=e.funding_source,
+            fill_model=e.venue.describe(),
         )
         for name, v in e.terms.items():
             infos[f"reward_{name}"] = np.asarray(v, dtype=np.float64).copy()

@@ -31,35 +31,83 @@ CLOSE_LEG, OPEN_LEG, FORCED_LEG = 0, 1, 2
 #: Funding times of Binance USD-M perpetuals: every 8 hours from 00:00 UTC.
 FUNDING_INTERVAL_MS = 8 * 3_600_000
 
-_DEFAULT_FEES = {"spot": (0.001, 0.001), "perp": (0.0005, 0.0002)}
+#: Fee presets (taker, maker) of the venues this one models: Binance spot (VIP 0) and Binance USD-M futures (VIP 0).
+FEE_PRESETS: dict[str, tuple[float, float]] = {"binance-spot": (0.001, 0.001), "binance-usdm": (0.0005, 0.0002)}
+#: Fee discount when fees are paid in BNB: 25% on spot, 10% on USD-M.
+BNB_DISCOUNT: dict[str, float] = {"binance-spot": 0.25, "binance-usdm": 0.10}
+_PRESET_OF_KIND = {"spot": "binance-spot", "perp": "binance-usdm"}
+
+
+class ExchangeFilters(StrictModel):
+    """A symbol's exchange filters: prices on ``tick_size``, quantities on ``lot_step``, ``min_notional`` per order.
+
+    An order's quantity is rounded down to the lot step and a fill price to the tick (a buy up, a sell down); an
+    order whose rounded quantity is zero or whose notional is below ``min_notional`` is refused (and counted).
+    """
+
+    tick_size: float = Field(gt=0.0, le=1e6, allow_inf_nan=False)
+    lot_step: float = Field(gt=0.0, le=1e6, allow_inf_nan=False)
+    min_notional: float = Field(0.0, ge=0.0, le=1e9, allow_inf_nan=False)
+
+
+#: Binance's published filters (PRICE_FILTER tickSize, LOT_SIZE stepSize, NOTIONAL / MIN_NOTIONAL) by preset and symbol.
+FILTER_PRESETS: dict[tuple[str, str], ExchangeFilters] = {
+    ("binance-spot", "ETHUSDT"): ExchangeFilters(tick_size=0.01, lot_step=0.0001, min_notional=5.0),
+    ("binance-spot", "BTCUSDT"): ExchangeFilters(tick_size=0.01, lot_step=0.00001, min_notional=5.0),
+    ("binance-usdm", "ETHUSDT"): ExchangeFilters(tick_size=0.01, lot_step=0.001, min_notional=20.0),
+    ("binance-usdm", "BTCUSDT"): ExchangeFilters(tick_size=0.1, lot_step=0.001, min_notional=100.0),
+}
 
 
 class VenueConfig(StrictModel):
     """Where and how orders fill.
 
-    ``spot`` (default): long or flat, taker 0.1%, no leverage. ``perp`` (Binance USD-M): long or short,
-    leverage up to 125x, taker 0.05% / maker 0.02% by default, cross margin on the whole account with a
-    maintenance rate, liquidation on the intrabar extreme, funding every 8 h at ``funding_rate_8h`` where
-    the timeline carries no funding series. Market orders pay the taker fee; ``maker_fee`` is recorded
-    for limit orders, which this venue does not take.
+    ``spot`` (default): long or flat, no leverage, fees of ``binance-spot`` (0.1% / 0.1%). ``perp`` (Binance
+    USD-M): long or short, leverage up to 125x, fees of ``binance-usdm`` (taker 0.05% / maker 0.02%), cross margin
+    on the whole account with a maintenance rate, liquidation on the intrabar extreme, funding every 8 h at
+    ``funding_rate_8h`` where the timeline carries no funding series. ``fee_preset`` picks the fees (``taker_fee``
+    / ``maker_fee`` override it: another tier), ``bnb_discount`` applies the BNB discount. Market orders pay the
+    taker fee.
+
+    ``latency_ms`` (default 100, on): an order decided on the state at t reaches the market after it, so it fills
+    at the next base bar's open (plus the half-spread, or ``slippage_bps`` where no spread is known), not at
+    the close the state already holds; it must not exceed one base step. ``0`` fills at ``close[t]`` (the rule
+    before latency). ``filters`` (a symbol's :data:`FILTER_PRESETS` name such as ``ETHUSDT``, or explicit
+    :class:`ExchangeFilters`) rounds and refuses orders as the exchange does; none by default.
     """
 
     kind: Literal["spot", "perp"] = "spot"
-    taker_fee: float | None = Field(None, ge=0.0, le=0.01)
-    maker_fee: float | None = Field(None, ge=0.0, le=0.01)
-    leverage: float = Field(1.0, ge=1.0, le=125.0)
-    position_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    maintenance_margin_rate: float = Field(0.005, gt=0.0, lt=0.5)
-    funding_rate_8h: float = Field(0.0001, ge=-0.03, le=0.03)
-    slippage_bps: float = Field(1.0, ge=0.0, le=500.0)
+    fee_preset: Literal["binance-spot", "binance-usdm"] | None = None
+    bnb_discount: bool = False
+    taker_fee: float | None = Field(None, ge=0.0, le=0.01, allow_inf_nan=False)
+    maker_fee: float | None = Field(None, ge=0.0, le=0.01, allow_inf_nan=False)
+    leverage: float = Field(1.0, ge=1.0, le=125.0, allow_inf_nan=False)
+    position_fraction: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    maintenance_margin_rate: float = Field(0.005, gt=0.0, lt=0.5, allow_inf_nan=False)
+    funding_rate_8h: float = Field(0.0001, ge=-0.03, le=0.03, allow_inf_nan=False)
+    slippage_bps: float = Field(1.0, ge=0.0, le=500.0, allow_inf_nan=False)
+    latency_ms: int = Field(100, ge=0, le=86_400_000)
+    filters: ExchangeFilters | str | None = None
 
     @model_validator(mode="after")
     def _fill_and_check(self) -> VenueConfig:
-        taker, maker = _DEFAULT_FEES[self.kind]
+        if self.fee_preset is None:
+            object.__setattr__(self, "fee_preset", _PRESET_OF_KIND[self.kind])
+        preset = str(self.fee_preset)
+        taker, maker = FEE_PRESETS[preset]
+        if self.bnb_discount:
+            off = 1.0 - BNB_DISCOUNT[preset]
+            taker, maker = taker * off, maker * off
         if self.taker_fee is None:
             object.__setattr__(self, "taker_fee", taker)
         if self.maker_fee is None:
             object.__setattr__(self, "maker_fee", maker)
+        if isinstance(self.filters, str):
+            found = FILTER_PRESETS.get((preset, self.filters.upper()))
+            if found is None:
+                known = sorted(s for p, s in FILTER_PRESETS if p == preset)
+                raise ValueError(f"filters: no published filters for {self.filters!r} on {preset} (known: {known})")
+            object.__setattr__(self, "filters", found)
         if self.kind == "spot" and self.leverage != 1.0:
             raise ValueError(f"leverage: spot trades without leverage, must be 1 (got {self.leverage})")
         if self.kind == "perp":
@@ -79,6 +127,23 @@ class VenueConfig(StrictModel):
     def fee(self) -> float:
         """The fee rate market orders pay (taker)."""
         return float(self.taker_fee)  # type: ignore[arg-type]
+
+    @property
+    def fill_model(self) -> str:
+        """The fill rule of market orders, in words."""
+        at = "close[t] (no latency)" if self.latency_ms == 0 else f"next bar open after {self.latency_ms} ms"
+        return f"market orders at {at} + half-spread (else {self.slippage_bps:g} bps slippage)"
+
+    def describe(self) -> str:
+        """One line saying which fill model, latency, fees and filters this venue runs with (for every report)."""
+        f = self.filters
+        filters = "none" if f is None else f"tick {f.tick_size:g}, lot {f.lot_step:g}, min notional {f.min_notional:g}"  # type: ignore[union-attr]
+        lev = f" {self.leverage:g}x" if self.kind == "perp" else ""
+        return (
+            f"venue {self.kind}{lev} ({self.fee_preset}{', BNB discount' if self.bnb_discount else ''}: taker "
+            f"{self.fee * 100:.4f}%, maker {float(self.maker_fee) * 100:.4f}%); fills: {self.fill_model}; "  # type: ignore[arg-type]
+            f"latency {self.latency_ms} ms; filters: {filters}"
+        )
 
 
 @dataclass(slots=True)
@@ -101,6 +166,11 @@ class Accounts:
         Funding paid since the last reset (negative when received).
     trades : array [K] int64
         Orders since the last reset: a step that changes the position is one order, whatever its legs.
+    refusals : array [K] int64
+        Orders the exchange filters refused since the last reset (below the minimum notional or the lot step).
+    margin_lost : array [K] float64
+        Margin left in the account at liquidations and taken by the exchange (its insurance fund) since the
+        last reset.
     """
 
     cash: np.ndarray
@@ -110,6 +180,8 @@ class Accounts:
     fees: np.ndarray
     funding: np.ndarray
     trades: np.ndarray
+    refusals: np.ndarray
+    margin_lost: np.ndarray
 
     @classmethod
     def open(cls, k: int, equity: float) -> Accounts:
@@ -122,6 +194,8 @@ class Accounts:
             fees=np.zeros(k),
             funding=np.zeros(k),
             trades=np.zeros(k, dtype=np.int64),
+            refusals=np.zeros(k, dtype=np.int64),
+            margin_lost=np.zeros(k),
         )
 
     def reset(self, idx: np.ndarray, equity: float | np.ndarray) -> None:
@@ -133,6 +207,8 @@ class Accounts:
         self.fees[idx] = 0.0
         self.funding[idx] = 0.0
         self.trades[idx] = 0
+        self.refusals[idx] = 0
+        self.margin_lost[idx] = 0.0
 
     def equity(self, price: np.ndarray | float) -> np.ndarray:
         """Equity marked at ``price``: ``cash + qty * price``."""
@@ -211,16 +287,46 @@ def fill_prices(
     slippage_bps : float
         Used where no spread is known: the fill is ``close * (1 +- bps / 1e4)``.
     half_spread : array [K], optional
-        Half the quoted spread (quote units) known at the step; when given it replaces ``slippage_bps``.
+        Half the quoted spread (quote units) known at the step; where given and finite it replaces
+        ``slippage_bps`` (NaN: no quote known yet, the slippage applies).
 
     Returns
     -------
     (buy_price, sell_price) : arrays [K]
     """
-    if half_spread is not None:
-        return close + half_spread, close - half_spread
     slip = slippage_bps * 1e-4
-    return close * (1.0 + slip), close * (1.0 - slip)
+    if half_spread is None:
+        return close * (1.0 + slip), close * (1.0 - slip)
+    known = np.isfinite(half_spread)
+    if known.all():
+        return close + half_spread, close - half_spread
+    return (
+        np.where(known, close + half_spread, close * (1.0 + slip)),
+        np.where(known, close - half_spread, close * (1.0 - slip)),
+    )
+
+
+def half_spread_at(book_tickers: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
+    """Half the quoted spread of the last book ticker at or before each time (NaN before the first one).
+
+    The one reading of the bookTicker stream into a spread, used by the batch env and the live state alike.
+
+    Parameters
+    ----------
+    book_tickers : BOOK_TICKER_DTYPE records in time order (``time_ms``, ``bid``, ``ask``)
+    times_ms : array [T] int64
+        E.g. the step times (a step knows the quotes up to its close time).
+    """
+    times_ms = np.asarray(times_ms, dtype=np.int64)
+    out = np.full(times_ms.shape, np.nan)
+    if book_tickers.size == 0:
+        return out
+    at = np.searchsorted(book_tickers["time_ms"], times_ms, side="right") - 1
+    known = at >= 0
+    rows = book_tickers[np.maximum(at, 0)]
+    half = 0.5 * (rows["ask"] - rows["bid"])
+    out[known] = np.maximum(half[known], 0.0)
+    return out
 
 
 def target_direction(actions: np.ndarray, direction: np.ndarray, kind: str) -> np.ndarray:
@@ -312,6 +418,13 @@ def rebalance(
         budget = config.position_fraction * np.maximum(acc.cash, 0.0)
         notional = budget / (1.0 / config.leverage + fee)
         dq = target * notional / price
+        filters = config.filters
+        if isinstance(filters, ExchangeFilters):
+            # the lot step rounds down (never more than the budget); what is left under the minimum is refused
+            dq = np.sign(dq) * np.floor(np.abs(dq) / filters.lot_step + 1e-9) * filters.lot_step
+            refused = opening & ((dq == 0) | (np.abs(dq) * price < filters.min_notional))
+            acc.refusals += refused
+            opening = opening & ~refused
         _fill(acc, fills, OPEN_LEG, opening, dq, price, fee)
         acc.qty[opening] = dq[opening]
         acc.entry_price[opening] = price[opening]
@@ -331,15 +444,28 @@ def liquidation_price(acc: Accounts, maintenance_margin_rate: float) -> np.ndarr
     return np.where(acc.qty != 0, p, np.nan)
 
 
-def liquidate(acc: Accounts, low: np.ndarray, high: np.ndarray, config: VenueConfig, fills: Fills) -> np.ndarray:
+def liquidate(
+    acc: Accounts,
+    low: np.ndarray,
+    high: np.ndarray,
+    config: VenueConfig,
+    fills: Fills,
+    open_: np.ndarray | None = None,
+) -> np.ndarray:
     """Liquidate the perp positions whose margin the bar's extreme breached; return where it happened.
 
     A long is checked at the bar's low and a short at its high, so a wick that closes back inside still
-    liquidates. The position is closed at the liquidation price (where equity equals the maintenance
-    margin) paying the taker fee out of that margin; what is left of the margin stays in the account. The
-    fill is at the liquidation price even when the bar closed beyond it (the exchange's insurance fund takes
-    the rest), so equity after a liquidation is never negative. Spot positions are fully paid and never
-    liquidated.
+    liquidates. The position is closed at the worse of the liquidation price (where equity equals the
+    maintenance margin) and the bar's open when the bar opened beyond it (a gap: no trade happened at the
+    liquidation price), paying the taker fee; whatever margin is left then goes to the exchange (Binance's
+    insurance-fund rule), recorded in ``acc.margin_lost``, and a loss beyond the equity (a gap past
+    bankruptcy) is the insurance fund's too: the account ends with nothing, never negative. Spot positions
+    are fully paid and never liquidated.
+
+    Parameters
+    ----------
+    open_ : array [K], optional
+        The bar's open (the first price after a gap); without it the fill is at the liquidation price.
     """
     if config.kind != "perp" or not acc.qty.any():
         return np.zeros(acc.qty.shape, dtype=bool)
@@ -348,7 +474,12 @@ def liquidate(acc: Accounts, low: np.ndarray, high: np.ndarray, config: VenueCon
     equity = acc.cash + acc.qty * extreme
     hit = (acc.qty != 0) & (equity <= config.maintenance_margin_rate * np.abs(acc.qty) * extreme)
     if hit.any():
-        _fill(acc, fills, FORCED_LEG, hit, -acc.qty, np.where(hit, p_liq, 0.0), config.fee)
+        price = p_liq
+        if open_ is not None:
+            price = np.where(acc.qty > 0, np.minimum(p_liq, open_), np.maximum(p_liq, open_))
+        _fill(acc, fills, FORCED_LEG, hit, -acc.qty, np.where(hit, price, 0.0), config.fee)
+        acc.margin_lost += np.where(hit, acc.cash, 0.0)
+        acc.cash[hit] = 0.0
         acc.qty[hit] = 0.0
         acc.entry_price[hit] = 0.0
         acc.entry_step[hit] = -1
@@ -385,3 +516,102 @@ def charge_funding(acc: Accounts, mark: np.ndarray, rate: np.ndarray | float, ma
     acc.cash -= paid
     acc.funding += paid
     return paid
+
+
+def round_to_ticks(buy_price: np.ndarray, sell_price: np.ndarray, config: VenueConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Fill prices on the exchange's tick (a buy rounded up, a sell down: never better than the quote)."""
+    filters = config.filters
+    if not isinstance(filters, ExchangeFilters):
+        return buy_price, sell_price
+    tick = filters.tick_size
+    return np.ceil(buy_price / tick - 1e-9) * tick, np.floor(sell_price / tick + 1e-9) * tick
+
+
+@dataclass(frozen=True, slots=True)
+class StepMarket:
+    """What the market did from the decision at step t to the next step t+1, per account (arrays [K]).
+
+    Attributes
+    ----------
+    close : array [K]
+        ``close[t]``, the last price the state at t knows (the fill base when ``latency_ms == 0``).
+    half_spread : array [K] or None
+        Half the quoted spread at t (NaN where no quote is known: the slippage applies).
+    next_open, next_high, next_low, next_close : arrays [K]
+        The base bar ending at t+1: its open (the first price after the decision), its extremes
+        (liquidation) and its close (the mark).
+    time_ms, next_time_ms : arrays [K] int64
+        The times of t and t+1 (funding falls due in between).
+    funding_rate : array [K] or float
+        The funding rate applied when a funding time lies in ``(time_ms, next_time_ms]`` (perp).
+    """
+
+    close: np.ndarray
+    half_spread: np.ndarray | None
+    next_open: np.ndarray
+    next_high: np.ndarray
+    next_low: np.ndarray
+    next_close: np.ndarray
+    time_ms: np.ndarray
+    next_time_ms: np.ndarray
+    funding_rate: np.ndarray | float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What one venue step did, per account (arrays [K]): orders, liquidations and funding paid."""
+
+    traded: np.ndarray
+    liquidated: np.ndarray
+    funding: np.ndarray
+
+
+def order_prices(market: StepMarket, config: VenueConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Where a market buy and a market sell decided at t fill, under the venue's latency rule.
+
+    ``latency_ms == 0``: ``close[t]``; otherwise the next bar's open (the first price the market offered
+    after the order arrived), each plus or minus the half-spread known at t (the slippage where none is),
+    on the exchange's tick when filters are set.
+    """
+    base = market.close if config.latency_ms == 0 else market.next_open
+    buy, sell = fill_prices(base, config.slippage_bps, market.half_spread)
+    return round_to_ticks(buy, sell, config)
+
+
+def step(
+    acc: Accounts,
+    target: np.ndarray,
+    market: StepMarket,
+    config: VenueConfig,
+    fills: Fills,
+    entry_step: np.ndarray | int,
+) -> StepOutcome:
+    """One venue step, in the one order the env, paper trading and evaluation share.
+
+    1. The orders decided at t (``target`` directions, see :func:`target_direction`) reach the market and fill
+       at :func:`order_prices` (taker fee, exchange filters); 2. the bar ending at t+1 may liquidate a perp
+       position on its extreme (at the worse of the liquidation price and the open after a gap); 3. a funding
+       time in ``(t, t+1]`` charges funding on what is still open, marked at ``close[t+1]``. Equity is then
+       ``acc.equity(market.next_close)``. Reads nothing after t+1.
+
+    Parameters
+    ----------
+    acc : Accounts
+        Updated in place.
+    target : array [K] int in {-1, 0, 1}
+    market : StepMarket
+    config : VenueConfig
+    fills : Fills
+        Receives the step's legs (the caller clears it).
+    entry_step : int or array [K]
+        Recorded as the entry step of a position opened here.
+    """
+    buy, sell = order_prices(market, config)
+    traded = rebalance(acc, target, buy, sell, config, entry_step, fills)
+    k = acc.qty.shape[0]
+    if config.kind != "perp":
+        return StepOutcome(traded, np.zeros(k, dtype=bool), np.zeros(k))
+    liquidated = liquidate(acc, market.next_low, market.next_high, config, fills, market.next_open)
+    due = funding_due(market.time_ms, market.next_time_ms) & (acc.qty != 0)
+    paid = charge_funding(acc, market.next_close, market.funding_rate, due)
+    return StepOutcome(traded, liquidated, paid)
