@@ -11,6 +11,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, is_numpy_array, is_torch_array
 
+from . import gather_kernel
 from .layout import Component
 from .timeline import MarketTimeline, WindowSource
 
@@ -111,13 +112,16 @@ def gather(
     for comp in timeline.layout.components:
         block = out[:, comp.offset : comp.offset + comp.size]
         if comp.kind == "window":
-            _window(xp, comp, timeline.windows[comp.name], timeline, steps, block)
+            # The compiled backend (numpy inputs, numba present) writes the window in one pass; it declines
+            # anything else, and this same code is then the definition that runs.
+            if not gather_kernel.window(comp, timeline.windows[comp.name], timeline, steps, out):
+                _window(xp, comp, timeline.windows[comp.name], timeline, steps, block)
         elif comp.kind == "agent":
             block[...] = xp.astype(agent, xp.float32)
         else:
             source = {"cnn_hidden": cnn_hidden, "cnn_pred": cnn_pred}.get(comp.name, timeline.vectors.get(comp.name))
             if source is None:
                 block[...] = 0.0
-            else:
+            elif not gather_kernel.rows(source, steps, out, comp.offset):
                 block[...] = xp.take(source, steps, axis=0)
     return out

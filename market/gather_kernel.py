@@ -1,0 +1,197 @@
+"""The compiled CPU backend of ``market.features.gather``: each window read, normalised and written in one pass.
+
+Not a second definition of the state: ``gather`` calls :func:`window` and :func:`rows` for numpy inputs and
+falls back to its own array-API code wherever this backend declines (numba absent, a dtype it does not
+compile for, torch tensors, or switched off). It never reads a row past the last one known at t.
+
+Equality with the reference: every value is the same float32 bit for bit (a price is ``row - ref`` in the
+dtypes numpy uses, cast on the store; a missing row is ``value * 0`` as there, signed zeros included), except
+the tick age feature, ``log1p(age)``, which is LLVM's ``log1pf`` here and numpy's own float32 ``log1p`` there:
+the two may differ by an ulp (the property test allows 1e-6 relative on that column only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+#: Set ``RAYSCALP_GATHER_KERNEL=0`` to run the reference array-API path everywhere.
+_ENV = "RAYSCALP_GATHER_KERNEL"
+_state: dict[str, Any] = {"enabled": os.environ.get(_ENV, "1") != "0", "kernels": None}
+
+
+def _compile() -> Any:
+    """The numba kernels, compiled (and cached on disk) on first use; ``False`` when numba does not import."""
+    try:
+        import numba
+    except ImportError:
+        return False
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def window_kernel(
+        rows: np.ndarray,
+        last: np.ndarray,
+        pad: int,
+        forming: np.ndarray,
+        forming_valid: np.ndarray,
+        has_forming: bool,
+        price_columns: int,
+        ref: np.ndarray,
+        times: np.ndarray,
+        age_column: int,
+        step_time: np.ndarray,
+        steps: np.ndarray,
+        n_closed: int,
+        out: np.ndarray,
+        offset: int,
+    ) -> None:
+        # 1-d C slices indexed from 0: LLVM then drops numba's negative-index wrap and vectorises the loops
+        # (indexing a flat array at ``d + j`` keeps the wrap check and runs ~8x slower).
+        features, total = rows.shape
+        width = n_closed + (1 if has_forming else 0)
+        state = out.shape[1]
+        flat_out = out.reshape(-1)
+        flat_rows = rows.reshape(-1)
+        zero = np.float32(0.0)
+        for b in range(steps.shape[0]):
+            t = steps[b]
+            start = last[t] - (n_closed - 1)
+            # ``ref``'s own dtype: float32 - float32 (or float64) as numpy computes it, cast on the store.
+            r = ref[t]
+            # Rows before the first known one (and a forming bar that does not exist yet) are zeros, written
+            # as value * 0 so that the sign of each zero matches the reference path.
+            lo = min(max(pad - start, 0), n_closed)
+            for f in range(features):
+                d = b * state + offset + f * width
+                dst = flat_out[d : d + width]
+                src = flat_rows[f * total + start : f * total + start + n_closed]
+                if f == age_column:
+                    tt = step_time[t]
+                    row_t = times[start : start + n_closed]
+                    for j in range(n_closed):
+                        age = max(tt - row_t[j], 0)
+                        dst[j] = np.log1p(np.float32(age) / np.float32(1000.0))
+                    for j in range(lo):
+                        dst[j] = dst[j] * zero
+                elif f < price_columns:
+                    for j in range(n_closed):
+                        dst[j] = src[j] - r
+                    for j in range(lo):
+                        dst[j] = dst[j] * zero
+                else:
+                    for j in range(n_closed):
+                        dst[j] = src[j]
+                    for j in range(lo):
+                        dst[j] = dst[j] * zero
+                if has_forming:
+                    v = forming[t, f]
+                    if f < price_columns:
+                        v = v - r
+                    dst[n_closed] = v if forming_valid[t] else v * zero
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def rows_kernel(source: np.ndarray, steps: np.ndarray, out: np.ndarray, offset: int) -> None:
+        width = source.shape[1]
+        for b in range(steps.shape[0]):
+            row = source[steps[b]]
+            dst = out[b, offset : offset + width]
+            for k in range(width):
+                dst[k] = row[k]
+
+    return window_kernel, rows_kernel
+
+
+def _kernels() -> Any:
+    if _state["kernels"] is None:
+        _state["kernels"] = _compile()
+    return _state["kernels"]
+
+
+def available() -> bool:
+    """Whether the compiled backend is switched on and numba imports."""
+    return bool(_state["enabled"]) and bool(_kernels())
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Run the reference path inside this block (tests compare the two)."""
+    before = _state["enabled"]
+    _state["enabled"] = False
+    try:
+        yield
+    finally:
+        _state["enabled"] = before
+
+
+def _usable(out: Any, steps: Any, n_rows: int) -> bool:
+    """numpy in, float32 out, and every step inside ``[0, n_rows)`` (else the reference path raises or wraps)."""
+    ok = (
+        isinstance(out, np.ndarray)
+        and isinstance(steps, np.ndarray)
+        and out.dtype == np.float32
+        and out.ndim == 2
+        and out.flags.c_contiguous
+        and steps.ndim == 1
+        and steps.dtype.kind in "iu"
+        and available()
+    )
+    return ok and (steps.size == 0 or (int(steps.min()) >= 0 and int(steps.max()) < n_rows))
+
+
+def window(component: Any, src: Any, timeline: Any, steps: Any, out: Any) -> bool:
+    """Write window ``component`` at ``steps`` into columns ``component.slice`` of the full state ``out``.
+
+    Returns
+    -------
+    bool
+        False (nothing written) when this backend does not take these inputs; the caller then runs the
+        reference path.
+    """
+    if not _usable(out, steps, int(timeline.step_time_ms.shape[0])):
+        return False
+    arrays = [src.rows, src.last, timeline.refs[src.ref]]
+    if not all(isinstance(a, np.ndarray) for a in arrays) or src.rows.dtype != np.float32:
+        return False
+    has_forming = src.forming is not None
+    if has_forming and not (isinstance(src.forming, np.ndarray) and src.forming.dtype == np.float32):
+        return False
+    has_age = src.age_column is not None
+    if has_age and not isinstance(src.times_ms, np.ndarray):
+        return False
+    n_closed = component.rows - 1 if has_forming else component.rows
+    steps = steps.astype(np.int64, copy=False)
+    empty_f = np.zeros((1, 1), np.float32)
+    window_kernel, _ = _kernels()
+    window_kernel(
+        np.ascontiguousarray(src.rows),
+        src.last.astype(np.int64, copy=False),
+        int(src.pad),
+        np.ascontiguousarray(src.forming) if has_forming else empty_f,
+        src.forming_valid.astype(np.bool_, copy=False) if has_forming else np.zeros(1, np.bool_),
+        has_forming,
+        int(src.price_columns),
+        timeline.refs[src.ref],
+        src.times_ms.astype(np.int64, copy=False) if has_age else np.zeros(1, np.int64),
+        int(src.age_column) if has_age else -1,
+        timeline.step_time_ms.astype(np.int64, copy=False),
+        steps,
+        n_closed,
+        out,
+        component.offset,
+    )
+    return True
+
+
+def rows(source: Any, steps: Any, out: Any, offset: int) -> bool:
+    """Copy ``source[steps]`` [B, F] into columns ``offset:offset + F`` of ``out``; False when declined."""
+    if not isinstance(source, np.ndarray) or source.dtype != np.float32 or source.ndim != 2:
+        return False
+    if not _usable(out, steps, source.shape[0]):
+        return False
+    _, rows_kernel = _kernels()
+    rows_kernel(source, steps.astype(np.int64, copy=False), out, int(offset))
+    return True

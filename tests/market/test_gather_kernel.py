@@ -1,0 +1,94 @@
+"""The compiled gather backend equals the reference path (numpy) and the torch path, and steps aside when it must."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from market import gather_kernel
+from market.features import gather
+from market.layout import AGENT_FEATURES, StateConfig
+from tests.market.test_features import random_timeline
+
+pytest.importorskip("numba")
+
+# The reference market's window size, under whichever name the config gives it.
+_REF_WINDOW = next(k for k in ("reference_window", "btc_window") if k in StateConfig.model_fields)
+SMALL = {"tick_window": 7, "bar_window": 5, _REF_WINDOW: 4, "cnn_hidden": 8}
+
+
+def _age_columns(timeline) -> np.ndarray:
+    """State columns of the tick age feature (the one feature allowed an ulp of difference: log1pf vs numpy)."""
+    cols = np.zeros(timeline.layout.size, dtype=bool)
+    for comp in timeline.layout.components:
+        src = timeline.windows.get(comp.name)
+        if comp.kind == "window" and src is not None and src.age_column is not None:
+            lo = comp.offset + src.age_column * comp.rows
+            cols[lo : lo + comp.rows] = True
+    return cols
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    profile=st.sampled_from(["default", "kline-1m", "tiny"]),
+    seed=st.integers(0, 10_000),
+    batch=st.integers(1, 9),
+)
+def test_kernel_equals_reference_numpy_and_torch(profile: str, seed: int, batch: int) -> None:
+    torch = pytest.importorskip("torch")
+    assert gather_kernel.available()
+    sizes = {"tick_window": 7, "bar_window": 5, "reference_window": 4, "cnn_hidden": 8} if profile != "tiny" else {}
+    timeline = random_timeline(profile, 40, seed, **sizes)
+    rng = np.random.default_rng(seed + 1)
+    # Early steps too: their windows start before the data and must be zero-filled alike.
+    steps = np.concatenate([rng.integers(0, timeline.n_steps, size=batch), [0]]).astype(np.int64)
+    agent = rng.normal(size=(steps.size, len(AGENT_FEATURES))).astype(np.float32)
+    hidden = rng.normal(size=(timeline.n_steps, timeline.layout["cnn_hidden"].size)).astype(np.float32)
+    kernel = gather(timeline, steps, agent, cnn_hidden=hidden)
+    with gather_kernel.disabled():
+        reference = gather(timeline, steps, agent, cnn_hidden=hidden)
+    on_torch = timeline.map_arrays(torch.as_tensor)
+    theirs = gather(on_torch, torch.as_tensor(steps), torch.as_tensor(agent), cnn_hidden=torch.as_tensor(hidden))
+    age = _age_columns(timeline)
+    # Bit for bit (signed zeros included) everywhere but the age feature.
+    np.testing.assert_array_equal(kernel[:, ~age].view(np.uint32), reference[:, ~age].view(np.uint32))
+    np.testing.assert_allclose(kernel[:, age], reference[:, age], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(theirs.numpy(), kernel, rtol=1e-6, atol=1e-6)
+
+
+def test_kernel_reads_only_rows_up_to_the_last_known_index() -> None:
+    timeline = random_timeline("default", 30, 11, tick_window=6, bar_window=5, reference_window=4, cnn_hidden=8)
+    steps = np.arange(timeline.n_steps, dtype=np.int64)
+    agent = np.zeros((steps.size, len(AGENT_FEATURES)), dtype=np.float32)
+    before = gather(timeline, steps, agent)
+    for src in timeline.windows.values():
+        top = int(src.last.max())
+        src.rows[:, top + 1 :] = np.nan
+        if src.times_ms is not None:
+            src.times_ms[top + 1 :] = 2**62
+    after = gather(timeline, steps, agent)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_out_of_range_steps_are_refused_by_the_reference_path_not_read() -> None:
+    timeline = random_timeline("tiny", 20, 2)
+    agent = np.zeros((1, len(AGENT_FEATURES)), dtype=np.float32)
+    with pytest.raises(IndexError):
+        gather(timeline, np.array([timeline.n_steps + 5], dtype=np.int64), agent)
+
+
+def test_torch_inputs_and_a_disabled_switch_take_the_reference_path() -> None:
+    torch = pytest.importorskip("torch")
+    timeline = random_timeline("tiny", 20, 4)
+    comp = next(c for c in timeline.layout.components if c.kind == "window")
+    src = timeline.windows[comp.name]
+    out = np.zeros((2, timeline.layout.size), np.float32)
+    steps = np.array([3, 7], dtype=np.int64)
+    assert gather_kernel.window(comp, src, timeline, steps, out)
+    assert not gather_kernel.window(comp, src, timeline, torch.as_tensor(steps), out)
+    with gather_kernel.disabled():
+        assert not gather_kernel.available()
+        assert not gather_kernel.window(comp, src, timeline, steps, out)
+    assert gather_kernel.available()
