@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -52,8 +52,10 @@ _EMPTY_TRADES = np.empty(0, TRADE_DTYPE)
 _EMPTY_I64 = np.empty(0, np.int64)
 _EMPTY_BOOL = np.empty(0, bool)
 _SNIPPET = 160
-# TickBatch may grow a ``counters`` field (ingestion's cumulative counters for the stream's status page).
-_BATCH_HAS_COUNTERS = "counters" in {f.name for f in fields(TickBatch)}
+#: Reasons a trade or a header was refused (keys of ``IngestionStats.refused``).
+REFUSAL_REASONS = ("clock_skew", "unconfirmed_id", "rest_override", "retry_after", "unconfirmed_overflow")
+# Fewer trades than this in one step do not move the estimate of the exchange clock's offset.
+_OFFSET_MIN_TRADES = 8
 
 
 def _wall_ms() -> int:
@@ -110,14 +112,39 @@ def parse_historical_trades(body: bytes | str, where: str) -> np.ndarray:
     return np.array(out, dtype=TRADE_DTYPE) if out else _EMPTY_TRADES.copy()
 
 
+def parse_retry_after(value: str | None, cap_s: float) -> tuple[float | None, bool]:
+    """Seconds to wait from a ``Retry-After`` header, bounded: ``(seconds or None, whether it was refused)``.
+
+    A number in ``[0, cap_s]`` is taken as it is; a larger (or infinite) one is capped to ``cap_s``; a
+    negative one becomes 0; NaN or a non-number (an HTTP date, garbage) is ignored (None). All but the
+    first are reported as refused, so the caller counts them.
+    """
+    if value is None:
+        return None, False
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None, True
+    if math.isnan(seconds):
+        return None, True
+    if seconds < 0.0:
+        return 0.0, True
+    if seconds > cap_s:
+        return cap_s, True
+    return seconds, False
+
+
 class RestError(Exception):
     """A REST request that brought no trades: HTTP status (None: no answer), reason, and Retry-After seconds."""
 
-    def __init__(self, status: int | None, reason: str, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, status: int | None, reason: str, retry_after_s: float | None = None, retry_after_refused: bool = False
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.retry_after_s = retry_after_s
+        self.retry_after_refused = retry_after_refused
 
     @property
     def kind(self) -> str:
@@ -139,6 +166,7 @@ class _RestClient:
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        self._max_retry_after_s = config.max_retry_after_s
         self.requests = 0
 
     async def _take(self) -> None:
@@ -175,11 +203,9 @@ class _RestClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise RestError(None, f"{where}: no answer ({type(exc).__name__}: {exc})") from None
         if status != 200:
-            try:
-                wait = float(retry_after) if retry_after is not None else None
-            except ValueError:
-                wait = None
-            raise RestError(status, f"{where}: HTTP {status} {body[:_SNIPPET].decode(errors='replace')}", wait)
+            wait, refused = parse_retry_after(retry_after, self._max_retry_after_s)
+            reason = f"{where}: HTTP {status} {body[:_SNIPPET].decode(errors='replace')}"
+            raise RestError(status, reason, wait, refused)
         try:
             return parse_historical_trades(body, where)
         except DataError as exc:
@@ -280,6 +306,13 @@ class IngestionStats:
         Whether a websocket connection is open now.
     last_error : str
         The last websocket, REST or sink error, for diagnosis.
+    refused : mapping of reason -> int
+        What was refused, by reason (:data:`REFUSAL_REASONS`): websocket trades off the exchange clock
+        (``clock_skew``), far-ahead ids REST did not confirm (``unconfirmed_id``, ``unconfirmed_overflow``),
+        websocket copies that differed from REST's copy of the same id (``rest_override``), and
+        ``Retry-After`` headers capped or ignored (``retry_after``).
+    silences : int
+        Times the silence watchdog found an open connection without data and reconnected it.
     """
 
     frames: int
@@ -309,6 +342,8 @@ class IngestionStats:
     last_batch_lag_ms: int
     connected: bool
     last_error: str
+    refused: Mapping[str, int]
+    silences: int
 
     @property
     def released(self) -> int:
@@ -331,6 +366,10 @@ class _Symbol:
         self.pending_rest = _EMPTY_BOOL
         self.rest_rows: list[tuple[np.ndarray, int]] = []  # backfilled, not merged yet (rows, receipt ms)
         self.fetched_upto = -1  # highest id REST has answered with
+        self.confirmed_upto = -1  # highest far-ahead id REST confirmed the exchange has
+        self.unconfirmed = _EMPTY_TRADES  # far-ahead websocket trades waiting for REST, sorted by id
+        self.unconfirmed_recv = _EMPTY_I64
+        self.last_trade_at: float | None = None  # loop time a websocket trade of this symbol last came
         self.gap_at: int | None = None  # next_id when the current gap was detected
         self.gap_detected_ms = 0
         self.progress_ms = 0  # wall time of the last REST answer that brought trades
@@ -354,15 +393,22 @@ class _Symbol:
         self.released = 0
         self.backfilled = 0
 
-    def wanted(self, limit_max: int) -> tuple[int, int, bool] | None:
-        """The next ``historicalTrades`` request: ``(fromId, limit, is_probe)``, or None when none is due.
+    def known_upto(self) -> int:
+        """The highest id known to exist: the last released one, or one REST answered with or confirmed."""
+        return max(-1 if self.next_id is None else self.next_id - 1, self.fetched_upto, self.confirmed_upto)
 
-        Asks from the first id that is missing (not held, not released) and above what REST already
-        answered, through the last missing id below the newest held trade; when nothing is missing and a
-        catch-up is wanted, asks open-ended after the newest trade known.
+    def wanted(self, limit_max: int) -> tuple[int, int, str] | None:
+        """The next ``historicalTrades`` request: ``(fromId, limit, kind)``, or None when none is due.
+
+        ``kind`` is ``confirm`` (does the exchange have the highest far-ahead websocket id? one trade),
+        ``fill`` (from the first id that is missing, not held nor released, and above what REST already
+        answered, through the last missing id below the newest held trade) or ``probe`` (nothing is
+        missing and a catch-up is wanted: open-ended after the newest trade known).
         """
         if self.next_id is None:
             return None
+        if self.unconfirmed.size:
+            return int(self.unconfirmed["trade_id"][-1]), 1, "confirm"
         low = max(self.next_id, self.fetched_upto + 1)
         ids = self.pending["trade_id"]
         if ids.size:
@@ -372,11 +418,11 @@ class _Symbol:
             offset = above - (low + np.arange(above.size))  # 0 while ids run on from `low`
             first_missing = low + int(np.searchsorted(offset, 0, side="right"))
             if first_missing <= last_missing:
-                return first_missing, min(limit_max, last_missing - first_missing + 1), False
+                return first_missing, min(limit_max, last_missing - first_missing + 1), "fill"
         if not self.probing:
             return None
         start = max(low, int(ids[-1]) + 1) if ids.size else low
-        return start, limit_max, True
+        return start, limit_max, "probe"
 
 
 def _concat(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
@@ -464,6 +510,12 @@ class Ingestion:
         self._unacked_dropped = 0
         self._lag_ms = -1
         self._last_error = ""
+        self._refused: dict[str, int] = {}
+        self._silences = 0
+        self._offset_ms: float | None = None  # exchange clock minus receive clock, as last estimated
+        self._current: asyncio.Task[int] | None = None  # the connection being read
+        self._opened_at = 0.0  # loop time the current connection opened
+        self._last_frame_at = 0.0  # loop time of the last frame on any connection
 
     def _backoff(self, *name: str) -> Backoff:
         c = self.config
@@ -546,6 +598,8 @@ class Ingestion:
             last_batch_lag_ms=self._lag_ms,
             connected=self._open > 0,
             last_error=self._last_error,
+            refused=dict(self._refused),
+            silences=self._silences,
         )
 
     def _counters(self) -> dict[str, int]:
@@ -556,7 +610,15 @@ class Ingestion:
             "backfilled_trades": sum(st.backfilled for st in self._symbols.values()),
             "unfillable_gaps": self._unfillable,
             "duplicates_dropped": self._duplicates,
+            "refused_trades": sum(v for k, v in self._refused.items() if k != "retry_after"),
+            "refused_retry_after": self._refused.get("retry_after", 0),
+            "silences": self._silences,
+            **{f"refused_{k}": v for k, v in self._refused.items() if k != "retry_after"},
         }
+
+    def _refuse(self, reason: str, n: int = 1) -> None:
+        if n > 0:
+            self._refused[reason] = self._refused.get(reason, 0) + n
 
     # ------------------------------------------------------------------------------------------ websocket
 
@@ -583,13 +645,15 @@ class Ingestion:
                     await asyncio.sleep(self._ws_backoff.next())
                     continue
                 deadline = loop.time() + self.config.max_connection_s
+            self._current = current
             try:
                 done, _ = await asyncio.wait({current}, timeout=max(0.0, deadline - loop.time()))
             except asyncio.CancelledError:
                 retiring.add(current)
                 raise
             if done:
-                received = current.result()
+                # cancelled by the silence watchdog: it counts as received (reconnect at once, no backoff)
+                received = 1 if current.cancelled() else current.result()
                 current = None
                 self._reconnects += 1
                 if received:
@@ -609,6 +673,7 @@ class Ingestion:
             current.add_done_callback(retiring.discard)
             loop.call_later(self.config.connection_overlap_s, current.cancel)
             current, deadline = fresh, loop.time() + self.config.max_connection_s
+            self._current = current
 
     async def _open_connection(self) -> tuple[asyncio.Task[int], bool]:
         opened = asyncio.Event()
@@ -638,9 +703,11 @@ class Ingestion:
             ) as ws:
                 self._connections += 1
                 self._open += 1
+                self._opened_at = self._last_frame_at = time.monotonic()
                 opened.set()
                 try:
                     async for message in ws:
+                        self._last_frame_at = time.monotonic()
                         now = time.time_ns() // 1_000_000
                         groups = self._groups
                         if groups and groups[-1][0] == now:
@@ -675,17 +742,145 @@ class Ingestion:
                 if st is not None:
                     self._take_books(st, arr)
         now_ms = _wall_ms()
+        trades = self._off_clock(trades)
         new_connection = self._connections != self._seen_connections
         self._seen_connections = self._connections
         for st in self._symbols.values():
             arrivals = trades.get(st.name, [])
+            if arrivals:
+                st.last_trade_at = now
             if arrivals and st.suspect_since is not None and st.suspect_since < now:
                 st.suspect_since = None  # a later trade arrived: a loss shows as a gap now
             if rejected or new_connection:
                 st.suspect_since = now if st.suspect_since is None else st.suspect_since
-            self._merge(st, arrivals)
+            self._merge(st, self._hold_far_ahead(st, arrivals))
             self._release(st, now_ms)
+            self._expire_unconfirmed(st, now_ms)
             self._schedule_backfill(st, now)
+        self._watch_silence(now)
+
+    def _off_clock(self, trades: dict[str, list[tuple[np.ndarray, int]]]) -> dict[str, list[tuple[np.ndarray, int]]]:
+        """Drop (and count) websocket trades whose exchange time is off the exchange clock by more than the skew.
+
+        The exchange clock is the receive clock plus an offset: the median of ``time_ms - receive ms`` over
+        the trades of this step when there are enough of them (one forged time cannot move a median), the
+        last estimate otherwise. A replay's clock may run at another speed: the estimate follows it.
+        """
+        skew = self.config.max_clock_skew_s
+        if skew is None or not trades:
+            return trades
+        offsets = [arr["time_ms"] - recv for parts in trades.values() for arr, recv in parts]
+        flat = np.concatenate(offsets) if len(offsets) > 1 else offsets[0]
+        if flat.size >= _OFFSET_MIN_TRADES or self._offset_ms is None:
+            self._offset_ms = float(np.median(flat))
+        bound = skew * 1000.0
+        out: dict[str, list[tuple[np.ndarray, int]]] = {}
+        for sym, parts in trades.items():
+            kept = []
+            for arr, recv in parts:
+                ok = np.abs(arr["time_ms"] - recv - self._offset_ms) <= bound
+                if not ok.all():
+                    self._refuse("clock_skew", int(ok.size - np.count_nonzero(ok)))
+                    bad = arr[~ok][0]
+                    self._last_error = (
+                        f"{sym}: trade {int(bad['trade_id'])} has time_ms {int(bad['time_ms'])}, "
+                        f"more than {skew:g} s off the exchange clock; refused"
+                    )
+                    arr = arr[ok]
+                if arr.size:
+                    kept.append((arr, recv))
+            out[sym] = kept
+        return out
+
+    def _hold_far_ahead(self, st: _Symbol, arrivals: list[tuple[np.ndarray, int]]) -> list[tuple[np.ndarray, int]]:
+        """Set aside websocket trades more than ``max_id_jump`` ids past the highest id known, until REST confirms."""
+        if st.next_id is None or not arrivals:
+            return arrivals
+        limit = st.known_upto() + self.config.max_id_jump
+        near: list[tuple[np.ndarray, int]] = []
+        far: list[np.ndarray] = [st.unconfirmed]
+        far_recv: list[np.ndarray] = [st.unconfirmed_recv]
+        for arr, recv in arrivals:
+            ahead = arr["trade_id"] > limit
+            if ahead.any():
+                far.append(arr[ahead])
+                far_recv.append(np.full(int(np.count_nonzero(ahead)), recv, np.int64))
+                arr = arr[~ahead]
+            if arr.size:
+                near.append((arr, recv))
+        if len(far) > 1:
+            held = np.concatenate(far)
+            held_recv = np.concatenate(far_recv)
+            order = np.argsort(held["trade_id"], kind="stable")
+            held, held_recv = held[order], held_recv[order]
+            ids = held["trade_id"]
+            first = np.ones(ids.size, bool)
+            first[1:] = ids[1:] != ids[:-1]
+            held, held_recv = held[first], held_recv[first]
+            excess = held.size - self.config.max_held_back
+            if excess > 0:  # keep the lowest ids: the highest are the likeliest forgeries
+                self._refuse("unconfirmed_overflow", excess)
+                held, held_recv = held[:-excess], held_recv[:-excess]
+            st.unconfirmed, st.unconfirmed_recv = held, held_recv
+        return near
+
+    def _expire_unconfirmed(self, st: _Symbol, now_ms: int) -> None:
+        """Drop far-ahead trades that release has passed by (their ids came through confirmed)."""
+        if st.unconfirmed.size == 0 or st.next_id is None:
+            return
+        passed = st.unconfirmed["trade_id"] < st.next_id
+        if passed.any():
+            self._refuse("unconfirmed_id", int(np.count_nonzero(passed)))
+            st.unconfirmed, st.unconfirmed_recv = st.unconfirmed[~passed], st.unconfirmed_recv[~passed]
+
+    def _confirmed(self, st: _Symbol, asked: int, rows: np.ndarray, now: float) -> None:
+        """Take REST's answer about the far-ahead id ``asked``: the held trades join the others, or it is refused."""
+        if rows.size and int(rows["trade_id"][0]) == asked:
+            st.confirmed_upto = max(st.confirmed_upto, asked)
+            held, recv = st.unconfirmed, st.unconfirmed_recv
+            st.unconfirmed, st.unconfirmed_recv = _EMPTY_TRADES, _EMPTY_I64
+            st.rest_rows.append((rows[:1], _wall_ms()))
+            self._merge(st, [(held, recv)] if held.size else [])
+            return
+        # The exchange does not have it (yet): refuse it once it is older than the gap wait, else ask again.
+        age = _wall_ms() - int(st.unconfirmed_recv[-1])
+        if age >= self.config.gap_wait_ms:
+            self._refuse("unconfirmed_id")
+            bad = st.unconfirmed[-1]
+            self._last_error = (
+                f"{st.name}: trade id {int(bad['trade_id'])} is more than {self.config.max_id_jump} ids past "
+                f"{st.known_upto()} and REST does not have it; refused"
+            )
+            logger.warning("ingestion: %s", self._last_error)
+            st.unconfirmed, st.unconfirmed_recv = st.unconfirmed[:-1], st.unconfirmed_recv[:-1]
+        else:
+            st.retry_at = now + min(0.25, self.config.gap_wait_ms / 4000.0)
+
+    def _watch_silence(self, now: float) -> None:
+        """Probe REST and reconnect a connection that is open but silent (see ``silence_*_s``)."""
+        c = self.config
+        current = self._current
+        if self._open == 0 or current is None or current.done():
+            return
+        since = max(self._opened_at, self._last_frame_at)
+        why = ""
+        if c.silence_all_s is not None and now - since > c.silence_all_s:
+            why = f"no frame for {now - since:.1f} s"
+        elif c.silence_other_s is not None and len(self._symbols) > 1:
+            heard = {st.name: max(self._opened_at, st.last_trade_at or 0.0) for st in self._symbols.values()}
+            quiet = [s for s, t in heard.items() if now - t > c.silence_other_s]
+            if quiet and len(quiet) < len(heard):
+                why = f"no trade of {', '.join(quiet)} for {c.silence_other_s:g} s while the others trade"
+        if not why:
+            return
+        self._silences += 1
+        self._last_error = f"websocket silent ({why}); probing REST and reconnecting"
+        logger.warning("ingestion: %s", self._last_error)
+        for st in self._symbols.values():
+            st.probing = True
+            st.last_trade_at = now
+        self._last_frame_at = now
+        current.cancel()
 
     def _take_books(self, st: _Symbol, books: np.ndarray) -> None:
         ids = books["update_id"]
@@ -698,7 +893,7 @@ class Ingestion:
             st.last_book_id = int(kept["update_id"][-1])
             self._book_tickers += int(kept.size)
 
-    def _merge(self, st: _Symbol, arrivals: list[tuple[np.ndarray, int]]) -> None:
+    def _merge(self, st: _Symbol, arrivals: list[tuple[np.ndarray, int | np.ndarray]]) -> None:
         rest, st.rest_rows = st.rest_rows, []
         if not arrivals and not rest:
             return
@@ -706,19 +901,32 @@ class Ingestion:
             if not arrivals:
                 return
             st.next_id = st.first_id = min(int(arr["trade_id"].min()) for arr, _ in arrivals)
-        parts = [st.pending] + [a for a, _ in arrivals] + [r for r, _ in rest]
-        recv = [st.pending_recv] + [np.full(a.size, ms, np.int64) for a, ms in arrivals]
-        recv += [np.full(r.size, ms, np.int64) for r, ms in rest]
+        parts = [r for r, _ in rest] + [st.pending] + [a for a, _ in arrivals]
+        recv = [np.full(r.size, ms, np.int64) for r, ms in rest] + [st.pending_recv]
+        recv += [np.broadcast_to(np.asarray(ms, np.int64), a.shape) for a, ms in arrivals]
         n_ws = sum(a.size for a, _ in arrivals)
         n_rest = sum(r.size for r, _ in rest)
-        src = [st.pending_rest, np.zeros(n_ws, bool), np.ones(n_rest, bool)]
+        src = [np.ones(n_rest, bool), st.pending_rest, np.zeros(n_ws, bool)]
         cat, cat_recv, cat_rest = np.concatenate(parts), np.concatenate(recv), np.concatenate(src)
-        # Stable sort: for a repeated id, the held copy wins, then the websocket's, then REST's.
+        # Stable sort: for a repeated id, REST's copy wins (the websocket may carry a forgery), then the
+        # held copy, then the websocket's.
         order = np.argsort(cat["trade_id"], kind="stable")
         cat, cat_recv, cat_rest = cat[order], cat_recv[order], cat_rest[order]
         ids = cat["trade_id"]
         first = np.ones(ids.size, bool)
         first[1:] = ids[1:] != ids[:-1]
+        if n_rest and ids.size > 1:
+            # A websocket copy that differs from the REST copy kept for its id was wrong: count it.
+            same_id = ~first[1:] & cat_rest[:-1] & ~cat_rest[1:]
+            if same_id.any():
+                a, b = cat[:-1][same_id], cat[1:][same_id]
+                differ = (
+                    (a["price"] != b["price"])
+                    | (a["qty"] != b["qty"])
+                    | (a["time_ms"] != b["time_ms"])
+                    | (a["is_buyer_maker"] != b["is_buyer_maker"])
+                )
+                self._refuse("rest_override", int(np.count_nonzero(differ)))
         keep = first & (ids >= st.next_id)
         dropped_ws = ~keep & ~cat_rest
         early = dropped_ws & (ids < (st.first_id if st.first_id is not None else 0))
@@ -799,7 +1007,7 @@ class Ingestion:
             wanted = st.wanted(self.config.backfill_limit)
             if wanted is None:
                 return
-            start, limit, probe = wanted
+            start, limit, kind = wanted
             st.asking = True
             try:
                 rows = await self._rest.historical_trades(st.name, start, limit)
@@ -810,6 +1018,12 @@ class Ingestion:
                 st.asking = False
             st.backoff.reset()
             st.rest_error = ""
+            if kind == "confirm":
+                self._confirmed(st, start, rows, loop.time())
+                self._release(st, _wall_ms())
+                if st.unconfirmed.size and loop.time() < st.retry_at:
+                    return
+                continue
             if rows.size:
                 now_ms = _wall_ms()
                 st.rest_rows.append((rows, now_ms))
@@ -818,7 +1032,7 @@ class Ingestion:
                 self._merge(st, [])
                 self._release(st, now_ms)
             if rows.size < limit:
-                if probe:
+                if kind == "probe":
                     st.probing = False  # caught up with the exchange
                     return
                 if rows.size == 0:
@@ -831,6 +1045,8 @@ class Ingestion:
         st.rest_error = exc.reason
         self._last_error = f"REST {exc.reason}"
         delay = st.backoff.next()
+        if exc.retry_after_refused:
+            self._refuse("retry_after")
         if exc.status in (418, 429):  # Binance: back off for Retry-After, every symbol, or be banned
             delay = max(delay, exc.retry_after_s or 0.0)
             for other in self._symbols.values():
@@ -849,6 +1065,8 @@ class Ingestion:
                 rows = await self._rest.historical_trades(symbol, start, limit)
             except RestError as exc:
                 self._rest_errors[exc.kind] = self._rest_errors.get(exc.kind, 0) + 1
+                if exc.retry_after_refused:
+                    self._refuse("retry_after")
                 why = f"backfill failed: {exc.reason}"
                 if loop.time() >= deadline or exc.status in (418, 429):
                     break
@@ -899,7 +1117,6 @@ class Ingestion:
         self._gaps_out = []
         self._seq += 1
         sent_ms = _wall_ms()
-        extra: dict[str, Any] = {"counters": self._counters()} if _BATCH_HAS_COUNTERS else {}
         batch = TickBatch(
             source=self.config.ws_url,
             seq=self._seq,
@@ -908,7 +1125,7 @@ class Ingestion:
             gaps=tuple(sorted(gaps, key=lambda g: (g.symbol, g.first_missing_id))),
             sent_ms=sent_ms,
             recv_ms=recv,
-            **extra,
+            counters=self._counters(),
         )
         if lag_from:
             self._lag_ms = sent_ms - min(lag_from)

@@ -10,10 +10,11 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from market.config import EndpointsConfig, StrictModel
+from market.config import EndpointsConfig, StrictModel, SymbolsConfig
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{5,20}$")
 _DEFAULT_ENDPOINTS = EndpointsConfig()
+_DEFAULT_SYMBOLS = SymbolsConfig()
 
 
 class IngestionConfig(StrictModel):
@@ -29,7 +30,8 @@ class IngestionConfig(StrictModel):
     Attributes
     ----------
     symbols : tuple of str
-        Upper-case Binance symbols; trades are released per symbol.
+        Upper-case Binance symbols; trades are released per symbol (default: the traded, then the
+        reference symbol of ``SymbolsConfig``).
     book_ticker : bool
         Also subscribe to ``<sym>@bookTicker`` (best bid/ask, for the spread).
     batch_interval_ms : int
@@ -60,9 +62,24 @@ class IngestionConfig(StrictModel):
     rest_requests_per_min, rest_burst : int
         Client-side limit on REST requests (Binance weighs ``historicalTrades`` 25 of 6000 per minute and
         bans an IP that keeps going after HTTP 429); ``Retry-After`` of a 418/429 is honoured on top.
+    max_retry_after_s : float
+        A ``Retry-After`` is honoured up to this many seconds; a longer, infinite, negative or non-numeric
+        one is capped (or ignored) and counted, so one bad header cannot stop REST for good.
+    max_clock_skew_s : float or None
+        A websocket trade whose exchange time, less its receive time, differs by more than this from the
+        exchange clock's offset (the median over the trades received with it) is refused and counted.
+        None turns the check off (a replay faster than real time spreads exchange time over a batch).
+    max_id_jump : int
+        A websocket trade more than this many ids beyond the highest id known (the next expected one,
+        or one REST answered with) waits for REST to confirm that the exchange has it; one REST does not
+        know within ``gap_wait_ms`` is refused and counted, so a forged far-ahead id never moves release.
+    silence_other_s, silence_all_s : float or None
+        The silence watchdog: a connection that is open but brings no trade of one symbol for
+        ``silence_other_s`` while another symbol trades, or no frame at all for ``silence_all_s``, is
+        probed over REST and reconnected (counted as a silence). None turns either check off.
     """
 
-    symbols: tuple[str, ...] = ("ETHUSDT", "BTCUSDT")
+    symbols: tuple[str, ...] = _DEFAULT_SYMBOLS.all
     book_ticker: bool = True
     ws_url: str = _DEFAULT_ENDPOINTS.ws_url
     rest_url: str = _DEFAULT_ENDPOINTS.rest_url
@@ -85,6 +102,11 @@ class IngestionConfig(StrictModel):
     rest_timeout_s: float = Field(10.0, gt=0.0, le=600.0)
     rest_requests_per_min: int = Field(200, ge=1)
     rest_burst: int = Field(20, ge=1)
+    max_retry_after_s: float = Field(300.0, gt=0.0, le=86_400.0)
+    max_clock_skew_s: float | None = Field(300.0, gt=0.0, le=86_400.0)
+    max_id_jump: int = Field(1_000, ge=1)
+    silence_other_s: float | None = Field(15.0, gt=0.0, le=3_600.0)
+    silence_all_s: float | None = Field(30.0, gt=0.0, le=3_600.0)
 
     @field_validator("symbols")
     @classmethod

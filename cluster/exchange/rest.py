@@ -117,7 +117,13 @@ def _params(query: str, allowed: tuple[str, ...]) -> dict[str, str]:
 
 
 def answer(
-    target: str, source: ReplaySource, position: int, *, clock_ms: int | None = None, refusal: int | None = None
+    target: str,
+    source: ReplaySource,
+    position: int,
+    *,
+    clock_ms: int | None = None,
+    refusal: int | None = None,
+    retry_after: str = "60",
 ) -> Answer:
     """Answer one ``GET`` of Binance's REST API from the replay as it stands.
 
@@ -133,6 +139,8 @@ def answer(
         The replay clock, for ``/api/v3/time``.
     refusal : {418, 429, 500}, optional
         Refuse every request with this status and Binance's error body (tests of unfillable gaps).
+    retry_after : str
+        The refusal's ``Retry-After`` header, as sent (tests send ``inf``, negative or garbage values).
 
     Returns
     -------
@@ -146,7 +154,7 @@ def answer(
     if refusal is not None:
         code, msg = _REFUSALS[refusal]
         until = (clock_ms or 0) + 60_000
-        return _json(refusal, {"code": code, "msg": msg.format(until=until)}, [("Retry-After", "60")])
+        return _json(refusal, {"code": code, "msg": msg.format(until=until)}, [("Retry-After", retry_after)])
     try:
         params = _params(parts.query, _PARAMS[path])
         if path == "/api/v3/ping":

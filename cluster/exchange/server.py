@@ -44,10 +44,25 @@ _BATCH = 256  # frames released (at max speed) or scanned by a client between yi
 _MAX_SPEED_WINDOW = 4096  # at max speed the replay runs at most this many frames ahead of any client
 
 
+class ForgedTrade(StrictModel):
+    """One well-formed but forged trade frame, sent once (to the first client that gets that far).
+
+    It copies the trade frame sent as the client's ``after_frames``-th message (or the next trade frame
+    after it) with its trade id moved ``id_ahead`` ids on, its trade time ``time_ahead_ms`` on, and its
+    price replaced by ``price`` when given; it follows the real frame at once.
+    """
+
+    after_frames: int = Field(ge=1)
+    id_ahead: int = 0
+    time_ahead_ms: int = 0
+    price: float | None = Field(None, gt=0.0)
+
+
 class ExchangeFaults(StrictModel):
     """Seeded faults injected per client connection (tests of reconnects, gaps and bad frames).
 
     The three rates are exclusive per frame (one draw decides), so they must sum to at most 1.
+    ``forged`` frames are sent once per exchange (counted as ``forged`` faults).
     """
 
     disconnect_every: int | None = Field(None, ge=1)
@@ -57,6 +72,8 @@ class ExchangeFaults(StrictModel):
     reorder_rate: float = Field(0.0, ge=0.0, le=1.0)
     stall_every: int | None = Field(None, ge=1)
     stall_s: float = Field(0.0, ge=0.0, le=600.0)
+    stall_once: bool = False
+    forged: tuple[ForgedTrade, ...] = ()
 
     @model_validator(mode="after")
     def _rates_exclusive(self) -> ExchangeFaults:
@@ -221,6 +238,9 @@ class ReplayExchange:
         self._rest_requests = 0
         self._rest_refused = 0
         self._rest_refusal: int | None = config.rest_refusal
+        self._retry_after = "60"
+        self._refusals_left: int | None = None
+        self._forged_left = sorted(config.faults.forged, key=lambda f: f.after_frames)
 
     # ------------------------------------------------------------------------------------------ control
 
@@ -274,11 +294,19 @@ class ReplayExchange:
         """Return once every frame has been released."""
         await self._finished.wait()
 
-    def set_rest_refusal(self, status: Literal[418, 429, 500] | None) -> None:
-        """Make REST refuse every request with ``status`` (and Binance's error body), or serve again (None)."""
+    def set_rest_refusal(
+        self, status: Literal[418, 429, 500] | None, *, retry_after: str = "60", times: int | None = None
+    ) -> None:
+        """Make REST refuse with ``status`` (and Binance's error body), or serve again (None).
+
+        ``retry_after`` is the refusal's ``Retry-After`` header as sent; ``times`` refuses only that many
+        requests, then serves again (None: every request).
+        """
         if status not in (None, 418, 429, 500):
             raise ValueError(f"refusal status must be 418, 429, 500 or None (got {status!r})")
         self._rest_refusal = status
+        self._retry_after = retry_after
+        self._refusals_left = times
 
     def ws_url(self, *streams: str) -> str:
         """Combined-stream URL of ``streams`` (every stream of the source when none is named)."""
@@ -364,8 +392,17 @@ class ReplayExchange:
             self._rest_requests += 1
             refusal = self._rest_refusal
             self._rest_refused += refusal is not None
+            if refusal is not None and self._refusals_left is not None:
+                self._refusals_left -= 1
+                if self._refusals_left <= 0:
+                    self._rest_refusal = self._refusals_left = None
             status, headers, body = answer(
-                request.path, self.source, self._position, clock_ms=self.clock_ms(), refusal=refusal
+                request.path,
+                self.source,
+                self._position,
+                clock_ms=self.clock_ms(),
+                refusal=refusal,
+                retry_after=self._retry_after,
             )
             return _http(status, headers, body)
         if stream_request(request.path) is None:
@@ -471,6 +508,10 @@ class ReplayExchange:
             self._faults["reorder"] += 1
             messages.append(client.held)
             client.held = None
+        forged = self._forged_left
+        if forged and client.sent + len(messages) >= forged[0].after_frames and b'@trade"' in payload[:64]:
+            messages.append(_forge(payload, forged.pop(0)))
+            self._faults["forged"] += 1
         for message in messages:
             if not await self._send(client, message):
                 return False
@@ -492,10 +533,26 @@ class ReplayExchange:
             else:
                 await client.ws.close(1001, "injected disconnect")
             return False
-        if faults.stall_every is not None and faults.stall_s > 0 and client.sent % faults.stall_every == 0:
+        if (
+            faults.stall_every is not None
+            and faults.stall_s > 0
+            and client.sent % faults.stall_every == 0
+            and not (faults.stall_once and self._faults["stall"])
+        ):
             self._faults["stall"] += 1
             await asyncio.sleep(faults.stall_s)
         return True
+
+
+def _forge(payload: bytes | str, forged: ForgedTrade) -> bytes:
+    """The combined-stream trade frame ``payload`` with the id, time and price ``forged`` asks for."""
+    frame = orjson.loads(payload)
+    data = frame["data"]
+    data["t"] = int(data["t"]) + forged.id_ahead
+    data["T"] = int(data["T"]) + forged.time_ahead_ms
+    if forged.price is not None:
+        data["p"] = f"{forged.price:.8f}"
+    return orjson.dumps(frame)
 
 
 def serve_exchange(config: ExchangeConfig) -> None:

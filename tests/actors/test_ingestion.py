@@ -13,11 +13,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from actors.ingestion import Backoff, Ingestion, IngestionActor, IngestionStats, parse_historical_trades
+from actors.ingestion import (
+    Backoff,
+    Ingestion,
+    IngestionActor,
+    IngestionStats,
+    parse_historical_trades,
+    parse_retry_after,
+)
 from actors.ingestion_config import IngestionConfig
 from actors.messages import StreamAck, TickBatch, TradeGap
 from cluster.exchange.capture import ReplaySource, load_capture
-from cluster.exchange.server import ExchangeConfig, ExchangeFaults, ReplayExchange
+from cluster.exchange.server import ExchangeConfig, ExchangeFaults, ForgedTrade, ReplayExchange
 from market.datasets import load_ws_capture
 from market.errors import DataError
 
@@ -405,6 +412,122 @@ def test_connection_renewed_before_its_age_limit_loses_no_trade_even_without_res
     for s in SYMBOLS:
         assert np.array_equal(sink.trades(s), _rows(recorded[s], live[s]))
     assert stats.unfillable_gaps == 0 and stats.duplicates_dropped > 0  # the overlap was deduplicated
+
+
+# --------------------------------------------------------------------------------------------- hostile wire
+
+
+def test_retry_after_is_bounded_whatever_the_header_says():
+    assert parse_retry_after(None, 300.0) == (None, False)
+    assert parse_retry_after("12", 300.0) == (12.0, False)
+    for header, expected in (("inf", 300.0), ("1e300", 300.0), ("-5", 0.0), ("nan", None), ("soon", None)):
+        assert parse_retry_after(header, 300.0) == (expected, True), header
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 300.0) == (None, True)
+
+
+def _slice(capture_files, full_source, offset_s: float, length_s: float):
+    start_ms, end_ms = _window(full_source, offset_s, length_s)
+    source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
+    return start_ms, end_ms, source, {s: _live_ids(source, s) for s in SYMBOLS}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("forged", "reason"),
+    [
+        # One well-formed frame 10^9 ids ahead: it once made every later real trade a duplicate.
+        (ForgedTrade(after_frames=400, id_ahead=10**9), "unconfirmed_id"),
+        # A frame 200 ids ahead at price 9999: it once replaced the real trade with that id.
+        (ForgedTrade(after_frames=400, id_ahead=200, price=9999.0), "unconfirmed_id"),
+        # The next id one day ahead: off the exchange clock.
+        (ForgedTrade(after_frames=400, id_ahead=1, time_ahead_ms=86_400_000), "clock_skew"),
+    ],
+    ids=["id_plus_1e9", "id_plus_200_price_9999", "next_id_one_day_ahead"],
+)
+def test_a_forged_trade_frame_is_refused_and_counted_and_every_real_trade_is_released_once(
+    capture_files, full_source, recorded, forged, reason
+):
+    start_ms, end_ms, source, live = _slice(capture_files, full_source, 60, 60)
+    faults = ExchangeFaults(forged=(forged,))
+    config = ExchangeConfig(capture_files=capture_files, start_ms=start_ms, end_ms=end_ms, speed="20x", faults=faults)
+    sink = Collector()
+
+    def done(exchange, ingestion) -> bool:
+        return all(sink.last.get(s) == int(live[s][-1]) for s in SYMBOLS) and not any(
+            st.unconfirmed.size for st in ingestion._symbols.values()
+        )
+
+    resume = {s: int(live[s][0]) - 1 for s in SYMBOLS}
+    stats, exchange = asyncio.run(
+        _run(config, source, sink, done, resume_after=resume, gap_wait_ms=500, max_id_jump=100, timeout_s=60)
+    )
+    assert exchange.stats().faults.get("forged") == 1
+    for s in SYMBOLS:
+        got = sink.trades(s)
+        assert np.array_equal(got, _rows(recorded[s], live[s])), f"{s}: {got.size} released, {live[s].size} live"
+        assert 9999.0 not in got["price"]
+    assert not any(b.gaps for b in sink.batches) and stats.unfillable_gaps == 0
+    assert stats.refused.get(reason, 0) == 1, stats.refused
+    assert sink.batches[-1].counters["refused_trades"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_retry_after_inf_is_capped_and_later_gaps_are_still_backfilled(capture_files, full_source, recorded):
+    start_ms, end_ms, source, live = _slice(capture_files, full_source, 60, 60)
+    config = ExchangeConfig(capture_files=capture_files, start_ms=start_ms, end_ms=end_ms, speed="20x")
+    # The stream holds everything up to 50 trades before the replay's first: those come from REST only.
+    resume = {s: int(live[s][0]) - 51 for s in SYMBOLS}
+    sink = Collector()
+
+    async def scenario():
+        exchange = ReplayExchange(config, source=source)
+        host, port = await exchange.start()
+        exchange.set_rest_refusal(429, retry_after="inf", times=1)
+        ingestion_config = IngestionConfig(
+            ws_url=f"ws://{host}:{port}", rest_url=exchange.rest_url, **{**FAST, "max_retry_after_s": 0.5}
+        )
+        ingestion = Ingestion(ingestion_config, sink, resume_after=resume)
+        task = asyncio.create_task(ingestion.run())
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 40
+            while loop.time() < deadline and not all(sink.last.get(s) == int(live[s][-1]) for s in SYMBOLS):
+                await asyncio.sleep(0.05)
+            ingestion.stop()
+            return await task, exchange.stats()
+        finally:
+            task.cancel()
+            await exchange.stop()
+
+    stats, ex = asyncio.run(scenario())
+    assert ex.rest_refused == 1 and stats.rest_errors.get("http_429") == 1
+    assert stats.refused.get("retry_after") == 1
+    for s in SYMBOLS:
+        ids = np.arange(resume[s] + 1, int(live[s][-1]) + 1)
+        assert np.array_equal(sink.trades(s), _rows(recorded[s], ids))
+    assert stats.unfillable_gaps == 0 and stats.backfilled_trades >= 50 * len(SYMBOLS)
+
+
+@pytest.mark.timeout(90)
+def test_a_connection_that_stalls_with_the_socket_open_is_probed_and_reconnected(capture_files, full_source, recorded):
+    start_ms, end_ms, source, live = _slice(capture_files, full_source, 120, 60)
+    # After 300 frames the server stops sending for two minutes, answering pings: only the watchdog helps.
+    faults = ExchangeFaults(stall_every=300, stall_s=120.0, stall_once=True)
+    config = ExchangeConfig(capture_files=capture_files, start_ms=start_ms, end_ms=end_ms, speed="20x", faults=faults)
+    sink = Collector()
+
+    def done(exchange, ingestion) -> bool:
+        return all(sink.last.get(s) == int(live[s][-1]) for s in SYMBOLS)
+
+    resume = {s: int(live[s][0]) - 1 for s in SYMBOLS}
+    stats, exchange = asyncio.run(
+        _run(config, source, sink, done, resume_after=resume, silence_all_s=1.0, timeout_s=60)
+    )
+    assert exchange.stats().faults.get("stall") == 1
+    assert stats.silences >= 1 and stats.reconnects >= 1
+    for s in SYMBOLS:
+        assert np.array_equal(sink.trades(s), _rows(recorded[s], live[s]))
+    assert stats.unfillable_gaps == 0 and stats.backfilled_trades > 0
 
 
 # --------------------------------------------------------------------------------------------- Ray
