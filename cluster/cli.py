@@ -235,6 +235,21 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
     help="The CNN the policy was trained with, when its checkpoint does not name one.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] or auto.")
+@click.option(
+    "--data",
+    "data_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Kline files or folders (CSV, Parquet, public-data zips) to evaluate on, all of it after the warm-up "
+    "(repeatable). Default: the recorded evaluation span of the configured data.",
+)
+@click.option("--start", "start", default=None, help="First evaluated instant, YYYY-MM-DD[THH:MM] UTC.")
+@click.option("--end", "end", default=None, help="First instant not evaluated (exclusive).")
+@click.option(
+    "--allow-short-warmup",
+    is_flag=True,
+    help="Evaluate steps whose state windows are not yet full (counted and printed) instead of refusing.",
+)
 def evaluate_command(
     checkpoint: Path,
     config_path: Path | None,
@@ -245,6 +260,10 @@ def evaluate_command(
     resamples: int,
     cnn_checkpoint: Path | None,
     device: str,
+    data_paths: tuple[Path, ...],
+    start: str | None,
+    end: str | None,
+    allow_short_warmup: bool,
 ) -> None:
     """Evaluate a policy greedily on the evaluation span beside the baselines, with bootstrap intervals."""
     import datetime as dt
@@ -263,6 +282,10 @@ def evaluate_command(
         cnn_checkpoint=cnn_checkpoint,
         device=device,
         log=lambda line: click.echo(line, err=True),
+        data_paths=list(data_paths) or None,
+        start_ms=_utc_ms(start),
+        end_ms=_utc_ms(end),
+        allow_short_warmup=allow_short_warmup,
     )
     click.echo(format_report(report))
 

@@ -27,6 +27,7 @@ from market.baselines import BASELINES, baseline_actions
 from market.env import EnvConfig, VectorTradingEnv
 from market.errors import ConfigError, DataError
 from market.fingerprint import array_fingerprint
+from market.indicators import warmup_bars
 from market.metrics import (
     ConfidenceInterval,
     block_bootstrap_cis,
@@ -40,11 +41,13 @@ from market.metrics import (
     total_return,
     win_rate,
 )
+from market.regime import warmup_rows
 from market.seeding import derive_rng, derive_seed
-from market.spans import Span, SpansConfig, make_span, split_spans
+from market.spans import Span, SpansConfig, Warmup, make_span, split_spans, warmup_of
 from market.timeline import MarketTimeline
 from market.timeline_builder import build_timeline
 from market.venue import FORCED_LEG
+from policies.acting import greedy_actions
 from policies.checkpoint import PolicyInfo, load_policy
 from policies.device import resolve_device
 from policies.dqn import QNetwork
@@ -278,6 +281,76 @@ def evaluation_span(
     return split.eval, info
 
 
+def data_span(
+    timeline: MarketTimeline,
+    warmup: Warmup,
+    *,
+    start_ms: int | None,
+    end_ms: int | None,
+    allow_short_warmup: bool,
+    recorded: Mapping[str, Any] | None = None,
+) -> tuple[Span, dict[str, Any]]:
+    """The evaluation span of data the user named: its steps in ``[start_ms, end_ms)`` (by step time), from the
+    first step whose windows are full unless ``start_ms`` asks for earlier.
+
+    Raises
+    ------
+    DataError
+        When fewer than two steps are left, or the span overlaps a recorded training span (naming both).
+    """
+    times = np.asarray(timeline.step_time_ms, dtype=np.int64)
+    n = times.size
+    end = n if end_ms is None else int(np.searchsorted(times, int(end_ms), side="left"))
+    if start_ms is None:
+        start = warmup.first_full if not allow_short_warmup else 0
+    else:
+        start = int(np.searchsorted(times, int(start_ms), side="left"))
+    if end - start < 2:
+        raise DataError(
+            f"the data ({_utc(times[0])} -> {_utc(times[-1])} UTC, {n} steps) leaves {max(end - start, 0)} step(s) "
+            f"to evaluate from step {start} to {end} (windows full from step {warmup.first_full}"
+            + (f", {_utc(times[min(warmup.first_full, n - 1)])} UTC" if n else "")
+            + ")"
+        )
+    span = make_span("eval", times, start, end)
+    for name in ("cnn", "dqn"):
+        trained = (recorded or {}).get(name)
+        if trained is not None and span.start_ms <= int(trained["end_ms"]) and int(trained["start_ms"]) <= span.end_ms:
+            raise DataError(
+                f"evaluation span {_utc(span.start_ms)} -> {_utc(span.end_ms)} UTC overlaps the policy's recorded "
+                f"{name.upper()} training span {_utc(trained['start_ms'])} -> {_utc(trained['end_ms'])} UTC"
+            )
+    info = {
+        "source": "the data named (--data), "
+        + ("whole" if start_ms is None and end_ms is None else f"clipped to [{start_ms}, {end_ms}) ms")
+        + f", from step {start}",
+        "gap_steps": None,
+        "recorded": dict(recorded) if recorded is not None else None,
+    }
+    return span, info
+
+
+def check_warmup(span: Span, warmup: Warmup, times: np.ndarray, *, allow_short_warmup: bool) -> dict[str, Any]:
+    """How many evaluation steps have windows not yet full; an error unless ``allow_short_warmup``.
+
+    Raises
+    ------
+    DataError
+        When the span starts before the first full step and ``allow_short_warmup`` is not set.
+    """
+    padded = max(0, min(span.end, warmup.first_full) - span.start)
+    if padded and not allow_short_warmup:
+        worst = max(warmup.by_component, key=warmup.by_component.__getitem__)
+        full = min(warmup.first_full, times.size - 1)
+        raise DataError(
+            f"evaluation starts at step {span.start} ({_utc(span.start_ms)} UTC) but the state's windows are full "
+            f"only from step {warmup.first_full} ({_utc(times[full])} UTC; {worst} needs the longest): {padded} "
+            "evaluation step(s) would see padded windows; give earlier data, a later --start, or "
+            "--allow-short-warmup to count them"
+        )
+    return {**warmup.as_dict(), "padded_steps": int(padded), "allowed_short": bool(allow_short_warmup)}
+
+
 def walk_forward_folds(span: Span, step_time_ms: np.ndarray, folds: int, min_fold_steps: int) -> list[Span]:
     """``span`` cut into consecutive folds of (near) equal length: ``folds`` of them where each gets at least
     ``min_fold_steps`` steps, fewer where the span is too short, and the span itself when not even two fit."""
@@ -401,11 +474,6 @@ class _Episode:
         return self.equity[row, : n + 1], self.held[row, :n]
 
 
-@torch.inference_mode()
-def _greedy(qnet: QNetwork, obs: np.ndarray, device: torch.device) -> np.ndarray:
-    return qnet(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
-
-
 def _run_episodes(episodes: list[_Episode], qnet: QNetwork, device: torch.device) -> None:
     """Step every episode to its end, one batched greedy forward per step for all the policies still trading."""
     active = [e for e in episodes if e.active]
@@ -413,7 +481,7 @@ def _run_episodes(episodes: list[_Episode], qnet: QNetwork, device: torch.device
         asking = [e for e in active if e.wants_action]
         actions: dict[int, int] = {}
         if asking:
-            greedy = _greedy(qnet, np.concatenate([e.obs for e in asking], axis=0), device)
+            greedy = greedy_actions(qnet, np.concatenate([e.obs for e in asking], axis=0), device)
             actions = {id(e): int(a) for e, a in zip(asking, greedy, strict=True)}
         for e in active:
             e.step(actions.get(id(e)))
@@ -479,8 +547,32 @@ def _score(
 # ------------------------------------------------------------------------------------------ CNN and data
 
 
-def _load_cnn(info: PolicyInfo, cnn_checkpoint: Path | None, device: str) -> Any | None:
+def resolve_recorded_path(recorded: str | Path, checkpoint: Path) -> Path:
+    """A path recorded in a checkpoint, as the file it names: absolute as is; relative, first against the
+    checkpoint's folder, then against the working directory (older runs recorded it so).
+
+    Raises
+    ------
+    ConfigError
+        When neither exists (naming both places tried).
+    """
+    path = Path(recorded)
+    if path.is_absolute():
+        if not path.is_file():
+            raise ConfigError(f"{path} (recorded in {checkpoint}) does not exist")
+        return path
+    tried = [Path(checkpoint).resolve().parent / path, Path.cwd() / path]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{path} recorded in {checkpoint} does not exist: tried {', '.join(map(str, tried))}")
+
+
+def _load_cnn(info: PolicyInfo, cnn_checkpoint: Path | None, device: str, checkpoint: Path) -> Any | None:
     """The policy's CNN (a ``CnnPredictor``), or ``None`` when the policy names none (its CNN slots were zeros).
+
+    A path given here is taken as is; one recorded in the policy's meta resolves against the checkpoint's folder
+    (see :func:`resolve_recorded_path`).
 
     Raises
     ------
@@ -488,6 +580,8 @@ def _load_cnn(info: PolicyInfo, cnn_checkpoint: Path | None, device: str) -> Any
         When the policy names a CNN version but no checkpoint, or the checkpoint is another version.
     """
     path = cnn_checkpoint if cnn_checkpoint is not None else info.meta.get("cnn_checkpoint")
+    if cnn_checkpoint is None and path is not None:
+        path = resolve_recorded_path(path, checkpoint)
     if path is None:
         if info.cnn_version is not None:
             raise ConfigError(
@@ -535,10 +629,15 @@ class _Data:
     description: str
     fingerprint: str
     sources: list[str]
+    notes: tuple[str, ...] = ()
 
 
 def _data(
-    config: ExperimentConfig, info: PolicyInfo, timeline: MarketTimeline | None, history: History | None
+    config: ExperimentConfig,
+    info: PolicyInfo,
+    timeline: MarketTimeline | None,
+    history: History | None,
+    paths: Sequence[Path] | None = None,
 ) -> _Data:
     if timeline is not None:
         if timeline.layout != info.layout:
@@ -557,7 +656,7 @@ def _data(
             ),
             sources=[timeline.source or "timeline given by the caller"],
         )
-    history = history or load_history(config.data, config.symbols)
+    history = history or load_history(config.data, config.symbols, paths=paths)
     state = info.state_config
     built = build_timeline(history.market_data(config.symbols, ticks=bool(state.tick_window)), state, config.indicators)
     synthetic = history.synthetic or bool(built.synthetic)
@@ -568,6 +667,7 @@ def _data(
         description=history.description,
         fingerprint=history.fingerprint,
         sources=[str(p) for p in history.files] or [history.description],
+        notes=history.notes,
     )
 
 
@@ -593,6 +693,10 @@ def evaluate(
     momentum_lookback: int = 60,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
+    data_paths: Sequence[Path] | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    allow_short_warmup: bool = False,
 ) -> EvaluationReport:
     """Evaluate a policy checkpoint greedily on the evaluation span beside the baselines, and write the results.
 
@@ -638,6 +742,14 @@ def evaluate(
         Where the Q-network (and the CNN) run.
     log : callable, optional
         Receives progress lines.
+    data_paths : sequence of Path, optional
+        Kline files or folders to evaluate on (``cluster.data.history.load_paths``): the evaluation span is then
+        the whole of that data from the first step whose windows are full (or ``[start_ms, end_ms)``), not a
+        recorded or split span.
+    start_ms, end_ms : int, optional
+        Evaluate the steps whose time lies in ``[start_ms, end_ms)`` (UTC ms), the data before as look-back.
+    allow_short_warmup : bool
+        Evaluate steps whose windows are not yet full (counted and printed) instead of refusing them.
 
     Returns
     -------
@@ -664,27 +776,46 @@ def evaluate(
         raise ConfigError(f"policy checkpoint {checkpoint} does not exist")
     dev = resolve_device(device)
     qnet, info = load_policy(checkpoint, dev)
-    data = _data(config, info, timeline, history)
+    data = _data(config, info, timeline, history, data_paths)
     tl = data.timeline
     times = np.asarray(tl.step_time_ms, dtype=np.int64)
     step_ms = float(np.median(np.diff(times)))
     say(f"data: {data.label} ({data.description}); timeline {tl.n_steps} steps, state {tl.layout.size:,} floats")
+    for line in data.notes:
+        say(f"  {line}")
 
     # The spans: given shares, else those recorded with the policy, else with its CNN, else the default split.
-    predictor = _load_cnn(info, cnn_checkpoint, device)
+    predictor = _load_cnn(info, cnn_checkpoint, device, checkpoint)
     recorded = info.meta.get("spans")
     span_origin = "policy"
     if recorded is None and predictor is not None and predictor.meta.get("spans") is not None:
         recorded, span_origin = predictor.meta["spans"], "policy's CNN"
     state = info.state_config
-    span, span_info = evaluation_span(
-        tl,
-        recorded=None if spans is not None else recorded,
-        spans_config=spans or config.spans,
-        horizon=max(config.cnn.horizons),
+    warm = warmup_of(
+        tl, indicator_bars=max(warmup_bars(config.indicators).values()), regime_rows=max(warmup_rows().values())
     )
-    if spans is None and recorded is not None:
-        span_info["source"] = f"recorded with the {span_origin} checkpoint (located by time)"
+    if data_paths or start_ms is not None or end_ms is not None:
+        span, span_info = data_span(
+            tl, warm, start_ms=start_ms, end_ms=end_ms, allow_short_warmup=allow_short_warmup, recorded=recorded
+        )
+    else:
+        span, span_info = evaluation_span(
+            tl,
+            recorded=None if spans is not None else recorded,
+            spans_config=spans or config.spans,
+            horizon=max(config.cnn.horizons),
+        )
+        if spans is None and recorded is not None:
+            span_info["source"] = f"recorded with the {span_origin} checkpoint (located by time)"
+    warm_info = check_warmup(span, warm, times, allow_short_warmup=allow_short_warmup)
+    span_info["warmup"] = warm_info
+    full_at = times[min(warm.first_full, times.size - 1)]
+    say(
+        f"warm-up: the state's windows are full from step {warm.first_full} ({_utc(full_at)} UTC; "
+        + ", ".join(f"{k} {v}" for k, v in warm.by_component.items())
+        + f"); evaluation starts at step {span.start}"
+        + (f"; {warm_info['padded_steps']} evaluation step(s) have padded windows" if warm_info["padded_steps"] else "")
+    )
     hidden, pred, cnn_source = _cnn_parts(predictor, tl, span)
     fold_spans = walk_forward_folds(span, times, folds, min_fold_steps)
     say(f"evaluation span: steps [{span.start}, {span.end}) {_utc(span.start_ms)} -> {_utc(span.end_ms)} UTC")
@@ -742,6 +873,16 @@ def evaluate(
     }
 
     notes = _notes(info, data, tl, fold_spans, folds, seeds, episode_steps, env_config)
+    notes.append(
+        f"warm-up: windows full from step {warm.first_full} ({warm.rule}); evaluation starts at step {span.start}"
+        + (
+            f"; {warm_info['padded_steps']} of {span.n_steps} evaluation steps have padded windows "
+            "(--allow-short-warmup)"
+            if warm_info["padded_steps"]
+            else ", every evaluation step has full windows"
+        )
+    )
+    notes += [f"data: {line}" for line in data.notes]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spans_dict = {

@@ -893,3 +893,60 @@ DTYPES: dict[str, np.dtype] = {
     "agg_trade": AGG_TRADE_DTYPE,
     "book_ticker": BOOK_TICKER_DTYPE,
 }
+
+
+# ------------------------------------------------------------------------------- several files, one series
+
+
+@dataclass(frozen=True, slots=True)
+class MergedKlines:
+    """Bars of one symbol and timeframe read from several files and laid end to end in time.
+
+    ``overlaps`` counts bars that more than one file held with the same values (kept once); ``quality``
+    reports gaps over the merged series, with those overlaps as its duplicates.
+    """
+
+    bars: np.ndarray
+    quality: KlineQuality
+    sources: tuple[str, ...]
+    overlaps: int
+
+
+def merge_klines(parts: list[tuple[np.ndarray, str]], interval_ms: int) -> MergedKlines:
+    """Concatenate ``(bars, source)`` parts of one series in time, dropping bars repeated with equal values.
+
+    Raises
+    ------
+    DataError
+        When two files hold the same open time with different values (naming both files and the time), or a
+        part is empty.
+    """
+    if not parts:
+        raise DataError("merge_klines: no files to merge")
+    for bars, source in parts:
+        if bars.size == 0:
+            raise DataError(f"{source}: no bars")
+    order = sorted(range(len(parts)), key=lambda i: int(parts[i][0]["open_time_ms"][0]))
+    bars = np.concatenate([parts[i][0] for i in order])
+    owner = np.concatenate([np.full(parts[i][0].size, i, dtype=np.int64) for i in order])
+    idx = np.argsort(bars["open_time_ms"], kind="stable")
+    bars, owner = bars[idx], owner[idx]
+    same = np.flatnonzero(np.diff(bars["open_time_ms"]) == 0) + 1
+    if same.size:
+        fields = ("open", "high", "low", "close", "volume")
+        differs = np.zeros(same.size, dtype=bool)
+        for name in fields:
+            differs |= bars[name][same] != bars[name][same - 1]
+        if differs.any():
+            j = int(same[np.argmax(differs)])
+            when = pd.Timestamp(int(bars["open_time_ms"][j]), unit="ms", tz="UTC")
+            raise DataError(
+                f"{parts[int(owner[j - 1])][1]} and {parts[int(owner[j])][1]} both hold the bar opening {when} "
+                "with different values"
+            )
+        keep = np.ones(bars.size, dtype=bool)
+        keep[same] = False
+        bars = bars[keep]
+    sources = tuple(parts[i][1] for i in order)
+    quality = kline_quality(bars, interval_ms, source=" + ".join(sources), duplicates=int(same.size))
+    return MergedKlines(bars=bars, quality=quality, sources=sources, overlaps=int(same.size))

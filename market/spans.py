@@ -175,3 +175,67 @@ def split_tail(span: Span, step_time_ms: np.ndarray, fraction: float, *, gap: in
     head = make_span(f"{span.name}_train", step_time_ms, span.start, head_end)
     tail = make_span(f"{span.name}_validation", step_time_ms, tail_start, span.end)
     return head, tail
+
+
+# ----------------------------------------------------------------------------------------------- warm-up
+
+
+@dataclass(frozen=True, slots=True)
+class Warmup:
+    """Where every window of a timeline's state is full of defined values.
+
+    Attributes
+    ----------
+    first_full : int
+        The first step at which every component below is full (``n_steps`` when none is).
+    by_component : dict of name -> int
+        Per component, the first step at which it is full: a bar window when its oldest row is past its
+        indicators' warm-up (``window - 1`` closed rows plus the forming bar, or ``window`` closed rows, each
+        with ``indicator_bars - 1`` rows before it), the regime vector at its longest column's warm-up row.
+    rule : str
+        The sentence that says how it was computed.
+    """
+
+    first_full: int
+    by_component: dict[str, int]
+    rule: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"first_full": self.first_full, "by_component": dict(self.by_component), "rule": self.rule}
+
+
+def warmup_of(timeline: Any, *, indicator_bars: int, regime_rows: int) -> Warmup:
+    """The warm-up of ``timeline`` (a ``MarketTimeline``): per window and vector, the first full step.
+
+    Parameters
+    ----------
+    timeline : MarketTimeline
+    indicator_bars : int
+        Bars the slowest bar indicator needs before it is defined (``max(market.indicators.warmup_bars())``).
+    regime_rows : int
+        The regime vector's last neutral row (``max(market.regime.warmup_rows())``).
+
+    Notes
+    -----
+    The Williams structure has no fixed warm-up (it waits for swings the data confirms) and the agent's
+    features none; neither is counted.
+    """
+    n = int(timeline.n_steps)
+    by: dict[str, int] = {}
+    for comp in timeline.layout.components:
+        if comp.kind == "window" and comp.name in timeline.windows:
+            src = timeline.windows[comp.name]
+            closed = comp.rows - 1 if src.forming is not None else comp.rows
+            need = closed + max(indicator_bars, 1) - 1
+            real = np.asarray(src.last, dtype=np.int64) - src.pad + 1
+            full = np.flatnonzero(real >= need)
+            by[comp.name] = int(full[0]) if full.size else n
+        elif comp.name == "regime" and comp.name in timeline.vectors:
+            by[comp.name] = min(int(regime_rows), n)
+    first = max(by.values(), default=0)
+    rule = (
+        f"first step where every bar window's oldest row has its indicators ({indicator_bars} bars) and the regime "
+        f"vector is past row {regime_rows}; Williams structure has no fixed warm-up and is not counted"
+    )
+    return Warmup(first_full=first, by_component=by, rule=rule)

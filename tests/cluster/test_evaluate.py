@@ -173,7 +173,7 @@ def test_reported_figures_are_the_metrics_of_the_recorded_curve(real_run) -> Non
 
 def test_synthetic_history_with_recorded_spans_and_the_policys_cnn_is_said_synthetic(tmp_path: Path) -> None:
     config = ExperimentConfig(name="eval-synth", data=DataConfig(source="synthetic"))
-    history = load_history(config.data, config.symbols, synthetic_days=2, synthetic_tick_minutes=1)
+    history = load_history(config.data, config.symbols, synthetic_days=3, synthetic_tick_minutes=1)
     state = StateConfig(profile="tiny")
     timeline = build_timeline(history.market_data(config.symbols, ticks=False), state, config.indicators)
     split = split_spans(
