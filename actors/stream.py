@@ -22,6 +22,7 @@ from market.bars import IncrementalBars, timeframe_chain
 from market.config import BarsConfig, IndicatorConfig, StrictModel, SymbolsConfig
 from market.datasets import load_klines
 from market.errors import ConfigError, DataError, RayscalpError
+from market.indicator_registry import OHLCV, Ohlcv
 from market.indicators import FEATURE_NAMES, IndicatorSet
 from market.records import BAR_DTYPE, BOOK_TICKER_DTYPE, TRADE_DTYPE
 from market.timeframes import timeframe_ms
@@ -48,7 +49,6 @@ __all__ = [
     "UnknownConsumerError",
 ]
 
-_N_FEATURES = len(FEATURE_NAMES)
 _EMPTY_BARS = np.zeros(0, dtype=BAR_DTYPE)
 _EMPTY_TRADES = np.zeros(0, dtype=TRADE_DTYPE)
 _NAN = float("nan")
@@ -107,6 +107,10 @@ class StreamConfig(StrictModel):
     warm_start : mapping of symbol -> timeframe -> Path
         Kline files (any layout ``market.datasets.load_klines`` reads, at that timeframe) whose bars that
         closed before a symbol's first live trade fill its windows.
+    max_time_ahead_ms : int
+        A trade more than this far ahead of the symbol's clock (its last trade time, plus the wall time
+        since that trade came in; the wall clock before the first one) is refused and counted
+        (``future_refused``), never aggregated: a forged time cannot block the trades after it.
     """
 
     storage_dir: Path = Path("data/stream")
@@ -124,6 +128,7 @@ class StreamConfig(StrictModel):
     stale_after_ms: int = Field(5_000, gt=0)
     chart_bars: int = Field(120, gt=0)
     warm_start: dict[str, dict[str, Path]] = Field(default_factory=dict)
+    max_time_ahead_ms: int = Field(3_600_000, gt=0, le=7 * 86_400_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> StreamConfig:
@@ -205,6 +210,7 @@ class SymbolStats:
     bid: float
     ask: float
     spread: float
+    future_refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +368,7 @@ class _BarSeries:
 
     def __init__(self, kept: int, warmup: int, config: IndicatorConfig) -> None:
         self._bars = _Ring(kept, BAR_DTYPE)
-        self._features = _Ring(kept, np.float64, _N_FEATURES)
+        self._features = _Ring(kept, np.float64, len(FEATURE_NAMES))  # the registered indicators' columns
         self._config = config
         self._indicators = IndicatorSet(config)
         self._refeed = kept + warmup  # bars the indicators are re-run over after a reset
@@ -397,10 +403,10 @@ class _BarSeries:
             # a burst longer than the window: the skipped bars would be cut anyway; reseed the indicators
             bars = bars[bars.size - self._refeed :]
             self._indicators = IndicatorSet(self._config)
-        rows = np.empty((bars.size, _N_FEATURES), dtype=np.float64)
+        rows = np.empty((bars.size, len(FEATURE_NAMES)), dtype=np.float64)
         update = self._indicators.update
-        for i, close in enumerate(bars["close"].tolist()):
-            rows[i] = update(close)
+        for i, bar in enumerate(zip(*(bars[f].tolist() for f in OHLCV), strict=True)):
+            rows[i] = update(Ohlcv(*bar))
         self._bars.append(bars)
         self._features.append(rows)
         self.closed += int(bars.size)
@@ -413,8 +419,8 @@ class _BarSeries:
     def forming(self, bar: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The forming bar (length 0 or 1) and its indicator row as it stands (peek, state unchanged)."""
         if bar is None or int(bar["open_time_ms"][0]) <= self.last_open_ms:
-            return _EMPTY_BARS.copy(), np.zeros((0, _N_FEATURES))
-        return bar.copy(), self._indicators.peek(float(bar["close"][0]))[None, :]
+            return _EMPTY_BARS.copy(), np.zeros((0, len(FEATURE_NAMES)))
+        return bar.copy(), self._indicators.peek(Ohlcv.of(bar[0]))[None, :]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -450,6 +456,8 @@ class _SymbolState:
         self.restored = 0
         self.unannounced_missing = 0
         self.out_of_sequence = 0  # trades refused because they did not continue from the last id
+        self.max_ahead_ms = config.max_time_ahead_ms
+        self.future = 0  # trades refused as too far ahead of the clock
         self.last_error = ""
 
     # -- live path -----------------------------------------------------------------------------------
@@ -479,7 +487,7 @@ class _SymbolState:
             # and the resend after it fills the hole.
             self.out_of_sequence += int(trades.size)
             return _EMPTY_TRADES, {}
-        good = self._valid(trades)
+        good = self._valid(trades, now_ms)
         n_bad = int(trades.size - np.count_nonzero(good))
         self._note_missing(trades["trade_id"])
         self.last_id = int(trades["trade_id"][-1])
@@ -504,12 +512,16 @@ class _SymbolState:
                 self.pending_bars[tf].append(bars)
         return trades, closed
 
-    def _valid(self, trades: np.ndarray) -> np.ndarray:
-        """Trades the bars accept: positive finite price, finite non-negative qty, time not going back."""
+    def _valid(self, trades: np.ndarray, now_ms: int) -> np.ndarray:
+        """Trades the bars accept: positive finite price, finite non-negative qty, time not going back
+        and not too far ahead of the clock."""
         price = trades["price"]
         qty = trades["qty"]
         ok = np.isfinite(price) & (price > 0) & np.isfinite(qty) & (qty >= 0)
         time_ms = trades["time_ms"]
+        near = self._near_clock(time_ms, ok, now_ms)
+        self.future += int(np.count_nonzero(ok & ~near))
+        ok &= near
         reached = np.where(ok, time_ms, np.iinfo(np.int64).min)
         before = np.empty(time_ms.size, dtype=np.int64)
         before[0] = self.last_time_ms
@@ -517,6 +529,33 @@ class _SymbolState:
             np.maximum.accumulate(reached[:-1], out=before[1:])
             np.maximum(before[1:], self.last_time_ms, out=before[1:])
         return ok & (time_ms >= before)
+
+    def _near_clock(self, time_ms: np.ndarray, ok: np.ndarray, now_ms: int) -> np.ndarray:
+        """Whether each trade is within ``max_time_ahead_ms`` of the clock (the trades accepted before it count).
+
+        Before any trade came in (or right after a restore) the bound is the wall clock (or the last
+        trade time, if later) plus the allowance; after that it is the last accepted trade time plus the
+        allowance plus the wall time since the symbol last received a trade, so an outage does not lock
+        the stream out. Refusing one trade lowers the clock the next ones are held to: repeat until stable.
+        """
+        ahead = self.max_ahead_ms
+        if self.last_time_ms < 0 or self.last_recv_wall_ms < 0:
+            return time_ms <= max(now_ms, self.last_time_ms) + ahead
+        allowance = ahead + max(0, now_ms - self.last_recv_wall_ms)
+        keep = ok
+        for _ in range(64):
+            reached = np.where(keep, time_ms, self.last_time_ms)
+            prior = np.empty(time_ms.size, dtype=np.int64)
+            prior[0] = self.last_time_ms
+            if time_ms.size > 1:
+                np.maximum.accumulate(reached[:-1], out=prior[1:])
+                np.maximum(prior[1:], self.last_time_ms, out=prior[1:])
+            near = time_ms <= prior + allowance
+            again = ok & near
+            if np.array_equal(again, keep):
+                break
+            keep = again
+        return near & keep | ~ok
 
     def _jumps_unannounced(self, first_id: int) -> bool:
         """Whether ``first_id`` skips ids after the last one seen that no recorded gap covers."""
@@ -619,6 +658,7 @@ class _SymbolState:
             bid=bid,
             ask=ask,
             spread=spread,
+            future_refused=self.future,
         )
 
 
@@ -988,7 +1028,7 @@ class UnifiedStream:
             built_ms=int(self._clock()),
             window=cfg.bars.window,
             tick_window=cfg.packet_ticks,
-            feature_names=FEATURE_NAMES,
+            feature_names=tuple(FEATURE_NAMES),
             traded=self._symbols[traded].windows(cfg.bars.window, cfg.packet_ticks),
             reference=self._symbols[reference].windows(cfg.bars.window, cfg.packet_ticks),
         )

@@ -31,6 +31,7 @@ from .timeframes import TIMEFRAME_MS, timeframe_ms
 
 __all__ = [
     "DEFAULT_TIMEFRAMES",
+    "MAX_FILL_S",
     "IncrementalBars",
     "aggregate_bars",
     "build_timeframes",
@@ -40,6 +41,10 @@ __all__ = [
 
 #: The timeframes of the default state profile.
 DEFAULT_TIMEFRAMES: tuple[str, ...] = ("1s", "1m", "1h", "1d")
+
+#: Most 1s bars one call of :class:`IncrementalBars` closes (a week): a later time is refused before any
+#: allocation, so a trade stamped years ahead cannot ask for gigabytes of empty bars.
+MAX_FILL_S = 7 * 86_400
 
 _TICK_MS = TIMEFRAME_MS["1s"]
 _EMPTY_BARS = np.zeros(0, dtype=BAR_DTYPE)
@@ -598,6 +603,16 @@ def build_timeframes(
 # --------------------------------------------------------------------------------------------------
 
 
+def _check_fill(from_sec: int, t_ms: int) -> None:
+    """Refuse a time that would close more than :data:`MAX_FILL_S` 1s bars at once (before allocating them)."""
+    seconds = t_ms // _TICK_MS - from_sec
+    if seconds > MAX_FILL_S:
+        raise DataError(
+            f"time_ms={t_ms} is {seconds} s after the forming 1s bar (open {from_sec * _TICK_MS} ms); at most "
+            f"{MAX_FILL_S} s of bars are closed at once"
+        )
+
+
 class IncrementalBars:
     """Live bars of one symbol for several timeframes, fed with batches of time-ordered trades.
 
@@ -680,6 +695,7 @@ class IncrementalBars:
         _check_trades(trades, self._horizon, self._clock)
         time = trades["time_ms"]
         t_last = int(time[-1])
+        _check_fill(self._sec if self._started else int(time[0]) // _TICK_MS, t_last)
         if not self._started:
             self._started = True
             self._sec = int(time[0]) // _TICK_MS
@@ -713,6 +729,8 @@ class IncrementalBars:
         t_ms = int(t_ms)
         if self._horizon is not None and t_ms < self._horizon:
             return dict(self._empty)
+        if self._started:
+            _check_fill(self._sec, t_ms + 1)
         self._forming_cache.clear()
         self._clock = t_ms if self._clock is None else max(self._clock, t_ms)
         self._horizon = t_ms + 1

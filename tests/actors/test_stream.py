@@ -578,3 +578,39 @@ def test_a_batch_that_skips_ids_no_gap_covers_is_refused_until_the_resend_fills_
     assert stream.stats().symbols[ETH].last_trade_id == int(eth["trade_id"][299])
     want = build_timeframes(eth[:300], TIMEFRAMES)
     assert_bars_identical(stream.bars(ETH)["1s"], want["1s"][-301:], "1s after the resend")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ahead_ms", [86_400_000, 5 * 365 * 86_400_000], ids=["one_day", "five_years"])
+def test_a_trade_far_ahead_of_the_clock_is_refused_and_counted_and_the_real_trades_after_it_go_on(
+    captures: dict[str, object], tmp_path: Path, ahead_ms: int
+) -> None:
+    # Real ETHUSDT trades; the one at index k is replaced by a forgery with its id and a time far ahead
+    # (a day once refused the next 300 real trades; five years once raised MemoryError in the bars).
+    real = captures[ETH].trades[:3_000]
+    k = 1_000
+    forged = real.copy()
+    forged["time_ms"][k] += ahead_ms
+    stream = UnifiedStream(config(tmp_path, flush_interval_ms=0), clock=FakeClock())
+    for seq, cut in enumerate(range(0, real.size, 500), start=1):
+        stream.ingest(TickBatch(source="capture", seq=seq, trades={ETH: forged[cut : cut + 500]}))
+    stats = stream.stats().symbols[ETH]
+    assert stats.future_refused == 1 and stats.rejected_trades == 1
+    assert stats.ticks_received == real.size - 1
+    kept = np.delete(real, k)  # the forgery took the real trade's id: that one is lost, nothing after it
+    assert_matches_batch(stream, {ETH: kept}, kept=300)
+    assert f"trade_id={int(real['trade_id'][k])}" in stream.stats().last_error
+
+
+def test_incremental_bars_refuse_a_fill_of_more_than_a_week_before_allocating() -> None:
+    from market.bars import MAX_FILL_S, IncrementalBars
+
+    bars = IncrementalBars(TIMEFRAMES)
+    t0 = MIDNIGHT_MS
+    bars.update(synthetic_trades([t0, t0 + 10]))
+    with pytest.raises(DataError, match=f"at most {MAX_FILL_S} s"):
+        bars.update(synthetic_trades([t0 + 5 * 365 * 86_400_000], first_id=3))
+    with pytest.raises(DataError, match="at most"):
+        bars.advance_to(t0 + 8 * 86_400_000)
+    closed = bars.update(synthetic_trades([t0 + 2_000], first_id=3))  # the state is as before the refusals
+    assert closed["1s"]["open_time_ms"].tolist() == [t0, t0 + 1_000]
