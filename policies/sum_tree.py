@@ -20,15 +20,25 @@ second, cpprb interleaved, one run on a shared 2-core machine): fanout 2 (a bina
 under the top) 1,060/s (cpprb 1,472/s), 4 1,568/s, 8 2,068/s, 16 2,002-2,227/s, 32 1,308-1,870/s,
 64 1,102-1,389/s, 128 1,010/s. Default: fanout 16 under a top of at most 4,096 nodes (at 1M leaves
 1,000,192 -> 62,512 -> 3,907), the fewest levels among the fastest.
+
+Backends (``backend=``): ``"torch"`` is the code above and the reference; ``"numba"`` (CPU) runs a whole batch's
+descent, and a whole batch write with its refresh, each in one compiled call (``policies.sum_tree_kernel``);
+``"flat"`` searches one cumulative sum of the leaves, rebuilt lazily after writes: two device kernels per
+search whatever the depth, for CUDA, where the descent's cost is its ~4 launches per level. ``"auto"`` picks
+numba on a CPU where it imports (torch otherwise) and flat on CUDA. All levels live in one flat float64 store.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from market.errors import ConfigError
 
+from . import sum_tree_kernel
+
 _INF = float("inf")
+BACKENDS = ("auto", "torch", "numba", "flat")
 
 
 class SumMinTree:
@@ -48,6 +58,8 @@ class SumMinTree:
     top_width : int
         The top level is the first with at most this many nodes; it is searched flat and summed
         whole into the root on every write.
+    backend : str
+        ``"auto"``, ``"torch"`` (the reference), ``"numba"`` (CPU only) or ``"flat"`` (module docstring).
     """
 
     def __init__(
@@ -56,6 +68,7 @@ class SumMinTree:
         fanout: int = 16,
         device: str | torch.device = "cpu",
         top_width: int = 4096,
+        backend: str = "auto",
     ) -> None:
         if capacity <= 0:
             raise ConfigError(f"SumMinTree capacity must be positive (got {capacity})")
@@ -63,6 +76,8 @@ class SumMinTree:
             raise ConfigError(f"SumMinTree fanout must be a power of two in [2, 1024] (got {fanout})")
         if top_width < 1:
             raise ConfigError(f"SumMinTree top_width must be at least 1 (got {top_width})")
+        if backend not in BACKENDS:
+            raise ConfigError(f"SumMinTree backend must be one of {BACKENDS} (got {backend!r})")
         self.capacity = capacity
         self.fanout = fanout
         self.device = torch.device(device)
@@ -77,23 +92,61 @@ class SumMinTree:
             sizes[lvl] = sizes[lvl + 1] * fanout
         self.sizes = tuple(sizes)
         f64 = {"dtype": torch.float64, "device": self.device}
+        # Every sum level in one flat store (leaves, one scratch slot, then each inner level), and every inner
+        # min level in another, so a compiled kernel takes each tree as one array and a table of offsets.
+        offsets = [0, sizes[0] + 1]
+        for n in sizes[1:-1]:
+            offsets.append(offsets[-1] + n)
+        self._sum_store = torch.zeros(offsets[-1] + sizes[-1] if len(sizes) > 1 else sizes[0] + 1, **f64)
+        min_offsets = [0]
+        for n in sizes[1:]:
+            min_offsets.append(min_offsets[-1] + n)
+        self._min_store = torch.full((max(min_offsets[-1], 1),), _INF, **f64)
         # One scratch slot past the leaves absorbs the writes that lose a last-write-wins race.
-        self._leaf_store = torch.zeros(sizes[0] + 1, **f64)
+        self._leaf_store = self._sum_store[: sizes[0] + 1]
         self._scratch = sizes[0]
         # Per-slot stamps for resolving repeated indices (last write wins): every set() stamps its
         # entries with batch positions offset past all earlier stamps, so stale stamps never win.
         self._winner = torch.full((sizes[0] + 1,), -1, dtype=torch.int32, device=self.device)
         self._stamp = 0
         self.sums: list[torch.Tensor] = [self._leaf_store[: sizes[0]]]
-        self.sums += [torch.zeros(n, **f64) for n in sizes[1:]]
+        self.sums += [self._sum_store[offsets[lvl] : offsets[lvl] + n] for lvl, n in enumerate(sizes) if lvl]
         # mins[0] is the shared leaves: the min tree reads them with zeros taken as +inf.
         self.mins: list[torch.Tensor] = [self.sums[0]]
-        self.mins += [torch.full((n,), _INF, **f64) for n in sizes[1:]]
+        self.mins += [self._min_store[min_offsets[lvl - 1] : min_offsets[lvl]] for lvl in range(1, len(sizes))]
         # The top level's inclusive and exclusive prefix sums, kept current by every write: the
         # root total is the last inclusive prefix, and sampling searches the exclusive one.
         self._top_cs = torch.zeros(sizes[-1], **f64)
         self._top_excl = torch.zeros(sizes[-1], **f64)
         self._top_min = torch.full((1,), _INF, **f64)
+        self.backend = self._pick_backend(backend)
+        # The flat backend's inclusive prefix sums of the leaves, rebuilt on the first search after a write.
+        self._leaf_cs: torch.Tensor | None = None
+        if self.backend == "numba":
+            # numpy views of the same memory, and the offsets of each level in the flat stores.
+            self._np = {
+                "sums": self._sum_store.numpy(),
+                "mins": self._min_store.numpy(),
+                "top_cs": self._top_cs.numpy(),
+                "top_excl": self._top_excl.numpy(),
+                "top_min": self._top_min.numpy(),
+                "offsets": np.asarray(offsets[: len(sizes)], dtype=np.int64),
+                # Offset of min level l at index l (level 0, the leaves, is read from the sum store).
+                "min_offsets": np.asarray([0] + min_offsets[: len(sizes) - 1], dtype=np.int64),
+                "sizes": np.asarray(sizes, dtype=np.int64),
+            }
+
+    def _pick_backend(self, backend: str) -> str:
+        on_cpu = self.device.type == "cpu"
+        if backend == "auto":
+            if not on_cpu:
+                return "flat"
+            return "numba" if sum_tree_kernel.kernels() else "torch"
+        if backend == "numba" and not on_cpu:
+            raise ConfigError(f"SumMinTree backend 'numba' runs on the CPU only (device {self.device})")
+        if backend == "numba" and not sum_tree_kernel.kernels():
+            raise ConfigError("SumMinTree backend 'numba' needs numba, which does not import here")
+        return backend
 
     # ------------------------------------------------------------------ reading
     @property
@@ -154,6 +207,10 @@ class SumMinTree:
         """
         if indices.numel() == 0:
             return
+        self._leaf_cs = None
+        if self.backend == "numba":
+            self._set_compiled(indices, values, apply)
+            return
         if unique and apply is None:
             self._leaf_store.index_put_((indices,), values)
         else:
@@ -166,6 +223,19 @@ class SumMinTree:
             won = self._winner.index_select(0, target) == pos
             self._leaf_store.index_put_((torch.where(won, target, self._scratch),), values)
         self._refresh(indices)
+
+    def _set_compiled(self, indices: torch.Tensor, values: torch.Tensor, apply: torch.Tensor | None) -> None:
+        """The batch write and refresh in one numba call (sequential writes: the last applied one wins)."""
+        a = self._np
+        _, write = sum_tree_kernel.kernels()
+        idx = np.ascontiguousarray(indices.numpy(), dtype=np.int64)
+        vals = np.ascontiguousarray(values.numpy(), dtype=np.float64)
+        use_apply = apply is not None
+        flags = np.ascontiguousarray(apply.numpy(), dtype=np.bool_) if use_apply else np.zeros(1, np.bool_)
+        write(
+            a["sums"], a["mins"], a["offsets"], a["min_offsets"], a["sizes"], self._shift, self.fanout,
+            idx, vals, flags, use_apply, a["top_cs"], a["top_excl"], a["top_min"],
+        )  # fmt: skip
 
     def _next_stamps(self, n: int) -> torch.Tensor:
         """Stamps ``[n]`` greater than every stamp handed out before (the table restarts near 2^31)."""
@@ -222,6 +292,16 @@ class SumMinTree:
             a caller whose empty leaves all sit past ``limit`` (a ring buffer) passes it and so never
             gets an empty leaf.
         """
+        cap = self.capacity if limit is None else limit
+        if self.backend == "numba":
+            a = self._np
+            find, _ = sum_tree_kernel.kernels()
+            masses = np.ascontiguousarray(mass.reshape(-1).numpy(), dtype=np.float64)
+            out = np.empty(masses.shape[0], dtype=np.int64)
+            find(a["sums"], a["offsets"], self.depth, self.fanout, a["top_excl"], masses, cap, out)
+            return torch.from_numpy(out)
+        if self.backend == "flat":
+            return self._find_flat(mass.reshape(-1), cap)
         K = self.fanout
         m = mass.unsqueeze(1) if mass.dim() == 1 else mass
         # Top: the last node whose exclusive prefix is <= m (node 0's is 0 and masses are >= 0).
@@ -237,7 +317,16 @@ class SumMinTree:
                 # negative mass just selects the first child below.
                 m = m - (cs - rows).gather(1, child)
             node = child.add_(node, alpha=K)
-        return node.view(-1).clamp_(max=(self.capacity if limit is None else limit) - 1)
+        return node.view(-1).clamp_(max=cap - 1)
+
+    def _find_flat(self, mass: torch.Tensor, cap: int) -> torch.Tensor:
+        """The first leaf whose inclusive prefix exceeds the mass, by one search of the leaves' cumulative sum.
+
+        A zero leaf never holds a mass: its inclusive prefix equals its predecessor's, which was found first.
+        """
+        if self._leaf_cs is None:
+            self._leaf_cs = torch.cumsum(self.sums[0], 0)
+        return torch.searchsorted(self._leaf_cs, mass, right=True).clamp_(max=cap - 1)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -259,6 +348,7 @@ class SumMinTree:
                 raise ConfigError(f"tree state {key!r}: expected {tuple(dst.shape)} {dst.dtype}, got {got}")
         for key, dst in targets.items():
             dst.copy_(state[key])
+        self._leaf_cs = None
 
 
 def _as_min(values: torch.Tensor, leaves: bool) -> torch.Tensor:
