@@ -45,10 +45,17 @@ class CheckpointConfig(StrictModel):
 
 
 class ExplorationConfig(StrictModel):
-    """Ape-X exploration: worker ``i`` of ``N`` acts with ``eps_i = base^(1 + alpha i / (N - 1))``."""
+    """Exploration. Ape-X: worker ``i`` of ``N`` acts with ``eps_i = base^(1 + alpha i / (N - 1))``.
+
+    A single-process run (``rayscalp train --local``) has one epsilon instead, decayed linearly from
+    ``decay_start`` to ``decay_end`` over the first ``decay_fraction`` of its budget.
+    """
 
     base: float = Field(0.4, gt=0.0, lt=1.0)
     alpha: float = Field(7.0, ge=0.0)
+    decay_start: float = Field(1.0, ge=0.0, le=1.0)
+    decay_end: float = Field(0.02, ge=0.0, le=1.0)
+    decay_fraction: float = Field(0.5, gt=0.0, le=1.0)
 
 
 class LearnerResources(StrictModel):

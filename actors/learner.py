@@ -257,16 +257,7 @@ class LearnerCore:
             self.counters.dropped_batches += 1
             return False
         tr = batch.transitions
-        self.replay.add(
-            tr.step,
-            tr.next_step,
-            tr.agent,
-            tr.next_agent,
-            tr.action,
-            tr.n_return,
-            tr.discount,
-            priorities=batch.priorities,
-        )
+        self.replay.add(tr, batch.priorities)
         c = self.counters
         c.env_steps += int(batch.env_steps)
         c.transitions += len(tr)

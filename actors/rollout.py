@@ -24,20 +24,17 @@ from market.features import gather
 from market.layout import AGENT_FEATURES
 from market.seeding import derive_rng, derive_seed
 from market.timeline import MarketTimeline
-from policies.collector import TransitionCollector
-from policies.config import TrainingConfig
+from policies.acting import act
+from policies.collector import TransitionCollector, next_states
+from policies.config import ReplayConfig, TrainingConfig
 from policies.dqn import QNetwork, QNetworkConfig
-from policies.nstep import CompactTransitions
-from policies.trainer import act
+from policies.learning import double_dqn_target
+from policies.transitions import Transitions
 
 from .apex_config import ApexConfig, apex_epsilon
 from .metrics import record
 
 logger = logging.getLogger(__name__)
-
-#: Added to |TD| so that no transition has zero priority (the learner's ``DQNLearner`` adds the same).
-PRIORITY_EPS = 1e-6
-
 
 @dataclass(frozen=True, slots=True)
 class RolloutBatch:
@@ -47,10 +44,10 @@ class RolloutBatch:
     ----------
     worker, incarnation : int
         Which worker, and which start of it (a restart after a kill is a new incarnation).
-    transitions : CompactTransitions
-        ``M`` n-step transitions, in the replay's row format.
+    transitions : Transitions
+        ``M`` n-step transitions (numpy), what ``PrioritizedReplay.add`` takes.
     priorities : array [M] float64
-        Initial priorities ``|TD| + eps`` under the worker's local network (online and target alike).
+        Initial priorities ``|TD| + priority_eps`` under the worker's local network (online and target alike).
     env_steps : int
         Env steps (over all of its envs) taken to produce them.
     episode_returns : array [E] float64
@@ -62,7 +59,7 @@ class RolloutBatch:
 
     worker: int
     incarnation: int
-    transitions: CompactTransitions
+    transitions: Transitions
     priorities: np.ndarray
     env_steps: int
     episode_returns: np.ndarray
@@ -99,6 +96,8 @@ class RolloutWorkerCore:
         The run's CNN component (``None``: the slots are zero).
     session, incarnation : int
         How many driver sessions and restarts of this worker came before (they pick fresh seeds).
+    priority_eps : float
+        Added to ``|TD|`` in the initial priorities (``replay.priority_eps``, as the learner adds it).
     """
 
     def __init__(
@@ -116,8 +115,10 @@ class RolloutWorkerCore:
         cnn_pred: np.ndarray | None = None,
         session: int = 0,
         incarnation: int = 0,
+        priority_eps: float = ReplayConfig().priority_eps,
     ) -> None:
         self.index = index
+        self.priority_eps = float(priority_eps)
         self.incarnation = incarnation
         self.timeline = timeline
         self.cnn_hidden, self.cnn_pred = cnn_hidden, cnn_pred
@@ -155,7 +156,7 @@ class RolloutWorkerCore:
         self.steps_since_sync = 0
 
     # ------------------------------------------------------------------------------------------ acting
-    def step(self) -> tuple[CompactTransitions | None, np.ndarray]:
+    def step(self) -> tuple[Transitions | None, np.ndarray]:
         """One step of every env; returns the transitions completed and the returns of episodes that ended."""
         actions, _ = act(self.net, self.obs, self.epsilon, self.rng, self._device)
         info = self.info
@@ -163,9 +164,7 @@ class RolloutWorkerCore:
         self.obs, rewards, terminated, truncated, info = self.env.step(actions)
         self.info = info
         done = info["done"]
-        next_steps = np.where(done, info.get("final_step", info["step"]), info["step"])
-        next_agents = np.where(done[:, None], info.get("final_agent", info["agent"]), info["agent"])
-        made = self.collector.record(steps, agents, actions, rewards, terminated, truncated, next_steps, next_agents)
+        made = self.collector.record(steps, agents, actions, rewards, terminated, truncated, *next_states(info))
         k = self.env.num_envs
         self.env_steps += k
         self.steps_since_sync += k
@@ -173,7 +172,7 @@ class RolloutWorkerCore:
 
     def collect(self) -> RolloutBatch:
         """Step until at least ``send_every`` transitions are complete; return them with their priorities."""
-        parts: list[CompactTransitions] = []
+        parts: list[Transitions] = []
         returns: list[np.ndarray] = []
         count, start = 0, self.env_steps
         version = self.weights_version
@@ -184,7 +183,7 @@ class RolloutWorkerCore:
                 count += len(made)
             if ended.size:
                 returns.append(ended)
-        transitions = CompactTransitions.concat(parts)
+        transitions = Transitions.concat(parts)
         return RolloutBatch(
             worker=self.index,
             incarnation=self.incarnation,
@@ -197,9 +196,9 @@ class RolloutWorkerCore:
         )
 
     @torch.no_grad()
-    def priorities(self, tr: CompactTransitions) -> np.ndarray:
-        """``|TD| + eps`` of transitions under the local network in both roles (Ape-X's initial priorities):
-        the double-DQN target with online = target is ``R + discount * max_a Q(s', a)``."""
+    def priorities(self, tr: Transitions) -> np.ndarray:
+        """``|TD| + priority_eps`` of transitions under the local network in both roles (Ape-X's initial
+        priorities): the learner's double-DQN target with online = target, ``R + discount * max_a Q(s', a)``."""
         m = len(tr)
         states = gather(
             self.timeline,
@@ -209,9 +208,10 @@ class RolloutWorkerCore:
             self.cnn_pred,
         )
         q = self.net(torch.from_numpy(states))
-        q_sa = q[:m].gather(1, torch.from_numpy(tr.action).long().unsqueeze(1)).squeeze(1)
-        target = torch.from_numpy(tr.n_return) + torch.from_numpy(tr.discount) * q[m:].max(dim=1).values
-        return ((target - q_sa).abs() + PRIORITY_EPS).double().numpy()
+        t = tr.to_torch()
+        q_sa = q[:m].gather(1, t.action.unsqueeze(1)).squeeze(1)
+        target = double_dqn_target(t, q[m:], q[m:])
+        return ((target - q_sa).abs() + self.priority_eps).double().numpy()
 
 
 # --------------------------------------------------------------------------------------------- Ray shell
@@ -228,6 +228,7 @@ class WorkerSetup:
     training: TrainingConfig
     apex: ApexConfig
     seed: int
+    priority_eps: float = ReplayConfig().priority_eps
 
 
 @ray.remote(num_cpus=1, max_restarts=-1)
@@ -277,6 +278,7 @@ class RolloutWorker:
             cnn_pred=pred,
             session=session,
             incarnation=incarnation,
+            priority_eps=setup.priority_eps,
         )
         self._readonly = not np.asarray(timeline.base_close).flags.writeable
         self._latest: tuple[int, Any] | None = None

@@ -399,13 +399,20 @@ def paper_kill(reason: str) -> None:
 @CONFIG_OPTION
 @SET_OPTION
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in apex.checkpoint.storage.")
-def train(config_path: Path | None, overrides: tuple[str, ...], resume: bool) -> None:
-    """Distributed (Ape-X) training on Ray to the configured budget, then a greedy evaluation."""
-    from cluster.train import apex_config
+@click.option("--local", is_flag=True, help="Single-process double DQN (cluster/train_local.py), no Ray.")
+def train(config_path: Path | None, overrides: tuple[str, ...], resume: bool, local: bool) -> None:
+    """Ape-X training on Ray (or, with --local, in one process) to the configured budget, then a greedy evaluation."""
+    cfg = _load(config_path, overrides)
+    if local:
+        if resume:
+            raise click.UsageError("--resume is for Ape-X runs; a --local run starts afresh")
+        from cluster.train_local import train_local
+
+        train_local(cfg)
+        return
     from cluster.train import train as run_training
 
-    cfg = _load(config_path, overrides)
-    run_training(cfg, apex_config(cfg), resume=resume)
+    run_training(cfg, resume=resume)
 
 
 @main.command("train-cnn")

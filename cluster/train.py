@@ -22,7 +22,6 @@ import numpy as np
 import orjson
 import ray
 import torch
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -32,14 +31,15 @@ from actors.learner import LearnerActor, LearnerReply, LearnerSetup
 from actors.metrics import record
 from actors.rollout import RolloutWorker, WorkerSetup, worker_seed
 from market.baselines import run_baselines
-from market.env import EnvConfig, TradingEnv
+from market.env import EnvConfig
 from market.errors import ConfigError, RayscalpError
 from market.spans import split_spans
 from market.timeline import MarketTimeline
 from market.timeline_builder import MarketData, build_timeline
+from policies.acting import greedy_run
 from policies.dqn import QNetwork
 
-from .config import ExperimentConfig, apply_override, format_validation_error, load_config, resolved_dict
+from .config import ExperimentConfig, load_config, resolved_dict
 from .data.history import History, load_history
 from .runinfo import make_run_record, new_run_id, write_run_record
 
@@ -120,18 +120,18 @@ def head_timeline(timeline: MarketTimeline, end: int) -> MarketTimeline:
 
 def _first_steps(data: MarketData, base_timeframe: str, steps: int) -> MarketData:
     """The history cut to its first ``steps`` base steps (bars of the base timeframe, or ticks by time)."""
-    if data.eth_trades is not None and data.eth_trades.size:
+    if data.traded_trades is not None and data.traded_trades.size:
         from market.timeframes import TIMEFRAME_MS
 
-        end_ms = int(data.eth_trades["time_ms"][0]) + steps * TIMEFRAME_MS[base_timeframe]
-        eth = data.eth_trades[data.eth_trades["time_ms"] < end_ms]
-        btc = None if data.btc_trades is None else data.btc_trades[data.btc_trades["time_ms"] < end_ms]
-        return dataclasses.replace(data, eth_trades=eth, btc_trades=btc)
-    eth_bars, btc_bars = dict(data.eth_bars), dict(data.btc_bars)
+        end_ms = int(data.traded_trades["time_ms"][0]) + steps * TIMEFRAME_MS[base_timeframe]
+        eth = data.traded_trades[data.traded_trades["time_ms"] < end_ms]
+        btc = None if data.reference_trades is None else data.reference_trades[data.reference_trades["time_ms"] < end_ms]
+        return dataclasses.replace(data, traded_trades=eth, reference_trades=btc)
+    eth_bars, btc_bars = dict(data.traded_bars), dict(data.reference_bars)
     for bars in (eth_bars, btc_bars):
         if base_timeframe in bars:
             bars[base_timeframe] = bars[base_timeframe][:steps]
-    return dataclasses.replace(data, eth_bars=eth_bars, btc_bars=btc_bars)
+    return dataclasses.replace(data, traded_bars=eth_bars, reference_bars=btc_bars)
 
 
 def fill_cnn(
@@ -247,7 +247,6 @@ class Evaluation:
         return dataclasses.asdict(self)
 
 
-@torch.no_grad()
 def evaluate_greedy(
     weights: dict[str, torch.Tensor], config: ExperimentConfig, market: TrainingMarket, env_config: EnvConfig
 ) -> Evaluation:
@@ -256,19 +255,18 @@ def evaluate_greedy(
     qnet = QNetwork(market.timeline.layout, config.network)
     qnet.load_state_dict(weights)
     qnet.eval()
+    run = greedy_run(
+        qnet,
+        market.timeline,
+        env_config,
+        market.eval_start,
+        market.eval_steps,
+        cnn_hidden=market.cnn_hidden,
+        cnn_pred=market.cnn_pred,
+    )
     eval_config = env_config.model_copy(
         update={"random_start": False, "start_step": market.eval_start, "episode_steps": market.eval_steps}
     )
-    env = TradingEnv(market.timeline, eval_config, cnn_hidden=market.cnn_hidden, cnn_pred=market.cnn_pred)
-    obs, info = env.reset(seed=0)
-    equity0 = eval_config.initial_equity
-    equity, trades = equity0, 0
-    for _ in range(market.eval_steps):
-        action = int(qnet(torch.as_tensor(obs[None])).argmax(dim=1)[0])
-        obs, _, terminated, truncated, info = env.step(action)
-        equity, trades = float(info["equity"]), int(info["trades"])
-        if terminated or truncated:
-            break
     baselines = {
         b.name: float(np.log1p(b.total_return))
         for b in run_baselines(market.timeline, eval_config, [0], names=("flat", "buy_and_hold"))
@@ -276,10 +274,10 @@ def evaluate_greedy(
     return Evaluation(
         start_step=market.eval_start,
         steps=market.eval_steps,
-        greedy_log_return=float(np.log(equity / equity0)),
+        greedy_log_return=run.log_return,
         buy_and_hold_log_return=baselines["buy_and_hold"],
         flat_log_return=baselines["flat"],
-        greedy_trades=trades,
+        greedy_trades=run.trades,
         data_label=market.label,
     )
 
@@ -513,7 +511,7 @@ def check_resumable(meta: dict[str, Any], config: ExperimentConfig, cnn_version:
 
 def train(
     config: ExperimentConfig,
-    apex: ApexConfig,
+    apex: ApexConfig | None = None,
     *,
     resume: bool = False,
     market: TrainingMarket | None = None,
@@ -526,8 +524,9 @@ def train(
     ----------
     config : ExperimentConfig
         Data, state, env, network, training, replay, seed and output folder.
-    apex : ApexConfig
-        Workers, replay ratio, budget, checkpoints, exploration, learner resources, the CNN source.
+    apex : ApexConfig, optional
+        Workers, replay ratio, budget, checkpoints, exploration, learner resources, the CNN source
+        (default: ``config.apex``; ``--set apex.key=value`` overrides it).
     resume : bool
         Continue from the latest checkpoint in the storage (an error if there is none); without it, a storage
         that already holds checkpoints is an error (so that two runs never mix).
@@ -550,6 +549,7 @@ def train(
         A bad combination of settings, or a storage that does not fit ``resume``.
     """
     console = console or Console(soft_wrap=True)
+    apex = config.apex if apex is None else apex
     training = config.training
     if apex.learning_starts < training.batch_size:
         raise ConfigError(
@@ -659,7 +659,16 @@ def _train(
     )
     workers = [
         RolloutWorker.options(num_cpus=apex.worker_num_cpus, max_restarts=apex.max_worker_restarts).remote(
-            WorkerSetup(i, apex.num_workers, env_config, config.network, config.training, apex, config.seed),
+            WorkerSetup(
+                i,
+                apex.num_workers,
+                env_config,
+                config.network,
+                config.training,
+                apex,
+                config.seed,
+                priority_eps=config.replay.priority_eps,
+            ),
             learner_name,
             autostart=not apex.deterministic,
         )
@@ -844,36 +853,16 @@ def _summary(result: TrainResult, market: TrainingMarket) -> Table:
 # --------------------------------------------------------------------------------------------- CLI
 
 
-def apex_config(config: ExperimentConfig, overrides: tuple[str, ...] | list[str] = ()) -> ApexConfig:
-    """The run's Ape-X settings: ``config.apex`` when the experiment config has one, else the defaults, with
-    ``key.path=value`` overrides applied.
-
-    Raises
-    ------
-    ConfigError
-        Naming ``--apex-set`` and the key path of an invalid entry.
-    """
-    base = getattr(config, "apex", None)
-    data: dict[str, Any] = base.model_dump(mode="json", exclude_unset=True) if isinstance(base, ApexConfig) else {}
-    for assignment in overrides:
-        apply_override(data, assignment)
-    try:
-        return ApexConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error("--apex-set " + ", ".join(overrides), exc)) from None
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="Experiment YAML.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config key.")
 @click.option(
-    "--apex-set", "apex_overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override an Ape-X setting."
+    "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config key (apex.* included)."
 )
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in the checkpoint storage.")
-def main(config_path: Path | None, overrides: tuple[str, ...], apex_overrides: tuple[str, ...], resume: bool) -> None:
+def main(config_path: Path | None, overrides: tuple[str, ...], resume: bool) -> None:
     """Distributed (Ape-X) training on Ray, then a greedy evaluation on the held-out span."""
     config = load_config(config_path, overrides)
-    train(config, apex_config(config, apex_overrides), resume=resume)
+    train(config, resume=resume)
 
 
 def entry(argv: list[str] | None = None) -> int:

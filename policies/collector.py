@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nstep import CompactTransitions, nstep_transitions
+from .nstep import nstep_transitions
+from .transitions import Transitions
+
+
+def next_states(info: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(timeline step, agent features) of s' for every env after a ``VectorTradingEnv`` step: for an env whose
+    episode just ended, its final state (same-step autoreset puts the next episode's first state in ``step``)."""
+    done = info["done"]
+    steps = np.where(done, info.get("final_step", info["step"]), info["step"])
+    agents = np.where(done[:, None], info.get("final_agent", info["agent"]), info["agent"])
+    return steps, agents
 
 
 class TransitionCollector:
@@ -43,7 +53,7 @@ class TransitionCollector:
         truncated: np.ndarray,
         next_steps: np.ndarray,
         next_agents: np.ndarray,
-    ) -> CompactTransitions | None:
+    ) -> Transitions | None:
         """Record one vectorised step (s, a, r, s') of every env; return the transitions now complete.
 
         ``next_steps`` / ``next_agents`` describe s' of the step just taken: for an env whose episode
@@ -57,11 +67,11 @@ class TransitionCollector:
         self._rewards[envs, slot] = rewards
         self._count = slot + 1
         ended = np.asarray(terminated, bool) | np.asarray(truncated, bool)
-        out: list[CompactTransitions] = []
+        out: list[Transitions] = []
         full = (self._count == self.n) & ~ended
         if full.any():
             out.append(
-                CompactTransitions(
+                Transitions(
                     step=self._steps[full, 0].copy(),
                     next_step=np.asarray(next_steps, np.int64)[full],
                     agent=self._agents[full, 0].copy(),
@@ -94,4 +104,4 @@ class TransitionCollector:
                 )
             )
             self._count[i] = 0
-        return CompactTransitions.concat(out) if out else None
+        return Transitions.concat(out) if out else None

@@ -1,6 +1,6 @@
 """Typed configuration of learning: the optimiser, n-step returns, replay and the batch.
 
-Pure pydantic; imports no Ray.
+Pydantic models (the device rule is policies.device's); imports no Ray.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from market.config import StrictModel
+
+from .device import check_device_name
 
 
 class ReplayConfig(StrictModel):
@@ -17,6 +19,7 @@ class ReplayConfig(StrictModel):
     alpha: float = Field(0.6, ge=0.0, le=1.0)
     beta_start: float = Field(0.4, ge=0.0, le=1.0)
     beta_end: float = Field(1.0, ge=0.0, le=1.0)
+    #: Added to |TD| in every priority (the learner's updates and the workers' initial ones), so none is zero.
     priority_eps: float = Field(1e-6, gt=0.0)
 
 
@@ -34,6 +37,5 @@ class TrainingConfig(StrictModel):
 
     @model_validator(mode="after")
     def _device_name(self) -> TrainingConfig:
-        if self.device not in {"auto", "cpu"} and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N] (got {self.device!r})")
+        check_device_name(self.device)
         return self

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from market.errors import ConfigError
 from market.timeline import MarketTimeline
 
 
@@ -18,19 +19,19 @@ def check_device_name(name: str) -> str:
     return name
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when available else ``cpu``; ``cpu``/``cuda[:N]`` as given.
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cpu``/``cuda[:N]`` (or a torch device) as given.
 
     Raises
     ------
-    ValueError
-        When CUDA is asked for by name and none is present.
+    ConfigError
+        When CUDA is asked for by name and none is present (a ``ValueError`` too).
     """
-    if name == "auto":
+    if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+        raise ConfigError(f"device {str(name)!r}: CUDA is not available on this machine (torch sees no CUDA device)")
     return device
 
 

@@ -1,7 +1,8 @@
 """The learning step: double DQN with n-step returns over prioritized replay, states gathered on-device.
 
-Samples compact transitions, rebuilds s and s' with the one ``gather`` on the learner's device, takes
-one importance-weighted Huber step, and returns new priorities to the replay. Never imports Ray.
+Samples ``Transitions``, rebuilds s and s' with the one ``gather`` on the learner's device, takes one
+importance-weighted Huber step, and returns new priorities to the replay. :func:`double_dqn_target` is the one
+definition of the target (rollout workers use it for initial priorities). Never imports Ray.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from market.timeline import MarketTimeline
 
 from .config import TrainingConfig
 from .dqn import QNetwork, QNetworkConfig
-from .replay import PrioritizedReplay
+from .replay import PrioritizedReplay, ReplayBatch
+from .transitions import Transitions
+
+
+def double_dqn_target(tr: Transitions, next_q_online: torch.Tensor, next_q_target: torch.Tensor) -> torch.Tensor:
+    """``R + discount * Q_target(s', argmax_a Q_online(s', a))`` for ``[B]`` transitions and ``[B, actions]`` Qs.
+
+    With one network in both roles (a rollout worker's local copy) this is ``R + discount * max_a Q(s', a)``.
+    """
+    best = next_q_online.argmax(dim=1, keepdim=True)
+    return tr.n_return + tr.discount * next_q_target.gather(1, best).squeeze(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,31 +94,29 @@ class DQNLearner:
         """States at ``steps`` with ``agent`` features, gathered on the learner's device."""
         return gather(self.timeline, steps, agent, cnn_hidden=self.cnn_hidden, cnn_pred=self.cnn_pred)
 
-    def td_errors(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Q(s, a), double-DQN target) for a replay batch."""
-        s = self.states(batch.step, batch.agent)
-        s_next = self.states(batch.next_step, batch.next_agent)
-        q = self.online(s).gather(1, batch.action.long().unsqueeze(1)).squeeze(1)
+    def td_errors(self, tr: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Q(s, a), double-DQN target) for transitions given as tensors on the learner's device."""
+        s = self.states(tr.step, tr.agent)
+        s_next = self.states(tr.next_step, tr.next_agent)
+        q = self.online(s).gather(1, tr.action.long().unsqueeze(1)).squeeze(1)
         with torch.no_grad():
-            best = self.online(s_next).argmax(dim=1, keepdim=True)
-            bootstrap = self.target(s_next).gather(1, best).squeeze(1)
-            target = batch.n_return + batch.discount * bootstrap
+            target = double_dqn_target(tr, self.online(s_next), self.target(s_next))
         return q, target
 
     def learn_step(self, batch_size: int | None = None) -> LearnStats:
         """Sample, take one gradient step, update priorities, sync the target when due."""
         return self.learn_batch(self.replay.sample(batch_size or self.training.batch_size))
 
-    def learn_batch(self, batch: Any) -> LearnStats:
+    def learn_batch(self, batch: ReplayBatch) -> LearnStats:
         """One gradient step on a given replay batch (priorities of its slots updated)."""
-        q, target = self.td_errors(batch)
+        q, target = self.td_errors(batch.transitions)
         td = target - q
         loss = (batch.weights * self.loss_fn(q, target)).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.online.parameters(), self.training.grad_clip)
         self.optimizer.step()
-        self.replay.update_priorities(batch.indices, batch.generations, td.detach().abs() + 1e-6)
+        self.replay.update_priorities(batch.indices, batch.generations, td.detach().abs() + self.replay.priority_eps)
         self.replay.anneal_beta()
         self.updates += 1
         self._sync_target()
@@ -129,31 +138,10 @@ class DQNLearner:
             self.target.load_state_dict(self.online.state_dict())
 
     @torch.no_grad()
-    def initial_priorities(
-        self,
-        steps: torch.Tensor,
-        agent: torch.Tensor,
-        next_steps: torch.Tensor,
-        next_agent: torch.Tensor,
-        action: torch.Tensor,
-        n_return: torch.Tensor,
-        discount: torch.Tensor,
-    ) -> torch.Tensor:
-        """|TD| + eps of new transitions under the current networks (what a worker computes locally)."""
-        from types import SimpleNamespace
-
-        q, target = self.td_errors(
-            SimpleNamespace(
-                step=steps,
-                agent=agent,
-                next_step=next_steps,
-                next_agent=next_agent,
-                action=action,
-                n_return=n_return,
-                discount=discount,
-            )
-        )
-        return (target - q).abs() + 1e-6
+    def initial_priorities(self, tr: Transitions) -> torch.Tensor:
+        """``|TD| + priority_eps`` of new transitions under the current networks (what a worker computes locally)."""
+        q, target = self.td_errors(tr.to_torch(self.device))
+        return (target - q).abs() + self.replay.priority_eps
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The online network's weights on the CPU (what workers and the policy server load)."""

@@ -1,4 +1,4 @@
-"""n-step transitions from trajectories: returns, bootstrap steps and discounts, in compact form.
+"""n-step transitions from trajectories: returns, bootstrap steps and discounts, as ``Transitions``.
 
 Termination zeroes the bootstrap discount; truncation keeps it (the episode was cut, the market goes on).
 Pure numpy, used by rollout workers and the single-process trainer alike; never imports Ray.
@@ -6,32 +6,9 @@ Pure numpy, used by rollout workers and the single-process trainer alike; never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True, slots=True)
-class CompactTransitions:
-    """``M`` compact transitions, the replay's row format (states are rebuilt from steps by gather)."""
-
-    step: np.ndarray  # int64 [M]
-    next_step: np.ndarray  # int64 [M]
-    agent: np.ndarray  # float32 [M, A]
-    next_agent: np.ndarray  # float32 [M, A]
-    action: np.ndarray  # int64 [M]
-    n_return: np.ndarray  # float32 [M]
-    discount: np.ndarray  # float32 [M]
-
-    def __len__(self) -> int:
-        return int(self.step.size)
-
-    @staticmethod
-    def concat(parts: list[CompactTransitions]) -> CompactTransitions:
-        """Join several batches into one (in order)."""
-        return CompactTransitions(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in CompactTransitions.__slots__)
-        )
+from .transitions import Transitions
 
 
 def nstep_transitions(
@@ -45,7 +22,7 @@ def nstep_transitions(
     next_agent_last: np.ndarray,
     gamma: float,
     n: int,
-) -> CompactTransitions:
+) -> Transitions:
     """n-step transitions of one finished trajectory segment.
 
     Parameters
@@ -63,22 +40,13 @@ def nstep_transitions(
 
     Returns
     -------
-    CompactTransitions
+    Transitions
         One per i: return ``sum_{k<m} gamma^k r_{i+k}`` with ``m = min(n, L - i)``, bootstrap state
         ``s_{i+m}``, discount ``gamma^m`` (0 when the episode terminated within those m steps).
     """
     length = steps.size
     if length == 0:
-        empty_a = np.zeros((0, agents.shape[1] if agents.ndim == 2 else 0), np.float32)
-        return CompactTransitions(
-            np.zeros(0, np.int64),
-            np.zeros(0, np.int64),
-            empty_a,
-            empty_a.copy(),
-            np.zeros(0, np.int64),
-            np.zeros(0, np.float32),
-            np.zeros(0, np.float32),
-        )
+        return Transitions.empty(agents.shape[1] if agents.ndim == 2 else 0)
     if np.any(terminated[:-1] | truncated[:-1]):
         raise ValueError("only the last step of a segment may end the episode")
     all_steps = np.append(steps, next_step_last)
@@ -94,7 +62,7 @@ def nstep_transitions(
     if terminated[-1]:
         discount[idx + horizon == length] = 0.0
     boot = idx + horizon
-    return CompactTransitions(
+    return Transitions(
         step=steps.astype(np.int64),
         next_step=all_steps[boot].astype(np.int64),
         agent=agents.astype(np.float32),

@@ -1,4 +1,4 @@
-"""Prioritized replay of compact transitions for the Ape-X learner, on any torch device.
+"""Prioritized replay of compact transitions (``policies.transitions.Transitions``), on any torch device.
 
 Owns the ring of compact transitions, proportional prioritisation over a float64 sum/min tree,
 stratified sampling, importance weights, stale-update dropping and save/load. It never stores a whole
@@ -35,6 +35,9 @@ import torch
 from market.errors import ConfigError, DataError
 from policies.sum_tree import SumMinTree
 
+from .device import resolve_device
+from .transitions import Transitions
+
 if TYPE_CHECKING:
     from policies.config import ReplayConfig
 
@@ -67,21 +70,15 @@ class BetaSchedule:
 
 @dataclass(frozen=True, slots=True)
 class ReplayBatch:
-    """One sampled batch; every tensor is ``[B]`` or ``[B, A]`` on the replay's device.
+    """One sampled batch: ``B`` transitions (tensors on the replay's device) and what prioritisation needs.
 
-    The transition fields are strided views into one gathered block. ``indices`` and ``generations``
-    go back, unchanged, to :meth:`PrioritizedReplay.update_priorities`.
+    ``transitions`` holds the schema's fields (all but ``action`` are strided views into one gathered
+    block). ``indices`` and ``generations`` go back, unchanged, to :meth:`PrioritizedReplay.update_priorities`.
     """
 
+    transitions: Transitions
     indices: torch.Tensor  # int64 slots
     generations: torch.Tensor  # int32 slot generations at sampling time
-    step: torch.Tensor  # int64 timeline step of s
-    next_step: torch.Tensor  # int64 timeline step of s' (n steps later)
-    agent: torch.Tensor  # float32 [B, A]
-    next_agent: torch.Tensor  # float32 [B, A]
-    action: torch.Tensor  # int32
-    n_return: torch.Tensor  # float32
-    discount: torch.Tensor  # float32: gamma^k, 0 on termination, kept on truncation
     weights: torch.Tensor  # float32 importance weights, max 1
     beta: float
 
@@ -106,16 +103,6 @@ class ReplayMemory:
         return self.total_bytes / self.capacity
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA when present; asking for CUDA where there is none is a ConfigError."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"replay device {str(device)!r}: CUDA is not available on this machine")
-    return dev
-
-
 class PrioritizedReplay:
     """Proportional prioritized ring buffer of compact transitions (Schaul et al., Ape-X).
 
@@ -137,6 +124,8 @@ class PrioritizedReplay:
         Children per tree node (``policies/sum_tree.py`` says how it was chosen).
     seed : int
         Seeds the CPU generator of the stratified draws (the same draws on every device).
+    priority_eps : float
+        Added to ``|TD|`` by whoever computes a priority (:attr:`priority_eps`), so that none is zero.
     """
 
     def __init__(
@@ -150,6 +139,7 @@ class PrioritizedReplay:
         num_actions: int = 3,
         fanout: int = 16,
         seed: int = 0,
+        priority_eps: float = 1e-6,
     ) -> None:
         if capacity <= 0:
             raise ConfigError(f"replay capacity must be positive (got {capacity})")
@@ -159,6 +149,9 @@ class PrioritizedReplay:
             raise ConfigError(f"replay alpha must lie in [0, 1] (got {alpha})")
         if not 0 < num_actions <= 2**31 - 1:
             raise ConfigError(f"replay num_actions must be positive (got {num_actions})")
+        if not 0.0 < priority_eps < _INF:
+            raise ConfigError(f"replay priority_eps must be finite and > 0 (got {priority_eps})")
+        self.priority_eps = float(priority_eps)
         self.capacity = capacity
         self.agent_dim = agent_dim
         self.device = resolve_device(device)
@@ -209,6 +202,7 @@ class PrioritizedReplay:
             beta=beta,
             num_actions=num_actions,
             seed=seed,
+            priority_eps=config.priority_eps,
         )
 
     # ------------------------------------------------------------------ counters
@@ -258,34 +252,17 @@ class PrioritizedReplay:
         return self.beta
 
     # ------------------------------------------------------------------ adding
-    def add(
-        self,
-        step: ArrayLike,
-        next_step: ArrayLike,
-        agent: ArrayLike,
-        next_agent: ArrayLike,
-        action: ArrayLike,
-        n_return: ArrayLike,
-        discount: ArrayLike,
-        priorities: ArrayLike | None = None,
-    ) -> torch.Tensor:
-        """Append a batch of ``M`` transitions, overwriting the oldest slots when full.
+    def add(self, transitions: Transitions, priorities: ArrayLike | None = None) -> torch.Tensor:
+        """Append ``M`` transitions, overwriting the oldest slots when full.
 
         Parameters
         ----------
-        step, next_step : array-like of int
-            ``[M]`` timeline steps of s and of s' (``next_step >= step >= 0``).
-        agent, next_agent : array-like of float
-            ``[M, A]`` agent features of s and s'.
-        action : array-like of int
-            ``[M]`` discrete actions in ``[0, num_actions)``.
-        n_return : array-like of float
-            ``[M]`` discounted n-step returns.
-        discount : array-like of float
-            ``[M]`` bootstrap discounts in ``[0, 1]`` (``gamma^k``; 0 on termination).
+        transitions : Transitions
+            ``M`` transitions (numpy arrays or tensors on any device): ``next_step >= step >= 0``, finite
+            agent features and returns, actions in ``[0, num_actions)``, discounts in ``[0, 1]``.
         priorities : array-like of float, optional
-            ``[M]`` initial priorities ``|td| + eps`` (> 0), raised to alpha here. Absent: the running
-            max priority.
+            ``[M]`` initial priorities ``|td| + priority_eps`` (> 0), raised to alpha here. Absent: the
+            running max priority.
 
         Returns
         -------
@@ -296,19 +273,22 @@ class PrioritizedReplay:
         Raises
         ------
         DataError
-            A shape does not match, or a value is non-finite or out of range (named in the message).
+            Not a ``Transitions``, a shape does not match, or a value is non-finite or out of range (named in
+            the message).
         """
+        if not isinstance(transitions, Transitions):
+            raise DataError(f"replay.add: expected Transitions, got {type(transitions).__name__}")
         A = self.agent_dim
-        st = self._tensor(step, torch.int64, "step")
+        st = self._tensor(transitions.step, torch.int64, "step")
         M = st.shape[0] if st.dim() else -1
         fields = {
             "step": (st, (M,)),
-            "next_step": (self._tensor(next_step, torch.int64, "next_step"), (M,)),
-            "agent": (self._tensor(agent, torch.float32, "agent"), (M, A)),
-            "next_agent": (self._tensor(next_agent, torch.float32, "next_agent"), (M, A)),
-            "action": (self._tensor(action, torch.int64, "action"), (M,)),
-            "n_return": (self._tensor(n_return, torch.float32, "n_return"), (M,)),
-            "discount": (self._tensor(discount, torch.float32, "discount"), (M,)),
+            "next_step": (self._tensor(transitions.next_step, torch.int64, "next_step"), (M,)),
+            "agent": (self._tensor(transitions.agent, torch.float32, "agent"), (M, A)),
+            "next_agent": (self._tensor(transitions.next_agent, torch.float32, "next_agent"), (M, A)),
+            "action": (self._tensor(transitions.action, torch.int64, "action"), (M,)),
+            "n_return": (self._tensor(transitions.n_return, torch.float32, "n_return"), (M,)),
+            "discount": (self._tensor(transitions.discount, torch.float32, "discount"), (M,)),
         }
         if priorities is not None:
             fields["priorities"] = (self._tensor(priorities, torch.float64, "priorities"), (M,))
@@ -414,19 +394,16 @@ class PrioritizedReplay:
         weights = (tree.get(idx) / tree.min()).float().pow_(-beta)
         block = self._rows.index_select(0, idx)
         wide, flt, c = block.view(torch.int64), block.view(torch.float32), self._cols
-        return ReplayBatch(
-            indices=idx,
-            generations=block[:, c.generation],
+        transitions = Transitions(
             step=wide[:, 0],
             next_step=wide[:, 1],
             agent=flt[:, c.agent],
             next_agent=flt[:, c.next_agent],
-            action=block[:, c.action],
+            action=block[:, c.action].long(),
             n_return=flt[:, c.n_return],
             discount=flt[:, c.discount],
-            weights=weights,
-            beta=beta,
         )
+        return ReplayBatch(transitions, idx, block[:, c.generation], weights, beta)
 
     @torch.inference_mode()  # nothing here needs autograd, and skipping its dispatch saves ~10%
     def update_priorities(self, indices: ArrayLike, generations: ArrayLike, priorities: ArrayLike) -> None:
@@ -508,6 +485,7 @@ class PrioritizedReplay:
                 "beta_start": self.beta_schedule.start,
                 "beta_end": self.beta_schedule.end,
                 "beta_steps": self.beta_schedule.steps,
+                "priority_eps": self.priority_eps,
             },
             "rows": self._rows,
             "tree": self._tree.state_dict(),
@@ -557,6 +535,8 @@ class PrioritizedReplay:
                 beta=BetaSchedule(cfg["beta_start"], cfg["beta_end"], cfg["beta_steps"]),
                 num_actions=cfg["num_actions"],
                 fanout=cfg["fanout"],
+                # Files saved before the transition schema have no priority_eps: theirs was the fixed 1e-6.
+                priority_eps=cfg.get("priority_eps", 1e-6),
             )
             replay._load_state(state)
         except (KeyError, TypeError, AttributeError) as exc:

@@ -111,11 +111,7 @@ def test_initial_priorities_are_the_learners_td_errors_with_the_local_network_as
     learner.target.load_state_dict(weights)
     worker.load_weights(weights, version=7)
     tr = batch.transitions
-    expected = learner.initial_priorities(
-        *(torch.as_tensor(a) for a in (tr.step, tr.agent, tr.next_step, tr.next_agent, tr.action)),
-        torch.as_tensor(tr.n_return),
-        torch.as_tensor(tr.discount),
-    )
+    expected = learner.initial_priorities(tr)
     got = worker.priorities(tr)
     assert np.allclose(got, expected.double().numpy(), rtol=1e-5, atol=1e-7)
     assert not np.allclose(got, batch.priorities)  # the batch was prioritised under the worker's own weights
@@ -180,3 +176,11 @@ def test_the_ray_worker_reads_the_timeline_zero_copy_and_feeds_the_learner_actor
     assert ray.get(worker.sync.remote(reply)) == reply.version  # the first collect made a pull due
     ray.kill(worker)
     ray.kill(learner)
+
+
+@pytest.mark.timeout(60)
+def test_initial_priorities_add_the_configured_priority_eps(timeline) -> None:
+    worker, padded = _worker(timeline), _worker(timeline, priority_eps=0.5)
+    tr = worker.collect().transitions
+    assert np.allclose(padded.priorities(tr) - worker.priorities(tr), 0.5 - 1e-6, atol=1e-6)
+    assert (padded.priorities(tr) >= 0.5).all()

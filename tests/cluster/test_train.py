@@ -27,7 +27,6 @@ from cluster.train import (
     RunHandles,
     TrainingError,
     TrainingMarket,
-    apex_config,
     entry,
     fill_cnn,
     head_timeline,
@@ -74,15 +73,18 @@ def _apex(storage: Path, **kw) -> ApexConfig:
 # --------------------------------------------------------------------------------------------- no Ray
 
 
-def test_tiny_config_validates_and_apex_overrides_name_a_bad_key(capsys) -> None:
+def test_tiny_config_validates_and_set_apex_overrides_name_a_bad_key(capsys) -> None:
     config = load_config(TINY)
     assert config.name == "tiny" and config.state.profile == "tiny" and config.replay.capacity == 50_000
-    apex = apex_config(config, ["num_workers=3", "budget.updates=7", "checkpoint.storage=s3://b/p"])
+    sets = ["apex.num_workers=3", "apex.budget.updates=7", "apex.checkpoint.storage=s3://b/p"]
+    apex = load_config(TINY, sets).apex
     assert (apex.num_workers, apex.budget.updates, apex.checkpoint.storage) == (3, 7, "s3://b/p")
-    with pytest.raises(ConfigError, match=r"--apex-set budget\.updates=-1: budget\.updates: must be > 0"):
-        apex_config(config, ["budget.updates=-1"])
-    assert entry(["--config", str(TINY), "--apex-set", "no_such_key=1"]) == 2
-    assert "no_such_key: unknown key" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"apex\.budget\.updates: must be > 0"):
+        load_config(TINY, ["apex.budget.updates=-1"])
+    assert entry(["--config", str(TINY), "--set", "apex.no_such_key=1"]) == 2
+    assert "apex.no_such_key: unknown key" in capsys.readouterr().err
+    assert entry(["--config", str(TINY), "--apex-set", "num_workers=1"]) == 2  # the old flag is gone
+    assert "No such option: --apex-set" in capsys.readouterr().err
 
 
 def test_the_training_head_of_a_timeline_gives_the_same_states_and_nothing_after_its_end() -> None:
@@ -200,7 +202,7 @@ def test_a_real_klines_run_checkpoints_resumes_identically_and_survives_losing_i
     ]
     argv = ["--config", str(TINY), "--set", f"output_dir={tmp_path}"]
     for item in sets:
-        argv += ["--apex-set", item]
+        argv += ["--set", f"apex.{item}"]
     assert entry(argv) == 0
     store = CheckpointStore(storage)
     assert [c.updates for c in store.list()] == [40, 60]
@@ -219,7 +221,8 @@ def test_a_real_klines_run_checkpoints_resumes_identically_and_survives_losing_i
 
     # 2. Resume with a budget it never reaches: the learner starts from exactly that checkpoint; kill it mid-run.
     config = load_config(TINY, [f"output_dir={tmp_path}"])
-    apex = apex_config(config, sets).model_copy(update={"budget": BudgetConfig(env_steps=None, updates=10**6)})
+    apex = load_config(TINY, [f"apex.{item}" for item in sets]).apex
+    apex = apex.model_copy(update={"budget": BudgetConfig(env_steps=None, updates=10**6)})
     market = prepare_market(config, apex, history=real_history, log=lambda _: None)
     seen: list[dict] = []
 

@@ -13,6 +13,7 @@ from policies.device import timeline_to_device
 from policies.dqn import QNetworkConfig
 from policies.learning import DQNLearner
 from policies.replay import PrioritizedReplay
+from policies.transitions import Transitions
 from tests.market.test_timeline_builder import walk_bars
 
 TINY = StateConfig(profile="tiny", bar_window=8, reference_window=8)
@@ -28,26 +29,30 @@ DEVICES = [
 ]
 
 
-def make_learner(device: str, seed: int = 0, capacity: int = 4096) -> DQNLearner:
+def make_learner(device: str, seed: int = 0, capacity: int = 4096, priority_eps: float = 1e-6) -> DQNLearner:
     timeline = build_timeline(
         MarketData(
-            traded_bars={"1m": walk_bars(600, 1)}, reference_bars={"1m": walk_bars(600, 2, price=60_000.0)}, synthetic=True
+            traded_bars={"1m": walk_bars(600, 1)},
+            reference_bars={"1m": walk_bars(600, 2, price=60_000.0)},
+            synthetic=True,
         ),
         TINY,
     )
     dev = torch.device(device)
-    replay = PrioritizedReplay(capacity, len(AGENT_FEATURES), device=dev, seed=seed)
+    replay = PrioritizedReplay(capacity, len(AGENT_FEATURES), device=dev, seed=seed, priority_eps=priority_eps)
     rng = np.random.default_rng(seed)
     m = 2048
     steps = rng.integers(0, timeline.n_steps - 3, m)
     replay.add(
-        steps,
-        steps + 3,
-        rng.normal(size=(m, 6)).astype(np.float32),
-        rng.normal(size=(m, 6)).astype(np.float32),
-        rng.integers(0, 3, m),
-        rng.normal(0, 0.01, m).astype(np.float32),
-        np.full(m, 0.99**3, np.float32),
+        Transitions(
+            step=steps,
+            next_step=steps + 3,
+            agent=rng.normal(size=(m, 6)).astype(np.float32),
+            next_agent=rng.normal(size=(m, 6)).astype(np.float32),
+            action=rng.integers(0, 3, m),
+            n_return=rng.normal(0, 0.01, m).astype(np.float32),
+            discount=np.full(m, 0.99**3, np.float32),
+        )
     )
     training = TrainingConfig(batch_size=64, lr=1e-3, target_sync_every=50)
     return DQNLearner(
@@ -68,7 +73,7 @@ def test_learning_step_reduces_the_td_error_on_a_fixed_batch(device: str) -> Non
     learner.target.load_state_dict(learner.online.state_dict())
 
     def td() -> float:
-        q, target = learner.td_errors(batch)
+        q, target = learner.td_errors(batch.transitions)
         return float((target - q).detach().abs().mean())
 
     before = td()
@@ -105,3 +110,20 @@ def test_target_network_syncs_every_k_updates() -> None:
     )
     learner.learn_step()
     assert all(torch.equal(p, q) for p, q in zip(learner.online.parameters(), learner.target.parameters(), strict=True))
+
+
+def test_new_priorities_are_the_td_errors_plus_the_replays_priority_eps() -> None:
+    eps = 0.25
+    learner = make_learner("cpu", priority_eps=eps)
+    batch = learner.replay.sample(32)
+    q, target = learner.td_errors(batch.transitions)
+    expected = ((target - q).detach().abs() + eps).double().pow(learner.replay.alpha)
+    learner.learn_batch(batch)
+    leaves = learner.replay.tree.leaves[batch.indices]
+    # A slot drawn twice takes its last value; every leaf is one of its TD errors plus eps, never below eps.
+    for slot in batch.indices.unique():
+        mine = (batch.indices == slot).nonzero().flatten()
+        assert any(torch.isclose(leaves[mine[0]], expected[j], rtol=1e-5) for j in mine)
+    assert (leaves >= eps**learner.replay.alpha - 1e-12).all()
+    initial = learner.initial_priorities(batch.transitions)
+    assert (initial >= eps).all()

@@ -19,6 +19,7 @@ from scipy.stats import chisquare
 from market.errors import ConfigError, DataError
 from policies.config import ReplayConfig
 from policies.replay import BetaSchedule, PrioritizedReplay, ReplayBatch
+from policies.transitions import DTYPES, Transitions
 
 HAS_CUDA = torch.cuda.is_available()
 NO_CUDA = "no CUDA device (torch.cuda.is_available() is False)"
@@ -59,7 +60,9 @@ def leaves(replay: PrioritizedReplay) -> np.ndarray:
 
 def assert_same_batch(a: ReplayBatch, b: ReplayBatch, same_device: bool = True) -> None:
     """Bit-identical batches; across devices the weights may differ in the last ulp of ``pow``."""
-    for name in ReplayBatch.__slots__:
+    for name in Transitions.names():
+        assert torch.equal(getattr(a.transitions, name).cpu(), getattr(b.transitions, name).cpu()), name
+    for name in ("indices", "generations", "weights", "beta"):
         x, y = getattr(a, name), getattr(b, name)
         if name == "weights" and not same_device:
             torch.testing.assert_close(x.cpu(), y.cpu(), rtol=1e-6, atol=0)
@@ -74,7 +77,7 @@ def test_sampling_frequencies_match_priorities_by_chi_square(device: str) -> Non
     n, batch, draws = 3000, 512, 600
     replay = PrioritizedReplay(n, A, device=device, seed=11)
     priorities = np.exp(np.random.default_rng(5).uniform(np.log(0.1), np.log(10.0), n))
-    replay.add(**synthetic(n), priorities=priorities)
+    replay.add(Transitions(**synthetic(n)), priorities)
     counts = np.zeros(n)
     for _ in range(draws):
         counts += np.bincount(replay.sample(batch).indices.cpu().numpy(), minlength=n)
@@ -91,7 +94,7 @@ def test_importance_weights_equal_the_closed_form(device: str) -> None:
     n = 1000
     replay = PrioritizedReplay(n, A, device=device, alpha=0.6, seed=2)
     priorities = np.random.default_rng(1).uniform(0.01, 3.0, n)
-    replay.add(**synthetic(n), priorities=priorities)
+    replay.add(Transitions(**synthetic(n)), priorities)
     batch = replay.sample(256, beta=0.7)
     p = priorities**0.6
     prob = p / p.sum()
@@ -103,7 +106,7 @@ def test_importance_weights_equal_the_closed_form(device: str) -> None:
 
 def test_beta_anneals_linearly_and_sampling_uses_the_schedule() -> None:
     replay = PrioritizedReplay(10, A, beta=BetaSchedule(0.4, 1.0, 100))
-    replay.add(**synthetic(10))
+    replay.add(Transitions(**synthetic(10)))
     assert replay.beta == pytest.approx(0.4)
     assert replay.anneal_beta() == pytest.approx(0.406)
     assert replay.anneal_beta(50) == pytest.approx(0.7)
@@ -116,10 +119,10 @@ def test_beta_anneals_linearly_and_sampling_uses_the_schedule() -> None:
 @pytest.mark.parametrize("device", DEVICES)
 def test_updates_for_overwritten_slots_are_dropped_and_fresh_ones_applied(device: str) -> None:
     replay = PrioritizedReplay(8, A, device=device)
-    replay.add(**synthetic(8), priorities=np.ones(8))
+    replay.add(Transitions(**synthetic(8)), np.ones(8))
     idx = torch.arange(8, device=device)
     gens = replay.generations.index_select(0, idx).clone()
-    replay.add(**synthetic(3, seed=1, start=8), priorities=np.full(3, 2.0))  # overwrites slots 0, 1, 2
+    replay.add(Transitions(**synthetic(3, seed=1, start=8)), np.full(3, 2.0))  # overwrites slots 0, 1, 2
     replay.update_priorities(idx, gens, torch.full((8,), 5.0, dtype=torch.float64))
     np.testing.assert_allclose(leaves(replay), [2.0**0.6] * 3 + [5.0**0.6] * 5)
     assert replay.dropped_updates == 3
@@ -132,7 +135,7 @@ def test_updates_for_overwritten_slots_are_dropped_and_fresh_ones_applied(device
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_repeated_slot_takes_its_last_fresh_priority(device: str) -> None:
     replay = PrioritizedReplay(4, A, device=device, alpha=1.0)
-    replay.add(**synthetic(4), priorities=np.ones(4))
+    replay.add(Transitions(**synthetic(4)), np.ones(4))
     gen = int(replay.generations[2])
     replay.update_priorities(
         torch.tensor([2, 1, 2, 2], device=device),
@@ -146,11 +149,11 @@ def test_a_repeated_slot_takes_its_last_fresh_priority(device: str) -> None:
 @pytest.mark.parametrize("device", DEVICES)
 def test_new_transitions_take_the_running_max_priority(device: str) -> None:
     replay = PrioritizedReplay(16, A, device=device, alpha=0.5)
-    replay.add(**synthetic(4))
+    replay.add(Transitions(**synthetic(4)))
     np.testing.assert_allclose(leaves(replay), np.ones(4))  # the max starts at 1
     b = replay.sample(4)
     replay.update_priorities(b.indices, b.generations, torch.full((4,), 16.0, dtype=torch.float64))
-    replay.add(**synthetic(2, start=4))
+    replay.add(Transitions(**synthetic(2, start=4)))
     np.testing.assert_allclose(leaves(replay)[4:], [4.0, 4.0])
     assert replay.max_priority == 4.0
 
@@ -159,28 +162,25 @@ def test_new_transitions_take_the_running_max_priority(device: str) -> None:
 def test_ring_overwrites_oldest_and_keeps_fields_exact(device: str) -> None:
     replay = PrioritizedReplay(5, A, device=device)
     first, second = synthetic(4, seed=1), synthetic(3, seed=2, start=100)
-    replay.add(**first)
-    slots = replay.add(**second)
+    replay.add(Transitions(**first))
+    slots = replay.add(Transitions(**second))
     assert slots.tolist() == [4, 0, 1] and replay.size == 5 and replay.added == 7
     assert replay.generations.tolist() == [2, 2, 1, 1, 1]
     # Every slot is drawn at equal priority; read the fields back through sampling.
     batch = replay.sample(200)
     expect = {k: np.concatenate([second[k][1:], first[k][2:], second[k][:1]]) for k in first}
     i = batch.indices.cpu().numpy()
-    np.testing.assert_array_equal(batch.step.cpu().numpy(), expect["step"][i])
-    np.testing.assert_array_equal(batch.next_step.cpu().numpy(), expect["next_step"][i])
-    np.testing.assert_array_equal(batch.agent.cpu().numpy(), expect["agent"][i])
-    np.testing.assert_array_equal(batch.next_agent.cpu().numpy(), expect["next_agent"][i])
-    np.testing.assert_array_equal(batch.action.cpu().numpy(), expect["action"][i])
-    np.testing.assert_array_equal(batch.n_return.cpu().numpy(), expect["n_return"][i])
-    np.testing.assert_array_equal(batch.discount.cpu().numpy(), expect["discount"][i])
+    for name in Transitions.names():  # every field of the one schema comes back exact, with its dtype
+        got = getattr(batch.transitions, name).cpu().numpy()
+        assert got.dtype == DTYPES[name], name
+        np.testing.assert_array_equal(got, expect[name][i], err_msg=name)
     assert set(i.tolist()) == set(range(5))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_partly_filled_replay_never_samples_an_empty_slot(device: str) -> None:
     replay = PrioritizedReplay(1000, A, device=device, fanout=4)
-    replay.add(**synthetic(37), priorities=np.linspace(0.1, 9.0, 37))
+    replay.add(Transitions(**synthetic(37)), np.linspace(0.1, 9.0, 37))
     for _ in range(20):
         assert int(replay.sample(512).indices.max()) < 37
 
@@ -189,7 +189,7 @@ def test_a_partly_filled_replay_never_samples_an_empty_slot(device: str) -> None
 def test_total_stays_exact_after_a_million_priority_updates(device: str) -> None:
     n = 50_000
     replay = PrioritizedReplay(n, A, device=device, seed=3)
-    replay.add(**synthetic(n), priorities=np.full(n, 1.0))
+    replay.add(Transitions(**synthetic(n)), np.full(n, 1.0))
     gen = torch.Generator().manual_seed(9)
     for _ in range(1000):  # 1000 batches of 1000 random slots, priorities over 12 orders of magnitude
         idx = torch.randint(0, n, (1000,), generator=gen)
@@ -204,13 +204,13 @@ def test_total_stays_exact_after_a_million_priority_updates(device: str) -> None
 @pytest.mark.parametrize(("src", "dst"), DEVICE_PAIRS)
 def test_save_then_load_gives_an_identical_buffer_and_identical_samples(src: str, dst: str, tmp_path: Path) -> None:
     replay = PrioritizedReplay(300, A, device=src, beta=BetaSchedule(0.4, 1.0, 50), seed=4)
-    replay.add(**synthetic(400), priorities=np.random.default_rng(0).uniform(0.1, 2.0, 400))
+    replay.add(Transitions(**synthetic(400)), np.random.default_rng(0).uniform(0.1, 2.0, 400))
     for _ in range(5):
         b = replay.sample(64)
         replay.update_priorities(b.indices, b.generations, torch.rand(64, dtype=torch.float64) + 0.1)
         replay.anneal_beta()
     stale = replay.sample(8)
-    replay.add(**synthetic(300, seed=9, start=400))  # every slot overwritten once more
+    replay.add(Transitions(**synthetic(300, seed=9, start=400)))  # every slot overwritten once more
     replay.update_priorities(stale.indices, stale.generations, torch.ones(8, dtype=torch.float64))
     replay.save(tmp_path / "replay.pt")
     loaded = PrioritizedReplay.load(tmp_path / "replay.pt", device=dst)
@@ -252,7 +252,7 @@ def test_load_names_the_file_when_it_is_missing_or_corrupt(tmp_path: Path) -> No
 def test_same_seed_gives_the_same_samples(device: str) -> None:
     def run(seed: int) -> list[int]:
         replay = PrioritizedReplay(500, A, device=device, seed=seed)
-        replay.add(**synthetic(500), priorities=np.linspace(0.1, 5.0, 500))
+        replay.add(Transitions(**synthetic(500)), np.linspace(0.1, 5.0, 500))
         return replay.sample(128).indices.tolist() + replay.sample(128).indices.tolist()
 
     assert run(1) == run(1)
@@ -285,15 +285,15 @@ def test_add_rejects_bad_input_naming_the_field(field: str, value: np.ndarray, m
     data = synthetic(4)
     data[field] = value
     with pytest.raises(DataError, match=message):
-        replay.add(**data)
+        replay.add(Transitions(**data))
     assert replay.size == 0
     with pytest.raises(DataError, match="priorities finite and > 0"):
-        replay.add(**synthetic(4), priorities=np.array([1.0, 0.0, 1.0, 1.0]))
+        replay.add(Transitions(**synthetic(4)), np.array([1.0, 0.0, 1.0, 1.0]))
 
 
 def test_update_rejects_bad_priorities_and_slots_outside_the_filled_ring() -> None:
     replay = PrioritizedReplay(10, A)
-    replay.add(**synthetic(4))
+    replay.add(Transitions(**synthetic(4)))
     gens = torch.ones(2, dtype=torch.int32)
     with pytest.raises(DataError, match="finite and > 0"):
         replay.update_priorities(torch.tensor([0, 1]), gens, torch.tensor([1.0, float("nan")]))
@@ -343,7 +343,7 @@ def test_random_adds_and_updates_match_a_plain_reference(
     for kind, n, flag in ops:
         if kind == "add":
             given_p = rng.uniform(0.1, 9.0, n) if flag else None
-            replay.add(**synthetic(n, seed=seed, agent_dim=2), priorities=given_p)
+            replay.add(Transitions(**synthetic(n, seed=seed, agent_dim=2)), given_p)
             for i in range(n):
                 slot = (ptr + i) % capacity
                 prio[slot] = max_p if given_p is None else given_p[i] ** alpha
@@ -371,3 +371,28 @@ def test_random_adds_and_updates_match_a_plain_reference(
         assert float(replay.tree.total()) == pytest.approx(sum(prio), rel=1e-12)
         assert float(replay.tree.min()) == float(replay.tree.leaves[:size].min())
         assert float(replay.tree.min()) == pytest.approx(min(prio[:size]), rel=1e-12)  # numpy's pow
+
+
+def test_add_takes_only_the_one_transition_schema() -> None:
+    replay = PrioritizedReplay(10, A)
+    with pytest.raises(DataError, match="expected Transitions, got dict"):
+        replay.add(synthetic(4))  # type: ignore[arg-type]
+    assert replay.size == 0
+
+
+def test_priority_eps_comes_from_the_config_and_a_replay_saved_before_it_loads_with_the_old_fixed_value(
+    tmp_path: Path,
+) -> None:
+    replay = PrioritizedReplay.from_config(ReplayConfig(capacity=16, priority_eps=1e-3), A, beta_steps=10)
+    assert replay.priority_eps == 1e-3
+    replay.add(Transitions(**synthetic(4)))
+    replay.save(tmp_path / "replay.pt")
+    assert PrioritizedReplay.load(tmp_path / "replay.pt").priority_eps == 1e-3
+    state = torch.load(tmp_path / "replay.pt", weights_only=True)
+    del state["config"]["priority_eps"]  # what a replay saved before the schema held
+    torch.save(state, tmp_path / "old.pt")
+    old = PrioritizedReplay.load(tmp_path / "old.pt")
+    assert old.priority_eps == 1e-6 and old.size == 4
+    assert torch.equal(old.sample(8).transitions.step, replay.sample(8).transitions.step)
+    with pytest.raises(ConfigError, match="priority_eps"):
+        PrioritizedReplay(4, A, priority_eps=0.0)
