@@ -1,7 +1,9 @@
 """Replay benchmark: sample(512) + update_priorities(512) rounds per second at 1M capacity on CPU.
 
-Ours (policies/replay.py) against cpprb's PrioritizedReplayBuffer (C++ segment trees, the same compact
-fields) and RLlib's PrioritizedEpisodeReplayBuffer, on the same synthetic transitions (random numbers
+Ours (policies/replay.py, its tree on the default backend: numba where it imports) against cpprb's
+PrioritizedReplayBuffer (C++ segment trees, the same compact fields), TorchRL's PrioritizedReplayBuffer where it
+loads (C++ segment trees; its extension must match the installed torch), our own tree on the torch reference
+backend, and RLlib's PrioritizedEpisodeReplayBuffer, on the same synthetic transitions (random numbers
 shaped like compact transitions, labelled synthetic: no market data is needed to time a buffer), the
 same capacity, batch, alpha 0.6, beta 0.4 and the same priorities. Each buffer is filled to 1M first
 (timed separately). torch runs with one intra-op thread: cpprb and RLlib run on one thread too, and
@@ -26,6 +28,7 @@ import torch
 from bench._common import median_seconds, rate_line
 from policies.replay import PrioritizedReplay
 from policies.sum_tree import SumMinTree
+from policies.transitions import Transitions
 
 CAPACITY = 1_000_000
 BATCH = 512
@@ -47,7 +50,7 @@ def synthetic(seed: int = 0) -> dict[str, np.ndarray]:
         "next_step": step + 3,
         "agent": rng.standard_normal((n, AGENT_DIM)).astype(np.float32),
         "next_agent": rng.standard_normal((n, AGENT_DIM)).astype(np.float32),
-        "action": rng.integers(0, 3, n).astype(np.int8),
+        "action": rng.integers(0, 3, n).astype(np.int64),
         "n_return": rng.standard_normal(n).astype(np.float32),
         "discount": np.where(rng.random(n) < 0.01, 0.0, 0.99**3).astype(np.float32),
         "priorities": np.exp(rng.uniform(np.log(0.01), np.log(10.0), n)),
@@ -62,12 +65,17 @@ def cpu_timed(fn: Callable[[], object]) -> float:
 
 
 # ---------------------------------------------------------------------------------------- ours
-def fill_ours(data: dict[str, np.ndarray], fanout: int = 16, top_width: int = 4096) -> PrioritizedReplay:
-    replay = PrioritizedReplay(CAPACITY, AGENT_DIM, alpha=ALPHA, fanout=fanout, seed=0)
-    if top_width != replay.tree.top_width:
-        replay._tree = SumMinTree(CAPACITY, fanout, replay.device, top_width=top_width)
+def fill_ours(
+    data: dict[str, np.ndarray], fanout: int = 16, top_width: int = 4096, backend: str = "auto", device: str = "cpu"
+) -> PrioritizedReplay:
+    replay = PrioritizedReplay(CAPACITY, AGENT_DIM, alpha=ALPHA, fanout=fanout, seed=0, device=device)
+    if top_width != replay.tree.top_width or backend != "auto":
+        # A benchmark-only swap of the (still empty) tree, to time other shapes and backends.
+        replay._tree = SumMinTree(CAPACITY, fanout, replay.device, top_width=top_width, backend=backend)
+    names = Transitions.names()
     for lo in range(0, CAPACITY, CHUNK):
-        replay.add(**{k: v[lo : lo + CHUNK] for k, v in data.items()})
+        part = Transitions(**{k: data[k][lo : lo + CHUNK] for k in names})
+        replay.add(part, data["priorities"][lo : lo + CHUNK])
     return replay
 
 
@@ -104,6 +112,36 @@ def rounds_cpprb(buffer: Any, priorities: np.ndarray) -> Callable[[], None]:
         for j in range(ROUNDS):
             batch = buffer.sample(BATCH, beta=BETA)
             buffer.update_priorities(batch["indexes"], priorities[j])
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------- TorchRL
+def fill_torchrl(data: dict[str, np.ndarray]) -> tuple[Any, str]:
+    """TorchRL's PrioritizedReplayBuffer over a LazyTensorStorage of the same fields, or None and why not."""
+    try:
+        import torchrl
+        from tensordict import TensorDict
+        from torchrl.data import LazyTensorStorage, TensorDictPrioritizedReplayBuffer
+
+        buffer = TensorDictPrioritizedReplayBuffer(
+            alpha=ALPHA, beta=BETA, storage=LazyTensorStorage(CAPACITY), batch_size=BATCH, priority_key="td_error"
+        )
+    except (ImportError, RuntimeError, OSError) as exc:
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    names = Transitions.names()
+    for lo in range(0, CAPACITY, CHUNK):
+        part = {k: torch.from_numpy(np.ascontiguousarray(data[k][lo : lo + CHUNK])) for k in names}
+        part["td_error"] = torch.from_numpy(data["priorities"][lo : lo + CHUNK]).float()
+        buffer.extend(TensorDict(part, batch_size=[len(part["step"])]))
+    return buffer, f"torchrl {torchrl.__version__}"
+
+
+def rounds_torchrl(buffer: Any, priorities: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        for j in range(ROUNDS):
+            batch = buffer.sample()
+            buffer.update_priority(batch["index"], priorities[j])
 
     return run
 
@@ -178,18 +216,30 @@ def main() -> None:
     start = time.perf_counter()
     cpprb_buffer = fill_cpprb(data)
     cpprb_fill = time.perf_counter() - start
+    reference = fill_ours(data, backend="torch")
+    torchrl_buffer, torchrl_name = fill_torchrl(data)
+    print(f"tree backend: {replay.tree.backend} (reference: torch); TorchRL: {torchrl_name}")
 
-    ours_fn, cpprb_fn = rounds_ours(replay, pri_t), rounds_cpprb(cpprb_buffer, pri_np)
-    ours_fn(), cpprb_fn()  # warm-up
-    wall: dict[str, list[float]] = {"ours": [], "cpprb": []}
-    cpu: dict[str, list[float]] = {"ours": [], "cpprb": []}
-    for _ in range(5):  # interleaved so load from other processes hits both alike
-        for name, fn in (("ours", ours_fn), ("cpprb", cpprb_fn)):
+    fns = {
+        "ours": rounds_ours(replay, pri_t),
+        "ours[torch tree]": rounds_ours(reference, pri_t),
+        "cpprb": rounds_cpprb(cpprb_buffer, pri_np),
+    }
+    if torchrl_buffer is not None:
+        fns["torchrl"] = rounds_torchrl(torchrl_buffer, pri_t.float())
+    for fn in fns.values():
+        fn()  # warm-up (and the numba compile, cached on disk after the first run)
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(5):  # interleaved so load from other processes hits every buffer alike
+        for name, fn in fns.items():
             start_cpu = time.thread_time()
             wall[name].append(median_seconds(fn, repeats=1, warmup=0))
             cpu[name].append(time.thread_time() - start_cpu)
-    ours_rate, cpprb_rate = (ROUNDS / statistics.median(wall[k]) for k in ("ours", "cpprb"))
-    ours_cpu, cpprb_cpu = (ROUNDS / statistics.median(cpu[k]) for k in ("ours", "cpprb"))
+    rate = {k: ROUNDS / statistics.median(v) for k, v in wall.items()}
+    cpu_rate = {k: ROUNDS / statistics.median(v) for k, v in cpu.items()}
+    ours_rate, cpprb_rate, ours_cpu, cpprb_cpu = rate["ours"], rate["cpprb"], cpu_rate["ours"], cpu_rate["cpprb"]
+    del reference
     if args.sweep:
         sweep(data, cpprb_buffer, pri_t, pri_np)
 
@@ -212,6 +262,12 @@ def main() -> None:
         f"replay bytes: ours {mem.bytes_per_transition:.1f} B/transition, two float32 states of "
         f"{STATE_FLOATS:,} floats {naive:,} B/transition, {naive / mem.bytes_per_transition:,.0f}x smaller"
     )
+    print(rate_line("replay vs our torch tree", ours_rate, rate["ours[torch tree]"], "ours, torch reference tree"))
+    if "torchrl" in rate:
+        print(rate_line("replay vs torchrl", ours_rate, rate["torchrl"], "torchrl PrioritizedReplayBuffer"))
+        print(rate_line("replay vs torchrl cpu time", ours_cpu, cpu_rate["torchrl"], "torchrl PrioritizedReplayBuffer"))
+    else:
+        print(f"replay vs torchrl: peer unavailable ({torchrl_name})")
     print(rate_line("replay cpu time", ours_cpu, cpprb_cpu, "cpprb") + " (this thread's CPU seconds)")
     print(rate_line("replay", ours_rate, cpprb_rate, "cpprb"))
 
