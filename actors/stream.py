@@ -246,6 +246,8 @@ class StreamStats:
     #: Wall-clock ms from ingestion's receipt of a trade to its bars being updated here (p50, p99, count
     #: over the last 100k trades); the live path's receive-to-bar-available latency.
     receive_to_bar_ms: Mapping[str, float] = field(default_factory=dict)
+    #: Persisted chunks found unreadable and set aside (each tick chunk's ids are recorded as a gap).
+    corrupt_chunks: int = 0
 
 
 @dataclass(slots=True)
@@ -716,9 +718,11 @@ class UnifiedStream:
         self._flushes = 0
         self._flush_errors = 0
         self._last_error = ""
+        self._corrupt_seen = 0
         self._packet: TrainingDataPacket | None = None
         self._load_warm_start()
         self._restore()
+        self._take_corrupt()
 
     # -- ingest --------------------------------------------------------------------------------------
 
@@ -845,6 +849,8 @@ class UnifiedStream:
             self._flush_errors += 1
             self._last_error = f"flush to {self.config.storage_dir} failed: {exc}"
             return False
+        finally:
+            self._take_corrupt()
         self._persisted_batch_seq = batch_seq
         self._flushes += 1
         return True
@@ -853,6 +859,21 @@ class UnifiedStream:
         """Flush what is pending; return the ack."""
         self.flush()
         return self.ack()
+
+    def _take_corrupt(self) -> None:
+        """Record the id range of each tick chunk the store set aside as a gap (ingestion refills what it can)."""
+        corrupt = self._store.corrupt[self._corrupt_seen :]
+        if not corrupt:
+            return
+        self._corrupt_seen += len(corrupt)
+        now = int(self._clock())
+        for chunk in corrupt:
+            self._last_error = f"persisted chunk {chunk.path} unreadable, moved to {chunk.moved_to}: {chunk.reason}"
+            st = self._symbols.get(chunk.symbol)
+            if chunk.kind == "ticks" and st is not None and chunk.first_key >= 0:
+                reason = f"persisted chunk unreadable, moved to {chunk.moved_to}"
+                st.record_gap(TradeGap(chunk.symbol, chunk.first_key, chunk.last_key, now, reason))
+        self._save_gaps()
 
     def _save_gaps(self) -> None:
         gaps = [
@@ -920,14 +941,14 @@ class UnifiedStream:
             st.last_time_ms = t_last
             st.last_price = float(last["price"][0])
             st.restored = int(feed.size)
-        flushed = store.read_json("flushed") or {}
+        flushed = store.read_json_or_set_aside("flushed") or {}
         self._seq = int(flushed.get("stream_seq", 0))
         self._batch_seq = self._persisted_batch_seq = int(flushed.get("batch_seq", -1))
-        for raw in store.read_json("gaps") or []:
+        for raw in store.read_json_or_set_aside("gaps") or []:
             gap = TradeGap(**raw)
             if gap.symbol in self._symbols:
                 self._symbols[gap.symbol].record_gap(gap)
-        for cid, raw in (store.read_json("consumers") or {}).items():
+        for cid, raw in (store.read_json_or_set_aside("consumers") or {}).items():
             self._consumers[cid] = _Consumer(raw["name"], tuple(raw["data_types"]))
 
     # -- consumers -----------------------------------------------------------------------------------
@@ -1104,6 +1125,7 @@ class UnifiedStream:
             flush_errors=self._flush_errors,
             last_error=self._last_error or next((st.last_error for st in self._symbols.values() if st.last_error), ""),
             receive_to_bar_ms=self._latency_summary(),
+            corrupt_chunks=len(self._store.corrupt),
         )
 
     def _latency_summary(self) -> dict[str, float]:

@@ -12,7 +12,7 @@ from typing import Any
 from array_api_compat import array_namespace, is_numpy_array, is_torch_array
 
 from . import gather_kernel
-from .layout import Component
+from .layout import ROLE_CNN_HIDDEN, ROLE_CNN_PRED, Component
 from .timeline import MarketTimeline, WindowSource
 
 
@@ -119,7 +119,8 @@ def gather(
         elif comp.kind == "agent":
             block[...] = xp.astype(agent, xp.float32)
         else:
-            source = {"cnn_hidden": cnn_hidden, "cnn_pred": cnn_pred}.get(comp.name, timeline.vectors.get(comp.name))
+            given = {ROLE_CNN_HIDDEN: cnn_hidden, ROLE_CNN_PRED: cnn_pred}
+            source = given.get(comp.role, timeline.vectors.get(comp.name))
             if source is None:
                 block[...] = 0.0
             elif not gather_kernel.rows(source, steps, out, comp.offset):

@@ -37,27 +37,28 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .config import IndicatorConfig
 from .errors import ConfigError, DataError
-
-#: Columns of :func:`indicator_features` and of :meth:`IndicatorSet.update`, in order.
-FEATURE_NAMES: tuple[str, ...] = (
-    "rsi",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-    "bb_mid",
-    "bb_upper",
-    "bb_lower",
-    "bb_pct_b",
-    "bb_width",
+from .indicator_registry import (
+    OHLCV,
+    Bars,
+    IndexView,
+    Indicator,
+    NameView,
+    Ohlcv,
+    check_bar,
+    check_columns,
+    column_names,
+    feature_names,
+    inputs,
+    register,
+    registered,
 )
-#: Column index by name.
-FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 _NAN = math.nan
 
@@ -89,38 +90,6 @@ def _check_k(k: float) -> float:
     if not (math.isfinite(k) and k > 0):
         raise ConfigError(f"indicator parameter bollinger_k must be a finite number > 0 (got {k!r})")
     return k
-
-
-def warmup_bars(config: IndicatorConfig | None = None) -> dict[str, int]:
-    """Number of bars each feature column needs before it is defined (not NaN).
-
-    Column ``name`` is NaN at bars ``0 .. warmup_bars()[name] - 2`` and defined from bar
-    ``warmup_bars()[name] - 1`` on (0-based).
-
-    Parameters
-    ----------
-    config : IndicatorConfig, optional
-        Indicator parameters; the defaults when omitted.
-
-    Returns
-    -------
-    dict[str, int]
-        Bars needed, for every name in :data:`FEATURE_NAMES`.
-    """
-    c = config if config is not None else IndicatorConfig()
-    macd_bars = c.macd_slow
-    signal_bars = c.macd_slow + c.macd_signal - 1
-    return {
-        "rsi": c.rsi_period,
-        "macd": macd_bars,
-        "macd_signal": signal_bars,
-        "macd_hist": signal_bars,
-        "bb_mid": c.bollinger_period,
-        "bb_upper": c.bollinger_period,
-        "bb_lower": c.bollinger_period,
-        "bb_pct_b": c.bollinger_period,
-        "bb_width": c.bollinger_period,
-    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -498,12 +467,177 @@ class BollingerState:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The feature set used downstream
+# The forming bar of the built-in indicators, for every base step at once
+# ---------------------------------------------------------------------------------------------------
+# Row t is one step of each state after closed bar last[t]: the batch state arrays (computed once over the
+# closed bars) are read at index ``seen = last + 1`` of arrays led by the empty state (NaN).
+
+#: Rows per block of Bollinger windows gathered at once in :func:`forming_features` (bounds memory).
+_FORMING_BLOCK = 1 << 16
+
+
+def _state_at(arr: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    return np.concatenate(([_NAN], arr))[seen]
+
+
+def _rsi_forming(closed: Bars, last: np.ndarray, forming: Bars, c: IndicatorConfig) -> np.ndarray:
+    window = _check_window("rsi_period", c.rsi_period)
+    closes, now = closed["close"], forming["close"]
+    seen = last + 1
+    bars = seen + 1  # the forming bar counted, as peek counts it
+    up_avg, down_avg = _rsi_averages(closes, window)
+    change = np.where(seen == 0, 0.0, now - _state_at(closes, seen))
+    com = _wilder_com(window)
+    up = _ema_next(_state_at(up_avg, seen), np.where(change > 0.0, change, 0.0), com)
+    down = _ema_next(_state_at(down_avg, seen), np.where(change < 0.0, -change, 0.0), com)
+    return np.where(bars >= window, _rsi_from_averages(up, down), _NAN)[:, None]
+
+
+def _macd_forming(closed: Bars, last: np.ndarray, forming: Bars, c: IndicatorConfig) -> np.ndarray:
+    fast, slow, signal = _check_macd(c.macd_fast, c.macd_slow, c.macd_signal)
+    now = forming["close"]
+    seen = last + 1
+    bars = seen + 1
+    ema_fast, ema_slow, _line, sig_ema = _macd_states(closed["close"], fast, slow, signal)
+    line = _ema_next(_state_at(ema_fast, seen), now, _span_com(fast)) - _ema_next(
+        _state_at(ema_slow, seen), now, _span_com(slow)
+    )
+    line = np.where(bars >= slow, line, _NAN)
+    sig = np.where(bars >= slow + signal - 1, _ema_next(_state_at(sig_ema, seen), line, _span_com(signal)), _NAN)
+    return np.column_stack((line, sig, line - sig))
+
+
+def _bollinger_forming(closed: Bars, last: np.ndarray, forming: Bars, c: IndicatorConfig) -> np.ndarray:
+    window = _check_window("bollinger_period", c.bollinger_period)
+    k = _check_k(c.bollinger_k)
+    closes, now = closed["close"], forming["close"]
+    out = np.full((now.size, 5), _NAN)
+    # the window of each defined row, gathered block by block
+    rows = np.flatnonzero(last + 2 >= window)
+    offsets = np.arange(1 - window, 0, dtype=np.int64)  # closed bars last - window + 2 .. last
+    for lo in range(0, rows.size, _FORMING_BLOCK):
+        block = rows[lo : lo + _FORMING_BLOCK]
+        view = np.empty((block.size, window), dtype=np.float64)
+        view[:, :-1] = closes[last[block, None] + 1 + offsets]
+        view[:, -1] = now[block]
+        out[block] = np.column_stack(_bands(view, k))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The built-in indicators: one registry entry each
 # ---------------------------------------------------------------------------------------------------
 
 
+class _CloseInput:
+    """An incremental state of the close alone (the kernels above), taking whole bars as the registry does."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: RsiState | MacdState | BollingerState) -> None:
+        self._state = state
+
+    def update(self, bar: Ohlcv) -> tuple[float, ...]:
+        value = self._state.update(bar.close)
+        return value if isinstance(value, tuple) else (value,)
+
+    def peek(self, bar: Ohlcv) -> tuple[float, ...]:
+        value = self._state.peek(bar.close)
+        return value if isinstance(value, tuple) else (value,)
+
+
+RSI = register(
+    Indicator(
+        name="rsi",
+        inputs=("close",),
+        columns=("rsi",),
+        warmup=lambda c: (c.rsi_period,),
+        batch=lambda bars, c: rsi(bars["close"], c.rsi_period)[:, None],
+        state=lambda c: _CloseInput(RsiState(c.rsi_period)),
+        forming=_rsi_forming,
+        # RSI / 100 - 0.5
+        features=(("rsi", lambda raw, bars: raw[:, 0] / 100.0 - 0.5),),
+    )
+)
+MACD = register(
+    Indicator(
+        name="macd",
+        inputs=("close",),
+        columns=("macd", "macd_signal", "macd_hist"),
+        warmup=lambda c: (c.macd_slow, c.macd_slow + c.macd_signal - 1, c.macd_slow + c.macd_signal - 1),
+        batch=lambda bars, c: np.column_stack(macd(bars["close"], c.macd_fast, c.macd_slow, c.macd_signal)),
+        state=lambda c: _CloseInput(MacdState(c.macd_fast, c.macd_slow, c.macd_signal)),
+        forming=_macd_forming,
+        # the histogram in percent of the close
+        features=(("macd", lambda raw, bars: raw[:, 2] / bars["close"] * 100.0),),
+    )
+)
+BOLLINGER = register(
+    Indicator(
+        name="bollinger",
+        inputs=("close",),
+        columns=("bb_mid", "bb_upper", "bb_lower", "bb_pct_b", "bb_width"),
+        warmup=lambda c: (c.bollinger_period,) * 5,
+        batch=lambda bars, c: np.column_stack(bollinger(bars["close"], c.bollinger_period, c.bollinger_k)),
+        state=lambda c: _CloseInput(BollingerState(c.bollinger_period, c.bollinger_k)),
+        forming=_bollinger_forming,
+        # %b - 0.5
+        features=(("bb_pct_b", lambda raw, bars: raw[:, 3] - 0.5),),
+    )
+)
+
+#: Columns of :func:`indicator_features` and of :meth:`IndicatorSet.update`, in order (follows the registry).
+FEATURE_NAMES: Sequence[str] = NameView(column_names)
+#: Column index by name (follows the registry).
+FEATURE_INDEX: Mapping[str, int] = IndexView(column_names)
+
+
+def state_feature_names() -> tuple[str, ...]:
+    """The scaled indicator columns a bar puts in the state (``market.layout.BAR_FEATURES`` after OHLCV)."""
+    return feature_names()
+
+
+def warmup_bars(config: IndicatorConfig | None = None) -> dict[str, int]:
+    """Number of bars each raw column needs before it is defined (not NaN).
+
+    Column ``name`` is NaN at bars ``0 .. warmup_bars()[name] - 2`` and defined from bar
+    ``warmup_bars()[name] - 1`` on (0-based).
+
+    Parameters
+    ----------
+    config : IndicatorConfig, optional
+        Indicator parameters; the defaults when omitted.
+
+    Returns
+    -------
+    dict[str, int]
+        Bars needed, for every name in :data:`FEATURE_NAMES`.
+    """
+    c = config if config is not None else IndicatorConfig()
+    out: dict[str, int] = {}
+    for ind in registered():
+        out.update(zip(ind.columns, ind.warmup(c), strict=True))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every registered indicator at once: batch, incremental and forming
+# ---------------------------------------------------------------------------------------------------
+
+
+def _run_batch(columns: Mapping[str, np.ndarray], n: int, config: IndicatorConfig) -> np.ndarray:
+    indicators = registered()
+    out = np.empty((n, sum(len(ind.columns) for ind in indicators)), dtype=np.float64)
+    j = 0
+    for ind in indicators:
+        k = len(ind.columns)
+        out[:, j : j + k] = ind.batch(columns, config)
+        j += k
+    return out
+
+
 def close_features(close: np.ndarray, config: IndicatorConfig | None = None) -> np.ndarray:
-    """All indicator columns of :data:`FEATURE_NAMES` for a close series.
+    """All indicator columns of :data:`FEATURE_NAMES` for a close series (every indicator must read the close only).
 
     Parameters
     ----------
@@ -521,23 +655,24 @@ def close_features(close: np.ndarray, config: IndicatorConfig | None = None) -> 
     ------
     DataError
         A close is not finite or not positive (the message names its index and value).
+    ConfigError
+        A registered indicator reads more than the close (use :func:`indicator_features` with whole bars).
     """
     c = config if config is not None else IndicatorConfig()
+    more = [ind.name for ind in registered() if set(ind.inputs) - {"close"}]
+    if more:
+        raise ConfigError(f"indicator(s) {more} read more than the close: pass whole bars to indicator_features")
     x = _as_closes(close)
-    out = np.empty((x.size, len(FEATURE_NAMES)), dtype=np.float64)
-    out[:, 0] = rsi(x, c.rsi_period)
-    out[:, 1:4] = np.column_stack(macd(x, c.macd_fast, c.macd_slow, c.macd_signal))
-    out[:, 4:9] = np.column_stack(bollinger(x, c.bollinger_period, c.bollinger_k))
-    return out
+    return _run_batch({"close": x}, x.size, c)
 
 
-def indicator_features(bars: np.ndarray, config: IndicatorConfig | None = None) -> np.ndarray:
+def indicator_features(bars: Bars, config: IndicatorConfig | None = None) -> np.ndarray:
     """All indicator columns of :data:`FEATURE_NAMES` for a bar array (``records.BAR_DTYPE``).
 
     Parameters
     ----------
-    bars : numpy.ndarray
-        Structured array with a ``close`` field, oldest bar first.
+    bars : numpy.ndarray or mapping
+        Structured array (or mapping of field to 1-D array) with the fields the indicators read, oldest first.
     config : IndicatorConfig, optional
         Indicator parameters; the defaults when omitted.
 
@@ -549,59 +684,44 @@ def indicator_features(bars: np.ndarray, config: IndicatorConfig | None = None) 
     Raises
     ------
     DataError
-        The array has no ``close`` field, or a close is not finite or not positive.
+        A field an indicator reads is missing, or holds a non-finite or non-positive price (negative volume).
     """
-    names = getattr(getattr(bars, "dtype", None), "names", None)
-    if not names or "close" not in names:
-        raise DataError(f"bars must be a structured array with a 'close' field (got dtype {bars.dtype!r})")
-    return close_features(_as_closes(bars["close"], "bars['close']"), config)
+    c = config if config is not None else IndicatorConfig()
+    columns = check_columns(bars, inputs(), "bars")
+    return _run_batch(columns, next(iter(columns.values())).size, c)
 
 
 class IndicatorSet:
-    """Incremental form of :func:`indicator_features`, one closed bar at a time.
+    """Incremental form of :func:`indicator_features`, one closed bar at a time, over the registered indicators.
 
-    ``update(close)`` commits a closed bar and returns its feature row; ``peek(close)`` returns the
-    row of the forming bar at ``close`` and leaves the state as it was. Row ``i`` of the batch form
-    equals what ``update`` returns for bar ``i``.
+    ``update(bar)`` commits a closed bar (an :class:`~market.indicator_registry.Ohlcv`, a ``BAR_DTYPE`` record
+    or an (o, h, l, c, v) sequence) and returns its row; ``peek(bar)`` returns the row of the forming bar and
+    leaves the state as it was. Row ``i`` of the batch form equals what ``update`` returns for bar ``i``.
+    The indicators are those registered when the set is made.
     """
 
-    __slots__ = ("config", "_rsi", "_macd", "_bands")
+    __slots__ = ("config", "_inputs", "_states", "count")
 
     def __init__(self, config: IndicatorConfig | None = None) -> None:
         self.config = config if config is not None else IndicatorConfig()
-        c = self.config
-        self._rsi = RsiState(c.rsi_period)
-        self._macd = MacdState(c.macd_fast, c.macd_slow, c.macd_signal)
-        self._bands = BollingerState(c.bollinger_period, c.bollinger_k)
+        indicators = registered()
+        used = {f for ind in indicators for f in ind.inputs}
+        self._inputs = tuple(f for f in OHLCV if f in used)
+        self._states = tuple(ind.state(self.config) for ind in indicators)
+        #: Closed bars committed so far.
+        self.count = 0
 
-    @property
-    def count(self) -> int:
-        """Closed bars committed so far."""
-        return self._rsi.count
+    def update(self, bar: object) -> np.ndarray:
+        """Commit one closed bar; return its float64 row (order of :data:`FEATURE_NAMES`)."""
+        b = check_bar(bar, self.count, self._inputs)
+        row = np.array([x for state in self._states for x in state.update(b)], dtype=np.float64)
+        self.count += 1
+        return row
 
-    def update(self, close: float) -> np.ndarray:
-        """Commit one closed bar; return its float64 feature row (order of :data:`FEATURE_NAMES`)."""
-        close = _check_close(close, self.count)
-        return np.array(
-            (self._rsi.update(close), *self._macd.update(close), *self._bands.update(close)),
-            dtype=np.float64,
-        )
-
-    def peek(self, close: float) -> np.ndarray:
-        """Feature row of the forming bar at ``close``; the state does not change."""
-        close = _check_close(close, self.count)
-        return np.array(
-            (self._rsi.peek(close), *self._macd.peek(close), *self._bands.peek(close)),
-            dtype=np.float64,
-        )
-
-
-# ---------------------------------------------------------------------------------------------------
-# The forming bar, for every base step at once
-# ---------------------------------------------------------------------------------------------------
-
-#: Rows per block of Bollinger windows gathered at once in :func:`forming_features` (bounds memory).
-_FORMING_BLOCK = 1 << 16
+    def peek(self, bar: object) -> np.ndarray:
+        """Row of the forming bar ``bar``; the state does not change."""
+        b = check_bar(bar, self.count, self._inputs)
+        return np.array([x for state in self._states for x in state.peek(b)], dtype=np.float64)
 
 
 def _as_last_closed(last_closed: np.ndarray, n_closed: int, n_steps: int) -> np.ndarray:
@@ -618,30 +738,53 @@ def _as_last_closed(last_closed: np.ndarray, n_closed: int, n_steps: int) -> np.
     return arr
 
 
+def _replay_forming(
+    ind: Indicator,
+    closed: Mapping[str, np.ndarray],
+    last: np.ndarray,
+    forming: Mapping[str, np.ndarray],
+    c: IndicatorConfig,
+) -> np.ndarray:
+    """``ind``'s forming rows by its incremental state: fed closed bars in order of ``last``, peeked per step."""
+
+    def bar(cols: Mapping[str, np.ndarray], i: int) -> Ohlcv:
+        return Ohlcv(*(float(cols[f][i]) if f in cols else _NAN for f in OHLCV))
+
+    state = ind.state(c)
+    out = np.empty((last.size, len(ind.columns)), dtype=np.float64)
+    count = 0
+    for t in np.argsort(last, kind="stable").tolist():
+        while count <= last[t]:
+            state.update(bar(closed, count))
+            count += 1
+        out[t] = state.peek(bar(forming, t))
+    return out
+
+
 def forming_features(
-    closed_close: np.ndarray,
+    closed: Bars,
     last_closed: np.ndarray,
-    forming_close: np.ndarray,
+    forming: Bars,
     config: IndicatorConfig | None = None,
 ) -> np.ndarray:
-    """Feature rows of a forming bar at every base step: :meth:`IndicatorSet.peek` in batch.
+    """Rows of a forming bar at every base step: :meth:`IndicatorSet.peek` in batch.
 
-    Row ``t`` is what an :class:`IndicatorSet` fed with ``closed_close[: last_closed[t] + 1]`` returns
-    from ``peek(forming_close[t])``. RSI and MACD are one EMA step from the state after bar
-    ``last_closed[t]`` (the batch state arrays, computed once over ``closed_close``); Bollinger bands
-    sum each window (the last ``window - 1`` closed closes, then the forming close) as the incremental
-    form does, so they carry no cancellation of a running sum of squares. Row ``t`` reads closed bars
+    Row ``t`` is what an :class:`IndicatorSet` fed with closed bars ``0 .. last_closed[t]`` returns from
+    ``peek`` of forming bar ``t``. Each indicator's forming kernel gives its columns (RSI and MACD are one
+    EMA step from the batch state after bar ``last_closed[t]``; Bollinger bands sum each window as the
+    incremental form does); one without a kernel replays its incremental state. Row ``t`` reads closed bars
     ``0 .. last_closed[t]`` only.
 
     Parameters
     ----------
-    closed_close : numpy.ndarray
-        float64 ``[N]``, closes of the closed bars, oldest first, finite and positive.
+    closed : numpy.ndarray or mapping
+        The closed bars, oldest first: a bar array or mapping of fields, or (when every indicator reads the
+        close only) a float64 ``[N]`` array of their closes.
     last_closed : numpy.ndarray
-        Integer ``[T]``, the index into ``closed_close`` of the last bar closed by step ``t``; ``-1``
-        when none has closed yet. Any order (non-decreasing is typical, not required).
-    forming_close : numpy.ndarray
-        float64 ``[T]``, the close of the forming bar as of step ``t``, finite and positive.
+        Integer ``[T]``, the index into ``closed`` of the last bar closed by step ``t``; ``-1`` when none has
+        closed yet. Any order (non-decreasing is typical, not required).
+    forming : numpy.ndarray or mapping
+        The forming bar as of step ``t``, ``[T]``, in the form of ``closed``.
     config : IndicatorConfig, optional
         Indicator parameters; the defaults when omitted.
 
@@ -654,50 +797,34 @@ def forming_features(
     Raises
     ------
     DataError
-        A close is not finite or not positive, ``last_closed`` is not an integer array as long as
-        ``forming_close``, or one of its entries is outside ``-1 .. N - 1`` (the message names it).
+        A value an indicator reads is not finite or not positive, ``last_closed`` is not an integer array as
+        long as ``forming``, or one of its entries is outside ``-1 .. N - 1`` (the message names it).
+    ConfigError
+        Closes alone are given while an indicator reads more than the close.
     """
     c = config if config is not None else IndicatorConfig()
-    rsi_window = _check_window("rsi_period", c.rsi_period)
-    fast, slow, signal = _check_macd(c.macd_fast, c.macd_slow, c.macd_signal)
-    window = _check_window("bollinger_period", c.bollinger_period)
-    k = _check_k(c.bollinger_k)
-    closed = _as_closes(closed_close, "closed_close")
-    forming = _as_closes(forming_close, "forming_close")
-    last = _as_last_closed(last_closed, closed.size, forming.size)
-    # Bars the state has seen, and so the index of its state in arrays led by the empty state (NaN).
-    seen = last + 1
-    bars = seen + 1  # the forming bar counted, as peek counts it
-
-    def state(arr: np.ndarray) -> np.ndarray:
-        return np.concatenate(([_NAN], arr))[seen]
-
-    out = np.full((forming.size, len(FEATURE_NAMES)), _NAN)
-
-    # RSI: one Wilder step with the forming change.
-    up_avg, down_avg = _rsi_averages(closed, rsi_window)
-    change = np.where(seen == 0, 0.0, forming - state(closed))
-    com = _wilder_com(rsi_window)
-    up = _ema_next(state(up_avg), np.where(change > 0.0, change, 0.0), com)
-    down = _ema_next(state(down_avg), np.where(change < 0.0, -change, 0.0), com)
-    out[:, 0] = np.where(bars >= rsi_window, _rsi_from_averages(up, down), _NAN)
-
-    # MACD: one step of each EMA, then of the signal EMA with the forming MACD value.
-    ema_fast, ema_slow, _line, sig_ema = _macd_states(closed, fast, slow, signal)
-    line = _ema_next(state(ema_fast), forming, _span_com(fast)) - _ema_next(state(ema_slow), forming, _span_com(slow))
-    line = np.where(bars >= slow, line, _NAN)
-    sig = np.where(bars >= slow + signal - 1, _ema_next(state(sig_ema), line, _span_com(signal)), _NAN)
-    out[:, 1] = line
-    out[:, 2] = sig
-    out[:, 3] = line - sig
-
-    # Bollinger: the window of each defined row, gathered block by block.
-    rows = np.flatnonzero(bars >= window)
-    offsets = np.arange(1 - window, 0, dtype=np.int64)  # closed bars last - window + 2 .. last
-    for lo in range(0, rows.size, _FORMING_BLOCK):
-        block = rows[lo : lo + _FORMING_BLOCK]
-        view = np.empty((block.size, window), dtype=np.float64)
-        view[:, :-1] = closed[last[block, None] + 1 + offsets]
-        view[:, -1] = forming[block]
-        out[block, 4:9] = np.column_stack(_bands(view, k))
+    if getattr(getattr(closed, "dtype", None), "names", None) is None and not isinstance(closed, Mapping):
+        more = [ind.name for ind in registered() if set(ind.inputs) - {"close"}]
+        if more:
+            raise ConfigError(f"indicator(s) {more} read more than the close: pass whole bars to forming_features")
+        closed_cols = {"close": _as_closes(closed, "closed_close")}
+        forming_cols = {"close": _as_closes(forming, "forming_close")}
+    else:
+        closed_cols = check_columns(closed, inputs(), "closed")
+        forming_cols = check_columns(forming, inputs(), "forming")
+    n_closed = next(iter(closed_cols.values())).size
+    n_steps = next(iter(forming_cols.values())).size
+    last = _as_last_closed(last_closed, n_closed, n_steps)
+    indicators = registered()
+    out = np.empty((n_steps, sum(len(ind.columns) for ind in indicators)), dtype=np.float64)
+    j = 0
+    for ind in indicators:
+        k = len(ind.columns)
+        kernel = ind.forming
+        out[:, j : j + k] = (
+            kernel(closed_cols, last, forming_cols, c)
+            if kernel is not None
+            else _replay_forming(ind, closed_cols, last, forming_cols, c)
+        )
+        j += k
     return out

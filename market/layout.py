@@ -7,12 +7,15 @@ the arrays live in ``market.timeline`` and are read by ``market.features.gather`
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from .config import StrictModel
+from .indicator_registry import NameView
+from .indicators import state_feature_names
 from .timeframes import TIMEFRAME_MS
 
 #: Per-tick features, in this order (the first two are prices, relative to the reference close at t; the
@@ -29,17 +32,12 @@ TICK_FEATURES: tuple[str, ...] = (
     "buy_ratio_20",
     "age_s",
 )
-#: Per-bar features, in this order (the first four are prices, normalised to the reference close at t).
-BAR_FEATURES: tuple[str, ...] = (
-    "open_rel",
-    "high_rel",
-    "low_rel",
-    "close_rel",
-    "log_volume",
-    "rsi",
-    "macd",
-    "bb_pct_b",
-)
+#: The bar features every bar has, before the indicators' (the first four are prices, normalised to the
+#: reference close at t).
+BAR_OHLCV_FEATURES: tuple[str, ...] = ("open_rel", "high_rel", "low_rel", "close_rel", "log_volume")
+#: Per-bar features, in this order: :data:`BAR_OHLCV_FEATURES`, then each registered indicator's feature
+#: columns (``market.indicator_registry``); a view that follows the registry.
+BAR_FEATURES: Sequence[str] = NameView(lambda: BAR_OHLCV_FEATURES + state_feature_names())
 #: Agent features the env supplies for s and s' (the learner's replay stores exactly these).
 AGENT_FEATURES: tuple[str, ...] = (
     "position",
@@ -60,6 +58,60 @@ MARKETS: tuple[str, str] = (TRADED, REFERENCE)
 LEGACY_STATE_KEYS: dict[str, str] = {"eth_timeframes": "traded_timeframes", "btc_window": "reference_window"}
 #: Component-name prefixes renamed to roles: old prefix -> new prefix (``eth_1m`` -> ``traded_1m``).
 LEGACY_COMPONENT_PREFIXES: dict[str, str] = {"eth_": f"{TRADED}_", "btc_": f"{REFERENCE}_"}
+
+#: Component roles. Windows: ``ticks`` and ``bars``. Vectors: ``cnn_hidden`` and ``cnn_pred`` (the CNN's
+#: own outputs, filled by the caller of ``gather``), ``structure`` (Williams market structure) and ``regime``.
+ROLE_TICKS = "ticks"
+ROLE_BARS = "bars"
+ROLE_CNN_HIDDEN = "cnn_hidden"
+ROLE_CNN_PRED = "cnn_pred"
+ROLE_STRUCTURE = "structure"
+ROLE_REGIME = "regime"
+ROLE_AGENT = "agent"
+ROLES: tuple[str, ...] = (
+    ROLE_TICKS,
+    ROLE_BARS,
+    ROLE_CNN_HIDDEN,
+    ROLE_CNN_PRED,
+    ROLE_STRUCTURE,
+    ROLE_REGIME,
+    ROLE_AGENT,
+)
+#: The CNN's own parts: supplied to ``gather`` by its caller, never stored in the timeline.
+CNN_ROLES: tuple[str, ...] = (ROLE_CNN_HIDDEN, ROLE_CNN_PRED)
+#: Vector roles computed from market data alone (the timeline holds them; the CNN reads them).
+MARKET_VECTOR_ROLES: tuple[str, ...] = (ROLE_STRUCTURE, ROLE_REGIME)
+
+
+@dataclass(frozen=True, slots=True)
+class VectorComponent:
+    """One vector component of the state, defined once: its name, its role, and where its size comes from.
+
+    Attributes
+    ----------
+    name : str
+        Component name in the layout.
+    role : str
+        One of :data:`ROLES` (``structure``, ``regime``, ``cnn_hidden``, ``cnn_pred``).
+    size_key : str
+        The :class:`StateConfig` field holding its size (0 masks it).
+    masked_why : str
+        Why it is missing when its size is 0.
+    """
+
+    name: str
+    role: str
+    size_key: str
+    masked_why: str
+
+
+#: The vector components in state order; :func:`build_layout` iterates it.
+VECTOR_COMPONENTS: tuple[VectorComponent, ...] = (
+    VectorComponent("cnn_hidden", ROLE_CNN_HIDDEN, "cnn_hidden", "CNN disabled"),
+    VectorComponent("cnn_pred", ROLE_CNN_PRED, "cnn_predictions", "CNN disabled"),
+    VectorComponent("williams", ROLE_STRUCTURE, "williams", "Williams structure disabled"),
+    VectorComponent("regime", ROLE_REGIME, "regime", "regime features disabled"),
+)
 
 
 class StateConfig(StrictModel):
@@ -173,6 +225,18 @@ class Component:
     rows: int
     features: int
     offset: int
+    #: What the component is (:data:`ROLES`); code selects components by role, never by name.
+    role: str = ""
+    #: For a window, whose data it holds (``"traded"`` or ``"reference"``) and its timeframe (``"ticks"`` for
+    #: the tick window); empty for vectors.
+    market: str = ""
+    timeframe: str = ""
+
+    @property
+    def market_input(self) -> bool:
+        """Whether the component is made from market data alone (what the CNN reads): windows, and vectors
+        whose role is in :data:`MARKET_VECTOR_ROLES`."""
+        return self.kind == "window" or self.role in MARKET_VECTOR_ROLES
 
     @property
     def size(self) -> int:
@@ -206,6 +270,10 @@ class StateLayout:
 
     def __contains__(self, name: str) -> bool:
         return any(c.name == name for c in self.components)
+
+    def by_role(self, *roles: str) -> tuple[Component, ...]:
+        """The components of these roles, in state order."""
+        return tuple(c for c in self.components if c.role in roles)
 
     def component_at(self, column: int) -> str:
         """Name of the component holding state column ``column`` (``"?"`` outside the state)."""
@@ -262,37 +330,48 @@ def build_layout(config: StateConfig) -> StateLayout:
     Order: traded-market ticks, traded bars by increasing timeframe, reference bars (base timeframe), CNN
     hidden, CNN predictions, Williams structure, regime, agent. A component of size 0 is masked (listed, not stored).
     """
-    specs: list[tuple[str, str, int, int]] = []
+    # (name, kind, rows, features, role, market, timeframe)
+    specs: list[tuple[str, str, int, int, str, str, str]] = []
     masked: list[tuple[str, str]] = []
     if config.tick_window:
-        specs.append((tick_component_name(), "window", config.tick_window, len(TICK_FEATURES)))
+        specs.append(
+            (tick_component_name(), "window", config.tick_window, len(TICK_FEATURES), ROLE_TICKS, TRADED, "ticks")
+        )
     else:
         masked.append((tick_component_name(), "no tick data in this profile"))
     for tf in ("1s", "1m", "1h", "1d"):
         name = bar_component_name(TRADED, tf)
         if tf in config.traded_timeframes:
-            specs.append((name, "window", config.bar_window, len(BAR_FEATURES)))
+            specs.append((name, "window", config.bar_window, len(BAR_FEATURES), ROLE_BARS, TRADED, tf))
         else:
             masked.append((name, f"timeframe not in profile {config.profile!r}"))
     if config.reference_window:
-        name = bar_component_name(REFERENCE, config.base_timeframe)
-        specs.append((name, "window", config.reference_window, len(BAR_FEATURES)))
+        tf = str(config.base_timeframe)
+        name = bar_component_name(REFERENCE, tf)
+        specs.append((name, "window", config.reference_window, len(BAR_FEATURES), ROLE_BARS, REFERENCE, tf))
     else:
         masked.append((REFERENCE, "reference market disabled"))
-    for name, size, why in (
-        ("cnn_hidden", config.cnn_hidden, "CNN disabled"),
-        ("cnn_pred", config.cnn_predictions, "CNN disabled"),
-        ("williams", config.williams, "Williams structure disabled"),
-        ("regime", config.regime, "regime features disabled"),
-    ):
+    for vector in VECTOR_COMPONENTS:
+        size = int(getattr(config, vector.size_key))
         if size:
-            specs.append((name, "vector", 1, size))
+            specs.append((vector.name, "vector", 1, size, vector.role, "", ""))
         else:
-            masked.append((name, why))
-    specs.append(("agent", "agent", 1, len(AGENT_FEATURES)))
+            masked.append((vector.name, vector.masked_why))
+    specs.append(("agent", "agent", 1, len(AGENT_FEATURES), ROLE_AGENT, "", ""))
     components = []
     offset = 0
-    for name, kind, rows, features in specs:
-        components.append(Component(name=name, kind=kind, rows=rows, features=features, offset=offset))  # type: ignore[arg-type]
+    for name, kind, rows, features, role, market, timeframe in specs:
+        components.append(
+            Component(
+                name=name,
+                kind=kind,  # type: ignore[arg-type]
+                rows=rows,
+                features=features,
+                offset=offset,
+                role=role,
+                market=market,
+                timeframe=timeframe,
+            )
+        )
         offset += rows * features
     return StateLayout(config=config, components=tuple(components), masked=tuple(masked))

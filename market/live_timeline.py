@@ -19,18 +19,21 @@ from .bars import _flat_bars, aggregate_bars, ticks_to_bars
 from .config import IndicatorConfig, StrictModel
 from .errors import DataError
 from .features import gather
-from .indicators import IndicatorSet
+from .indicator_registry import OHLCV, Ohlcv
+from .indicators import FEATURE_NAMES, IndicatorSet
 from .layout import (
     AGENT_FEATURES,
     MARKETS,
     REFERENCE,
+    ROLE_REGIME,
+    ROLE_STRUCTURE,
+    ROLE_TICKS,
     TICK_FEATURES,
     TRADED,
     StateConfig,
     StateLayout,
     bar_component_name,
     build_layout,
-    tick_component_name,
 )
 from .pivots import WilliamsConfig, WilliamsTracker
 from .records import BAR_DTYPE, TRADE_DTYPE
@@ -43,7 +46,6 @@ from .timeline_builder import bar_rows, padded, tick_rows
 
 __all__ = ["MARKETS", "LiveTimeline", "LiveTimelineConfig", "LiveTimelineStats"]
 
-_N_INDICATORS = 9
 # Tick rows read the 19 trades before them (20-trade rolling sums) and the one before that (dt, return).
 _TICK_CONTEXT = 21
 # ... and every trade of the second before them (intensity); kept with a margin of one millisecond.
@@ -95,13 +97,15 @@ class _Series:
     def __init__(self, keep: int, config: IndicatorConfig) -> None:
         self.keep = max(int(keep), 1)
         self.bars = np.zeros(0, dtype=BAR_DTYPE)
-        self.rows = np.zeros((0, _N_INDICATORS))
+        self.rows = np.zeros((0, len(FEATURE_NAMES)))
         self.indicators = IndicatorSet(config)
 
     def extend(self, bars: np.ndarray) -> None:
         if bars.size == 0:
             return
-        rows = np.array([self.indicators.update(float(c)) for c in bars["close"].tolist()]).reshape(-1, _N_INDICATORS)
+        update = self.indicators.update
+        fields = zip(*(bars[f].tolist() for f in OHLCV), strict=True)
+        rows = np.array([update(Ohlcv(*bar)) for bar in fields]).reshape(bars.size, len(FEATURE_NAMES))
         self.bars = np.concatenate([self.bars, bars])[-self.keep :]
         self.rows = np.concatenate([self.rows, rows])[-self.keep :]
 
@@ -253,7 +257,7 @@ class LiveTimeline:
         self._closed = {tf: _Series(max(cfg.bar_window - 1, 1), self.indicator_config) for tf in self._higher}
         self._forming: dict[str, _FormingBar] = {}
         self._warm_pending: dict[str, np.ndarray] = {}
-        self._williams = WilliamsTracker(self.williams_config) if "williams" in self.layout else None
+        self._williams = WilliamsTracker(self.williams_config) if self.layout.by_role(ROLE_STRUCTURE) else None
         self._williams_row: np.ndarray | None = None
         self._snapshot: MarketTimeline | None = None
 
@@ -320,7 +324,7 @@ class LiveTimeline:
             self._last_time[market] = int(trades["time_ms"][-1])
             self._last_id[market] = int(trades["trade_id"][-1])
             self._taken[market] += int(trades.size)
-            if market == TRADED and tick_component_name() in self.layout:
+            if market == TRADED and self.layout.by_role(ROLE_TICKS):
                 self._ticks = np.concatenate([self._ticks, trades])
         if self._first_open < 0 and min(self._first_trade_ms.values()) >= 0:
             self._first_open = max(t // self.base_ms * self.base_ms for t in self._first_trade_ms.values())
@@ -476,10 +480,10 @@ class LiveTimeline:
         for comp in self.layout.components:
             if comp.kind != "window":
                 continue
-            if comp.name == tick_component_name():
+            if comp.role == ROLE_TICKS:
                 windows[comp.name] = self._tick_window(comp.rows, close_ms)
                 continue
-            market, tf = comp.name.split("_", 1)
+            market, tf = comp.market, comp.timeframe
             if tf == self.base_tf:
                 series = self._base_series[market]
                 rows = self._rows(series.bars, series.rows, market)
@@ -495,11 +499,12 @@ class LiveTimeline:
                 windows[comp.name] = self._higher_window(tf, comp.rows, close_ms)
         vectors: dict[str, np.ndarray] = {}
         if self._williams_row is not None:
-            vectors["williams"] = self._williams_row[None, :].astype(np.float32)
-        if "regime" in self.layout:
+            for comp in self.layout.by_role(ROLE_STRUCTURE):
+                vectors[comp.name] = self._williams_row[None, :].astype(np.float32)
+        for comp in self.layout.by_role(ROLE_REGIME):
             h = self.config.regime_history_steps
             regime = regime_features(self._base[TRADED][-h:], self._base[REFERENCE][-h:])
-            vectors["regime"] = regime[-1:].astype(np.float32)
+            vectors[comp.name] = regime[-1:].astype(np.float32)
         traded_bar = self._base[TRADED][-1]
         refs = {m: (np.log(self._base[m]["close"][-1:]) - self._anchor[m]).astype(np.float32) for m in MARKETS}
         self._snapshot = MarketTimeline(
@@ -580,7 +585,7 @@ class LiveTimeline:
         pad = window - 1
         rows = self._rows(series.bars, series.rows, TRADED)
         o, h, lo, c, v, ok = self._forming[tf].as_of_step(close_ms)
-        ind = series.indicators.peek(c)[None, :]
+        ind = series.indicators.peek(Ohlcv(o, h, lo, c, v))[None, :]
         one = [np.array([x]) for x in (o, h, lo, c, v)]
         forming = bar_rows(*one, ind, self._anchor[TRADED]).T.copy()
         if not ok:

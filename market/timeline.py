@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .layout import StateLayout
+from .layout import CNN_ROLES, StateLayout
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,7 @@ class MarketTimeline:
                     )
                 if src.ref not in self.refs:
                     raise DataError(f"{comp.name}: reference {src.ref!r} missing from timeline refs")
-            elif comp.kind == "vector" and not comp.name.startswith("cnn_") and comp.name not in self.vectors:
+            elif comp.kind == "vector" and comp.role not in CNN_ROLES and comp.name not in self.vectors:
                 raise DataError(f"timeline has no per-step values for component {comp.name!r}")
 
     def map_arrays(self, fn: Callable[[Any], Any]) -> MarketTimeline:

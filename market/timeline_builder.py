@@ -14,17 +14,20 @@ import pandas as pd
 from .bars import aggregate_bars, ticks_to_bars
 from .config import IndicatorConfig
 from .errors import DataError
-from .indicators import FEATURE_INDEX, close_features, forming_features
+from .indicator_registry import registered
+from .indicators import forming_features, indicator_features
 from .layout import (
     BAR_FEATURES,
     MARKETS,
     REFERENCE,
+    ROLE_REGIME,
+    ROLE_STRUCTURE,
+    ROLE_TICKS,
     TICK_FEATURES,
     TRADED,
     StateConfig,
     StateLayout,
     build_layout,
-    tick_component_name,
 )
 from .pivots import WilliamsConfig, williams_features
 from .records import BAR_DTYPE, TRADE_DTYPE
@@ -81,26 +84,30 @@ def bar_rows(
 ) -> np.ndarray:
     """Per-bar features in ``BAR_FEATURES`` order, float32 [F, N] (feature-major).
 
-    Prices are log prices less ``anchor`` (made relative to the reference close at gather time); the
-    indicators are scaled
-    to O(1): RSI/100 - 0.5, MACD histogram / close, Bollinger %b - 0.5.
+    Prices are log prices less ``anchor`` (made relative to the reference close at gather time); then each
+    registered indicator's feature columns from its raw columns in ``indicators`` (``[N, len(FEATURE_NAMES)]``),
+    scaled to O(1) by the registry entry, warm-up NaNs made neutral (0) and clipped.
     """
-    rsi = indicators[:, FEATURE_INDEX["rsi"]] / 100.0 - 0.5
-    macd = indicators[:, FEATURE_INDEX["macd_hist"]] / close * 100.0
-    pct_b = indicators[:, FEATURE_INDEX["bb_pct_b"]] - 0.5
-    rows = np.stack(
-        [
-            _log(open_) - anchor,
-            _log(high) - anchor,
-            _log(low) - anchor,
-            _log(close) - anchor,
-            np.log1p(np.maximum(volume, 0.0)),
-            _clean(rsi),
-            _clean(macd),
-            _clean(pct_b),
-        ]
-    )
-    assert rows.shape[0] == len(BAR_FEATURES)
+    bars = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
+    columns = [
+        _log(open_) - anchor,
+        _log(high) - anchor,
+        _log(low) - anchor,
+        _log(close) - anchor,
+        np.log1p(np.maximum(volume, 0.0)),
+    ]
+    j = 0
+    for indicator in registered():
+        k = len(indicator.columns)
+        raw = indicators[:, j : j + k]
+        columns.extend(_clean(feature(raw, bars)) for _, feature in indicator.features)
+        j += k
+    rows = np.stack(columns)
+    if rows.shape[0] != len(BAR_FEATURES) or j != indicators.shape[1]:
+        raise DataError(
+            f"bar rows: {rows.shape[0]} features from {indicators.shape[1]} indicator columns, the registry has "
+            f"{len(BAR_FEATURES)} features of {j} columns (an indicator was registered after these rows were made)"
+        )
     return rows.astype(np.float32)
 
 
@@ -211,7 +218,7 @@ def _bar_window(
     anchor: float,
 ) -> WindowSource:
     interval = TIMEFRAME_MS[timeframe]
-    closed_ind = close_features(bars_closed["close"], indicator_config) if bars_closed.size else np.zeros((0, 9))
+    closed_ind = indicator_features(bars_closed, indicator_config)
     rows = bar_rows(
         bars_closed["open"],
         bars_closed["high"],
@@ -226,7 +233,8 @@ def _bar_window(
         return WindowSource(rows=padded(rows, window), last=last + window, pad=window, price_columns=4, ref=ref)
     pad = window - 1
     o, h, lo, c, v, valid = _forming(base, interval, step_time_ms, int(base["open_time_ms"][0]))
-    ind = forming_features(bars_closed["close"], last, c, indicator_config)
+    now = {"open": o, "high": h, "low": lo, "close": c, "volume": v}
+    ind = forming_features(bars_closed, last, now, indicator_config)
     forming = bar_rows(o, h, lo, c, v, ind, anchor).T.copy()
     forming[~valid] = 0.0
     return WindowSource(
@@ -302,7 +310,7 @@ def build_timeline(
     for comp in layout.components:
         if comp.kind != "window":
             continue
-        if comp.name == tick_component_name():
+        if comp.role == ROLE_TICKS:
             if data.traded_trades is None or not data.traded_trades.size:
                 raise DataError("the state has a tick window but the data has no trades of the traded market")
             trades = data.traded_trades
@@ -319,16 +327,16 @@ def build_timeline(
                 age_column=TICK_FEATURES.index("age_s"),
             )
             continue
-        market, timeframe = comp.name.split("_", 1)
+        market, timeframe = comp.market, comp.timeframe
         closed = base[market] if timeframe == base_tf else _closed_bars(files[market], base[market], timeframe)
         windows[comp.name] = _bar_window(
             closed, base[market], timeframe, base_ms, step_time, comp.rows, market, indicators, anchors[market]
         )
     vectors: dict[str, np.ndarray] = {}
-    if "williams" in layout:
-        vectors["williams"] = williams_features(traded_base["high"], traded_base["low"], traded_base["close"], williams)
-    if "regime" in layout:
-        vectors["regime"] = regime_features(traded_base, reference_base).astype(np.float32)
+    for comp in layout.by_role(ROLE_STRUCTURE):
+        vectors[comp.name] = williams_features(traded_base["high"], traded_base["low"], traded_base["close"], williams)
+    for comp in layout.by_role(ROLE_REGIME):
+        vectors[comp.name] = regime_features(traded_base, reference_base).astype(np.float32)
     timeline = MarketTimeline(
         layout=layout,
         step_time_ms=step_time,

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from market.config import StrictModel
-from market.layout import StateConfig, StateLayout, build_layout, upgrade_component_name
+from market.layout import ROLE_CNN_HIDDEN, StateConfig, StateLayout, build_layout, upgrade_component_name
 
 #: Outputs per prediction horizon: P(up), P(flat), P(down), expected move (in units of the horizon's
 #: typical absolute move). Four horizons x four outputs fill the layout's 16 ``cnn_pred`` slots.
@@ -78,12 +78,13 @@ class MultiTimeframeCNN(nn.Module):
         super().__init__()
         self.config = config or CnnConfig()
         self.layout = layout
-        if "cnn_hidden" in layout and layout["cnn_hidden"].size != self.config.hidden:
+        hidden = layout.by_role(ROLE_CNN_HIDDEN)
+        if hidden and hidden[0].size != self.config.hidden:
             raise ValueError(
-                f"cnn.hidden {self.config.hidden} != layout cnn_hidden {layout['cnn_hidden'].size}: they must agree"
+                f"cnn.hidden {self.config.hidden} != layout cnn_hidden {hidden[0].size}: they must agree"
             )
         self.windows = [c for c in layout.components if c.kind == "window"]
-        self.vectors = [c for c in layout.components if c.name in ("williams", "regime")]
+        self.vectors = [c for c in layout.components if c.kind == "vector" and c.market_input]
         self.encoders = nn.ModuleDict(
             {c.name: WindowEncoder(c.features, self.config.channels, self.config.kernel) for c in self.windows}
         )

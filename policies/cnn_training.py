@@ -216,7 +216,7 @@ def input_statistics(
     squares: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     cpu = torch.device("cpu")
-    read = [c for c in layout.components if c.kind == "window" or c.name in ("williams", "regime")]
+    read = [c for c in layout.components if c.market_input]
     for part in _batches(np.asarray(steps, dtype=np.int64), chunk):
         states = cnn_states(timeline, part, cpu).numpy().astype(np.float64)
         for comp in read:

@@ -31,6 +31,7 @@ from market.indicators import (
     rsi,
     warmup_bars,
 )
+from market.indicator_registry import Ohlcv
 from market.records import BAR_DTYPE, empty
 
 RTOL = 1e-9
@@ -88,6 +89,11 @@ def configs(draw: st.DrawFn) -> IndicatorConfig:
     )
 
 
+def bar_at(close: float) -> Ohlcv:
+    """A bar whose every price is ``close`` (the built-in indicators read the close only)."""
+    return Ohlcv(close, close, close, close, 0.0)
+
+
 # ---------------------------------------------------------------------------------------------------
 # References and comparison
 # ---------------------------------------------------------------------------------------------------
@@ -95,7 +101,7 @@ def configs(draw: st.DrawFn) -> IndicatorConfig:
 
 def _incremental(closes: np.ndarray, config: IndicatorConfig) -> np.ndarray:
     state = IndicatorSet(config)
-    rows = [state.update(c) for c in closes]
+    rows = [state.update(bar_at(c)) for c in closes]
     return np.array(rows, dtype=np.float64).reshape(len(closes), len(FEATURE_NAMES))
 
 
@@ -303,11 +309,11 @@ def test_peek_leaves_state_unchanged_and_previews_update(
     forming_price = st.floats(1e-3, 1e6, allow_nan=False, allow_infinity=False)
     for close in closes:
         for forming in data.draw(st.lists(forming_price, max_size=3), label="forming closes"):
-            peeked.peek(forming)
-        preview = peeked.peek(close)
-        committed = peeked.update(close)
+            peeked.peek(bar_at(forming))
+        preview = peeked.peek(bar_at(close))
+        committed = peeked.update(bar_at(close))
         assert np.array_equal(preview, committed, equal_nan=True)
-        assert np.array_equal(committed, plain.update(close), equal_nan=True)
+        assert np.array_equal(committed, plain.update(bar_at(close)), equal_nan=True)
     assert peeked.count == plain.count == closes.size
 
 
@@ -325,8 +331,8 @@ def _peek_loop(closed: np.ndarray, last: np.ndarray, forming: np.ndarray, config
     out = np.empty((forming.size, len(FEATURE_NAMES)), dtype=np.float64)
     for t in np.argsort(last, kind="stable"):
         while state.count <= last[t]:
-            state.update(closed[state.count])
-        out[t] = state.peek(forming[t])
+            state.update(bar_at(closed[state.count]))
+        out[t] = state.peek(bar_at(forming[t]))
     return out
 
 
@@ -507,11 +513,13 @@ def test_bad_closes_raise_data_error_naming_the_bar() -> None:
         rsi(np.array([-1.0, 2.0]))
     with pytest.raises(DataError, match=r"bar 1 = 0.0"):
         state = IndicatorSet()
-        state.update(5.0)
-        state.update(0.0)
+        state.update(bar_at(5.0))
+        state.update(bar_at(0.0))
     state = IndicatorSet()
     with pytest.raises(DataError, match=r"bar 0 = inf"):
-        state.peek(math.inf)
+        state.peek(bar_at(math.inf))
+    with pytest.raises(DataError, match="takes a whole bar"):
+        state.update(5.0)
     with pytest.raises(DataError, match="'close' field"):
         indicator_features(np.zeros(3, dtype=[("open", np.float64)]))
 
