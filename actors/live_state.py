@@ -1,17 +1,21 @@
-"""The live state of the traded market at its latest base step, for the policy service and the dashboard.
+"""The live state of the traded market, built once per base step, for paper trading, the policy service and the page.
 
-``LiveStateBuilder`` is the plain class (tested without Ray): a ``market.live_timeline.LiveTimeline`` fed with the
-stream's trades, the CNN part from a CNN source and the agent part given by the caller. ``LiveStateActor``
-("rayscalp-live-state") is the thin Ray shell that polls the stream as a registered consumer, asks the CNN
-deployment and the paper account, and answers ``latest_state(symbol)``. Never serves a CNN or agent part it did
-not get without saying so (``cnn_source``, ``agent_source``).
+``LiveStateBuilder`` is the plain class (tested without Ray): the only ``market.live_timeline.LiveTimeline`` of the
+traded symbol, fed with the stream's trades (and book tickers for the spread), one ``LiveState`` per base step with
+the CNN part from a CNN source, kept in a bounded history. ``LiveStateActor`` ("rayscalp-live-state") is the thin
+Ray shell that consumes the stream (``actors.stream_consumer``), asks the CNN deployment and the paper account, and
+answers ``states_since(seq)`` (paper trading) and ``latest_state(symbol)`` (the policy service, the dashboard).
+Never serves a CNN or agent part it did not get without saying so (``cnn_source``, ``agent_source``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,8 +28,10 @@ from market.config import IndicatorConfig, StrictModel, SymbolsConfig
 from market.errors import RayscalpError
 from market.layout import AGENT_FEATURES, StateConfig
 from market.live_timeline import LiveTimeline, LiveTimelineConfig
+from market.records import BOOK_TICKER_DTYPE
+from market.venue import half_spread_at
 
-from .stream import UnknownConsumerError
+from .stream_consumer import StreamConsumer
 
 __all__ = [
     "LIVE_STATE_ACTOR",
@@ -35,6 +41,7 @@ __all__ = [
     "LiveStateBuilder",
     "LiveStateConfig",
     "LiveStateUnavailableError",
+    "LiveStates",
     "PredictorCnn",
     "ServeCnn",
     "recent_trades",
@@ -90,6 +97,15 @@ class LiveState:
         The state profile.
     cnn_error : str
         Why the CNN part is zeros when a CNN was configured ("" otherwise).
+    seq : int
+        The record's number in the live-state service (increases by one per step built, across sessions).
+    open, high, low, close : float
+        The traded market's base bar of the step (what the venue step reads).
+    half_spread : float
+        Half the quoted spread as of the step's time (``market.venue.half_spread_at`` of the book tickers); NaN
+        when no quote is known.
+    session : int
+        The live session (a new one after a hole in the trades).
     """
 
     symbol: str
@@ -106,6 +122,35 @@ class LiveState:
     synthetic: bool
     profile: str
     cnn_error: str = ""
+    seq: int = -1
+    open: float = math.nan
+    high: float = math.nan
+    low: float = math.nan
+    close: float = math.nan
+    half_spread: float = math.nan
+    session: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStates:
+    """The answer to ``states_since(seq)``: the records after ``seq`` that the history still holds.
+
+    Attributes
+    ----------
+    states : tuple of LiveState
+        In step order.
+    seq : int
+        The last record's number (pass it as the next ``since``).
+    epoch_ms : int
+        When this live-state service started; it changes when it restarts (its ``seq`` starts over).
+    complete : bool
+        False when records after ``since`` were dropped from the bounded history before this call.
+    """
+
+    states: tuple[LiveState, ...]
+    seq: int
+    epoch_ms: int
+    complete: bool
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -180,6 +225,8 @@ class LiveStateConfig(StrictModel):
         The paper trading actor whose account gives the agent features; a flat account's when omitted.
     poll_interval_ms : int
         How often the stream is polled.
+    history_steps : int
+        Records kept for ``states_since`` (a consumer further behind is told it missed some).
     warm_start_from_stream : bool
         Take the stream's closed bars of the traded market's higher timeframes as warm bars at start.
     synthetic : bool
@@ -194,6 +241,7 @@ class LiveStateConfig(StrictModel):
     cnn_app: str | None = None
     paper_actor: str | None = None
     poll_interval_ms: int = Field(250, ge=10, le=60_000)
+    history_steps: int = Field(600, ge=1, le=100_000)
     warm_start_from_stream: bool = True
     synthetic: bool = False
 
@@ -217,7 +265,7 @@ def recent_trades(packet: Any) -> dict[str, np.ndarray]:
 
 
 class LiveStateBuilder:
-    """The live timeline of the traded market and the state of its latest step, with CNN and agent parts.
+    """The only live timeline of the traded market: one :class:`LiveState` per base step, with the CNN part.
 
     Parameters
     ----------
@@ -227,7 +275,12 @@ class LiveStateBuilder:
     warm_bars : mapping of timeframe -> BAR_DTYPE, optional
         See ``market.live_timeline.LiveTimeline``.
     clock : callable, optional
-        Wall time in ms (``built_ms``).
+        Wall time in ms (``built_ms``, ``epoch_ms``).
+
+    Attributes
+    ----------
+    builds : int
+        States built (one per base step closed: the count the one-build-per-step check reads).
     """
 
     def __init__(
@@ -241,10 +294,15 @@ class LiveStateBuilder:
         self.config = config
         self.cnn = cnn
         self._clock = clock
+        self.epoch_ms = int(clock())
         self.timeline = self._timeline(warm_bars)
         self.latest: LiveState | None = None
+        self.history: deque[LiveState] = deque(maxlen=config.history_steps)
+        self.seq = 0
         self.cnn_errors = 0
         self.builds = 0
+        self.sessions = 0
+        self._books = np.zeros(0, dtype=BOOK_TICKER_DTYPE)
 
     def _timeline(self, warm_bars: Mapping[str, np.ndarray] | None) -> LiveTimeline:
         cfg = self.config
@@ -260,35 +318,40 @@ class LiveStateBuilder:
         self.timeline = self._timeline(warm_bars)
         return True
 
-    def on_trades(self, trades: Mapping[str, np.ndarray], *, complete: bool = True) -> int:
-        """Feed the stream's trades by symbol; return how many steps closed.
+    def on_trades(
+        self,
+        trades: Mapping[str, np.ndarray],
+        *,
+        books: Mapping[str, np.ndarray] | None = None,
+        complete: bool = True,
+    ) -> int:
+        """Feed the stream's trades (and book tickers) by symbol, build the state of every step they close.
 
         ``complete=False`` (the stream's history did not reach back to the last poll: trades are missing)
         starts a new live session first.
+
+        Returns
+        -------
+        int
+            Steps closed (and states built).
         """
         tl = self.timeline
         if not complete and sum(tl.stats().trades_taken.values()):
             tl.reset()
+            self.sessions += 1
         traded, reference = self.config.symbols.all
-        tl.feed(traded=trades.get(traded), reference=trades.get(reference))
-        return tl.catch_up()
+        quotes = (books or {}).get(traded)
+        if quotes is not None and quotes.size:
+            self._books = np.concatenate([self._books, quotes])
+        tl.feed(trades.get(traded), trades.get(reference))
+        n = 0
+        while tl.next_step():
+            self._build_step()
+            n += 1
+        return n
 
-    def build(self, agent: np.ndarray | None = None, agent_step_time_ms: int = -1) -> LiveState:
-        """The state of the latest step with ``agent`` (zeros, a flat account, when None) and the CNN part.
-
-        Raises
-        ------
-        LiveStateUnavailableError
-            Before the first step has closed.
-        """
+    def _build_step(self) -> None:
         tl = self.timeline
-        if not tl.steps:
-            raise LiveStateUnavailableError(
-                f"{self.config.symbols.traded}: no step has closed yet (waiting for trades of both "
-                f"{self.config.symbols.all[0]} and {self.config.symbols.all[1]})"
-            )
-        width = len(AGENT_FEATURES)
-        agent_row = np.zeros(width, np.float32) if agent is None else np.asarray(agent, np.float32).reshape(width)
         hidden = pred = None
         cnn_version: str | None = None
         cnn_source, cnn_error = "zeros", ""
@@ -299,25 +362,87 @@ class LiveStateBuilder:
             except Exception as exc:  # the CNN app down or mid-swap: serve the state, say the CNN part is zeros
                 self.cnn_errors += 1
                 cnn_version, cnn_error = None, f"{type(exc).__name__}: {exc}"
-        state = tl.state(agent_row, hidden, pred)
+        width = len(AGENT_FEATURES)
+        state = tl.state(np.zeros(width, np.float32), hidden, pred)
+        time_ms = tl.step_time_ms
+        half = float(half_spread_at(self._books, np.array([time_ms]))[0])
+        known = int(np.searchsorted(self._books["time_ms"], time_ms, side="right"))
+        if known > 1:  # the last quote at or before the step stays the current one
+            self._books = self._books[known - 1 :]
+        bar = tl.bar()
         self.builds += 1
+        self.seq += 1
         self.latest = LiveState(
             symbol=self.config.symbols.traded,
             state=state,
-            step_time_ms=tl.step_time_ms,
+            step_time_ms=time_ms,
             data_time_ms=tl.data_time_ms,
             built_ms=int(self._clock()),
             step=tl.steps - 1,
             cnn_version=cnn_version,
             cnn_source=cnn_source,
-            agent=agent_row,
-            agent_source="flat" if agent is None else "paper",
-            agent_step_time_ms=int(agent_step_time_ms) if agent is not None else -1,
+            agent=np.zeros(width, np.float32),
+            agent_source="flat",
+            agent_step_time_ms=-1,
             synthetic=self.config.synthetic,
             profile=str(self.config.state.profile),
             cnn_error=cnn_error,
+            seq=self.seq,
+            open=float(bar["open"]),
+            high=float(bar["high"]),
+            low=float(bar["low"]),
+            close=float(bar["close"]),
+            half_spread=half,
+            session=self.sessions,
         )
+        self.history.append(self.latest)
+
+    def with_agent(self, agent: np.ndarray, agent_step_time_ms: int) -> LiveState:
+        """The latest state with the paper account's agent features in its agent part (no rebuild: a copy).
+
+        Raises
+        ------
+        LiveStateUnavailableError
+            Before the first step has closed.
+        """
+        latest = self._require_latest()
+        width = len(AGENT_FEATURES)
+        row = np.asarray(agent, np.float32).reshape(width)
+        state = latest.state.copy()
+        state[self.timeline.layout["agent"].slice] = row
+        self.latest = dataclasses.replace(
+            latest, state=state, agent=row, agent_source="paper", agent_step_time_ms=int(agent_step_time_ms)
+        )
+        if self.history and self.history[-1].seq == latest.seq:
+            self.history[-1] = self.latest
         return self.latest
+
+    def _require_latest(self) -> LiveState:
+        if self.latest is None:
+            raise LiveStateUnavailableError(
+                f"{self.config.symbols.traded}: no step has closed yet (waiting for trades of both "
+                f"{self.config.symbols.all[0]} and {self.config.symbols.all[1]})"
+            )
+        return self.latest
+
+    def build(self, agent: np.ndarray | None = None, agent_step_time_ms: int = -1) -> LiveState:
+        """The latest step's state, with ``agent`` in its agent part when given (a flat account's otherwise).
+
+        Raises
+        ------
+        LiveStateUnavailableError
+            Before the first step has closed.
+        """
+        latest = self._require_latest()
+        return latest if agent is None else self.with_agent(agent, agent_step_time_ms)
+
+    def states_since(self, seq: int) -> LiveStates:
+        """The records built after ``seq`` that the history still holds (see :class:`LiveStates`)."""
+        seq = int(seq)
+        states = tuple(s for s in self.history if s.seq > seq)
+        oldest = self.history[0].seq if self.history else self.seq + 1
+        complete = seq >= oldest - 1 or (not self.history and seq <= self.seq)
+        return LiveStates(states, self.seq, self.epoch_ms, bool(complete))
 
     def latest_state(self, symbol: str) -> LiveState:
         """The last state built for ``symbol`` (the traded one).
@@ -349,6 +474,9 @@ class LiveStateBuilder:
             "late_trades": dict(stats.late_trades),
             "resets": stats.resets,
             "builds": self.builds,
+            "seq": self.seq,
+            "epoch_ms": self.epoch_ms,
+            "half_spread": latest.half_spread if latest else None,
             "cnn_source": latest.cnn_source if latest else None,
             "cnn_version": latest.cnn_version if latest else None,
             "cnn_errors": self.cnn_errors,
@@ -366,18 +494,20 @@ class LiveStateBuilder:
 class LiveStateActor:
     """The live state as a Ray actor (start it with ``.options(name=LIVE_STATE_ACTOR)``).
 
-    It registers with the stream actor as a consumer of ``ticks``, polls it every ``poll_interval_ms``, and
-    after each poll that closed a step builds the latest state (CNN part from ``cnn_app``, agent part from
-    ``paper_actor``). On a restart it starts a new live session (the windows fill again over their length).
+    It consumes the stream actor (``actors.stream_consumer.StreamConsumer``, data types ``ticks`` and, where the
+    stream sends them, ``books``) every ``poll_interval_ms``, builds the state of every step closed (CNN part from
+    ``cnn_app``) and, after a poll that closed one, puts the paper account's agent features (``paper_actor``) in
+    the latest one. On a restart it starts a new live session (the windows fill again over their length) and a
+    new ``epoch_ms``.
     """
 
     def __init__(self, config: LiveStateConfig | Mapping[str, object]) -> None:
         cfg = config if isinstance(config, LiveStateConfig) else LiveStateConfig.model_validate(config)
         self._config = cfg
         self._builder = LiveStateBuilder(cfg, ServeCnn(cfg.cnn_app) if cfg.cnn_app else None)
+        self._consumer = StreamConsumer("live-state", ["ticks"])
         self._task: asyncio.Task | None = None
         self._last_error = ""
-        self._polls = 0
 
     def _ensure_loop(self) -> None:
         if self._task is None or self._task.done():
@@ -386,38 +516,24 @@ class LiveStateActor:
     async def _run(self) -> None:
         cfg = self._config
         period = cfg.poll_interval_ms / 1000
-        consumer, since = "", 0
         while True:
             try:
                 stream = ray.get_actor(cfg.stream_actor)
-                if not consumer:
-                    # the stream's latest trades first, so that the windows fill at once
-                    packet = await stream.training_packet.remote()
-                    if cfg.warm_start_from_stream:
-                        self._builder.set_warm_bars(warm_bars_of(packet, cfg.state))
-                    recent = recent_trades(packet)
-                    await asyncio.to_thread(self._builder.on_trades, recent)
-                    consumer = await stream.register_consumer.remote("live-state", ["ticks"])
-                    since = packet.seq
-                reply = await stream.poll.remote(consumer, since)
-                self._polls += 1
-                trades = reply.items.get("ticks", {})
-                closed = await asyncio.to_thread(self._builder.on_trades, trades, complete=reply.complete)
-                since = reply.seq
-                if closed or (self._builder.latest is None and self._builder.timeline.steps):
-                    agent, agent_time = None, -1
-                    if cfg.paper_actor:
-                        with contextlib.suppress(Exception):  # no paper account (yet): a flat account's features
-                            paper = ray.get_actor(cfg.paper_actor)
-                            answer = await paper.agent_features.remote()
-                            if answer["step_time_ms"] >= 0:
-                                agent, agent_time = np.asarray(answer["features"], np.float32), answer["step_time_ms"]
-                    await asyncio.to_thread(self._builder.build, agent, agent_time)
+                batch = await self._consumer.poll(stream)
+                if batch.start and cfg.warm_start_from_stream:
+                    self._builder.set_warm_bars(warm_bars_of(batch.packet, cfg.state))
+                closed = await asyncio.to_thread(
+                    self._builder.on_trades, batch.trades, books=batch.books, complete=batch.complete
+                )
+                if closed and cfg.paper_actor:
+                    with contextlib.suppress(Exception):  # no paper account (yet): a flat account's features
+                        paper = ray.get_actor(cfg.paper_actor)
+                        answer = await paper.agent_features.remote()
+                        if answer["step_time_ms"] >= 0:
+                            self._builder.with_agent(np.asarray(answer["features"], np.float32), answer["step_time_ms"])
                 self._last_error = ""
             except Exception as exc:  # the stream restarting or not up yet: keep trying, say why
                 self._last_error = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, UnknownConsumerError):  # the stream forgot us: register again
-                    consumer = ""
             await asyncio.sleep(period)
 
     async def ready(self) -> dict[str, Any]:
@@ -436,7 +552,19 @@ class LiveStateActor:
         self._ensure_loop()
         return self._builder.latest_state(symbol)
 
-    async def status(self) -> dict[str, Any]:
-        """The builder's counters, the polls and the last error."""
+    async def states_since(self, seq: int) -> LiveStates:
+        """Every state built after ``seq`` that the history holds (paper trading reads each step once)."""
         self._ensure_loop()
-        return {**self._builder.status(), "polls": self._polls, "last_error": self._last_error}
+        return self._builder.states_since(seq)
+
+    async def status(self) -> dict[str, Any]:
+        """The builder's counters, the stream polls and restarts seen, and the last error."""
+        self._ensure_loop()
+        c = self._consumer
+        return {
+            **self._builder.status(),
+            "polls": c.polls,
+            "stream_restarts": c.restarts,
+            "incomplete_polls": c.incomplete,
+            "last_error": self._last_error,
+        }

@@ -1,10 +1,12 @@
-"""Paper trading: the policy on the live stream, with simulated fills under the venue's rules and risk limits.
+"""Paper trading: the policy on the live state, with simulated fills by the one venue step and risk limits.
 
-``PaperTrader`` is the plain class doing the work (tested without Ray): a live timeline of the stream's trades,
-the policy asked at each base step, fills by ``market.venue`` (the env's one implementation of fees, slippage,
-margin and funding) under ``actors.risk``, and its account and fills persisted and restored. ``PaperTradingActor``
-is the thin Ray shell that polls the stream, exports the paper metrics and answers the kill switch. Never fills at
-a price its step did not have, never trades while the kill switch is engaged.
+``PaperTrader`` is the plain class doing the work (tested without Ray): it reads the live-state service's records
+(``actors.live_state.LiveState``, one per base step: it builds no state of its own), asks the policy at each step,
+fills through ``market.venue.step`` (the env's one venue step: latency, spread, fees, margin, liquidation,
+funding), and keeps only what is its own: the risk review (``actors.risk``), the kill switch and persistence.
+``PaperTradingActor`` is the thin Ray shell that polls the live-state actor, exports the paper metrics and answers
+the kill switch. Never fills at a price the market did not offer after the decision, never trades while the kill
+switch is engaged.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,18 +29,18 @@ import ray
 from pydantic import Field
 
 from market import venue as vn
-from market.config import IndicatorConfig, StrictModel, SymbolsConfig
+from market.agent import agent_features as agent_features_of
+from market.config import StrictModel, SymbolsConfig
 from market.datasets import read_parquet, write_parquet
-from market.env import _Engine
 from market.errors import ConfigError, DataError
-from market.layout import AGENT_FEATURES, StateConfig, StateLayout
-from market.live_timeline import LiveTimeline, LiveTimelineConfig
+from market.layout import AGENT_FEATURES, StateConfig, StateLayout, build_layout
 
-from .live_state import CnnSource, ServeCnn, recent_trades, warm_bars_of
+from .live_state import LIVE_STATE_ACTOR, LiveState
 from .risk import RiskConfig, RiskManager, RiskState
-from .stream import UnknownConsumerError
 
 __all__ = [
+    "API_KEY_ENV",
+    "API_KEY_HEADER",
     "FILL_DTYPE",
     "PAPER_ACTOR",
     "REASONS",
@@ -61,8 +63,8 @@ REASONS: tuple[str, ...] = ("policy", "kill_switch", "max_daily_loss", "liquidat
 #: One simulated fill (a leg of an order, ``market.venue.LEGS``), as persisted in ``fills/*.parquet``.
 FILL_DTYPE = np.dtype(
     [
-        ("time_ms", np.int64),  # the step's time (its base bar's close time)
-        ("step", np.int64),  # the step's number: time // base timeframe
+        ("time_ms", np.int64),  # when it filled: the decision's step time plus the latency (forced: the step's time)
+        ("step", np.int64),  # the base step it filled in: time // base timeframe
         ("leg", np.int8),  # market.venue.LEGS: close, open, forced
         ("side", np.int8),  # +1 buy, -1 sell
         ("price", np.float64),
@@ -73,6 +75,10 @@ FILL_DTYPE = np.dtype(
         ("equity_after", np.float64),  # equity at the step's close once they are done
     ]
 )
+
+#: The policy service's key: read from this environment variable and sent in this header (``serve.auth``'s names).
+API_KEY_ENV = "RAYSCALP_API_KEY"
+API_KEY_HEADER = "X-API-Key"
 
 _ACCOUNT_FILE = "account.json"
 _FILLS_DIR = "fills"
@@ -165,17 +171,29 @@ class HttpPolicy:
     url : str
         The act endpoint, e.g. ``http://127.0.0.1:8000/policy/v1/act``.
     timeout_s : float
+    api_key_env : str
+        The environment variable holding the service's key (the one the service reads, :data:`API_KEY_ENV`);
+        when set, the key is sent in :data:`API_KEY_HEADER`. Read at each call, never stored in a config.
     """
 
     kind = "http"
     needs_state = True
 
-    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 2.0, api_key_env: str = API_KEY_ENV) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"policy url must start with http:// or https:// (got {url!r})")
         self.url = url
         self.timeout_s = float(timeout_s)
+        self.api_key_env = api_key_env
         self.version = "unknown"
+
+    def headers(self) -> dict[str, str]:
+        """The request headers, with the key from ``api_key_env`` when it is set."""
+        out = {"Content-Type": "application/x-npy", "Accept": "application/json"}
+        key = os.environ.get(self.api_key_env, "").strip()
+        if key:
+            out[API_KEY_HEADER] = key
+        return out
 
     def prepare(self, layout: StateLayout) -> None:
         """Nothing to check here: the service answers a state of another layout with HTTP 422 and the reason."""
@@ -186,7 +204,7 @@ class HttpPolicy:
         request = urllib.request.Request(
             self.url,
             data=buf.getvalue(),
-            headers={"Content-Type": "application/x-npy", "Accept": "application/json"},
+            headers=self.headers(),
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - http(s) checked
@@ -233,47 +251,36 @@ class PaperConfig(StrictModel):
     Attributes
     ----------
     symbols : SymbolsConfig
-    state, indicators, live
-        The state the policy reads (must be its training layout), and the live timeline's bounds.
+    state : StateConfig
+        The state the policy reads (its training layout); the live states must have it.
     venue : VenueConfig
-        Fees, slippage, leverage, margin and funding: the env's rules.
+        Latency, spread, fees, leverage, margin, funding and filters: the env's venue.
     initial_equity : float
-        Quote units the account starts with.
+        Quote units the account starts with (finite, positive).
     risk : RiskConfig
     storage_dir : Path
         Where the account (``account.json``) and the fills (``fills/*.parquet``) are kept and restored from.
     max_step_lag_ms : int, optional
-        A step whose time is further than this behind the newest trade is marked but not acted on (a fill at
-        its close would be a price already gone); None acts on every step (replays).
+        A step whose time is further than this behind the newest trade is marked but not acted on (an order
+        decided on it would reach a market already gone); None acts on every step (replays).
     recent_fills : int
         Fills kept in memory for the status.
     poll_interval_ms : int
-        How often the actor polls the stream.
-    stream_actor : str
-        Name of the unified stream actor.
-    cnn_app : str, optional
-        The CNN Serve app that fills the state's CNN part; zeros when omitted (said in the status).
-    warm_start_from_stream : bool
-        Take the stream's closed bars of the higher timeframes as warm bars at start.
-    synthetic : bool
-        Whether the stream carries synthetic trades (said in the status).
+        How often the actor polls the live-state actor.
+    live_state_actor : str
+        Name of the live-state actor whose records are traded on.
     """
 
     symbols: SymbolsConfig = SymbolsConfig()
     state: StateConfig = StateConfig()
-    indicators: IndicatorConfig = IndicatorConfig()
-    live: LiveTimelineConfig = LiveTimelineConfig()
     venue: vn.VenueConfig = vn.VenueConfig()
-    initial_equity: float = Field(10_000.0, gt=0.0)
+    initial_equity: float = Field(10_000.0, gt=0.0, allow_inf_nan=False)
     risk: RiskConfig = RiskConfig()
     storage_dir: Path = Path("data/paper")
     max_step_lag_ms: int | None = Field(5_000, ge=0)
     recent_fills: int = Field(50, ge=0, le=100_000)
     poll_interval_ms: int = Field(250, ge=10, le=60_000)
-    stream_actor: str = "rayscalp-stream"
-    cnn_app: str | None = None
-    warm_start_from_stream: bool = True
-    synthetic: bool = False
+    live_state_actor: str = LIVE_STATE_ACTOR
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -281,37 +288,13 @@ class PaperConfig(StrictModel):
 # ---------------------------------------------------------------------------------------------------
 
 
-class _Price:
-    """The one price an agent-feature call reads, whatever step index it is read at."""
-
-    __slots__ = ("price",)
-
-    def __init__(self, price: float) -> None:
-        self.price = price
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        return np.full(np.shape(index), self.price)
-
-
-class _AgentView:
-    """What the env's ``_Engine.agent_features`` reads of its engine: the books, the step, the price, the start."""
-
-    __slots__ = ("acc", "close", "equity0", "t")
-
-    def __init__(self, acc: vn.Accounts, step: int, price: float, equity0: float) -> None:
-        self.acc = acc
-        self.t = np.array([step], dtype=np.int64)
-        self.close = _Price(price)
-        self.equity0 = equity0
-
-
 def agent_features(acc: vn.Accounts, step: int, price: float, equity0: float) -> np.ndarray:
     """The agent features (``market.layout.AGENT_FEATURES``) of account 0 at ``step`` and ``price``, float32 [A].
 
-    Computed by the env's own method (``market.env._Engine.agent_features``) so that the live state's agent part
-    is the one the policy was trained with.
+    ``market.agent.agent_features``, the env's own definition, so that the live state's agent part is the one
+    the policy was trained with.
     """
-    return _Engine.agent_features(_AgentView(acc, step, price, equity0))[0]  # type: ignore[arg-type]
+    return agent_features_of(acc, step, price, equity0, np.array([0]))[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,30 +323,25 @@ def _float(value: Any) -> float:
 
 
 class PaperTrader:
-    """Paper trading on the live stream's trades: one account, one policy, the venue's fills, risk limits.
+    """Paper trading on the live states: one account, one policy, the one venue step, risk limits.
 
-    Each base step of the live timeline, in order: a perp position is checked for liquidation on the step's bar
-    and charged funding when a funding time passed since the last step; the account is marked at the step's
-    close; the daily loss limit may close it; then, unless the kill switch is engaged or the step is stale, the
-    policy is asked and its order, as the risk manager allows it, fills at the step's close with slippage and
-    fees. That is the env's order of events (``market.env``), so the same actions on the same trades give the
-    env's books exactly.
+    Each live state (one per base step, in order): the order decided at the previous step (after the risk review)
+    and the bar of this step go through ``market.venue.step``, exactly as the env steps from t to t+1 (fill after
+    the latency at this bar's open, or at the previous close with ``latency_ms: 0``, with the half-spread known
+    then; liquidation on this bar; funding); the daily loss limit may then close the position at once; then,
+    unless the kill switch is engaged or the step is stale, the policy is asked on the state (with this account's
+    agent features) and its order, as the risk manager allows it, waits for the next step. So the same actions on
+    the same trades and quotes give the env's books exactly.
 
     Persistence: after every call that changed anything, new fills go to ``fills/part-*.parquet`` and then the
-    account, the risk state, the counters and the caller's ``cursor`` go to ``account.json`` (atomically); a new
-    trader on the same folder carries on from there. The live timeline is not persisted: after a restart the
-    actor feeds it the stream's latest trades first (the windows fill again, and the step after the last one
-    acted on is rebuilt whole when they reach back to it), steps at or before the last one acted on are skipped,
-    and the polls go on from the saved cursor (trades fed twice are dropped by id).
+    account, the pending order, the risk state, the counters and the caller's ``cursor`` go to ``account.json``
+    (atomically); a new trader on the same folder carries on from there, skipping states at or before the last
+    step acted on.
 
     Parameters
     ----------
     config : PaperConfig
     policy : Policy
-    cnn : CnnSource, optional
-        Fills the state's CNN part; zeros when omitted.
-    warm_bars : mapping of timeframe -> BAR_DTYPE, optional
-        Warm bars of the traded market's higher timeframes (``market.live_timeline.LiveTimeline``).
     clock : callable, optional
         Wall time in ms (for the kill switch's time before any step).
 
@@ -375,38 +353,34 @@ class PaperTrader:
         ``account.json`` or a fills file is unreadable.
     """
 
-    def __init__(
-        self,
-        config: PaperConfig,
-        policy: Policy,
-        *,
-        cnn: CnnSource | None = None,
-        warm_bars: Mapping[str, np.ndarray] | None = None,
-        clock: Callable[[], int] = wall_ms,
-    ) -> None:
+    def __init__(self, config: PaperConfig, policy: Policy, *, clock: Callable[[], int] = wall_ms) -> None:
         self.config = config
         self.policy = policy
-        self.cnn = cnn
         self._clock = clock
         self._lock = threading.RLock()
-        self.timeline = self._timeline(warm_bars)
-        policy.prepare(self.timeline.layout)
-        self.base_ms = self.timeline.base_ms
+        self.layout = build_layout(config.state)
+        policy.prepare(self.layout)
+        self.base_ms = _base_ms(config.state)
         self.equity0 = float(config.initial_equity)
         self.acc = vn.Accounts.open(1, self.equity0)
         self.risk = RiskManager(config.risk, config.venue)
         self._fills = vn.Fills.empty(1)
         self.last_step_ms = -1
         self.last_close = float("nan")
+        self.last_half_spread = float("nan")
+        self.pending: dict[str, int] | None = None
+        self.data_time_ms = -1
+        self.synthetic = False
+        self.live_seq = -1
         self.steps = 0
         self.skipped_stale = 0
         self.skipped_done = 0
+        self.missed_states = 0
         self.policy_calls = 0
         self.policy_errors = 0
         self.last_policy_error = ""
         self.last_action: int | None = None
         self.last_refusal = ""
-        self.cnn_errors = 0
         self.fills_written = 0
         self.cursor: dict[str, Any] = {}
         self._unsaved: list[np.ndarray] = []
@@ -416,55 +390,32 @@ class PaperTrader:
         self.root = Path(config.storage_dir)
         self._restore()
 
-    def _timeline(self, warm_bars: Mapping[str, np.ndarray] | None) -> LiveTimeline:
-        cfg = self.config
-        return LiveTimeline(
-            cfg.state,
-            cfg.indicators,
-            warm_bars=warm_bars,
-            config=cfg.live,
-            synthetic=cfg.synthetic,
-            source=f"stream {cfg.stream_actor}",
-        )
+    # -- the live states -----------------------------------------------------------------------------
 
-    def set_warm_bars(self, warm_bars: Mapping[str, np.ndarray]) -> bool:
-        """Start the live timeline over with ``warm_bars`` while it has taken no trade; return whether it did."""
-        with self._lock:
-            if sum(self.timeline.stats().trades_taken.values()):
-                return False
-            self.timeline = self._timeline(warm_bars)
-            return True
-
-    # -- the stream's trades -------------------------------------------------------------------------
-
-    def on_trades(
+    def on_states(
         self,
-        trades: Mapping[str, np.ndarray],
+        states: Sequence[LiveState],
         *,
         complete: bool = True,
         cursor: Mapping[str, Any] | None = None,
     ) -> int:
-        """Feed the stream's trades by symbol, trade every step they close, and persist; return the steps.
+        """Trade every live state in order, and persist; return the steps taken.
 
         Parameters
         ----------
-        trades : mapping of symbol -> TRADE_DTYPE
+        states : sequence of LiveState
+            The live-state service's records, in step order.
         complete : bool
-            False when trades are missing before these (the stream's history did not reach back): the live
-            timeline starts a new session.
+            False when records were missed before these (counted; the venue step then bridges the hole).
         cursor : mapping, optional
-            The caller's position in the stream, persisted with the account (``self.cursor``).
+            The caller's position in the live-state service, persisted with the account (``self.cursor``).
         """
         with self._lock:
-            tl = self.timeline
-            if not complete and sum(tl.stats().trades_taken.values()):
-                tl.reset()
-            traded, reference = self.config.symbols.all
-            tl.feed(traded=trades.get(traded), reference=trades.get(reference))
+            if not complete:
+                self.missed_states += 1
             n = 0
-            while tl.next_step():
-                self._step()
-                n += 1
+            for live in states:
+                n += self._step(live)
             if cursor is not None and dict(cursor) != self.cursor:
                 self.cursor = dict(cursor)
                 self._dirty = True
@@ -472,24 +423,26 @@ class PaperTrader:
                 self.save()
             return n
 
-    def _step(self) -> None:
-        tl, cfg, acc, fills = self.timeline, self.config, self.acc, self._fills
-        time_ms = tl.step_time_ms
+    def _check(self, live: LiveState) -> None:
+        if live.symbol != self.config.symbols.traded or np.shape(live.state) != (self.layout.size,):
+            raise DataError(
+                f"live state of {live.symbol} with {np.size(live.state)} floats: paper trading trades "
+                f"{self.config.symbols.traded} on states of {self.layout.size} floats ({self.config.state.profile})"
+            )
+
+    def _step(self, live: LiveState) -> int:
+        cfg, acc, fills, venue = self.config, self.acc, self._fills, self.config.venue
+        time_ms = int(live.step_time_ms)
+        self.live_seq = max(self.live_seq, int(live.seq))
         if time_ms <= self.last_step_ms:  # acted on before a restart
             self.skipped_done += 1
-            return
-        venue = cfg.venue
-        bar = tl.bar("traded")
-        close = float(bar["close"])
+            return 0
+        self._check(live)
+        close = float(live.close)
         step = time_ms // self.base_ms
-        price = np.array([close])
-        if self.last_step_ms >= 0 and acc.qty[0] != 0 and venue.kind == "perp":
-            fills.clear()
-            vn.liquidate(acc, np.array([float(bar["low"])]), np.array([float(bar["high"])]), venue, fills)
-            self._take_fills(time_ms, step, "liquidation", close)
-            due = vn.funding_due(np.array([self.last_step_ms]), np.array([time_ms])) & (acc.qty != 0)
-            vn.charge_funding(acc, price, venue.funding_rate_8h, due)
-        buy, sell = vn.fill_prices(price, venue.slippage_bps)
+        if self.last_step_ms >= 0:
+            self._venue_step(live, step)
+        buy, sell = self._quote(close, float(live.half_spread))
         if self.risk.start_step(time_ms, float(acc.equity(close)[0])):
             self._event("rayscalp_paper_risk_limit_trips", {"limit": "max_daily_loss"})
             if acc.qty[0] != 0:
@@ -498,14 +451,20 @@ class PaperTrader:
                 self._take_fills(time_ms, step, "max_daily_loss", close)
         self.last_step_ms = time_ms
         self.last_close = close
+        self.last_half_spread = float(live.half_spread)
+        self.synthetic = bool(live.synthetic)
+        self.data_time_ms = max(self.data_time_ms, int(live.data_time_ms))
         self.steps += 1
         self._dirty = True
         if self.risk.state.kill_engaged:
-            return
-        if cfg.max_step_lag_ms is not None and tl.data_time_ms - time_ms > cfg.max_step_lag_ms:
+            return 1
+        if cfg.max_step_lag_ms is not None and live.data_time_ms - time_ms > cfg.max_step_lag_ms:
             self.skipped_stale += 1
-            return
-        state = self._state(step, close) if self.policy.needs_state else None
+            return 1
+        state = None
+        if self.policy.needs_state:
+            state = np.array(live.state, dtype=np.float32)
+            state[self.layout["agent"].slice] = agent_features(acc, step, close, self.equity0)
         self.policy_calls += 1
         try:
             action = int(self.policy.act(state, time_ms))
@@ -514,7 +473,7 @@ class PaperTrader:
         except Exception as exc:  # a policy service down or a bad answer: hold, count it, say why
             self.policy_errors += 1
             self.last_policy_error = f"{type(exc).__name__}: {exc}"
-            return
+            return 1
         self.last_action = action
         current = np.sign(acc.qty).astype(np.int8)
         target = int(vn.target_direction(np.array([action]), current, venue.kind)[0])
@@ -523,24 +482,48 @@ class PaperTrader:
             self.last_refusal = f"{time_ms}: {verdict.reason}"
             self._event("rayscalp_paper_risk_limit_trips", {"limit": verdict.limit})
         if verdict.target != int(current[0]):
-            fills.clear()
-            traded = vn.rebalance(acc, np.array([verdict.target], dtype=np.int8), buy, sell, venue, step, fills)
-            if traded[0]:
-                self.risk.record_order(time_ms)
-                self._take_fills(time_ms, step, "policy", close)
+            self.pending = {"target": int(verdict.target), "time_ms": time_ms}
+            self.risk.record_order(time_ms)
+        return 1
 
-    def _state(self, step: int, close: float) -> np.ndarray:
-        tl = self.timeline
-        agent = agent_features(self.acc, step, close, self.equity0)
-        hidden = pred = None
-        if self.cnn is not None and ("cnn_hidden" in tl.layout or "cnn_pred" in tl.layout):
-            try:
-                h, p, _ = self.cnn.infer(tl.state()[None, :])
-                hidden, pred = h[0], p[0]
-            except Exception as exc:  # the CNN app down: the CNN part stays zero, counted
-                self.cnn_errors += 1
-                self.last_policy_error = f"CNN: {type(exc).__name__}: {exc}"
-        return tl.state(agent, hidden, pred)
+    def _quote(self, close: float, half_spread: float) -> tuple[np.ndarray, np.ndarray]:
+        """Where a market buy and sell would fill now: ``close`` plus or minus the half-spread (or slippage)."""
+        venue = self.config.venue
+        return vn.round_to_ticks(*vn.fill_prices(np.array([close]), venue.slippage_bps, np.array([half_spread])), venue)
+
+    def _venue_step(self, live: LiveState, step: int) -> None:
+        """The one venue step from the last step acted on to ``live``: the pending order, the bar, funding."""
+        acc, fills, venue = self.acc, self._fills, self.config.venue
+        target = np.sign(acc.qty).astype(np.int8)
+        if self.pending is not None:
+            target = np.array([self.pending["target"]], dtype=np.int8)
+        market = vn.StepMarket(
+            close=np.array([self.last_close]),
+            half_spread=np.array([self.last_half_spread]),
+            next_open=np.array([live.open]),
+            next_high=np.array([live.high]),
+            next_low=np.array([live.low]),
+            next_close=np.array([live.close]),
+            time_ms=np.array([self.last_step_ms]),
+            next_time_ms=np.array([live.step_time_ms]),
+            funding_rate=venue.funding_rate_8h,
+        )
+        decided = self.last_step_ms
+        fills.clear()
+        refusals = int(acc.refusals[0])
+        outcome = vn.step(acc, target, market, venue, fills, decided // self.base_ms)
+        if int(acc.refusals[0]) > refusals:
+            self.last_refusal = f"{decided}: the exchange filters refused the order (below min notional or lot step)"
+            self._event("rayscalp_paper_risk_limit_trips", {"limit": "exchange_filters"})
+        forced = fills.qty[0, vn.FORCED_LEG]
+        fills.qty[0, vn.FORCED_LEG] = 0.0  # the order's legs first, then the liquidation's
+        arrived = decided + venue.latency_ms
+        self._take_fills(arrived, arrived // self.base_ms, "policy", float(live.close))
+        if outcome.liquidated[0]:
+            fills.qty[0, :] = 0.0
+            fills.qty[0, vn.FORCED_LEG] = forced
+            self._take_fills(int(live.step_time_ms), step, "liquidation", float(live.close))
+        self.pending = None
 
     def _take_fills(self, time_ms: int, step: int, reason: str, mark: float) -> None:
         """Record the legs in ``self._fills`` (row 0) as fills of ``reason``."""
@@ -580,15 +563,17 @@ class PaperTrader:
     # -- kill switch ---------------------------------------------------------------------------------
 
     def kill(self, reason: str = "") -> dict[str, Any]:
-        """Engage the kill switch: close the position now, at the last step's close (with slippage and fees),
-        and take no policy order until :meth:`release`. Persisted; returns the status."""
+        """Engage the kill switch: drop the pending order, close the position now at the last step's close (with
+        the half-spread or slippage, and fees), and take no policy order until :meth:`release`. Persisted; returns
+        the status."""
         with self._lock:
+            self.pending = None
             at = self.last_step_ms if self.last_step_ms >= 0 else int(self._clock())
             if self.risk.engage(reason, at):
                 self._event("rayscalp_paper_risk_limit_trips", {"limit": "kill_switch"})
             if self.acc.qty[0] != 0 and self.last_step_ms >= 0:
                 venue = self.config.venue
-                buy, sell = vn.fill_prices(np.array([self.last_close]), venue.slippage_bps)
+                buy, sell = self._quote(self.last_close, self.last_half_spread)
                 self._fills.clear()
                 vn.close_positions(self.acc, np.array([True]), buy, sell, venue.fee, self._fills)
                 self._take_fills(self.last_step_ms, self.last_step_ms // self.base_ms, "kill_switch", self.last_close)
@@ -640,12 +625,12 @@ class PaperTrader:
             price = self.last_close
             known = self.last_step_ms >= 0
             equity = float(acc.equity(price)[0]) if known else self.equity0
-            stats = self.timeline.stats()
             recent = list(self._recent)[-cfg.recent_fills :] if cfg.recent_fills else []
             return {
                 "symbol": cfg.symbols.traded,
                 "venue": cfg.venue.kind,
-                "synthetic": cfg.synthetic,
+                "fill_model": cfg.venue.describe(),
+                "synthetic": self.synthetic,
                 "running": not st.kill_engaged,
                 "kill_switch": {"engaged": st.kill_engaged, "reason": st.kill_reason, "at_ms": st.kill_at_ms},
                 "position": float(acc.qty[0]),
@@ -658,6 +643,9 @@ class PaperTrader:
                 "fees": float(acc.fees[0]),
                 "funding": float(acc.funding[0]),
                 "orders": int(acc.trades[0]),
+                "pending_order": dict(self.pending) if self.pending else None,
+                "refusals": int(acc.refusals[0]),
+                "margin_lost": float(acc.margin_lost[0]),
                 "fills": self.fills_written + sum(int(a.size) for a in self._unsaved),
                 "recent_fills": [_fill_dict(r) for r in recent],
                 "last_price": price if known else None,
@@ -665,8 +653,12 @@ class PaperTrader:
                 "steps": self.steps,
                 "skipped_stale": self.skipped_stale,
                 "skipped_done": self.skipped_done,
-                "data_time_ms": stats.data_time_ms,
-                "live_session": {"steps": stats.steps, "resets": stats.resets, "late_trades": stats.late_trades},
+                "data_time_ms": self.data_time_ms,
+                "live_state": {
+                    "seq": self.live_seq,
+                    "missed": self.missed_states,
+                    "half_spread": self.last_half_spread,
+                },
                 "policy": {
                     "kind": self.policy.kind,
                     "version": self.policy.version if self.policy_calls else None,
@@ -675,7 +667,6 @@ class PaperTrader:
                     "last_error": self.last_policy_error,
                     "last_action": None if self.last_action is None else vn.ACTION_NAMES[self.last_action],
                 },
-                "cnn": {"source": self.cnn.name if self.cnn else "zeros", "errors": self.cnn_errors},
                 "risk": {
                     "limits": cfg.risk.model_dump(),
                     "trips": dict(st.trips),
@@ -735,10 +726,15 @@ class PaperTrader:
                         "fees": float(acc.fees[0]),
                         "funding": float(acc.funding[0]),
                         "trades": int(acc.trades[0]),
+                        "refusals": int(acc.refusals[0]),
+                        "margin_lost": float(acc.margin_lost[0]),
                     },
                     "risk": self.risk.state.to_dict(),
                     "last_step_ms": self.last_step_ms,
                     "last_close": self.last_close,
+                    "last_half_spread": self.last_half_spread,
+                    "pending": self.pending,
+                    "data_time_ms": self.data_time_ms,
                     "steps": self.steps,
                     "skipped_stale": self.skipped_stale,
                     "policy_calls": self.policy_calls,
@@ -776,8 +772,15 @@ class PaperTrader:
             self.acc.fees[0] = float(a["fees"])
             self.acc.funding[0] = float(a["funding"])
             self.acc.trades[0] = int(a["trades"])
+            self.acc.refusals[0] = int(a.get("refusals", 0))
+            self.acc.margin_lost[0] = float(a.get("margin_lost", 0.0))
             self.last_step_ms = int(raw["last_step_ms"])
             self.last_close = _float(raw["last_close"])
+            self.last_half_spread = _float(raw.get("last_half_spread"))
+            pending = raw.get("pending")
+            if pending is not None:
+                self.pending = {"target": int(pending["target"]), "time_ms": int(pending["time_ms"])}
+            self.data_time_ms = int(raw.get("data_time_ms", -1))
             self.steps = int(raw["steps"])
             self.skipped_stale = int(raw["skipped_stale"])
             self.policy_calls = int(raw["policy_calls"])
@@ -791,6 +794,12 @@ class PaperTrader:
         for part in self._read_fill_files():
             for row in part[-self._recent.maxlen :]:
                 self._recent.append(row.copy())
+
+
+def _base_ms(state: StateConfig) -> int:
+    from market.timeframes import TIMEFRAME_MS
+
+    return TIMEFRAME_MS[str(state.base_timeframe)]
 
 
 def _fill_dict(row: np.ndarray) -> dict[str, Any]:
@@ -828,8 +837,9 @@ def _record_metrics(trader: PaperTrader, events: list[tuple[str, dict[str, str],
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class PaperTradingActor:
     """Paper trading as a Ray actor (start it with ``.options(name=PAPER_ACTOR)``): one :class:`PaperTrader`
-    restored from ``storage_dir`` on every (re)start, polling the stream actor as the consumer it registered
-    (its id and position are persisted with the account), exporting the ``rayscalp_paper_*`` metrics.
+    restored from ``storage_dir`` on every (re)start, reading the live-state actor's records
+    (``states_since``; its position and the live-state service's epoch are persisted with the account),
+    exporting the ``rayscalp_paper_*`` metrics.
 
     ``kill(reason)`` is the kill switch (also behind ``rayscalp paper-kill`` and the dashboard's HTTP route):
     the position is closed at once and no order is taken until ``release()``.
@@ -838,7 +848,7 @@ class PaperTradingActor:
     def __init__(self, config: PaperConfig | Mapping[str, object], policy: Policy) -> None:
         cfg = config if isinstance(config, PaperConfig) else PaperConfig.model_validate(config)
         self._config = cfg
-        self._trader = PaperTrader(cfg, policy, cnn=ServeCnn(cfg.cnn_app) if cfg.cnn_app else None)
+        self._trader = PaperTrader(cfg, policy)
         self._task: asyncio.Task | None = None
         self._polls = 0
         self._last_error = ""
@@ -851,36 +861,20 @@ class PaperTradingActor:
     async def _run(self) -> None:
         cfg, trader = self._config, self._trader
         period = cfg.poll_interval_ms / 1000
-        started = False
         while True:
             try:
-                stream = ray.get_actor(cfg.stream_actor)
-                if not started:
-                    # the stream's latest trades first: the windows fill at once and, after a restart, the step
-                    # after the last one acted on is rebuilt whole (its trades came before the saved cursor)
-                    packet = await stream.training_packet.remote()
-                    if cfg.warm_start_from_stream:
-                        trader.set_warm_bars(warm_bars_of(packet, cfg.state))
-                    recent = recent_trades(packet)
-                    await asyncio.to_thread(trader.on_trades, recent)
-                    if not trader.cursor.get("consumer_id"):
-                        consumer = await stream.register_consumer.remote("paper", ["ticks"])
-                        trader.cursor = {"consumer_id": consumer, "since_seq": packet.seq}
-                    started = True
-                consumer = trader.cursor["consumer_id"]
-                since = int(trader.cursor["since_seq"])
-                reply = await stream.poll.remote(consumer, since)
+                live = ray.get_actor(cfg.live_state_actor)
+                epoch = trader.cursor.get("live_epoch_ms")
+                reply = await live.states_since.remote(int(trader.cursor.get("since_seq", 0)))
+                if epoch is not None and reply.epoch_ms != epoch:  # the live-state service restarted: from its start
+                    reply = await live.states_since.remote(0)
                 self._polls += 1
-                cursor = {"consumer_id": consumer, "since_seq": reply.seq, "stream_epoch_ms": reply.epoch_ms}
-                await asyncio.to_thread(
-                    trader.on_trades, reply.items.get("ticks", {}), complete=reply.complete, cursor=cursor
-                )
+                cursor = {"since_seq": reply.seq, "live_epoch_ms": reply.epoch_ms}
+                await asyncio.to_thread(trader.on_states, reply.states, complete=reply.complete, cursor=cursor)
                 _record_metrics(trader, trader.drain_events())
                 self._last_error = ""
-            except Exception as exc:  # the stream restarting or not up yet: keep trying, say why
+            except Exception as exc:  # the live-state actor restarting or not up yet: keep trying, say why
                 self._last_error = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, UnknownConsumerError):  # the stream forgot us: start over with it
-                    trader.cursor, started = {}, False
             await asyncio.sleep(period)
 
     async def ready(self) -> dict[str, Any]:

@@ -139,15 +139,7 @@ class RiskState:
 
 
 def _copy(acc: Accounts) -> Accounts:
-    return Accounts(
-        cash=acc.cash.copy(),
-        qty=acc.qty.copy(),
-        entry_price=acc.entry_price.copy(),
-        entry_step=acc.entry_step.copy(),
-        fees=acc.fees.copy(),
-        funding=acc.funding.copy(),
-        trades=acc.trades.copy(),
-    )
+    return acc.copy()
 
 
 class RiskManager:

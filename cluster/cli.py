@@ -343,19 +343,18 @@ def paper(
     paper_cfg = PaperConfig(
         symbols=cfg.symbols,
         state=cfg.state,
-        indicators=cfg.indicators,
         venue=cfg.env.venue,
         initial_equity=cfg.env.initial_equity,
         risk=risk,
         storage_dir=storage,
-        stream_actor=STREAM_ACTOR,
-        cnn_app=cnn_app,
+        live_state_actor=LIVE_STATE_ACTOR,
     )
+    click.echo(cfg.env.venue.describe(), err=True)
     ray.init(
         address="auto", namespace="rayscalp", include_dashboard=False, configure_logging=False, log_to_driver=False
     )
-    actor = start_paper(paper_cfg, CheckpointPolicy(policy_path) if policy_path else HttpPolicy(policy_url))
-    LiveStateActor.options(name=LIVE_STATE_ACTOR, lifetime="detached", get_if_exists=True).remote(
+    # the one live state first: paper trading, the policy's latest form and the dashboard all read its records
+    live = LiveStateActor.options(name=LIVE_STATE_ACTOR, lifetime="detached", get_if_exists=True).remote(
         LiveStateConfig(
             symbols=cfg.symbols,
             state=cfg.state,
@@ -365,6 +364,8 @@ def paper(
             paper_actor=PAPER_ACTOR,
         )
     )
+    ray.get(live.ready.remote(), timeout=60)
+    actor = start_paper(paper_cfg, CheckpointPolicy(policy_path) if policy_path else HttpPolicy(policy_url))
     try:
         while True:
             s = ray.get(actor.status.remote())

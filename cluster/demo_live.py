@@ -201,15 +201,14 @@ def start_live(
     paper_cfg = PaperConfig(
         symbols=config.symbols,
         state=config.state,
-        indicators=config.indicators,
         venue=config.env.venue,
         initial_equity=config.env.initial_equity,
         storage_dir=run_dir / "paper",
-        stream_actor=STREAM_ACTOR,
+        live_state_actor=LIVE_STATE_ACTOR,
         max_step_lag_ms=None,
     )
-    live.paper = start_paper(paper_cfg, CheckpointPolicy(policy))
-    # the handle is kept: a named actor whose last handle goes out of scope is stopped
+    # the one live state of the traded symbol: paper trading, the policy's latest form and the dashboard read it
+    # (the handle is kept: a named actor whose last handle goes out of scope is stopped)
     live.live_state = LiveStateActor.options(name=LIVE_STATE_ACTOR, get_if_exists=True).remote(
         LiveStateConfig(
             symbols=config.symbols,
@@ -219,6 +218,8 @@ def start_live(
             paper_actor=PAPER_ACTOR,
         )
     )
+    live.paper = start_paper(paper_cfg, CheckpointPolicy(policy))
+    live.notes.append(config.env.venue.describe())
     deploy_policy(
         PolicyServeConfig(checkpoint=policy, port=port, symbols=(config.symbols.traded,), require_cnn_match=False)
     )

@@ -210,6 +210,10 @@ class Accounts:
         self.refusals[idx] = 0
         self.margin_lost[idx] = 0.0
 
+    def copy(self) -> Accounts:
+        """An independent copy of the books (e.g. to try an order on)."""
+        return Accounts(*(np.array(getattr(self, name), copy=True) for name in self.__slots__))
+
     def equity(self, price: np.ndarray | float) -> np.ndarray:
         """Equity marked at ``price``: ``cash + qty * price``."""
         return self.cash + self.qty * price

@@ -70,9 +70,21 @@ def test_the_built_state_is_the_batch_gather_with_the_cnn_part_of_a_real_cnn_and
     batch = build_timeline(MarketData(traded_trades=capture[ETH], reference_trades=capture[BTC]), STATE)
     agent = np.array([1.0, 0.001, 0.01, 2.0, -0.002, 0.001], np.float32)
     checked = 0
+    since = 0
     for part in chunks(capture, 60):
-        if builder.on_trades(part):
+        closed = builder.on_trades(part)
+        records = builder.states_since(since)
+        assert len(records.states) == closed and records.complete  # one record per step closed, each once
+        assert [r.seq for r in records.states] == list(range(since + 1, since + closed + 1))
+        since = records.seq
+        for r in records.states:  # every step's record: the batch bar of the step, the market part of the state
+            k = r.step
+            assert (r.close, r.step_time_ms) == (float(batch.base_close[k]), int(batch.step_time_ms[k]))
+            assert r.agent_source == "flat" and np.isnan(r.half_spread)  # no book tickers fed
+        if closed:
+            builds = builder.builds
             live = builder.build(agent, agent_step_time_ms=7)
+            assert builder.builds == builds  # the agent part goes into the built state: nothing is rebuilt
             k = live.step
             market = gather(batch, np.array([k]), np.zeros((1, len(AGENT_FEATURES)), np.float32))
             answer = predictor.predict(market)
@@ -83,6 +95,7 @@ def test_the_built_state_is_the_batch_gather_with_the_cnn_part_of_a_real_cnn_and
             assert live.step_time_ms == int(batch.step_time_ms[k])
             checked += 1
     assert checked > 30
+    assert builder.builds == builder.timeline.steps == batch.n_steps - 1  # one build per step (the last is open)
     assert (live.cnn_source, live.cnn_version, live.agent_source, live.agent_step_time_ms) == (
         "local",
         "untrained-test",
@@ -121,7 +134,7 @@ def test_a_failing_cnn_leaves_zeros_and_says_why_and_unknown_symbols_or_no_step_
     steps = builder.timeline.steps
     builder.on_trades(chunks(capture, 20)[5], complete=False)  # trades were missing: a new live session
     assert builder.timeline.resets == 1 and builder.timeline.steps < steps
-    assert builder.status()["cnn_errors"] == 1
+    assert builder.status()["cnn_errors"] == builder.builds > 1  # each step's CNN call failed, each counted
 
 
 def _wait(predicate, timeout_s: float = 60.0, what: str = "") -> object:
@@ -152,7 +165,7 @@ def test_the_actor_serves_the_batch_state_of_the_stream_with_the_paper_accounts_
     ray.get(stream.ready.remote(), timeout=60)
     first_step = int(capture[ETH]["time_ms"][0]) // 1000 * 1000 + 999
     paper_cfg = PaperConfig(
-        state=state, storage_dir=tmp_path / "paper", stream_actor=names["stream"], poll_interval_ms=50
+        state=state, storage_dir=tmp_path / "paper", live_state_actor=names["live"], poll_interval_ms=50
     )
     paper_cfg = paper_cfg.model_copy(update={"max_step_lag_ms": None})
     paper = PaperTradingActor.options(name=names["paper"]).remote(paper_cfg, ScriptedPolicy({first_step: BUY}))

@@ -1,21 +1,31 @@
-"""Tests of actors/paper.py on the real ETH/BTC capture replayed through the stream: the env's books for the same
-actions, every fill within each risk limit, the kill switch flattening at once, restarts that restore the account
-exactly (plain and under a real Ray ``ray.kill(..., no_restart=False)``), and refusals of a foreign account file."""
+"""Tests of actors/paper.py on the real ETH/BTC capture replayed through the stream and the one live state: the env's
+books for the same actions (with and without the bookTicker spread and the decision latency), every fill within
+each risk limit, the kill switch flattening at once, restarts that restore the account exactly (plain and under a
+real Ray ``ray.kill(..., no_restart=False)``), refusals of a foreign account file, and the policy service's key."""
 
 from __future__ import annotations
 
+import asyncio
+import http.server
+import io
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
+from pydantic import ValidationError
 
-from actors.live_state import recent_trades
+from actors.live_state import LiveStateBuilder, LiveStateConfig
 from actors.messages import TickBatch
 from actors.paper import (
+    API_KEY_ENV,
+    API_KEY_HEADER,
     FILL_DTYPE,
     REASONS,
+    HttpPolicy,
     PaperConfig,
     PaperTrader,
     PaperTradingActor,
@@ -23,13 +33,15 @@ from actors.paper import (
 )
 from actors.risk import RiskConfig
 from actors.stream import StreamConfig, UnifiedStream, UnifiedStreamActor
+from actors.stream_consumer import StreamConsumer
+from market.bars import ticks_to_bars
 from market.datasets import load_ws_capture
 from market.env import EnvConfig, TradingEnv
 from market.errors import ConfigError, DataError
 from market.layout import StateConfig
 from market.live_timeline import LiveTimeline
 from market.timeline_builder import MarketData, build_timeline
-from market.venue import BUY, HOLD, LEGS, SELL, VenueConfig
+from market.venue import BUY, HOLD, LEGS, SELL, VenueConfig, half_spread_at
 
 ETH, BTC = "ETHUSDT", "BTCUSDT"
 MIDNIGHT_MS = 1_723_161_600_000  # 2024-08-09 00:00 UTC, inside the captures (a funding time)
@@ -44,18 +56,33 @@ SMALL = StateConfig(
     williams=0,
     regime=0,
 )
-PERP = VenueConfig(kind="perp", leverage=3.0)
+#: The venues of these tests fill at close[t] (latency 0) unless a test says otherwise.
+PERP = VenueConfig(kind="perp", leverage=3.0, latency_ms=0)
+SPOT = VenueConfig(latency_ms=0)
 OPEN_LEG, CLOSE_LEG = LEGS.index("open"), LEGS.index("close")
 
 
 @pytest.fixture(scope="module")
-def capture(shared_data: Path) -> dict[str, np.ndarray]:
-    """Real ETHUSDT and BTCUSDT trades of the recorded websocket captures (same 11 minutes)."""
+def recorded(shared_data: Path) -> dict[str, object]:
+    """Real ETHUSDT and BTCUSDT captures of the recorded websocket streams (same 11 minutes)."""
     out = {}
     for symbol in (ETH, BTC):
         paths = [shared_data / "binance/ws" / f"spot_{symbol.lower()}_{day}.gz" for day in ("20240808", "20240809")]
-        out[symbol] = load_ws_capture(*paths, symbol=symbol).trades
+        out[symbol] = load_ws_capture(*paths, symbol=symbol)
     return out
+
+
+@pytest.fixture(scope="module")
+def capture(recorded) -> dict[str, np.ndarray]:
+    """Their trades."""
+    return {symbol: c.trades for symbol, c in recorded.items()}
+
+
+@pytest.fixture(scope="module")
+def books(recorded) -> np.ndarray:
+    """ETHUSDT's book tickers, in time order."""
+    b = recorded[ETH].book_tickers
+    return b[np.argsort(b["time_ms"], kind="stable")]
 
 
 @pytest.fixture(scope="module")
@@ -78,17 +105,28 @@ def paper_config(root: Path, venue: VenueConfig = PERP, risk: RiskConfig | None 
 
 class Replay:
     """The capture cut into random batches (1 to 600 trades of both markets in time order), ingested by a real
-    stream and polled by a registered consumer, the way the paper actor reads it."""
+    stream, consumed by the one live state (``actors.stream_consumer``), whose records paper trading reads the way
+    the paper actor does. ``books`` (the bookTicker stream) go to the live state with each batch."""
 
-    def __init__(self, capture: dict[str, np.ndarray], root: Path, seed: int) -> None:
+    def __init__(
+        self, capture: dict[str, np.ndarray], root: Path, seed: int, books: np.ndarray | None = None
+    ) -> None:
         self.stream = UnifiedStream(StreamConfig(storage_dir=root, flush_interval_ms=10**12, tick_cache_s=60))
-        self.consumer = self.stream.register_consumer("paper-test", ["ticks"])
+        self.consumer = StreamConsumer("live-state-test", ["ticks"])
+        self.live = LiveStateBuilder(LiveStateConfig(state=SMALL))
         trades = np.concatenate([capture[ETH], capture[BTC]])
         is_btc = np.r_[np.zeros(capture[ETH].size, bool), np.ones(capture[BTC].size, bool)]
         order = np.argsort(trades["time_ms"], kind="stable")
         self.trades, self.is_btc = trades[order], is_btc[order]
+        self.books = books
+        self.book_at = 0
         self.rng = np.random.default_rng(seed)
-        self.at = self.seq = 0
+        self.at = 0
+        self.live_seq = 0
+        asyncio.run(self._poll())  # registers: the stream is empty yet
+
+    async def _poll(self):
+        return await self.consumer.poll(self.stream)
 
     def run(self, trader: PaperTrader, until_ms: int | None = None) -> None:
         """Feed batches to ``trader`` until the next trade is after ``until_ms`` (or the end)."""
@@ -98,10 +136,17 @@ class Replay:
             part, b = self.trades[self.at : self.at + n], self.is_btc[self.at : self.at + n]
             self.at += n
             self.stream.ingest(TickBatch("replay", self.at, {ETH: part[~b], BTC: part[b]}))
-            reply = self.stream.poll(self.consumer, self.seq)
-            self.seq = reply.seq
-            cursor = {"consumer_id": self.consumer, "since_seq": reply.seq}
-            trader.on_trades(reply.items["ticks"], complete=reply.complete, cursor=cursor)
+            batch = asyncio.run(self._poll())
+            quotes = {}
+            if self.books is not None:
+                end = int(np.searchsorted(self.books["time_ms"], int(part["time_ms"][-1]), side="right"))
+                quotes = {ETH: self.books[self.book_at : end]}
+                self.book_at = end
+            self.live.on_trades(batch.trades, books=quotes, complete=batch.complete)
+            reply = self.live.states_since(self.live_seq)
+            self.live_seq = reply.seq
+            cursor = {"since_seq": reply.seq, "live_epoch_ms": reply.epoch_ms}
+            trader.on_states(reply.states, complete=reply.complete, cursor=cursor)
 
 
 def script(step_times: np.ndarray, seed: int, p_trade: float = 0.08) -> dict[int, int]:
@@ -129,20 +174,36 @@ def paper_fills(rows: np.ndarray) -> list[tuple]:
 # ------------------------------------------------------------------------------------------- env parity
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("venue", [VenueConfig(), PERP], ids=["spot", "perp"])
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ("venue", "with_spread"),
+    [
+        (SPOT, False),
+        (PERP, False),
+        (SPOT, True),
+        (PERP, True),
+        (VenueConfig(), True),  # the default decision latency: fills at the next bar's open
+        (VenueConfig(kind="perp", leverage=3.0, filters="ETHUSDT"), True),  # with the exchange filters
+    ],
+    ids=["spot", "perp", "spot-spread", "perp-spread", "spot-latency-spread", "perp-latency-spread-filters"],
+)
 def test_paper_books_and_pnl_equal_the_envs_for_the_same_actions_on_the_same_trades(
-    capture, step_times, tmp_path, venue
+    capture, books, step_times, tmp_path, venue, with_spread
 ) -> None:
     actions = script(step_times, seed=7)
     trader = PaperTrader(paper_config(tmp_path / "paper", venue), ScriptedPolicy(actions))
-    Replay(capture, tmp_path / "stream", seed=1).run(trader)
+    Replay(capture, tmp_path / "stream", seed=1, books=books if with_spread else None).run(trader)
     assert trader.steps == step_times.size - 1  # every step but the last one closed
 
     batch = build_timeline(MarketData(traded_trades=capture[ETH], reference_trades=capture[BTC]), SMALL)
+    spread = 2.0 * half_spread_at(books, batch.step_time_ms) if with_spread else None
+    base = ticks_to_bars(capture[ETH], "1s")
+    opens = base["open"][np.searchsorted(base["close_time_ms"], batch.step_time_ms)]
     env = TradingEnv(
         batch,
         EnvConfig(venue=venue, random_start=False, start_step=0, episode_steps=batch.n_steps - 1, ruin_fraction=0.0),
+        spread=spread,
+        base_open=opens,
     )
     _, info = env.reset(options={"start_step": 0})
     expected = []
@@ -162,8 +223,20 @@ def test_paper_books_and_pnl_equal_the_envs_for_the_same_actions_on_the_same_tra
     assert int(acc.trades[0]) == info["trades"]
     assert trader.pnl()["total"] == info["equity"] - trader.equity0
     np.testing.assert_array_equal(trader.agent_features()["features"], info["agent"])
+    assert trader.status()["fill_model"] == info["fill_model"] == venue.describe()
     if venue.kind == "perp":
         assert info["funding"] != 0.0  # the long held across 00:00 UTC paid funding, in both
+    closes = batch.base_close[: trader.steps]
+    buys = np.array([p for leg, side, p, *_ in expected if side == "buy"])
+    if with_spread and venue.filters is None:  # the quoted spread is in the fills: no buy at a close, not all at 1 bp
+        assert not np.isin(buys, closes).any()
+        slip = venue.slippage_bps * 1e-4
+        assert not np.isin(buys, closes * (1 + slip)).all()
+    if venue.latency_ms:  # after the latency, the fills come from the next bars' opens, not the closes
+        assert not np.isin(buys, closes + 0.5 * np.nan_to_num(spread[: trader.steps])).all()
+    if venue.filters is not None:  # quantities on the lot step, prices on the tick
+        assert np.allclose(np.round(got["qty"] / 0.001), got["qty"] / 0.001, rtol=0, atol=1e-6)
+        assert np.allclose(np.round(got["price"] / 0.01), got["price"] / 0.01, rtol=0, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ risk limits
@@ -188,7 +261,6 @@ def test_size_limits_refuse_every_open_beyond_them_and_cut_a_reversal_to_its_clo
     size, before = float(free.acc.qty[0]), free.fills().size
     risk = RiskConfig(max_position=size / 2) if limit == "max_position" else RiskConfig(max_leverage=1.5)
     limited = PaperTrader(paper_config(root, risk=risk), policy)  # the same account, now with the limit
-    limited.on_trades(recent_trades(replay.stream.training_packet()))
     replay.run(limited)
     new = limited.fills()[before:]
     assert new.size >= 1 and (new["leg"] == CLOSE_LEG).all() and (new["position_after"] == 0).all()
@@ -273,8 +345,6 @@ def test_a_restart_restores_the_account_exactly_and_loses_no_step(capture, step_
         assert after[key] == before[key], key
     assert after["last_step_ms"] == before["last_step_ms"] and after["cursor"] == before["cursor"]
     np.testing.assert_array_equal(restored.fills(), first.fills())
-    # as the actor does: the stream's latest trades first (the pending step is rebuilt whole), then the polls
-    restored.on_trades(recent_trades(replay.stream.training_packet()))
     replay.run(restored)
     np.testing.assert_array_equal(restored.fills(), whole.fills())
     assert restored.pnl() == whole.pnl()
@@ -342,14 +412,20 @@ def _wait(predicate, timeout_s: float = 60.0, what: str = "") -> object:
 def test_the_actor_restarted_by_ray_kill_restores_positions_and_pnl_and_its_kill_switch_flattens(
     ray_session, capture, step_times, tmp_path
 ) -> None:
+    from actors.live_state import LiveStateActor
+
     ray = ray_session
     tag = uuid.uuid4().hex[:8]
-    stream_name, paper_name = f"test-stream-{tag}", f"test-paper-{tag}"
+    stream_name, live_name, paper_name = f"test-stream-{tag}", f"test-live-{tag}", f"test-paper-{tag}"
     stream = UnifiedStreamActor.options(name=stream_name).remote(
         StreamConfig(storage_dir=tmp_path / "stream", tick_cache_s=60)
     )
     ray.get(stream.ready.remote(), timeout=60)
-    cfg = paper_config(tmp_path / "paper", stream_actor=stream_name, poll_interval_ms=50)
+    live = LiveStateActor.options(name=live_name).remote(
+        LiveStateConfig(state=SMALL, stream_actor=stream_name, poll_interval_ms=50, paper_actor=paper_name)
+    )
+    ray.get(live.ready.remote(), timeout=60)
+    cfg = paper_config(tmp_path / "paper", live_state_actor=live_name, poll_interval_ms=50)
     actions = {int(t): BUY for t in step_times[:3]}  # a long from the first steps, held
     paper = PaperTradingActor.options(name=paper_name).remote(cfg, ScriptedPolicy(actions))
     ray.get(paper.ready.remote(), timeout=60)
@@ -390,4 +466,58 @@ def test_the_actor_restarted_by_ray_kill_restores_positions_and_pnl_and_its_kill
     assert status["recent_fills"][-1]["time_ms"] == expected_last  # flat at the step it was at
     assert status["pnl"]["unrealized"] == 0.0 and status["pnl"]["total"] == status["equity"] - status["initial_equity"]
     ray.kill(paper)
+    ray.kill(live)
     ray.kill(stream)
+
+
+# ------------------------------------------------------------------------------ configs and the policy key
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, 0.0])
+def test_non_finite_or_non_positive_money_is_refused_by_key(tmp_path, value) -> None:
+    with pytest.raises(ValidationError, match="initial_equity"):
+        PaperConfig(initial_equity=value, storage_dir=tmp_path)
+    with pytest.raises(ValidationError, match="initial_equity"):
+        EnvConfig(initial_equity=value)
+    with pytest.raises(ValidationError, match="slippage_bps"):
+        VenueConfig(slippage_bps=float("nan"))
+
+
+class _ActHandler(http.server.BaseHTTPRequestHandler):
+    seen: list[dict[str, str]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        state = np.load(io.BytesIO(body), allow_pickle=False)
+        type(self).seen.append({"key": self.headers.get(API_KEY_HEADER, ""), "n": str(state.size)})
+        answer = orjson.dumps({"action_index": SELL, "model_version": "v-test"})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.timeout(30)
+def test_http_policy_sends_the_policy_services_key_from_its_environment_variable(monkeypatch) -> None:
+    from serve.auth import API_KEY_HEADER as SERVED_HEADER
+    from serve.auth import DEFAULT_API_KEY_ENV
+
+    assert (API_KEY_ENV, API_KEY_HEADER) == (DEFAULT_API_KEY_ENV, SERVED_HEADER)  # the names the service reads
+    server = http.server.HTTPServer(("127.0.0.1", 0), _ActHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        policy = HttpPolicy(f"http://127.0.0.1:{server.server_port}/v1/act")
+        monkeypatch.delenv(API_KEY_ENV, raising=False)
+        assert policy.act(np.zeros(7, np.float32), 0) == SELL
+        monkeypatch.setenv(API_KEY_ENV, "s3cret-key")
+        assert policy.act(np.zeros(7, np.float32), 0) == SELL
+        assert _ActHandler.seen[-2:] == [{"key": "", "n": "7"}, {"key": "s3cret-key", "n": "7"}]
+        assert policy.version == "v-test"
+    finally:
+        server.shutdown()
+        server.server_close()
