@@ -482,7 +482,8 @@ def liquidate(
         if open_ is not None:
             price = np.where(acc.qty > 0, np.minimum(p_liq, open_), np.maximum(p_liq, open_))
         _fill(acc, fills, FORCED_LEG, hit, -acc.qty, np.where(hit, price, 0.0), config.fee)
-        acc.margin_lost += np.where(hit, acc.cash, 0.0)
+        # what is left goes to the exchange; a deficit (a gap past bankruptcy) is the insurance fund's, not ours
+        acc.margin_lost += np.where(hit, np.maximum(acc.cash, 0.0), 0.0)
         acc.cash[hit] = 0.0
         acc.qty[hit] = 0.0
         acc.entry_price[hit] = 0.0

@@ -108,9 +108,7 @@ class Replay:
     stream, consumed by the one live state (``actors.stream_consumer``), whose records paper trading reads the way
     the paper actor does. ``books`` (the bookTicker stream) go to the live state with each batch."""
 
-    def __init__(
-        self, capture: dict[str, np.ndarray], root: Path, seed: int, books: np.ndarray | None = None
-    ) -> None:
+    def __init__(self, capture: dict[str, np.ndarray], root: Path, seed: int, books: np.ndarray | None = None) -> None:
         self.stream = UnifiedStream(StreamConfig(storage_dir=root, flush_interval_ms=10**12, tick_cache_s=60))
         self.consumer = StreamConsumer("live-state-test", ["ticks"])
         self.live = LiveStateBuilder(LiveStateConfig(state=SMALL))
