@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: run test test-fast bench lint setup clean
+.PHONY: run test test-fast bench gpu-check lint setup clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# On a CUDA machine: the gpu-marked tests, then replay, gather and learner on the device (gpu-check.json).
+# Without CUDA it refuses with a one-line reason.
+gpu-check: $(STAMP)
+	$(PY) -m bench.gpu
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -34,7 +34,9 @@ def load_timeline() -> tuple[MarketTimeline, str]:
 
     bars = synthetic_bars(1_735_689_600_000, MAX_STEPS * 60_000, seed=7, interval="1m")
     eth, btc = bars.bars["ETHUSDT"], bars.bars["BTCUSDT"]
-    data = MarketData(traded_bars={"1m": eth}, reference_bars={"1m": btc}, synthetic=True, source="synthetic bars (seed 7)")
+    data = MarketData(
+        traded_bars={"1m": eth}, reference_bars={"1m": btc}, synthetic=True, source="synthetic bars (seed 7)"
+    )
     return build_timeline(data, StateConfig(profile="tiny")), "SYNTHETIC 1m bars (market.synthetic, seed 7)"
 
 

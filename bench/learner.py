@@ -21,6 +21,7 @@ from policies.config import TrainingConfig
 from policies.device import resolve_device, timeline_to_device
 from policies.learning import DQNLearner
 from policies.replay import PrioritizedReplay
+from policies.transitions import Transitions
 
 BATCH = 512
 UPDATES = 10
@@ -35,20 +36,22 @@ def build(profile: str):
     return build_timeline(history.market_data(SymbolsConfig(), ticks=ticks), StateConfig(profile=profile)), history
 
 
-def measure(profile: str, device: torch.device) -> str:
+def measure(profile: str, device: torch.device, updates: int = UPDATES) -> str:
     timeline, history = build(profile)
     replay = PrioritizedReplay(200_000, len(AGENT_FEATURES), device=device, seed=0)
     rng = np.random.default_rng(0)
     m = 200_000
     steps = rng.integers(0, timeline.n_steps - 3, m)
     replay.add(
-        steps,
-        steps + 3,
-        rng.normal(size=(m, 6)).astype(np.float32),
-        rng.normal(size=(m, 6)).astype(np.float32),
-        rng.integers(0, 3, m),
-        rng.normal(0, 1e-3, m).astype(np.float32),
-        np.full(m, 0.97, np.float32),
+        Transitions(
+            step=steps,
+            next_step=steps + 3,
+            agent=rng.normal(size=(m, 6)).astype(np.float32),
+            next_agent=rng.normal(size=(m, 6)).astype(np.float32),
+            action=rng.integers(0, 3, m),
+            n_return=rng.normal(0, 1e-3, m).astype(np.float32),
+            discount=np.full(m, 0.97, np.float32),
+        )
     )
     learner = DQNLearner(
         timeline.layout,
@@ -63,28 +66,28 @@ def measure(profile: str, device: torch.device) -> str:
             torch.cuda.synchronize()
 
     def ours() -> None:
-        for _ in range(UPDATES):
+        for _ in range(updates):
             learner.learn_step()
         sync()
 
-    batch = replay.sample(BATCH)
-    s = learner.states(batch.step, batch.agent)
-    s2 = learner.states(batch.next_step, batch.next_agent)
+    tr = replay.sample(BATCH).transitions
+    s = learner.states(tr.step, tr.agent)
+    s2 = learner.states(tr.next_step, tr.next_agent)
 
     def bare() -> None:
-        for _ in range(UPDATES):
-            q = learner.online(s).gather(1, batch.action.long()[:, None]).squeeze(1)
+        for _ in range(updates):
+            q = learner.online(s).gather(1, tr.action.long()[:, None]).squeeze(1)
             with torch.no_grad():
                 best = learner.online(s2).argmax(1, keepdim=True)
-                target = batch.n_return + batch.discount * learner.target(s2).gather(1, best).squeeze(1)
+                target = tr.n_return + tr.discount * learner.target(s2).gather(1, best).squeeze(1)
             loss = torch.nn.functional.smooth_l1_loss(q, target)
             learner.optimizer.zero_grad()
             loss.backward()
             learner.optimizer.step()
         sync()
 
-    ours_rate = UPDATES / median_seconds(ours, repeats=3, warmup=1)
-    bare_rate = UPDATES / median_seconds(bare, repeats=3, warmup=1)
+    ours_rate = updates / median_seconds(ours, repeats=3, warmup=1)
+    bare_rate = updates / median_seconds(bare, repeats=3, warmup=1)
     print(
         f"  {profile}: {timeline.layout.size:,} floats per state, {history.label()}, device {device}, "
         f"torch threads {torch.get_num_threads()}"
