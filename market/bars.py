@@ -164,8 +164,9 @@ def _combine(
     return out
 
 
-def _flat_bars(interval_ms: int, first: int, last: int, close: float) -> np.ndarray:
-    """Bars ``first .. last`` with no children: the empty-interval rule around ``close``."""
+def flat_bars(interval_ms: int, first: int, last: int, close: float) -> np.ndarray:
+    """Bars ``first .. last`` (interval numbers, ``open_time_ms // interval_ms``) with no trades in them: the
+    empty-interval rule, every price ``close`` and zero volume (BAR_DTYPE)."""
     empty = np.zeros(0)
     return _combine(
         np.zeros(0, dtype=np.int64),
@@ -778,7 +779,7 @@ class IncrementalBars:
         if level == 0:
             if self._ticks.size:
                 return _ticks_combine(_tick_columns(self._ticks), interval, bucket, bucket, self._close)
-            return _flat_bars(interval, bucket, bucket, self._close)
+            return flat_bars(interval, bucket, bucket, self._close)
         below = self._forming_level(level - 1)
         pending = self._pending[level]
         children = pending if below is None else _join(pending, below)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from .bars import _flat_bars, aggregate_bars, ticks_to_bars
+from .bars import aggregate_bars, flat_bars, ticks_to_bars
 from .config import IndicatorConfig, StrictModel
 from .errors import DataError
 from .features import gather
@@ -376,7 +376,7 @@ class LiveTimeline:
             if chunk.size:
                 bar = ticks_to_bars(chunk, self.base_tf)
             else:
-                bar = _flat_bars(
+                bar = flat_bars(
                     self.base_ms, open_ms // self.base_ms, open_ms // self.base_ms, self._prev_close[market]
                 )
             if bar.size != 1 or int(bar["open_time_ms"][0]) != open_ms:
