@@ -78,6 +78,17 @@ PAPER_FIELDS: Mapping[str, tuple[str, ...]] = {
     "kill_switch": ("kill_switch", "killed", "kill_switch_engaged", "halted"),
 }
 
+#: Headline values of the live state (the one ``LiveState`` of the traded symbol's latest step, without its vector).
+LIVE_STATE_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "step_time_ms": ("step_time_ms",),
+    "data_time_ms": ("data_time_ms",),
+    "close": ("close",),
+    "half_spread": ("half_spread",),
+    "seq": ("seq",),
+    "cnn_source": ("cnn_source",),
+    "agent_source": ("agent_source",),
+}
+
 #: Headline values of training: label -> keys looked up in the flattened ``stats()`` of the learner.
 LEARNER_FIELDS: Mapping[str, tuple[str, ...]] = {
     "loss": ("loss", "train_loss", "last_loss"),
@@ -103,8 +114,9 @@ class DashboardConfig(StrictModel):
     namespace : str
         Ray namespace of the source actors (``rayscalp`` is where ``rayscalp stream`` and the training
         driver name theirs).
-    stream_actor, paper_actor, learner_actor : str
-        Names of the source actors; each is optional at run time (its panel says when it is absent).
+    stream_actor, paper_actor, learner_actor, live_state_actor : str
+        Names of the source actors; each is optional at run time (its panel says when it is absent). The
+        live-state panel shows the live-state actor's latest ``LiveState`` (the one state built per step).
     refresh_ms : int
         How often the page fetches ``/api/state`` (1 to 5 s); a page URL may ask ``?refresh_ms=`` in that range.
     chart_timeframe : str
@@ -127,6 +139,7 @@ class DashboardConfig(StrictModel):
     stream_actor: str = "rayscalp-stream"
     paper_actor: str = "rayscalp-paper"
     learner_actor: str = "rayscalp-learner"
+    live_state_actor: str = "rayscalp-live-state"
     refresh_ms: int = Field(1_000, ge=1_000, le=5_000)
     chart_timeframe: str = "1s"
     chart_bars: int = Field(120, ge=10, le=1_000)
@@ -139,7 +152,7 @@ class DashboardConfig(StrictModel):
     app_name: str = "dashboard"
     route_prefix: str = "/dashboard"
 
-    @field_validator("namespace", "stream_actor", "paper_actor", "learner_actor", "app_name")
+    @field_validator("namespace", "stream_actor", "paper_actor", "learner_actor", "live_state_actor", "app_name")
     @classmethod
     def _name(cls, value: str) -> str:
         if not _NAME.match(value):
@@ -164,6 +177,13 @@ class DashboardConfig(StrictModel):
 # ---------------------------------------------------------------------------------------------------
 # Plain functions: answers of the sources -> the JSON the page draws (no Ray)
 # ---------------------------------------------------------------------------------------------------
+
+
+def live_state_summary(live: Any) -> Any:
+    """A ``LiveState`` without its vectors (the state and agent arrays), or the reason there is none (a str)."""
+    if isinstance(live, str) or not dataclasses.is_dataclass(live):
+        return live
+    return {f.name: getattr(live, f.name) for f in dataclasses.fields(live) if f.name not in ("state", "agent")}
 
 
 def jsonable(value: Any, max_items: int = 50) -> Any:
@@ -329,6 +349,7 @@ class DashboardState:
         stream: Mapping[str, Any] | str,
         paper: Any,
         learner: Any,
+        live_state: Any = "not read",
     ) -> dict[str, Any]:
         """The whole document ``GET /api/state`` answers.
 
@@ -341,6 +362,8 @@ class DashboardState:
             the reason the stream could not be read.
         paper, learner : object or str
             The answer of ``status()`` / ``stats()``, or the reason it could not be had (a str).
+        live_state : object or str
+            The live-state actor's ``LiveState`` of the traded symbol, or the reason there is none (a str).
         """
         cfg = self.config
         return {
@@ -351,10 +374,14 @@ class DashboardState:
                 "stream": cfg.stream_actor,
                 "paper": cfg.paper_actor,
                 "learner": cfg.learner_actor,
+                "live_state": cfg.live_state_actor,
             },
             "stream": self._stream(now_ms, stream),
             "paper": self._panel(cfg.paper_actor, paper, PAPER_FIELDS, now_ms, history=False),
             "learner": self._panel(cfg.learner_actor, learner, LEARNER_FIELDS, now_ms, history=True),
+            "live_state": self._panel(
+                cfg.live_state_actor, live_state_summary(live_state), LIVE_STATE_FIELDS, now_ms, history=False
+            ),
         }
 
     def _stream(self, now_ms: int, answer: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -511,6 +538,7 @@ class DashboardDeployment:
         self._stream = _Source(cfg.stream_actor, cfg.namespace, cfg.call_timeout_s)
         self._paper = _Source(cfg.paper_actor, cfg.namespace, cfg.call_timeout_s)
         self._learner = _Source(cfg.learner_actor, cfg.namespace, cfg.call_timeout_s)
+        self._live_state = _Source(cfg.live_state_actor, cfg.namespace, cfg.call_timeout_s)
         self._builder = DashboardState(cfg)
         self._page = PAGE_PATH.read_text(encoding="utf-8")
         self._lock = asyncio.Lock()
@@ -530,7 +558,10 @@ class DashboardDeployment:
         stream, paper, learner = await asyncio.gather(
             self._read_stream(), self._paper.call("status"), self._learner.call("stats")
         )
-        return self._builder.build(time.time_ns() // 1_000_000, stream, paper, learner)
+        live: Any = "no traded symbol known (the stream is not readable)"
+        if not isinstance(stream, str):
+            live = await self._live_state.call("latest_state", stream["ui"].traded.symbol)
+        return self._builder.build(time.time_ns() // 1_000_000, stream, paper, learner, live)
 
     async def _state_bytes(self) -> bytes:
         async with self._lock:  # one read of the sources at a time, shared by requests close together

@@ -535,3 +535,23 @@ def test_paper_and_learner_panels_show_their_actors_and_the_kill_switch_reaches_
         "the panels to notice the actors are gone",
     )
     assert requests.post(f"{live.url}/api/paper/kill", timeout=30).status_code == 503
+
+
+def test_the_live_state_panel_shows_the_one_live_states_latest_record_without_its_vector(
+    recorded: dict[str, np.ndarray],
+) -> None:
+    from actors.live_state import LiveStateBuilder, LiveStateConfig
+    from market.layout import StateConfig
+
+    state = StateConfig(tick_window=20, bar_window=10, reference_window=10, traded_timeframes=("1s",), cnn_hidden=0)
+    builder = LiveStateBuilder(LiveStateConfig(state=state))
+    end = int(recorded[ETH]["time_ms"][0]) + 60_000
+    builder.on_trades({s: a[a["time_ms"] < end] for s, a in recorded.items()})
+    latest = builder.latest_state(ETH)
+    doc = DashboardState(DashboardConfig()).build(1_000, "absent", "absent", "absent", latest)
+    panel = orjson.loads(orjson.dumps(doc))["live_state"]
+    assert panel["available"] and panel["actor"] == "rayscalp-live-state"
+    assert panel["raw"]["seq"] == builder.builds > 50 and panel["raw"]["step_time_ms"] == latest.step_time_ms
+    assert panel["headline"]["close"]["value"] == latest.close and "state" not in panel["raw"]
+    missing = DashboardState(DashboardConfig()).build(1_000, "absent", "absent", "absent")["live_state"]
+    assert missing == {"available": False, "actor": "rayscalp-live-state", "reason": "not read"}
