@@ -1,7 +1,9 @@
 """Technical indicators on bar closes (RSI, MACD, Bollinger bands), in batch and incremental form.
 
-Owns the one definition of each indicator, which both forms follow operation for operation. Strictly
-causal: the value at bar i uses closes 0..i only, and never looks at a later bar.
+Owns the kernels of the built-in indicators and registers each as one entry of ``market.indicator_registry``
+(batch, incremental, forming and state features together); :func:`indicator_features`, :class:`IndicatorSet`
+and :func:`forming_features` run every registered indicator. Both forms follow the same operations. Strictly
+causal: the value at bar i uses bars 0..i only, and never looks at a later bar.
 
 Conventions (those of the ``ta`` package, which the tests hold us to):
 
