@@ -84,7 +84,7 @@ def test_tiny_config_validates_and_set_apex_overrides_name_a_bad_key(capsys) -> 
     assert entry(["--config", str(TINY), "--set", "apex.no_such_key=1"]) == 2
     assert "apex.no_such_key: unknown key" in capsys.readouterr().err
     assert entry(["--config", str(TINY), "--apex-set", "num_workers=1"]) == 2  # the old flag is gone
-    assert "No such option: --apex-set" in capsys.readouterr().err
+    assert "No such option '--apex-set'" in capsys.readouterr().err
 
 
 def test_the_training_head_of_a_timeline_gives_the_same_states_and_nothing_after_its_end() -> None:
