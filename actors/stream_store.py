@@ -10,8 +10,11 @@ Layout under the root::
     <name>.json                                                                         (small state)
 
 A tick's day is the UTC day of its trade time, a bar's the UTC day of its open time. Every file is
-written beside its place and renamed into it (``market.datasets.write_parquet``), so a reader never sees
-half a file. Chunks are written at level 0; when a day folder holds ``fan_in`` files of one level they
+written beside its place, flushed to the disk and renamed into it, folder flushed too
+(``market.datasets.write_parquet``), so neither a reader nor a crash leaves half a file. A chunk that
+cannot be read anyway (a disk fault, a hand edit) is moved aside under ``corrupt/`` and listed in
+:attr:`StreamStore.corrupt` with the key range its name covers; reads and merges go on without it.
+Chunks are written at level 0; when a day folder holds ``fan_in`` files of one level they
 are merged into one file of the next level, then removed, so a day of one-second flushes ends in a few
 hundred files and a row is rewritten a few times at most. A crash between a merge and the removal leaves
 rows twice on disk: every read deduplicates (ticks by trade id, bars by open time).
@@ -23,17 +26,18 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-from market.datasets import read_parquet, read_parquet_metadata, write_parquet
+from market.datasets import fsync_dir, fsync_file, read_parquet, read_parquet_metadata, write_parquet
 from market.errors import DataError
 from market.records import BAR_DTYPE, TRADE_DTYPE
 from market.timeframes import timeframe_ms
 
-__all__ = ["DAY_MS", "StreamStore", "utc_day"]
+__all__ = ["DAY_MS", "CorruptChunk", "StreamStore", "utc_day"]
 
 DAY_MS = 86_400_000
 _CHUNK = re.compile(r"^(\d+)-(\d+)-(\d+)\.parquet$")
@@ -67,6 +71,34 @@ def _days(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and _DAY.match(p.name))
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptChunk:
+    """A chunk file that could not be read, moved aside.
+
+    Attributes
+    ----------
+    kind : str
+        ``ticks`` or ``bars``.
+    symbol, timeframe : str
+        Whose chunk it was (``timeframe`` is empty for ticks).
+    first_key, last_key : int
+        The key range its name covers: trade ids for ticks, open times (ms) for bars.
+    path, moved_to : str
+        Where it was and where it is now.
+    reason : str
+        Why it could not be read.
+    """
+
+    kind: str
+    symbol: str
+    timeframe: str
+    first_key: int
+    last_key: int
+    path: str
+    moved_to: str
+    reason: str
 
 
 def _dedup(records: np.ndarray, key: str) -> np.ndarray:
@@ -103,6 +135,42 @@ class StreamStore:
         self.fan_in = int(fan_in)
         #: Files written (chunks and merges) by this instance.
         self.files_written = 0
+        #: Chunks found unreadable and moved aside by this instance, oldest first.
+        self.corrupt: list[CorruptChunk] = []
+
+    # -- unreadable chunks ---------------------------------------------------------------------------
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        """Move an unreadable chunk under ``<root>/corrupt/`` (same relative path) and list it."""
+        rel = path.relative_to(self.root)
+        target = self.root / "corrupt" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target = target.with_name(f"{target.name}.{len(self.corrupt)}")
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return  # already gone: nothing left to set aside
+        fsync_dir(path.parent)
+        fsync_dir(target.parent)
+        m = _CHUNK.match(path.name)
+        first, last = (int(m.group(1)), int(m.group(2))) if m else (-1, -1)
+        parts = rel.parts  # ticks/<SYMBOL>/<day>/<file> or bars/<SYMBOL>/<tf>/<day>/<file>
+        kind, symbol = parts[0], parts[1]
+        timeframe = parts[2] if kind == "bars" and len(parts) > 4 else ""
+        self.corrupt.append(CorruptChunk(kind, symbol, timeframe, first, last, str(path), str(target), reason))
+
+    def _read_chunk(self, path: Path, dtype: np.dtype | None = None) -> np.ndarray | None:
+        """The chunk's records, or None when it is unreadable (then it is set aside)."""
+        try:
+            records = read_parquet(path, dtype)
+        except DataError as exc:
+            self._set_aside(path, str(exc))
+            return None
+        if dtype is not None and records.dtype != dtype:
+            self._set_aside(path, f"{path}: records are {records.dtype}, expected {dtype}")
+            return None
+        return records
 
     # -- paths ---------------------------------------------------------------------------------------
 
@@ -164,7 +232,11 @@ class StreamStore:
             same = [c for c in _chunks(folder) if c[2] == level]
             if len(same) < self.fan_in:
                 return
-            merged = _dedup(np.concatenate([read_parquet(c[3]) for c in same]), key)
+            parts = [self._read_chunk(c[3]) for c in same]
+            readable = [p for p in parts if p is not None]
+            if len(readable) < len(parts):
+                continue  # the unreadable ones were set aside: count this level again
+            merged = _dedup(np.concatenate(readable), key)
             keys = merged[key]
             target = folder / f"{int(keys[0]):020d}-{int(keys[-1]):020d}-{level + 1}.parquet"
             write_parquet(merged, target, metadata=metadata)
@@ -177,25 +249,32 @@ class StreamStore:
     # -- reading ticks -------------------------------------------------------------------------------
 
     def _read_folder(self, folder: Path, dtype: np.dtype, key: str) -> np.ndarray:
-        return _dedup(_join([read_parquet(c[3], dtype) for c in _chunks(folder)], dtype), key)
+        parts = [self._read_chunk(c[3], dtype) for c in _chunks(folder)]
+        return _dedup(_join([p for p in parts if p is not None and p.size], dtype), key)
 
     def last_tick(self, symbol: str) -> np.ndarray:
-        """The trade with the highest id on disk (TRADE_DTYPE, length 1), or an empty array."""
+        """The trade with the highest id on disk (TRADE_DTYPE, length 1), or an empty array.
+
+        An unreadable newest chunk is set aside and the next one asked, so the answer is the last trade
+        that can actually be read back.
+        """
         base = self._tick_root(symbol)
         for day in reversed(_days(base)):
-            chunks = _chunks(base / day)
-            if chunks:
-                newest = max(chunks, key=lambda c: c[1])
-                return read_parquet(newest[3], TRADE_DTYPE)[-1:].copy()
+            for chunk in sorted(_chunks(base / day), key=lambda c: c[1], reverse=True):
+                ticks = self._read_chunk(chunk[3], TRADE_DTYPE)
+                if ticks is not None and ticks.size:
+                    return ticks[np.argmax(ticks["trade_id"])][None].copy()
         return np.zeros(0, dtype=TRADE_DTYPE)
 
     def last_tick_metadata(self, symbol: str) -> dict[str, str]:
-        """Schema metadata of the chunk holding the highest trade id (empty when there is none)."""
+        """Schema metadata of the readable chunk holding the highest trade id (empty when there is none)."""
         base = self._tick_root(symbol)
         for day in reversed(_days(base)):
-            chunks = _chunks(base / day)
-            if chunks:
-                return read_parquet_metadata(max(chunks, key=lambda c: c[1])[3])
+            for chunk in sorted(_chunks(base / day), key=lambda c: c[1], reverse=True):
+                try:
+                    return read_parquet_metadata(chunk[3])
+                except DataError as exc:
+                    self._set_aside(chunk[3], str(exc))
         return {}
 
     def read_ticks(self, symbol: str, since_ms: int | None = None) -> np.ndarray:
@@ -254,7 +333,9 @@ class StreamStore:
             for _first, last, level, path in _chunks(base / day):
                 if last + interval - 1 < t_ms:
                     continue
-                bars = read_parquet(path, BAR_DTYPE)
+                bars = self._read_chunk(path, BAR_DTYPE)
+                if bars is None:
+                    continue
                 keep = bars[bars["close_time_ms"] < t_ms]
                 removed += bars.size - keep.size
                 if keep.size:
@@ -278,10 +359,12 @@ class StreamStore:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(orjson.dumps(value, option=orjson.OPT_INDENT_2))
+            fsync_file(tmp)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        fsync_dir(path.parent)
         return path
 
     def read_json(self, name: str) -> object | None:
@@ -293,3 +376,14 @@ class StreamStore:
             return orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError as exc:
             raise DataError(f"{path}: corrupt JSON ({exc})") from exc
+
+    def read_json_or_set_aside(self, name: str) -> object | None:
+        """As :meth:`read_json`, but a corrupt file is moved under ``corrupt/`` and read as absent."""
+        try:
+            return self.read_json(name)
+        except DataError:
+            path = self.root / f"{name}.json"
+            target = self.root / "corrupt" / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            return None

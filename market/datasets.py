@@ -34,6 +34,8 @@ __all__ = [
     "Gap",
     "KlineQuality",
     "WsCapture",
+    "fsync_dir",
+    "fsync_file",
     "inspect_klines",
     "interval_to_ms",
     "iter_capture_lines",
@@ -807,9 +809,10 @@ def write_parquet(
 ) -> Path:
     """Write a structured array (``BAR_DTYPE``, ``TRADE_DTYPE``, ...) to Parquet, atomically.
 
-    The file is written beside its destination under a temporary name and renamed into place, so a
-    reader never sees a partial file. The dtype is stored in the schema metadata so that
-    :func:`read_parquet` restores it exactly.
+    The file is written beside its destination under a temporary name, flushed to the disk (``fsync``),
+    renamed into place, and the folder is flushed too, so neither a reader nor a crash (power loss
+    included) ever leaves a partial file under the destination's name. The dtype is stored in the
+    schema metadata so that :func:`read_parquet` restores it exactly.
 
     Parameters
     ----------
@@ -837,18 +840,43 @@ def write_parquet(
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a written file's bytes to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (a rename into it) to the disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a folder; the rename itself is still atomic
+    finally:
+        os.close(fd)
 
 
 def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The key/values written with :func:`write_parquet` (the dtype entry left out)."""
     try:
         meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid) as exc:
+    except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path}: unreadable Parquet ({exc})") from exc
     return {k.decode(): v.decode() for k, v in meta.items() if k != _DTYPE_KEY}
 
@@ -871,18 +899,24 @@ def read_parquet(path: str | os.PathLike[str], dtype: np.dtype | None = None) ->
     """
     try:
         table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
+    except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path}: unreadable Parquet ({exc})") from exc
     if dtype is None:
         stored = (table.schema.metadata or {}).get(_DTYPE_KEY)
         if stored is None:
             raise DataError(f"{path}: no stored record dtype; pass dtype=")
-        dtype = np.dtype([tuple(f) for f in json.loads(stored)])
+        try:
+            dtype = np.dtype([tuple(f) for f in json.loads(stored)])
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{path}: stored record dtype {stored[:200]!r} is not valid ({exc})") from None
     out = np.empty(table.num_rows, dtype=dtype)
     for name in dtype.names:
         if name not in table.column_names:
             raise DataError(f"{path}: column {name!r} missing; file has {table.column_names}")
-        out[name] = table.column(name).to_numpy()
+        try:
+            out[name] = table.column(name).to_numpy()
+        except (ValueError, TypeError, pa.ArrowException) as exc:
+            raise DataError(f"{path}: column {name!r} does not fit {dtype[name]} ({exc})") from None
     return out
 
 

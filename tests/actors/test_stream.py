@@ -614,3 +614,80 @@ def test_incremental_bars_refuse_a_fill_of_more_than_a_week_before_allocating() 
         bars.advance_to(t0 + 8 * 86_400_000)
     closed = bars.update(synthetic_trades([t0 + 2_000], first_id=3))  # the state is as before the refusals
     assert closed["1s"]["open_time_ms"].tolist() == [t0, t0 + 1_000]
+
+
+def _newest_tick_chunk(root: Path, symbol: str) -> Path:
+    chunks = sorted((root / "ticks" / symbol).glob("*/*.parquet"), key=lambda p: (p.parent.name, p.name))
+    return max(chunks, key=lambda p: (p.parent.name, int(p.name.split("-")[1])))
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_a_corrupt_newest_chunk_is_set_aside_as_a_gap_and_the_restarted_actor_serves_the_batch_bars(
+    ray_session, captures: dict[str, object], tmp_path: Path
+) -> None:
+    from actors.stream import UnifiedStreamActor
+
+    ray = ray_session
+    trades = trades_of(captures)
+    cfg = config(tmp_path, flush_interval_ms=60_000)
+    actor = UnifiedStreamActor.remote(cfg)
+    epoch = ray.get(actor.ready.remote())
+    batches, _ = make_batches(trades, np.random.default_rng(7), resend_p=0.0)
+    quarter, half = len(batches) // 4, len(batches) // 2
+    for i, batch in enumerate(batches[:half]):
+        ray.get(actor.ingest.remote(batch))
+        if i == quarter:
+            first = ray.get(actor.flush.remote())
+    second = ray.get(actor.flush.remote())
+    newest = _newest_tick_chunk(tmp_path, ETH)
+    lost_first, lost_last = (int(x) for x in newest.name.split("-")[:2])
+    newest.write_bytes(b"PAR1 this is not a parquet file" * 10)
+    ray.kill(actor, no_restart=False)
+    deadline = time.monotonic() + 60
+    while ray.get(actor.ready.remote(), timeout=60) == epoch:
+        assert time.monotonic() < deadline, "the killed actor did not restart"
+        time.sleep(0.05)
+    # Restarted (not DEAD): the unreadable chunk is set aside, its ids are a gap, the ack goes back to
+    # what can be read, so ingestion resends (and refills over REST) from there.
+    ack = ray.get(actor.ack.remote())
+    stats = ray.get(actor.stats.remote())
+    assert stats.corrupt_chunks == 1 and "unreadable" in stats.last_error
+    assert ack.last_persisted_trade_id[ETH] == lost_first - 1 < second.last_persisted_trade_id[ETH]
+    assert ack.last_persisted_trade_id[ETH] >= first.last_persisted_trade_id[ETH]
+    assert ack.last_persisted_trade_id[BTC] == second.last_persisted_trade_id[BTC]
+    assert not newest.exists() and (tmp_path / "corrupt" / newest.relative_to(tmp_path)).exists()
+    assert stats.symbols[ETH].gaps == 1 and stats.symbols[ETH].gap_trade_ids == lost_last - lost_first + 1
+    sent = {s: np.concatenate([b.trades[s] for b in batches[:half]]) for s in trades}
+    resend = {s: a[a["trade_id"] > ack.last_persisted_trade_id[s]] for s, a in sent.items()}
+    assert resend[ETH]["trade_id"][0] == lost_first and lost_last in resend[ETH]["trade_id"]
+    ray.get(actor.ingest.remote(TickBatch(source="capture", seq=half, trades=resend)))
+    for batch in batches[half:]:
+        ray.get(actor.ingest.remote(batch))
+    ray.get(actor.flush.remote())
+    got = {s: ray.get(actor.bars.remote(s)) for s in trades}
+    for symbol, arr in trades.items():
+        want = build_timeframes(arr, TIMEFRAMES)
+        for tf in TIMEFRAMES:
+            assert_bars_identical(got[symbol][tf], want[tf][-301:], f"{symbol} {tf} after restart")
+        assert StreamStore(tmp_path).read_ticks(symbol).tobytes() == arr.tobytes()
+    ray.kill(actor, no_restart=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_corrupt_older_chunk_never_stops_later_flushes_and_its_ids_become_a_gap(
+    captures: dict[str, object], tmp_path: Path
+) -> None:
+    real = captures[ETH].trades[:4_000]
+    stream = UnifiedStream(config(tmp_path, flush_interval_ms=0, merge_fan_in=4), clock=FakeClock())
+    stream.ingest(TickBatch(source="capture", seq=1, trades={ETH: real[:500]}))
+    oldest = next(iter(sorted((tmp_path / "ticks" / ETH).glob("*/*.parquet"))))
+    oldest.write_bytes(b"\x00" * 64)
+    for seq, cut in enumerate(range(500, real.size, 250), start=2):
+        stream.ingest(TickBatch(source="capture", seq=seq, trades={ETH: real[cut : cut + 250]}))
+    stats = stream.stats()
+    assert stats.flush_errors == 0 and stats.corrupt_chunks == 1
+    assert stats.symbols[ETH].last_persisted_id == int(real["trade_id"][-1])
+    assert stats.symbols[ETH].gap_trade_ids == 500 and stats.symbols[ETH].gaps == 1
+    on_disk = StreamStore(tmp_path).read_ticks(ETH)
+    assert np.array_equal(on_disk, real[500:])

@@ -134,11 +134,39 @@ def test_bad_input_and_corrupt_files_raise_errors_naming_them(tmp_path: Path) ->
     folder.mkdir(parents=True)
     bad = folder / f"{1:020d}-{2:020d}-0.parquet"
     bad.write_bytes(b"not parquet")
-    with pytest.raises(DataError, match=str(bad)):
-        store.read_ticks(ETH)
+    assert store.read_ticks(ETH).size == 0  # set aside and named, never raised
+    assert store.corrupt[0].path == str(bad) and str(bad) in store.corrupt[0].reason
     store.write_json("consumers", {"a#1": {"name": "a", "data_types": ["ticks"]}})
     assert store.read_json("consumers") == {"a#1": {"name": "a", "data_types": ["ticks"]}}
     assert store.read_json("absent") is None
     (tmp_path / "gaps.json").write_bytes(b"{")
     with pytest.raises(DataError, match="gaps.json"):
         store.read_json("gaps")
+
+
+def test_chunks_are_fsynced_before_the_rename_and_an_unreadable_one_is_set_aside_with_its_id_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import market.datasets as datasets
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(datasets.os, "fsync", recording_fsync)
+    store = StreamStore(tmp_path, fan_in=8)
+    t0 = DAY0 + 1_000
+    (chunk,) = store.write_ticks(ETH, synthetic_trades([t0, t0 + 1, t0 + 2], first_id=10))
+    assert any(".tmp" in p for p in synced) and str(chunk.parent) in synced  # the file, then its folder
+    store.write_ticks(ETH, synthetic_trades([t0 + 3, t0 + 4], first_id=13))
+    chunk.write_bytes(b"garbage")
+    assert store.read_ticks(ETH)["trade_id"].tolist() == [13, 14]
+    (bad,) = store.corrupt
+    assert (bad.kind, bad.symbol, bad.first_key, bad.last_key) == ("ticks", ETH, 10, 12)
+    assert not chunk.exists() and Path(bad.moved_to).exists() and "unreadable" in bad.reason
+    assert store.last_tick(ETH)["trade_id"].tolist() == [14]
