@@ -58,6 +58,17 @@ class ExplorationConfig(StrictModel):
     decay_fraction: float = Field(0.5, gt=0.0, le=1.0)
 
 
+class CurvesConfig(StrictModel):
+    """Learning curves (``curves.json`` and ``curves.png`` in the run folder): a point every ``every_updates``.
+
+    ``validation_steps`` > 0 carves a greedy validation window of that many steps from the tail of the DQN span
+    (training then stops short of it; the evaluation span is never touched); 0 records no validation return.
+    """
+
+    every_updates: int = Field(100, gt=0)
+    validation_steps: int = Field(0, ge=0)
+
+
 class LearnerResources(StrictModel):
     """What the learner actor asks of the cluster.
 
@@ -143,6 +154,7 @@ class ApexConfig(StrictModel):
     exploration: ExplorationConfig = ExplorationConfig()
     learner: LearnerResources = LearnerResources()
     cnn: CnnSourceConfig = CnnSourceConfig()
+    curves: CurvesConfig = CurvesConfig()
 
 
 def apex_epsilon(index: int, num_workers: int, base: float = 0.4, alpha: float = 7.0) -> float:

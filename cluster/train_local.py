@@ -2,8 +2,9 @@
 
 The Ape-X algorithm without Ray, to read first: one vector of envs acts epsilon-greedily, the collector turns
 its steps into n-step ``Transitions``, the prioritized replay stores them, and the double-DQN learning step
-trains at a fixed replay ratio; then one greedy evaluation on the held-out span, a policy checkpoint in the
-Ape-X format (``rayscalp evaluate`` and the policy service read it) and a run record. The env, collector,
+trains at a fixed replay ratio, recording learning curves every K updates; then one greedy evaluation on the
+held-out span, a policy checkpoint in the Ape-X format (``rayscalp evaluate`` and the policy service read it),
+``curves.json`` / ``curves.png`` and a run record. The env, collector,
 replay and learning step are the very classes the distributed run uses. Training never sees the evaluation span.
 """
 
@@ -23,14 +24,16 @@ from rich.console import Console
 from market.env import VectorTradingEnv
 from market.layout import AGENT_FEATURES
 from market.seeding import derive_seed
-from policies.acting import act
+from policies.acting import act, greedy_run
 from policies.checkpoint import save_policy
 from policies.collector import TransitionCollector, next_states
+from policies.curves import LearningCurves
 from policies.device import resolve_device, timeline_to_device
 from policies.learning import DQNLearner, LearnStats
 from policies.replay import PrioritizedReplay
 
 from .config import ExperimentConfig
+from .curves import write_curves
 from .runinfo import make_run_record, new_run_id, write_run_record
 from .train import Evaluation, TrainingMarket, evaluate_greedy, head_timeline, prepare_market
 
@@ -55,6 +58,8 @@ class LocalSettings:
     eps_end: float  # apex.exploration.decay_end: ... to this ...
     eps_decay_fraction: float  # apex.exploration.decay_fraction: ... over this share of the budget
     progress_every_s: float  # apex.progress_every_s
+    curves_every: int  # apex.curves.every_updates: a learning-curve point every K updates
+    validation_steps: int  # apex.curves.validation_steps: greedy validation window at the DQN span's tail
 
     @staticmethod
     def from_config(config: ExperimentConfig) -> LocalSettings:
@@ -72,6 +77,8 @@ class LocalSettings:
             eps_end=apex.exploration.decay_end,
             eps_decay_fraction=apex.exploration.decay_fraction,
             progress_every_s=apex.progress_every_s,
+            curves_every=apex.curves.every_updates,
+            validation_steps=apex.curves.validation_steps,
         )
 
     def planned_updates(self) -> int:
@@ -109,6 +116,7 @@ class LocalResult:
     run_id: str
     run_dir: Path
     policy_path: Path
+    curves: LearningCurves
     env_steps: int
     updates: int
     episodes: int
@@ -139,9 +147,10 @@ def train_local(
     settings = LocalSettings.from_config(config)
     seed, device = config.seed, resolve_device(config.training.device)
 
-    # The data: episodes start and end inside the DQN span; the evaluation span is held out.
+    # The data: episodes start and end inside the DQN span, short of its validation tail; evaluation is held out.
     market = market or prepare_market(config, config.apex, log=console.print)
-    timeline = head_timeline(market.timeline, market.train_end)
+    train_end = market.train_end - settings.validation_steps
+    timeline = head_timeline(market.timeline, train_end)
     hidden, pred = market.cnn_hidden, market.cnn_pred
     if hidden is not None and pred is not None:
         hidden, pred = hidden[: market.train_end], pred[: market.train_end]
@@ -149,6 +158,7 @@ def train_local(
 
     # The parts, the same classes the Ape-X workers and learner are made of.
     envs = VectorTradingEnv(timeline, settings.num_envs, env_config, cnn_hidden=hidden, cnn_pred=pred)
+    curves = LearningCurves(settings.curves_every)
     training = config.training
     collector = TransitionCollector(settings.num_envs, len(AGENT_FEATURES), training.n_step, training.gamma)
     replay = PrioritizedReplay.from_config(
@@ -170,6 +180,7 @@ def train_local(
         seed=derive_seed(seed, "network") % 2**62,
     )
     rng = np.random.default_rng(derive_seed(seed, "explore"))
+    cnn = {"cnn_hidden": hidden, "cnn_pred": pred}
 
     run_id = new_run_id(config.name)
     run_dir = config.output_dir / config.name / "runs" / run_id
@@ -185,7 +196,8 @@ def train_local(
             "local": dataclasses.asdict(settings),
             "cnn_version": cnn_version,
             "spans": market.spans,
-            "train_steps": [market.train_start, market.train_end],
+            "train_steps": [market.train_start, train_end],
+            "validation_steps": [train_end, market.train_end],
             "eval_steps": [market.eval_start, market.eval_start + market.eval_steps],
             "data": market.description,
             "synthetic": market.synthetic,
@@ -216,6 +228,14 @@ def train_local(
         if replay.size >= config.training.batch_size:
             for _ in range(settings.target_updates(env_steps) - learner.updates):
                 stats = learner.learn_step()
+                curves.observe(stats)
+        if curves.due(learner.updates):
+            validation = None
+            if settings.validation_steps > 1:  # greedy over the validation tail, with the run's CNN component
+                window = head_timeline(market.timeline, market.train_end)
+                val = greedy_run(learner.online, window, env_config, train_end, settings.validation_steps - 1, **cnn)
+                validation = val.log_return
+            curves.point(learner.updates, env_steps, float(np.mean(returns)) if returns else None, validation)
         if time.monotonic() - printed >= settings.progress_every_s:
             printed = time.monotonic()
             console.print(_progress(printed - started, env_steps, learner.updates, epsilon, returns, stats, replay))
@@ -224,6 +244,7 @@ def train_local(
 
     # The evaluation: the greedy policy once over the held-out span, beside flat and buy-and-hold.
     evaluation = evaluate_greedy(learner.weights(), config, market, env_config)
+    write_curves(curves, run_dir, title=f"run {run_id} (single process, {market.label})")
 
     # The outputs: a policy checkpoint in the Ape-X export format, and the result beside the run record.
     policy_path = save_policy(
@@ -241,7 +262,9 @@ def train_local(
             "env_steps": env_steps,
         },
     )
-    result = LocalResult(run_id, run_dir, policy_path, env_steps, learner.updates, episodes, wall, evaluation, learner)
+    result = LocalResult(
+        run_id, run_dir, policy_path, curves, env_steps, learner.updates, episodes, wall, evaluation, learner
+    )
     (run_dir / "result.json").write_bytes(
         orjson.dumps(
             {
@@ -250,6 +273,7 @@ def train_local(
                 "counters": {"env_steps": env_steps, "updates": learner.updates, "episodes": episodes},
                 "evaluation": evaluation.as_dict(),
                 "latest_policy": str(policy_path),
+                "curves": str(run_dir / "curves.json"),
                 "wall_seconds": wall,
                 "cnn_version": cnn_version,
             },

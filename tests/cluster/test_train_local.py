@@ -43,6 +43,7 @@ def test_the_settings_come_from_the_config_and_the_epsilon_decays_over_the_budge
 @pytest.mark.timeout(300)
 def test_train_local_trains_evaluates_and_writes_a_policy_that_evaluate_and_the_service_read(tmp_path: Path) -> None:
     sets = [f"output_dir={tmp_path}", "apex.budget.updates=20", "apex.learning_starts=128", "apex.progress_every_s=0.2"]
+    sets += ["apex.curves.every_updates=5", "apex.curves.validation_steps=60"]
     argv = ["train", "--local", "--config", str(TINY)]
     for item in sets:
         argv += ["--set", item]
@@ -57,7 +58,22 @@ def test_train_local_trains_evaluates_and_writes_a_policy_that_evaluate_and_the_
     assert done["counters"]["updates"] == 20 and done["counters"]["env_steps"] >= 128 + 20 * 4
     assert np.isfinite(done["evaluation"]["greedy_log_return"])
     train_end = record["extra"]["train_steps"][1]
-    assert done["evaluation"]["start_step"] >= train_end  # evaluated on a span it never trained on
+    assert record["extra"]["validation_steps"] == [train_end, train_end + 60]
+    assert done["evaluation"]["start_step"] >= train_end + 60  # evaluated on a span it never trained on
+
+    # Learning curves: a point each time the updates pass a multiple of 5, the last at the budget's 20.
+    curves = orjson.loads((run_dir / "curves.json").read_bytes())
+    updates = curves["updates"]
+    assert [u // 5 for u in updates] == [1, 2, 3, 4] and updates[-1] == 20
+    assert len(curves["env_steps"]) == 4 and curves["env_steps"] == sorted(curves["env_steps"])
+    series = curves["series"]
+    assert set(series) == {"loss", "mean_q", "mean_abs_td", "episode_return", "validation_return"}
+    for name in ("loss", "mean_q", "mean_abs_td", "validation_return"):
+        assert len(series[name]) == 4 and all(v is not None and np.isfinite(v) for v in series[name]), name
+    assert all(v >= 0 for v in series["loss"] + series["mean_abs_td"])
+    assert len(series["episode_return"]) == 4  # None until an episode has ended
+    png = (run_dir / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
     policy = PolicyPredictor.from_checkpoint(done["latest_policy"], device="cpu")
     assert policy.updates == 20 and policy.version == "tiny-local-u20"

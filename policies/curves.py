@@ -1,0 +1,84 @@
+"""Learning curves: loss, mean Q, |TD|, episode return and a greedy validation return, one point every K updates.
+
+Owns the series and their JSON form; a point averages the learning steps since the previous one. Plain Python
+(drawing them is ``cluster.curves``'s job); never imports Ray and never looks at the evaluation span.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .learning import LearnStats
+
+#: The series of every point, in the order they are plotted.
+SERIES = ("loss", "mean_q", "mean_abs_td", "episode_return", "validation_return")
+
+
+@dataclass
+class LearningCurves:
+    """Points of the learning curves of one run.
+
+    Parameters
+    ----------
+    every_updates : int
+        ``K``: :meth:`due` says a point is owed once K updates have passed since the last one.
+    """
+
+    every_updates: int
+    updates: list[int] = field(default_factory=list)
+    env_steps: list[int] = field(default_factory=list)
+    series: dict[str, list[float | None]] = field(default_factory=lambda: {name: [] for name in SERIES})
+    _sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    _count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every_updates <= 0:
+            raise ValueError(f"curves: every_updates must be positive (got {self.every_updates})")
+
+    def __len__(self) -> int:
+        return len(self.updates)
+
+    def observe(self, stats: LearnStats) -> None:
+        """Fold one learning step's figures into the next point."""
+        for i, value in enumerate((stats.loss, stats.mean_q, stats.mean_abs_td)):
+            self._sums[i] += float(value)
+        self._count += 1
+
+    def due(self, updates: int) -> bool:
+        """Whether ``updates`` has reached the next multiple of ``every_updates`` past the last point."""
+        last = self.updates[-1] if self.updates else 0
+        return updates > 0 and updates // self.every_updates > last // self.every_updates
+
+    def point(
+        self, updates: int, env_steps: int, episode_return: float | None, validation_return: float | None = None
+    ) -> None:
+        """Close a point at ``updates``: the means of the steps observed since the last one, and the returns."""
+        n = self._count
+        means: list[float | None] = [s / n for s in self._sums] if n else [None, None, None]
+        values = [*means, episode_return, validation_return]
+        for name, value in zip(SERIES, values, strict=True):
+            ok = value is not None and math.isfinite(value)
+            self.series[name].append(float(value) if ok else None)
+        self.updates.append(int(updates))
+        self.env_steps.append(int(env_steps))
+        self._sums, self._count = [0.0, 0.0, 0.0], 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``every_updates``, ``updates``, ``env_steps`` and one list per series (``None`` = no value)."""
+        return {
+            "every_updates": self.every_updates,
+            "updates": list(self.updates),
+            "env_steps": list(self.env_steps),
+            "series": {name: list(values) for name, values in self.series.items()},
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> LearningCurves:
+        """Read back what :meth:`as_dict` wrote."""
+        curves = LearningCurves(int(data["every_updates"]))
+        curves.updates = [int(u) for u in data["updates"]]
+        curves.env_steps = [int(s) for s in data["env_steps"]]
+        curves.series = {name: list(data["series"][name]) for name in SERIES}
+        return curves
