@@ -290,6 +290,38 @@ def evaluate_command(
     click.echo(format_report(report))
 
 
+@main.command("trials")
+@click.option(
+    "--runs-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of trials.jsonl. Default: the config's output_dir.",
+)
+@CONFIG_OPTION
+@SET_OPTION
+@click.option("--kind", type=click.Choice(["train", "tune", "evaluate"]), default=None, help="Only this kind.")
+@click.option("--data", "fingerprint", default=None, help="Only rows on this data fingerprint (a prefix will do).")
+@click.option("--name", default=None, help="Only this experiment name.")
+def trials_command(
+    runs_dir: Path | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    kind: str | None,
+    fingerprint: str | None,
+    name: str | None,
+) -> None:
+    """List the trial registry: every train, tune and evaluate run, filtered."""
+    from cluster.trials import count_bad_lines, format_trials, read_trials, registry_path
+
+    root = runs_dir if runs_dir is not None else _load(config_path, overrides).output_dir
+    rows = read_trials(root, kind=kind, data_fingerprint=fingerprint, name=name)
+    click.echo(f"registry {registry_path(root)}")
+    click.echo(format_trials(rows))
+    bad = count_bad_lines(root)
+    if bad:
+        click.echo(f"{bad} line(s) of the registry are not rows (skipped)")
+
+
 @main.command()
 @CONFIG_OPTION
 @SET_OPTION

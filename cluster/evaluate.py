@@ -24,7 +24,7 @@ import orjson
 import torch
 
 from market.baselines import BASELINES, baseline_actions
-from market.env import EnvConfig, VectorTradingEnv
+from market.env import HOLD, EnvConfig, VectorTradingEnv
 from market.errors import ConfigError, DataError
 from market.fingerprint import array_fingerprint
 from market.indicators import warmup_bars
@@ -44,6 +44,7 @@ from market.metrics import (
 from market.regime import warmup_rows
 from market.seeding import derive_rng, derive_seed
 from market.spans import Span, SpansConfig, Warmup, make_span, split_spans, warmup_of
+from market.stats import deflated_sharpe, min_track_record_length, moments, pbo_cscv, probabilistic_sharpe
 from market.timeline import MarketTimeline
 from market.timeline_builder import build_timeline
 from market.venue import FORCED_LEG
@@ -55,6 +56,7 @@ from policies.dqn import QNetwork
 from .config import ExperimentConfig
 from .data.history import History, load_history
 from .runinfo import make_run_record, new_run_id, write_run_record
+from .trials import TrialRow, append_trial, new_row, read_trials, registry_path, returns_matrix, summarize
 
 #: The policy first, then the baselines, in the order they are printed.
 STRATEGIES: tuple[str, ...] = ("policy", *BASELINES)
@@ -62,6 +64,13 @@ STRATEGIES: tuple[str, ...] = ("policy", *BASELINES)
 INTERVAL_STATS: tuple[str, ...] = ("total_return", "sharpe", "sortino")
 #: Where an interval's width is meaningless: a run of fewer returns than this gets none.
 MIN_BOOTSTRAP_RETURNS = 8
+#: The lag test: the policy's actions delayed by these steps, over the whole span, beside the undelayed run.
+LAGS: tuple[int, ...] = (0, 1, 2)
+
+
+def lag_name(lag: int) -> str:
+    """``policy`` for the undelayed policy, ``policy_lag{k}`` for its actions delayed ``k`` steps."""
+    return "policy" if lag == 0 else f"policy_lag{lag}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +169,9 @@ class EvaluationReport:
     results_path: Path
     plot_path: Path
     run_record: Path
+    stats: dict[str, Any] = field(default_factory=dict)
+    returns_path: Path | None = None
+    trials_path: Path | None = None
 
     def select(self, strategy: str | None = None, scope: str | None = None, fold: int | None = None) -> list[RunResult]:
         """The runs of a strategy / scope / fold (``None`` matches any), in the order they were run."""
@@ -195,7 +207,14 @@ class EvaluationReport:
             "runs": [r.as_dict() for r in self.runs],
             "curves": self.curves,
             "notes": list(self.notes),
-            "files": {"results": str(self.results_path), "plot": str(self.plot_path), "run": str(self.run_record)},
+            "stats": self.stats,
+            "files": {
+                "results": str(self.results_path),
+                "plot": str(self.plot_path),
+                "run": str(self.run_record),
+                "returns": None if self.returns_path is None else str(self.returns_path),
+                "trials": None if self.trials_path is None else str(self.trials_path),
+            },
         }
 
 
@@ -382,10 +401,12 @@ class _Window:
 
 
 class _Episode:
-    """One window traded by the greedy policy (its own env, observed) and every baseline (one env, books only).
+    """One window traded by the greedy policy (its own env per lag, observed) and every baseline (one env, books
+    only).
 
     Both envs start at the same step with the same config; the window ends by truncation (its close-out paid)
-    or, for a row, by liquidation or ruin. Records equity marks and held directions per row until it ends.
+    or, for a row, by liquidation or ruin. Records equity marks and held directions per row until it ends. A lag
+    row ``k`` observes its own account and sends, at step t, the greedy action it chose at ``t - k`` (HOLD before).
     """
 
     def __init__(
@@ -397,13 +418,17 @@ class _Episode:
         cnn_hidden: np.ndarray | None,
         cnn_pred: np.ndarray | None,
         momentum_lookback: int,
+        lags: tuple[int, ...] = (0,),
     ) -> None:
         self.window = window
         cfg = env_config.model_copy(
             update={"random_start": False, "start_step": window.start, "episode_steps": window.steps}
         )
-        self.rows: list[tuple[str, int | None]] = [("policy", None), *baselines]
-        self.policy_env = VectorTradingEnv(timeline, 1, cfg, cnn_hidden=cnn_hidden, cnn_pred=cnn_pred)
+        self.lags = lags
+        self.n_policy = len(lags)
+        self.queues: list[list[int]] = [[] for _ in lags]
+        self.rows: list[tuple[str, int | None]] = [(lag_name(k), None) for k in lags] + list(baselines)
+        self.policy_env = VectorTradingEnv(timeline, len(lags), cfg, cnn_hidden=cnn_hidden, cnn_pred=cnn_pred)
         self.base_env = VectorTradingEnv(timeline, len(baselines), cfg, observe=False)
         obs, info = self.policy_env.reset(seed=0)
         _, binfo = self.base_env.reset(seed=0)
@@ -418,8 +443,8 @@ class _Episode:
         self.rngs = [derive_rng(int(s or 0), "baseline", "random") for n, s in baselines if n == "random"]
         r = len(self.rows)
         self.equity = np.zeros((r, window.steps + 1))
-        self.equity[0, 0] = info["equity"][0]
-        self.equity[1:, 0] = binfo["equity"]
+        self.equity[: self.n_policy, 0] = info["equity"]
+        self.equity[self.n_policy :, 0] = binfo["equity"]
         self.held = np.zeros((r, window.steps))
         self.length = np.full(r, -1, dtype=np.int64)
         self.final: list[dict[str, Any] | None] = [None] * r
@@ -431,21 +456,25 @@ class _Episode:
 
     @property
     def wants_action(self) -> bool:
-        """Whether the policy row is still trading (and needs a greedy action for :attr:`obs`)."""
-        return bool(self.length[0] < 0)
+        """Whether a policy row is still trading (and needs greedy actions for :attr:`obs`, one per lag)."""
+        return bool((self.length[: self.n_policy] < 0).any())
 
-    def step(self, policy_action: int | None) -> None:
+    def step(self, greedy: np.ndarray | None) -> None:
         i = self.i
-        if policy_action is not None:
-            obs, _, term, trunc, info = self.policy_env.step(np.array([policy_action]))
+        if greedy is not None:
+            sent = np.empty(self.n_policy, dtype=np.int64)
+            for j, (lag, queue) in enumerate(zip(self.lags, self.queues, strict=True)):
+                queue.append(int(greedy[j]))
+                sent[j] = queue.pop(0) if len(queue) > lag else HOLD
+            obs, _, term, trunc, info = self.policy_env.step(sent)
             self._record(0, info, term, trunc)
             self.obs = obs
-        if (self.length[1:] < 0).any():
-            actions = np.empty(len(self.rows) - 1, dtype=np.int64)
+        if (self.length[self.n_policy :] < 0).any():
+            actions = np.empty(len(self.rows) - self.n_policy, dtype=np.int64)
             for name, rows in self.groups.items():
                 actions[rows] = baseline_actions(name, self.base_steps[rows], self.close, self.rngs, self.lookback)
             _, _, term, trunc, binfo = self.base_env.step(actions)
-            self._record(1, binfo, term, trunc)
+            self._record(self.n_policy, binfo, term, trunc)
             self.base_steps = binfo["step"].copy()
         self.i = i + 1
 
@@ -479,10 +508,11 @@ def _run_episodes(episodes: list[_Episode], qnet: QNetwork, device: torch.device
     active = [e for e in episodes if e.active]
     while active:
         asking = [e for e in active if e.wants_action]
-        actions: dict[int, int] = {}
+        actions: dict[int, np.ndarray] = {}
         if asking:
             greedy = greedy_actions(qnet, np.concatenate([e.obs for e in asking], axis=0), device)
-            actions = {id(e): int(a) for e, a in zip(asking, greedy, strict=True)}
+            cuts = np.cumsum([e.n_policy for e in asking])[:-1]
+            actions = {id(e): a for e, a in zip(asking, np.split(greedy, cuts), strict=True)}
         for e in active:
             e.step(actions.get(id(e)))
         active = [e for e in active if e.active]
@@ -522,7 +552,7 @@ def _score(
         strategy=strategy,
         scope=w.scope,
         fold=w.fold,
-        seed=w.seed if strategy == "policy" or seed is None else seed,
+        seed=w.seed if strategy.startswith("policy") or seed is None else seed,
         start_step=w.start,
         end_step=end,
         start_ms=int(times[w.start]),
@@ -697,6 +727,7 @@ def evaluate(
     start_ms: int | None = None,
     end_ms: int | None = None,
     allow_short_warmup: bool = False,
+    trials_dir: Path | None = None,
 ) -> EvaluationReport:
     """Evaluate a policy checkpoint greedily on the evaluation span beside the baselines, and write the results.
 
@@ -750,6 +781,9 @@ def evaluate(
         Evaluate the steps whose time lies in ``[start_ms, end_ms)`` (UTC ms), the data before as look-back.
     allow_short_warmup : bool
         Evaluate steps whose windows are not yet full (counted and printed) instead of refusing them.
+    trials_dir : Path, optional
+        The folder of the trial registry (default ``config.output_dir``): the DSR and PBO count the trials on the
+        same data there, and this evaluation appends its row.
 
     Returns
     -------
@@ -841,7 +875,8 @@ def evaluate(
         # Deterministic baselines once per window; the random one per seed (a seeded start: its own seed).
         rows: list[tuple[str, int | None]] = [(name, None) for name in BASELINES if name != "random"]
         rows += [("random", s) for s in (seeds if w.seed is None else (w.seed,))]
-        episodes.append(_Episode(w, tl, env_config, rows, hidden, pred, momentum_lookback))
+        lags = LAGS if w.scope == "span" else (0,)
+        episodes.append(_Episode(w, tl, env_config, rows, hidden, pred, momentum_lookback, lags))
     say(f"running {len(episodes)} windows (1 span, {len(fold_spans)} folds, {len(fold_spans) * len(seeds)} starts)")
     _run_episodes(episodes, qnet, dev)
 
@@ -872,6 +907,40 @@ def evaluate(
         "buy_and_hold": span_episode.curve(bnh_row)[0].tolist(),
     }
 
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    registry_dir = Path(trials_dir) if trials_dir is not None else Path(config.output_dir)
+    eval_run_id = new_run_id(f"{config.name}-eval")
+    policy_r = log_returns(np.maximum(span_episode.curve(0)[0], 1e-12))
+    returns_path = out / "returns.npy"
+    np.save(returns_path, policy_r)
+    span_r = {
+        name if seed is None else f"{name}_s{seed}": log_returns(np.maximum(span_episode.curve(row)[0], 1e-12))
+        for row, (name, seed) in enumerate(span_episode.rows)
+        if not name.startswith("policy_lag")
+    }
+    policy_run = next(r for r in runs if r.scope == "span" and r.strategy == "policy")
+    row = new_row(
+        config,
+        kind="evaluate",
+        run_id=eval_run_id,
+        data_fingerprint=data.fingerprint,
+        spans={"eval": span.as_dict()},
+        seeds=seeds,
+        metrics={
+            "sharpe_step": float(moments(policy_r)[0]) if policy_r.size >= 2 else None,
+            "n": int(policy_r.size),
+            "total_return": policy_run.total_return,
+            "sharpe": policy_run.sharpe,
+            "max_drawdown": policy_run.max_drawdown,
+        },
+        returns_file=returns_path.resolve(),
+        trial=str(info.meta.get("run_id") or f"policy {info.version}"),
+        extra={"policy_version": info.version, "checkpoint": str(checkpoint)},
+    )
+    stats = trial_statistics(policy_r, span_r, row, registry_dir)
+    say(f"trials: {stats['dsr_line']}")
+
     notes = _notes(info, data, tl, fold_spans, folds, seeds, episode_steps, env_config)
     notes.append(
         f"warm-up: windows full from step {warm.first_full} ({warm.rule}); evaluation starts at step {span.start}"
@@ -883,8 +952,6 @@ def evaluate(
         )
     )
     notes += [f"data: {line}" for line in data.notes]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     spans_dict = {
         **span_info,
         "eval": span.as_dict(),
@@ -923,11 +990,14 @@ def evaluate(
         results_path=out / "results.json",
         plot_path=out / "equity.png",
         run_record=out / "run.json",
+        stats=stats,
+        returns_path=returns_path,
+        trials_path=registry_path(registry_dir),
     )
     plot_equity(report, report.plot_path)
     record = make_run_record(
         config,
-        run_id=new_run_id(f"{config.name}-eval"),
+        run_id=eval_run_id,
         components=("bootstrap",),
         data_fingerprint=data.fingerprint,
         data_sources=data.sources,
@@ -949,8 +1019,95 @@ def evaluate(
     tmp = report.results_path.with_suffix(".json.tmp")
     tmp.write_bytes(orjson.dumps(json_ready(report.as_dict()), option=orjson.OPT_INDENT_2))
     tmp.replace(report.results_path)
-    say(f"wrote {report.results_path}, {report.plot_path}, {report.run_record}")
+    append_trial(registry_dir, row)
+    say(f"wrote {report.results_path}, {report.plot_path}, {report.run_record}; trial row in {report.trials_path}")
     return report
+
+
+# ------------------------------------------------------------------------------------- trial statistics
+
+
+def _pbo_blocks(n: int) -> int:
+    """16 blocks where each gets at least 20 steps, fewer (even) for shorter spans; 0 when not even 2 fit."""
+    k = min(16, n // 20)
+    k -= k % 2
+    return k if k >= 2 else 0
+
+
+def trial_statistics(
+    policy_returns: np.ndarray, span_returns: Mapping[str, np.ndarray], row: TrialRow, registry_dir: Path
+) -> dict[str, Any]:
+    """The deflated Sharpe ratio, minimum track-record length and PBO of this evaluation's policy, with the
+    registry's trials on the same data (``row`` is this evaluation's own row, not yet appended).
+
+    The DSR counts the distinct trials on ``row.data_fingerprint`` (this one included) and takes the variance of
+    their per-step Sharpe ratios; with fewer than two Sharpes there, the variance of this evaluation's strategies'
+    Sharpes (policy and baselines) stands in, and that is said. PBO takes the per-step returns of the trials
+    evaluated on the same span (same first and last step time); with fewer than two, this evaluation's policy
+    and baselines are the candidate set, and that is said.
+    """
+    previous = [r for r in read_trials(registry_dir, data_fingerprint=row.data_fingerprint) if r.data_fingerprint]
+    previous = [r for r in previous if r.data_fingerprint == row.data_fingerprint]
+    out: dict[str, Any] = {"registry": str(registry_path(registry_dir)), "trial": row.trial}
+    if policy_returns.size < 8:
+        out["dsr_line"] = f"DSR n/a: {policy_returns.size} returns (need 8)"
+        return out
+    sr, skew, kurt, n = moments(policy_returns)
+    summary = summarize([*previous, row])
+    var, var_source = summary.sharpe_variance, f"the registry's {summary.sharpes.size} trial Sharpe ratio(s)"
+    if not np.isfinite(var):
+        own = np.array([moments(r)[0] for r in span_returns.values() if r.size >= 2])
+        var = float(np.var(own, ddof=1)) if own.size >= 2 else 0.0
+        var_source = (
+            f"this evaluation's {own.size} strategies (policy and baselines): fewer than 2 trials with a Sharpe "
+            "on this data in the registry"
+        )
+    d = deflated_sharpe(sr, n, n_trials=summary.n_trials, sr_variance=var, skew=skew, kurtosis=kurt)
+    out["dsr"] = {**d.as_dict(), "variance_from": var_source, "assumes": d.assumptions()}
+    out["psr_vs_zero"] = probabilistic_sharpe(sr, n, 0.0, skew=skew, kurtosis=kurt)
+    trl = min_track_record_length(sr, 0.0, skew=skew, kurtosis=kurt)
+    trl_bench = min_track_record_length(sr, d.benchmark, skew=skew, kurtosis=kurt)
+    out["min_track_record"] = {
+        "steps_vs_zero": trl,
+        "steps_vs_dsr_benchmark": trl_bench,
+        "have": n,
+        "confidence": 0.95,
+        "assumes": "i.i.d. returns with this skewness and kurtosis; one-sided 95%",
+    }
+    same_span = [
+        r
+        for r in previous
+        if r.spans.get("eval", {}).get("start_ms") == row.spans["eval"]["start_ms"]
+        and r.spans.get("eval", {}).get("end_ms") == row.spans["eval"]["end_ms"]
+    ]
+    matrix, names = returns_matrix(same_span, registry_dir, steps=n)
+    keep = [i for i, name in enumerate(names) if name != row.trial]
+    columns = [matrix[:, i] for i in keep] + [policy_returns]
+    candidates = f"{len(columns)} registry trial(s) on this span"
+    if len(columns) < 2:
+        columns = [policy_returns] + [r for k, r in span_returns.items() if k != "policy" and r.size == n]
+        candidates = (
+            f"this evaluation's policy and {len(columns) - 1} baseline run(s): fewer than 2 registry trials "
+            "evaluated on this span"
+        )
+    blocks = _pbo_blocks(n)
+    if len(columns) >= 2 and blocks:
+        o = pbo_cscv(np.stack(columns, axis=1), n_blocks=blocks)
+        out["pbo"] = {**o.as_dict(), "candidates": candidates, "assumes": o.assumptions()}
+    else:
+        out["pbo"] = {"pbo": None, "candidates": candidates, "assumes": f"n/a: {n} steps, {len(columns)} candidates"}
+    pbo = out["pbo"]["pbo"]
+    out["dsr_line"] = (
+        f"DSR {d.dsr:.3f} over {d.n_trials} trial(s) on this data (Sharpe/step {sr:+.4f} vs the expected best of "
+        f"luck {d.benchmark:.4f}); PSR vs 0 {out['psr_vs_zero']:.3f}; minimum track record "
+        f"{_steps(trl)} steps vs 0, {_steps(trl_bench)} vs the DSR benchmark (have {n}); PBO "
+        + ("n/a" if pbo is None else f"{pbo:.2f}")
+    )
+    return out
+
+
+def _steps(x: float) -> str:
+    return "inf" if not np.isfinite(x) else f"{x:,.0f}"
 
 
 def _notes(
@@ -1041,6 +1198,8 @@ def format_report(report: EvaluationReport) -> str:
     )
     lines += [header, "-" * len(header)]
     for run in report.select(scope="span"):
+        if run.strategy.startswith("policy_lag"):
+            continue
         name = run.strategy if run.strategy != "random" else f"random s{run.seed}"
         win = f"{run.win_rate:.0%}" if np.isfinite(run.win_rate) else "n/a"
         lines.append(
@@ -1049,6 +1208,7 @@ def format_report(report: EvaluationReport) -> str:
             f"{win:>7}{run.exposure:>7.0%}{run.fees:>11.2f}"
             + ("  liquidated" if run.liquidated else "  ruined" if run.ended == "terminated" else "")
         )
+    lines += ["", *format_lag_test(report), "", *format_trial_stats(report)]
     lines += ["", f"Walk-forward folds{synthetic} (each from its first step; random: mean of the seeds)"]
     header = (
         f"{'fold':<5}{'dates (UTC)':<37}{'strategy':<16}{'return [CI]':<31}{'Sharpe [CI]':<27}"
@@ -1089,6 +1249,49 @@ def format_report(report: EvaluationReport) -> str:
         )
     lines += [""] + [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
+
+
+def format_lag_test(report: EvaluationReport) -> list[str]:
+    """The lag test's lines: the policy over the whole span with its actions delayed 0, 1 and 2 steps."""
+    runs = {r.strategy: r for r in report.select(scope="span") if r.strategy.startswith("policy")}
+    lines = ["Lag test: the same policy with its actions sent 1 and 2 steps late (whole span, fixed start)"]
+    for lag in LAGS:
+        r = runs.get(lag_name(lag))
+        if r is not None:
+            lines.append(
+                f"  lag {lag}: return {_with_ci(r, 'total_return', _pct):<31} Sharpe {_with_ci(r, 'sharpe', _num):<27}"
+                f" trades {r.trades}"
+            )
+    base, late = runs.get("policy"), runs.get(lag_name(1))
+    if base is not None and late is not None:
+        if base.total_return > 0 and late.total_return >= base.total_return:
+            lines.append(
+                "  WARNING: the edge survives a one-step delay unchanged or grows: look for a leak (a state or fill "
+                "that knows the next step)"
+            )
+        else:
+            lines.append("  a real edge on this step length should shrink when it is acted on late")
+    return lines
+
+
+def format_trial_stats(report: EvaluationReport) -> list[str]:
+    """The trial-aware statistics' lines, each with what it assumed."""
+    st = report.stats
+    if "dsr" not in st:
+        return ["Trial-aware statistics: " + st.get("dsr_line", "n/a")]
+    d, trl, pbo = st["dsr"], st["min_track_record"], st["pbo"]
+    return [
+        f"Trial-aware statistics (registry {st['registry']}, trial {st['trial']})",
+        f"  deflated Sharpe ratio {d['dsr']:.3f}: P(true Sharpe > the best of {d['n_trials']} luck-only trials); "
+        f"Sharpe/step {d['sharpe']:+.4f}, benchmark {d['benchmark']:.4f}",
+        f"    assumes {d['assumes']}; Sharpe variance from {d['variance_from']}",
+        f"  probabilistic Sharpe vs 0: {st['psr_vs_zero']:.3f}",
+        f"  minimum track record (95%): {_steps(trl['steps_vs_zero'])} steps vs 0, "
+        f"{_steps(trl['steps_vs_dsr_benchmark'])} vs the DSR benchmark; this span has {trl['have']}",
+        f"    assumes {trl['assumes']}",
+        "  PBO (CSCV): " + ("n/a" if pbo["pbo"] is None else f"{pbo['pbo']:.2f}") + f" over {pbo['candidates']}",
+        f"    assumes {pbo['assumes']}",
+    ]
 
 
 def plot_equity(report: EvaluationReport, path: Path) -> Path:

@@ -737,6 +737,17 @@ def _train(
             option=orjson.OPT_INDENT_2,
         )
     )
+    from .trials import record_trial  # the trial registry: every training run is a row
+
+    record_trial(
+        config,
+        kind="train",
+        run_id=run_id,
+        data_fingerprint=market.fingerprint or "",
+        spans=market.spans,
+        seeds=[config.seed],
+        metrics={**evaluation.as_dict(), "n": evaluation.steps},
+    )
     console.print(_summary(result, market))
     return result
 

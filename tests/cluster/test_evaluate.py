@@ -23,9 +23,10 @@ from cluster.evaluate import (
     walk_forward_folds,
 )
 from cluster.runinfo import read_run_record
+from cluster.trials import read_trials
 from market.baselines import BASELINES, real_kline_timeline, run_baselines
 from market.config import DataConfig
-from market.env import EnvConfig, TradingEnv
+from market.env import HOLD, EnvConfig, TradingEnv
 from market.errors import ConfigError, DataError
 from market.layout import StateConfig, build_layout
 from market.metrics import log_returns, total_return
@@ -60,7 +61,7 @@ def real_run(real_timeline, tmp_path_factory) -> tuple[EvaluationReport, str, Pa
     lines: list[str] = []
     report = evaluate(
         checkpoint,
-        ExperimentConfig(name="eval-test", seed=5),
+        ExperimentConfig(name="eval-test", seed=5, output_dir=root / "runs"),
         out_dir=root / "out",
         seeds=SEEDS,
         folds=4,
@@ -94,8 +95,9 @@ def test_evaluate_on_the_real_klines_prints_intervals_and_writes_results_plot_an
     ev = results["spans"]["eval"]
     assert ev["end"] == 4_000 and ev["n_steps"] == ev["end"] - ev["start"] > 500
     assert len(results["spans"]["folds"]) == 4 and len(results["spans"]["starts"]) == 4 * len(SEEDS)
-    # 1 span + 4 folds, each: policy, 3 deterministic baselines, random per seed; 12 starts: 5 strategies each
-    assert len(results["runs"]) == 5 * (4 + len(SEEDS)) + 12 * 5
+    # 1 span + 4 folds, each: policy, 3 deterministic baselines, random per seed; the span also the policy
+    # delayed 1 and 2 steps (the lag test); 12 starts: 5 strategies each
+    assert len(results["runs"]) == 5 * (4 + len(SEEDS)) + 2 + 12 * 5
     for run in results["runs"]:
         for key in ("total_return", "sharpe", "sortino", "max_drawdown", "trades", "fees", "win_rate", "exposure"):
             assert key in run
@@ -159,7 +161,8 @@ def test_baselines_in_the_evaluation_equal_run_baselines_over_the_same_span(real
     by_name = {r.strategy: r for r in span_runs if r.strategy != "random"}
     assert by_name["flat"].total_return == 0.0 and by_name["flat"].exposure == 0.0
     assert by_name["buy_and_hold"].exposure == 1.0 and by_name["buy_and_hold"].round_trips == 1
-    assert {r.strategy for r in span_runs} == set(STRATEGIES) and set(BASELINES) < set(STRATEGIES)
+    assert {r.strategy for r in span_runs} == {*STRATEGIES, "policy_lag1", "policy_lag2"}
+    assert set(BASELINES) < set(STRATEGIES)
 
 
 def test_reported_figures_are_the_metrics_of_the_recorded_curve(real_run) -> None:
@@ -172,7 +175,7 @@ def test_reported_figures_are_the_metrics_of_the_recorded_curve(real_run) -> Non
 
 
 def test_synthetic_history_with_recorded_spans_and_the_policys_cnn_is_said_synthetic(tmp_path: Path) -> None:
-    config = ExperimentConfig(name="eval-synth", data=DataConfig(source="synthetic"))
+    config = ExperimentConfig(name="eval-synth", data=DataConfig(source="synthetic"), output_dir=tmp_path / "runs")
     history = load_history(config.data, config.symbols, synthetic_days=3, synthetic_tick_minutes=1)
     state = StateConfig(profile="tiny")
     timeline = build_timeline(history.market_data(config.symbols, ticks=False), state, config.indicators)
@@ -263,3 +266,61 @@ def test_a_recorded_evaluation_span_overlapping_training_is_refused(real_timelin
     }
     with pytest.raises(DataError, match="not after the DQN span"):
         evaluation_span(real_timeline, recorded=recorded, spans_config=SpansConfig(), horizon=240)
+
+
+def test_the_lag_rows_replay_the_policy_with_its_actions_sent_late(real_run, real_timeline) -> None:
+    report, table, checkpoint = real_run
+    qnet, _ = load_policy(checkpoint)
+    base = ExperimentConfig().env.model_copy(update={"close_at_end": True})
+    assert "Lag test" in table and "lag 1:" in table and "lag 2:" in table
+    for lag in (1, 2):
+        run = report.select(f"policy_lag{lag}", "span")[0]
+        env = TradingEnv(
+            real_timeline,
+            base.model_copy(
+                update={
+                    "random_start": False,
+                    "start_step": run.start_step,
+                    "episode_steps": run.end_step - run.start_step,
+                }
+            ),
+        )
+        obs, info = env.reset(seed=0)
+        chosen: list[int] = []
+        done = False
+        with torch.no_grad():
+            while not done:
+                chosen.append(int(qnet(torch.as_tensor(obs[None])).argmax(dim=1)[0]))
+                action = chosen[-1 - lag] if len(chosen) > lag else HOLD
+                obs, _, terminated, truncated, info = env.step(action)
+                done = terminated or truncated
+        assert info["equity"] / base.initial_equity - 1.0 == pytest.approx(run.total_return, abs=1e-12)
+    lag0 = report.select("policy", "span")[0]
+    assert report.select("policy_lag1", "span")[0].steps == lag0.steps
+
+
+def test_every_evaluation_appends_a_trial_row_and_the_dsr_counts_the_trials(real_timeline, tmp_path: Path) -> None:
+    config = ExperimentConfig(name="trials-test", seed=1, output_dir=tmp_path / "runs")
+    kw = {"seeds": SEEDS, "folds": 1, "timeline": real_timeline, "n_resamples": 100}
+    first = untrained_policy(tmp_path / "a.pt", seed=0)
+    r1 = evaluate(first, config, out_dir=tmp_path / "e1", **kw)
+    assert r1.stats["dsr"]["n_trials"] == 1 and r1.stats["dsr"]["benchmark"] == 0.0
+    assert "fewer than 2 trials with a Sharpe" in r1.stats["dsr"]["variance_from"]
+    assert "fewer than 2 registry trials" in r1.stats["pbo"]["candidates"] and r1.stats["pbo"]["pbo"] is not None
+    # the same policy again: the same trial; another policy: two trials, the variance from the registry
+    r2 = evaluate(first, config, out_dir=tmp_path / "e2", **kw)
+    assert r2.stats["dsr"]["n_trials"] == 1
+    other = untrained_policy(tmp_path / "b.pt", seed=7)
+    r3 = evaluate(other, config, out_dir=tmp_path / "e3", **kw)
+    d = r3.stats["dsr"]
+    assert d["n_trials"] == 2 and "registry's 2 trial Sharpe" in d["variance_from"]
+    s1, s3 = r1.stats["dsr"]["sharpe"], d["sharpe"]
+    assert d["sr_variance"] == pytest.approx(np.var([s1, s3], ddof=1))
+    assert r3.stats["pbo"]["candidates"].startswith("2 registry trial(s) on this span")
+    rows = read_trials(tmp_path / "runs")
+    assert [r.kind for r in rows] == ["evaluate"] * 3 and rows[0].trial == rows[1].trial != rows[2].trial
+    assert rows[0].data_fingerprint == r1.data_fingerprint and Path(rows[2].returns_file).is_file()
+    assert np.load(rows[2].returns_file).size == rows[2].metrics["n"] == r3.select("policy", "span")[0].steps
+    table = format_report(r3)
+    assert "deflated Sharpe ratio" in table and "minimum track record" in table and "PBO (CSCV)" in table
+    assert "assumes" in table and "i.i.d." in table
