@@ -710,9 +710,29 @@ class IncrementalBars:
         ticks = _join(self._ticks, trades) if self._ticks.size else trades
         k = int(np.searchsorted(ticks["time_ms"], new_sec * _TICK_MS, side="left"))
         out: dict[str, list[np.ndarray]] = {}
-        self._close_seconds(ticks[:k], new_sec, out)
+        if len(self._chain) > 1 and self._within_forming_bar(1, t_last):
+            # Fast path: the batch closes 1s bars but no bar above them (the usual case of a 100 ms batch), so
+            # the new 1s bars only join the forming bar's children and the higher timeframes are not visited.
+            bars = _ticks_combine(_tick_columns(ticks[:k]), _TICK_MS, self._sec, new_sec - 1, self._close)
+            self._sec = new_sec
+            self._close = float(bars["close"][-1])
+            if self._emit[0]:
+                out[self._chain[0][0]] = [bars]
+            pending = self._pending[1]
+            # A copy when alone: ``bars`` is also handed to the caller, who may write to it.
+            self._pending[1] = _join(pending, bars) if pending.size else bars.copy()
+        else:
+            self._close_seconds(ticks[:k], new_sec, out)
         self._ticks = ticks[k:].copy()
         return self._result(out)
+
+    def _within_forming_bar(self, level: int, t_ms: int) -> bool:
+        """Whether every child ``level`` holds or is given now (1s bars from the forming second on) sits in
+        the bar of ``level`` that holds ``t_ms``, so that nothing closes at ``level`` or above."""
+        pending = self._pending[level]
+        first = int(pending["open_time_ms"][0]) if pending.size else self._sec * _TICK_MS
+        interval = self._chain[level][1]
+        return first // interval >= t_ms // interval
 
     def advance_to(self, t_ms: int) -> dict[str, np.ndarray]:
         """Move the clock to ``t_ms``: close every bar whose close time is at or before it.

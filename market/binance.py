@@ -79,6 +79,46 @@ _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
 
+def _compiled_decoder() -> Any:
+    """A msgspec decoder of the fast path's frames into typed structs, or None where msgspec does not import.
+
+    Every field is typed and optional with no null allowed, and an unknown key fails the decode: a frame of
+    any other shape (an extra key, a null, a number where a string belongs, a nested value) is not decoded
+    here but sent to the authoritative orjson path, which decides and explains it exactly as before.
+    """
+    try:
+        import msgspec
+    except ImportError:
+        return None
+    unset = msgspec.UnsetType
+    types = {"str": str, "int": int, "bool": bool}
+    fields = [(name, types[kind] | unset, msgspec.UNSET) for name, kind in _WIRE_FIELDS]
+    event = msgspec.defstruct("WireEvent", fields, forbid_unknown_fields=True)
+    extra = [("stream", str | unset, msgspec.UNSET), ("data", event | unset, msgspec.UNSET)]
+    frame = msgspec.defstruct("WireFrame", fields + extra, forbid_unknown_fields=True)
+    return msgspec.json.Decoder(frame).decode, msgspec.UNSET
+
+
+#: The keys of spot and USD-M trade frames and of spot bookTicker frames, with their JSON types.
+_WIRE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("e", "str"),
+    ("E", "int"),
+    ("s", "str"),
+    ("t", "int"),
+    ("p", "str"),
+    ("q", "str"),
+    ("T", "int"),
+    ("m", "bool"),
+    ("M", "bool"),
+    ("X", "str"),
+    ("u", "int"),
+    ("b", "str"),
+    ("B", "str"),
+    ("a", "str"),
+    ("A", "str"),
+)
+
+
 def _struct_for(dtype: np.dtype) -> struct.Struct:
     """A little-endian packed struct whose bytes are exactly one record of ``dtype``."""
     codes = {"i8": "q", "f8": "d", "b1": "?"}
@@ -461,23 +501,40 @@ class FrameParser:
         pack_book = _pack_book
         inf = _INF
 
+        wire = _WIRE
         for frame, recv in zip(frames, recvs, strict=False):  # recvs may be an endless repeat
             obj: Any = unset
             # Fast path: canonical trade (spot or USD-M) and spot bookTicker frames of a symbol this
             # parser has accepted before. It only accepts what _classify would accept, with the same
             # record (struct.pack refuses integers outside int64); anything else, or any exception,
-            # falls through to _classify, the one place that decides and explains a rejection.
+            # falls through to _classify, the one place that decides and explains a rejection. With
+            # msgspec the frame is decoded straight into a typed struct (a frame of another shape fails
+            # that decode and is re-read by orjson below); without it, orjson's dict is read.
             try:
-                obj = loads(frame)
-                d = obj.get("data", obj)
-                e = d.get("e")
-                if e == "trade":
-                    s = d["s"]
-                    p = d["p"]
-                    q = d["q"]
-                    t_ms = d["T"]
-                    tid = d["t"]
-                    m = d["m"]
+                is_trade = is_book = False
+                if wire is not None:
+                    w = wire[0](frame)
+                    d = w.data
+                    if d is wire[1]:
+                        d = w
+                    e = d.e
+                    if e == "trade":
+                        is_trade = True
+                        s, p, q, t_ms, tid, m = d.s, d.p, d.q, d.T, d.t, d.m
+                    elif e is wire[1] and d.u is not wire[1]:
+                        is_book = d.T is wire[1] and d.E is wire[1]
+                        s, b, bq, a, aq, uid = d.s, d.b, d.B, d.a, d.A, d.u
+                else:
+                    obj = loads(frame)
+                    d = obj.get("data", obj)
+                    e = d.get("e")
+                    if e == "trade":
+                        is_trade = True
+                        s, p, q, t_ms, tid, m = d["s"], d["p"], d["q"], d["T"], d["t"], d["m"]
+                    elif e is None and "u" in d:
+                        is_book = "T" not in d and "E" not in d
+                        s, b, bq, a, aq, uid = d["s"], d["b"], d["B"], d["a"], d["A"], d["u"]
+                if is_trade:
                     if type(p) is str and type(q) is str and type(t_ms) is int and type(tid) is int:
                         p = float(p)
                         q = float(q)
@@ -492,44 +549,36 @@ class FrameParser:
                             if buf is not None:
                                 buf += row
                                 continue
-                elif e is None and "u" in d:
-                    s = d["s"]
-                    b = d["b"]
-                    bq = d["B"]
-                    a = d["a"]
-                    aq = d["A"]
-                    uid = d["u"]
+                elif (
+                    is_book
+                    and type(b) is str
+                    and type(bq) is str
+                    and type(a) is str
+                    and type(aq) is str
+                    and type(uid) is int
+                ):
+                    b = float(b)
+                    bq = float(bq)
+                    a = float(a)
+                    aq = float(aq)
                     if (
-                        type(b) is str
-                        and type(bq) is str
-                        and type(a) is str
-                        and type(aq) is str
-                        and type(uid) is int
-                        and "T" not in d
-                        and "E" not in d
+                        0.0 < b < inf
+                        and 0.0 < a < inf
+                        and 0.0 <= bq < inf
+                        and 0.0 <= aq < inf
+                        and uid >= 0
+                        and recv > 0
                     ):
-                        b = float(b)
-                        bq = float(bq)
-                        a = float(a)
-                        aq = float(aq)
-                        if (
-                            0.0 < b < inf
-                            and 0.0 < a < inf
-                            and 0.0 <= bq < inf
-                            and 0.0 <= aq < inf
-                            and uid >= 0
-                            and recv > 0
-                        ):
-                            row = pack_book(recv, uid, b, bq, a, aq)
-                            buf = book_by_raw.get(s)
-                            if buf is None and s in symbols:
-                                buf = books.get(symbols[s])
-                                if buf is None:
-                                    buf = books[symbols[s]] = bytearray()
-                                book_by_raw[s] = buf
-                            if buf is not None:
-                                buf += row
-                                continue
+                        row = pack_book(recv, uid, b, bq, a, aq)
+                        buf = book_by_raw.get(s)
+                        if buf is None and s in symbols:
+                            buf = books.get(symbols[s])
+                            if buf is None:
+                                buf = books[symbols[s]] = bytearray()
+                            book_by_raw[s] = buf
+                        if buf is not None:
+                            buf += row
+                            continue
             except Exception:  # any surprise is re-examined, and explained, below
                 pass
 
@@ -580,3 +629,5 @@ class FrameParser:
 
 
 _UNSET = object()
+#: ``(decode, UNSET)`` of the compiled frame decoder, or None (then the fast path reads orjson's dicts).
+_WIRE = _compiled_decoder()

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from market import binance
 from market.binance import (
     AGG_TRADE,
     BOOK_TICKER,
@@ -670,3 +671,47 @@ def test_real_first_eth_trade_has_the_recorded_values(shared_data: Path) -> None
     )
     book = parse_frame(frames[0], recv_time_ms=recv[0]).record[0]
     assert book["time_ms"] == 1723161254024 and book["update_id"] == 35346513501
+
+
+# The fast path decodes with msgspec structs where msgspec imports, and reads orjson's dicts otherwise: both
+# must decide every frame exactly as the frame-by-frame path does.
+DECODERS = ["msgspec structs", "orjson dicts"]
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("priming", PRIMING)
+def test_both_fast_paths_decide_every_single_field_mutation_as_frame_by_frame(
+    decoder: str, priming: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if decoder == "orjson dicts":
+        monkeypatch.setattr(binance, "_WIRE", None)
+    elif binance._WIRE is None:
+        pytest.skip("msgspec does not import here")
+    _, out, frames = parse_primed(every_single_field_mutation(), priming)
+    assert_batch_equals_frame_by_frame(out, frames)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_both_fast_paths_refer_wire_oddities_to_the_authoritative_path(
+    decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if decoder == "orjson dicts":
+        monkeypatch.setattr(binance, "_WIRE", None)
+    elif binance._WIRE is None:
+        pytest.skip("msgspec does not import here")
+    trade = combined(with_field(SPOT_TRADE, "s", "ETHUSDT"))
+    odd = [
+        trade.replace(b'"p":', b'"p":"x","p":', 1),  # a repeated key: the last one counts
+        trade.replace(b'"p":', b'"p":"x","p":', 1).replace(b'"p":"x",', b"", 1),
+        trade.replace(b'"T":', b'"T":18446744073709551616,"T":', 1),
+        trade.replace(b'"T":', b'"E":18446744073709551616,"T":', 1),  # orjson reads it as a float
+        trade.replace(b'"m":', b'"extra":[[[1]]],"m":', 1),
+        trade.replace(b'"m":', b'"X":null,"m":', 1),
+        trade.replace(b'"stream":"', b'"stream":"\\ud800', 1),
+        trade.replace(b'"s":"ETHUSDT"', b'"s":"ETH\\u0055SDT"', 1),
+        b"\xef\xbb\xbf" + trade,
+        trade + b" ",
+        trade.decode(),
+    ]
+    _, out, frames = parse_primed(odd, "earlier_batch")
+    assert_batch_equals_frame_by_frame(out, frames)
