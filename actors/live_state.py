@@ -99,7 +99,7 @@ class LiveState:
         Why the CNN part is zeros when a CNN was configured ("" otherwise).
     seq : int
         The record's number in the live-state service (increases by one per step built, across sessions).
-    open, high, low, close : float
+    open, high, low, close, volume : float
         The traded market's base bar of the step (what the venue step reads).
     half_spread : float
         Half the quoted spread as of the step's time (``market.venue.half_spread_at`` of the book tickers); NaN
@@ -129,6 +129,7 @@ class LiveState:
     close: float = math.nan
     half_spread: float = math.nan
     session: int = 0
+    volume: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +395,7 @@ class LiveStateBuilder:
             close=float(bar["close"]),
             half_spread=half,
             session=self.sessions,
+            volume=float(bar["volume"]),
         )
         self.history.append(self.latest)
 

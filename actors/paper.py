@@ -21,7 +21,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import orjson
@@ -211,8 +211,8 @@ class HttpPolicy:
             answer = orjson.loads(response.read())
         self.version = str(answer.get("model_version", self.version))
         action = answer.get("action_index")
-        if action not in (vn.BUY, vn.SELL, vn.HOLD):
-            raise DataError(f"{self.url}: answer has action_index {action!r}, expected 0, 1 or 2")
+        if not isinstance(action, int) or not 0 <= action < len(vn.SCALPER_ACTION_NAMES):
+            raise DataError(f"{self.url}: answer has action_index {action!r}, expected 0 to 5")
         return int(action)
 
 
@@ -226,10 +226,11 @@ class ScriptedPolicy:
     needs_state = False
 
     def __init__(self, actions: Mapping[int, int], version: str = "scripted") -> None:
-        bad = {t: a for t, a in actions.items() if a not in (vn.BUY, vn.SELL, vn.HOLD)}
+        bad = {t: a for t, a in actions.items() if a not in range(len(vn.SCALPER_ACTION_NAMES))}
         if bad:
             t, a = next(iter(bad.items()))
-            raise ConfigError(f"scripted action at {t} is {a!r}; actions are 0 (buy), 1 (sell) or 2 (hold)")
+            names = ", ".join(f"{i} ({n})" for i, n in enumerate(vn.SCALPER_ACTION_NAMES))
+            raise ConfigError(f"scripted action at {t} is {a!r}; actions are {names}")
         self.actions = {int(t): int(a) for t, a in actions.items()}
         self.version = version
 
@@ -269,6 +270,8 @@ class PaperConfig(StrictModel):
         How often the actor polls the live-state actor.
     live_state_actor : str
         Name of the live-state actor whose records are traded on.
+    actions : {"market", "scalper"}
+        The action set the policy answers in (``market.venue.ACTION_SETS``; the env's ``actions``).
     """
 
     symbols: SymbolsConfig = SymbolsConfig()
@@ -281,6 +284,7 @@ class PaperConfig(StrictModel):
     recent_fills: int = Field(50, ge=0, le=100_000)
     poll_interval_ms: int = Field(250, ge=10, le=60_000)
     live_state_actor: str = LIVE_STATE_ACTOR
+    actions: Literal["market", "scalper"] = "market"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -468,8 +472,8 @@ class PaperTrader:
         self.policy_calls += 1
         try:
             action = int(self.policy.act(state, time_ms))
-            if action not in (vn.BUY, vn.SELL, vn.HOLD):
-                raise DataError(f"policy {self.policy.kind} answered action {action!r}")
+            if not 0 <= action < len(vn.ACTION_SETS[cfg.actions]):
+                raise DataError(f"policy {self.policy.kind} answered action {action!r} ({cfg.actions} actions)")
         except Exception as exc:  # a policy service down or a bad answer: hold, count it, say why
             self.policy_errors += 1
             self.last_policy_error = f"{type(exc).__name__}: {exc}"
@@ -477,13 +481,28 @@ class PaperTrader:
         self.last_action = action
         current = np.sign(acc.qty).astype(np.int8)
         target = int(vn.target_direction(np.array([action]), current, venue.kind)[0])
-        verdict = self.risk.review(acc, target, float(buy[0]), float(sell[0]), close, step, time_ms)
+        rest = vn.resting_orders(np.array([action]), current, venue.kind)
+        post, post_target, cancel = int(rest.post[0]), int(rest.target[0]), bool(rest.cancel[0])
+        if post:  # a post is reviewed like the market order it may become
+            verdict = self.risk.review(acc, post_target, float(buy[0]), float(sell[0]), close, step, time_ms)
+            if verdict.target != post_target:
+                post = 0
+        else:
+            verdict = self.risk.review(acc, target, float(buy[0]), float(sell[0]), close, step, time_ms)
+            target = int(verdict.target)
         if verdict.limit is not None:
             self.last_refusal = f"{time_ms}: {verdict.reason}"
             self._event("rayscalp_paper_risk_limit_trips", {"limit": verdict.limit})
-        if verdict.target != int(current[0]):
-            self.pending = {"target": int(verdict.target), "time_ms": time_ms}
-            self.risk.record_order(time_ms)
+        if target != int(current[0]) or post or cancel:
+            self.pending = {
+                "target": target,
+                "post": post,
+                "post_target": post_target,
+                "cancel": int(cancel),
+                "time_ms": time_ms,
+            }
+            if target != int(current[0]) or post:
+                self.risk.record_order(time_ms)
         return 1
 
     def _quote(self, close: float, half_spread: float) -> tuple[np.ndarray, np.ndarray]:
@@ -495,8 +514,18 @@ class PaperTrader:
         """The one venue step from the last step acted on to ``live``: the pending order, the bar, funding."""
         acc, fills, venue = self.acc, self._fills, self.config.venue
         target = np.sign(acc.qty).astype(np.int8)
+        orders = None
         if self.pending is not None:
-            target = np.array([self.pending["target"]], dtype=np.int8)
+            p = self.pending
+            target = np.array([p["target"]], dtype=np.int8)
+            if self.config.actions == "scalper":
+                orders = vn.RestingOrders(
+                    post=np.array([p.get("post", 0)], np.int8),
+                    target=np.array([p.get("post_target", 0)], np.int8),
+                    cancel=np.array([bool(p.get("cancel", 0))]),
+                )
+        elif self.config.actions == "scalper":
+            orders = vn.RestingOrders(np.zeros(1, np.int8), np.zeros(1, np.int8), np.zeros(1, bool))
         market = vn.StepMarket(
             close=np.array([self.last_close]),
             half_spread=np.array([self.last_half_spread]),
@@ -507,11 +536,12 @@ class PaperTrader:
             time_ms=np.array([self.last_step_ms]),
             next_time_ms=np.array([live.step_time_ms]),
             funding_rate=venue.funding_rate_8h,
+            next_volume=np.array([live.volume]),
         )
         decided = self.last_step_ms
         fills.clear()
         refusals = int(acc.refusals[0])
-        outcome = vn.step(acc, target, market, venue, fills, decided // self.base_ms)
+        outcome = vn.step(acc, target, market, venue, fills, decided // self.base_ms, orders)
         if int(acc.refusals[0]) > refusals:
             self.last_refusal = f"{decided}: the exchange filters refused the order (below min notional or lot step)"
             self._event("rayscalp_paper_risk_limit_trips", {"limit": "exchange_filters"})
@@ -644,6 +674,9 @@ class PaperTrader:
                 "funding": float(acc.funding[0]),
                 "orders": int(acc.trades[0]),
                 "pending_order": dict(self.pending) if self.pending else None,
+                "resting_order": None
+                if acc.order_side[0] == 0
+                else {"side": int(acc.order_side[0]), "price": float(acc.order_price[0])},
                 "refusals": int(acc.refusals[0]),
                 "margin_lost": float(acc.margin_lost[0]),
                 "fills": self.fills_written + sum(int(a.size) for a in self._unsaved),
@@ -665,7 +698,7 @@ class PaperTrader:
                     "calls": self.policy_calls,
                     "errors": self.policy_errors,
                     "last_error": self.last_policy_error,
-                    "last_action": None if self.last_action is None else vn.ACTION_NAMES[self.last_action],
+                    "last_action": None if self.last_action is None else vn.ACTION_SETS[cfg.actions][self.last_action],
                 },
                 "risk": {
                     "limits": cfg.risk.model_dump(),
@@ -728,6 +761,9 @@ class PaperTrader:
                         "trades": int(acc.trades[0]),
                         "refusals": int(acc.refusals[0]),
                         "margin_lost": float(acc.margin_lost[0]),
+                        "order_side": int(acc.order_side[0]),
+                        "order_price": float(acc.order_price[0]),
+                        "order_target": int(acc.order_target[0]),
                     },
                     "risk": self.risk.state.to_dict(),
                     "last_step_ms": self.last_step_ms,
@@ -774,12 +810,15 @@ class PaperTrader:
             self.acc.trades[0] = int(a["trades"])
             self.acc.refusals[0] = int(a.get("refusals", 0))
             self.acc.margin_lost[0] = float(a.get("margin_lost", 0.0))
+            self.acc.order_side[0] = int(a.get("order_side", 0))
+            self.acc.order_price[0] = float(a.get("order_price", 0.0))
+            self.acc.order_target[0] = int(a.get("order_target", 0))
             self.last_step_ms = int(raw["last_step_ms"])
             self.last_close = _float(raw["last_close"])
             self.last_half_spread = _float(raw.get("last_half_spread"))
             pending = raw.get("pending")
             if pending is not None:
-                self.pending = {"target": int(pending["target"]), "time_ms": int(pending["time_ms"])}
+                self.pending = {str(k): int(v) for k, v in dict(pending).items()}
             self.data_time_ms = int(raw.get("data_time_ms", -1))
             self.steps = int(raw["steps"])
             self.skipped_stale = int(raw["skipped_stale"])

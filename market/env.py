@@ -14,7 +14,7 @@ returns the reward and the observation at t+1.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -43,7 +43,9 @@ class EnvConfig(StrictModel):
     ``random_start`` is false; random starts are uniform in ``[start_step, T - 1 - episode_steps]``.
     An episode terminates on liquidation or when equity falls below ``ruin_fraction`` of its start, and is
     truncated after ``episode_steps`` steps or at the last step of the data. With ``close_at_end`` an open
-    position is closed at market (fees and slippage paid) on the truncating step.
+    position is closed at market (fees and slippage paid) on the truncating step. ``actions``: ``market``
+    (BUY / SELL / HOLD, target positions at market) or ``scalper`` (adds POST_BID / POST_ASK post-only limits
+    at the best bid / ask and CANCEL; ``market.venue.SCALPER_ACTION_NAMES``), which needs the base bars' volume.
     """
 
     venue: vn.VenueConfig = vn.VenueConfig()
@@ -54,6 +56,7 @@ class EnvConfig(StrictModel):
     initial_equity: float = Field(10_000.0, gt=0.0, allow_inf_nan=False)
     ruin_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     close_at_end: bool = False
+    actions: Literal["market", "scalper"] = "market"
 
 
 def _per_step(values: Any, n: int, what: str, source: str) -> np.ndarray:
@@ -124,6 +127,7 @@ class _Engine:
         cnn_signal: Any | None = None,
         spread: Any | None = None,
         base_open: Any | None = None,
+        base_volume: Any | None = None,
     ) -> None:
         src = timeline.source
         n = timeline.n_steps
@@ -146,6 +150,14 @@ class _Engine:
         spread = timeline.meta.get("spread") if spread is None else spread
         self.half_spread = None if spread is None else 0.5 * _spread(spread, n, src)
         self.venue, self.open = _fill_base(config.venue, timeline, base_open, self.time_ms, close, src)
+        self.n_actions = len(vn.ACTION_SETS[config.actions])
+        volume = timeline.meta.get("base_volume") if base_volume is None else base_volume
+        self.volume = None if volume is None else _per_step(volume, n, "base_volume", src)
+        if config.actions == "scalper" and self.volume is None:
+            raise ConfigError(
+                f"env.actions: scalper rests limit orders, whose fills need the base bars' volume (timeline {src!r} "
+                "has no meta['base_volume']); give base_volume= or use actions: market"
+            )
         self.funding_due = np.zeros(n, dtype=bool)
         self.funding_due[1:] = vn.funding_due(self.time_ms[:-1], self.time_ms[1:])
         funding = timeline.meta.get("funding_rate")
@@ -221,11 +233,14 @@ class _Engine:
             time_ms=self.time_ms[t],
             next_time_ms=self.time_ms[t1],
             funding_rate=self.funding_rate[t1],
+            next_volume=None if self.volume is None else self.volume[t1],
         )
-        outcome = vn.step(acc, target, market, venue, fills, t)
+        orders = None
+        if self.config.actions == "scalper":
+            orders = vn.resting_orders(actions, np.sign(acc.qty).astype(np.int8), venue.kind)
+        outcome = vn.step(acc, target, market, venue, fills, t, orders)
         changed, self.liquidated, self.step_funding = outcome.traded, outcome.liquidated, outcome.funding
-        # the direction held over (t, t+1]: the one the step's orders left, before a liquidation closed it
-        direction = np.where(self.liquidated, target, np.sign(acc.qty))
+        direction = outcome.held  # held over (t, t+1]: what the step's fills left, before a liquidation
         self.ring[self.rows, t % self.history] = direction
         mark = self.close[t1]
         self.t = t1
@@ -286,6 +301,18 @@ class _Engine:
         return agent_features(self.acc, t, self.close[t], self.equity0, rows)
 
 
+def _resting(acc: vn.Accounts, row: int) -> dict[str, Any] | None:
+    """The account's resting post-only order (side, price, target direction), or None."""
+    side = int(acc.order_side[row])
+    if side == 0:
+        return None
+    return {
+        "side": "bid" if side > 0 else "ask",
+        "price": float(acc.order_price[row]),
+        "target": int(acc.order_target[row]),
+    }
+
+
 def _observation_space(timeline: MarketTimeline) -> spaces.Box:
     return spaces.Box(-np.inf, np.inf, shape=(timeline.layout.size,), dtype=np.float32)
 
@@ -315,6 +342,9 @@ class TradingEnv(gym.Env):
     base_open : array [T], optional
         The base bars' opens, where orders fill after the venue's latency (overrides
         ``timeline.meta["base_open"]``; without either the env fills at ``close[t]``, see ``fill_model``).
+    base_volume : array [T], optional
+        The base bars' traded volume, which caps resting orders' fills (``scalper`` actions; overrides
+        ``timeline.meta["base_volume"]``).
     """
 
     metadata = {"render_modes": []}
@@ -329,13 +359,16 @@ class TradingEnv(gym.Env):
         cnn_signal: Any | None = None,
         spread: Any | None = None,
         base_open: Any | None = None,
+        base_volume: Any | None = None,
     ) -> None:
         self.config = config or EnvConfig()
         self.timeline = timeline
-        self._engine = _Engine(timeline, self.config, 1, cnn_signal=cnn_signal, spread=spread, base_open=base_open)
+        self._engine = _Engine(
+            timeline, self.config, 1, cnn_signal=cnn_signal, spread=spread, base_open=base_open, base_volume=base_volume
+        )
         self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
         self.fill_model = self._engine.venue.describe()
-        self.action_space = spaces.Discrete(3)
+        self.action_space = spaces.Discrete(self._engine.n_actions)
         self.observation_space = _observation_space(timeline)
         self._done = True
         self._row = np.zeros(1, dtype=np.int64)
@@ -359,8 +392,9 @@ class TradingEnv(gym.Env):
         if self._done:
             raise RuntimeError("step() called on a finished episode: call reset() first")
         a = int(action)
-        if a not in (BUY, SELL, HOLD):
-            raise ValueError(f"action must be 0 (buy), 1 (sell) or 2 (hold), got {action!r}")
+        if not 0 <= a < self._engine.n_actions:
+            names = ", ".join(f"{i} ({n})" for i, n in enumerate(vn.ACTION_SETS[self.config.actions]))
+            raise ValueError(f"action must be one of {names}, got {action!r}")
         reward, terminated, truncated = self._engine.step(np.array([a], dtype=np.int64))
         self._done = bool(terminated[0] or truncated[0])
         obs, agent = self._observe()
@@ -398,6 +432,7 @@ class TradingEnv(gym.Env):
             "fill_model": e.venue.describe(),
             "refusals": int(acc.refusals[0]),
             "margin_lost": float(acc.margin_lost[0]),
+            "resting_order": _resting(acc, 0),
             "agent": agent,
             "synthetic": bool(self.timeline.synthetic),
         }
@@ -442,6 +477,7 @@ class VectorTradingEnv(VectorEnv):
         cnn_signal: Any | None = None,
         spread: Any | None = None,
         base_open: Any | None = None,
+        base_volume: Any | None = None,
         observe: bool = True,
     ) -> None:
         if num_envs < 1:
@@ -450,14 +486,21 @@ class VectorTradingEnv(VectorEnv):
         self.timeline = timeline
         self.num_envs = int(num_envs)
         self._engine = _Engine(
-            timeline, self.config, self.num_envs, cnn_signal=cnn_signal, spread=spread, base_open=base_open
+            timeline,
+            self.config,
+            self.num_envs,
+            cnn_signal=cnn_signal,
+            spread=spread,
+            base_open=base_open,
+            base_volume=base_volume,
         )
         self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
         self._observe = bool(observe)
         self.fill_model = self._engine.venue.describe()
-        self.single_action_space = spaces.Discrete(3)
+        n_actions = self._engine.n_actions
+        self.single_action_space = spaces.Discrete(n_actions)
         self.single_observation_space = _observation_space(timeline)
-        self.action_space = spaces.MultiDiscrete(np.full(self.num_envs, 3))
+        self.action_space = spaces.MultiDiscrete(np.full(self.num_envs, n_actions))
         self.observation_space = spaces.Box(
             -np.inf, np.inf, shape=(self.num_envs, timeline.layout.size), dtype=np.float32
         )
@@ -497,8 +540,10 @@ class VectorTradingEnv(VectorEnv):
         actions = np.asarray(actions, dtype=np.int64).reshape(-1)
         if actions.shape != (self.num_envs,):
             raise ValueError(f"expected {self.num_envs} actions, got shape {np.shape(actions)}")
-        if ((actions < 0) | (actions > 2)).any():
-            raise ValueError(f"actions must be 0 (buy), 1 (sell) or 2 (hold), got {actions.tolist()}")
+        e_actions = self._engine.n_actions
+        if ((actions < 0) | (actions >= e_actions)).any():
+            names = ", ".join(f"{i} ({n})" for i, n in enumerate(vn.ACTION_SETS[self.config.actions]))
+            raise ValueError(f"actions must be among {names}, got {actions.tolist()}")
         e = self._engine
         reward, terminated, truncated = e.step(actions)
         done = terminated | truncated
@@ -558,6 +603,9 @@ class VectorTradingEnv(VectorEnv):
             fill_qty=e.fills.qty.copy(),
             fill_price=e.fills.price.copy(),
             fill_fee=e.fills.fee.copy(),
+            fill_maker=e.fills.maker.copy(),
+            order_side=e.acc.order_side.copy(),
+            order_price=e.acc.order_price.copy(),
             step_funding=np.asarray(e.step_funding, dtype=np.float64).copy(),
             liquidated=np.asarray(e.liquidated, dtype=bool).copy(),
             done=done,

@@ -23,6 +23,12 @@ from .config import StrictModel
 #: Actions, in this order: each is a target position (see :func:`target_direction`).
 BUY, SELL, HOLD = 0, 1, 2
 ACTION_NAMES: tuple[str, ...] = ("buy", "sell", "hold")
+#: The ``scalper`` action set adds, after the market ones: post a post-only limit at the best bid (toward long)
+#: or at the best ask (toward short in perp, flat in spot), and cancel the resting order.
+POST_BID, POST_ASK, CANCEL = 3, 4, 5
+SCALPER_ACTION_NAMES: tuple[str, ...] = (*ACTION_NAMES, "post_bid", "post_ask", "cancel")
+#: The action sets, by name: the actions of each, in index order.
+ACTION_SETS: dict[str, tuple[str, ...]] = {"market": ACTION_NAMES, "scalper": SCALPER_ACTION_NAMES}
 #: The legs a step can fill, in this order: closing the old position, opening the new one, and a forced
 #: close (liquidation, or closing at the episode's end when the env is told to).
 LEGS: tuple[str, ...] = ("close", "open", "forced")
@@ -87,6 +93,7 @@ class VenueConfig(StrictModel):
     funding_rate_8h: float = Field(0.0001, ge=-0.03, le=0.03, allow_inf_nan=False)
     slippage_bps: float = Field(1.0, ge=0.0, le=500.0, allow_inf_nan=False)
     latency_ms: int = Field(100, ge=0, le=86_400_000)
+    resting_volume_fraction: float = Field(0.1, gt=0.0, le=1.0, allow_inf_nan=False)
     filters: ExchangeFilters | str | None = None
 
     @model_validator(mode="after")
@@ -132,7 +139,11 @@ class VenueConfig(StrictModel):
     def fill_model(self) -> str:
         """The fill rule of market orders, in words."""
         at = "close[t] (no latency)" if self.latency_ms == 0 else f"next bar open after {self.latency_ms} ms"
-        return f"market orders at {at} + half-spread (else {self.slippage_bps:g} bps slippage)"
+        return (
+            f"market orders at {at} + half-spread (else {self.slippage_bps:g} bps slippage); post-only limits at "
+            f"the best bid/ask fill whole when the next bar trades strictly through them, within "
+            f"{self.resting_volume_fraction:g} of its volume (kline rule, maker fee)"
+        )
 
     def describe(self) -> str:
         """One line saying which fill model, latency, fees and filters this venue runs with (for every report)."""
@@ -171,6 +182,12 @@ class Accounts:
     margin_lost : array [K] float64
         Margin left in the account at liquidations and taken by the exchange (its insurance fund) since the
         last reset.
+    order_side : array [K] int8
+        The resting post-only limit order: +1 a bid, -1 an ask, 0 none.
+    order_price : array [K] float64
+        Its limit price (0 when none).
+    order_target : array [K] int8
+        The position direction it moves to when it fills.
     """
 
     cash: np.ndarray
@@ -182,6 +199,9 @@ class Accounts:
     trades: np.ndarray
     refusals: np.ndarray
     margin_lost: np.ndarray
+    order_side: np.ndarray
+    order_price: np.ndarray
+    order_target: np.ndarray
 
     @classmethod
     def open(cls, k: int, equity: float) -> Accounts:
@@ -196,6 +216,9 @@ class Accounts:
             trades=np.zeros(k, dtype=np.int64),
             refusals=np.zeros(k, dtype=np.int64),
             margin_lost=np.zeros(k),
+            order_side=np.zeros(k, dtype=np.int8),
+            order_price=np.zeros(k),
+            order_target=np.zeros(k, dtype=np.int8),
         )
 
     def reset(self, idx: np.ndarray, equity: float | np.ndarray) -> None:
@@ -209,6 +232,9 @@ class Accounts:
         self.trades[idx] = 0
         self.refusals[idx] = 0
         self.margin_lost[idx] = 0.0
+        self.order_side[idx] = 0
+        self.order_price[idx] = 0.0
+        self.order_target[idx] = 0
 
     def copy(self) -> Accounts:
         """An independent copy of the books (e.g. to try an order on)."""
@@ -242,22 +268,26 @@ class Fills:
     price : array [K, 3] float64
     fee : array [K, 3] float64
         ``|qty| * price * fee rate``.
+    maker : array [K, 3] bool
+        Whether the leg filled passively (a resting limit order: maker fee) rather than at market (taker fee).
     """
 
     qty: np.ndarray
     price: np.ndarray
     fee: np.ndarray
+    maker: np.ndarray
 
     @classmethod
     def empty(cls, k: int) -> Fills:
         """No fills for K accounts."""
-        return cls(qty=np.zeros((k, 3)), price=np.zeros((k, 3)), fee=np.zeros((k, 3)))
+        return cls(qty=np.zeros((k, 3)), price=np.zeros((k, 3)), fee=np.zeros((k, 3)), maker=np.zeros((k, 3), bool))
 
     def clear(self) -> None:
         """Forget every fill (reuse the arrays)."""
         self.qty.fill(0.0)
         self.price.fill(0.0)
         self.fee.fill(0.0)
+        self.maker.fill(False)
 
     def as_dicts(self, row: int) -> list[dict[str, float | str]]:
         """The fills of account ``row`` as records: leg, side, price, qty (absolute), notional, fee."""
@@ -274,6 +304,7 @@ class Fills:
                         "qty": abs(q),
                         "notional": abs(q) * p,
                         "fee": float(self.fee[row, leg]),
+                        "maker": bool(self.maker[row, leg]),
                     }
                 )
         return out
@@ -349,11 +380,44 @@ def target_direction(actions: np.ndarray, direction: np.ndarray, kind: str) -> n
     array [K] int8 in {-1, 0, 1}
     """
     sell_to = 0 if kind == "spot" else -1
+    actions = np.asarray(actions)
     table = np.array([1, sell_to, 0], dtype=np.int8)
-    out = table[actions]
-    hold = actions == HOLD
-    out[hold] = direction[hold]
+    out = table[np.minimum(actions, HOLD)]
+    keep = actions >= HOLD  # hold, and the scalper's post and cancel actions: no market order
+    out[keep] = np.asarray(direction)[keep]
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class RestingOrders:
+    """What the ``scalper`` actions ask of the resting orders, per account (arrays [K]).
+
+    Attributes
+    ----------
+    post : array [K] int8
+        +1 post a bid, -1 post an ask (each replaces the resting order), 0 nothing new.
+    target : array [K] int8
+        The direction a new post moves the position to when it fills.
+    cancel : array [K] bool
+        Cancel the resting order (CANCEL, or a market BUY/SELL, which takes over from it).
+    """
+
+    post: np.ndarray
+    target: np.ndarray
+    cancel: np.ndarray
+
+
+def resting_orders(actions: np.ndarray, direction: np.ndarray, kind: str) -> RestingOrders:
+    """The resting-order part of ``actions`` (:data:`POST_BID`, :data:`POST_ASK`, :data:`CANCEL`; market actions
+    cancel): a bid moves toward long, an ask toward short (perp) or flat (spot); a post that would not move
+    the position (a bid while long) is no post."""
+    actions = np.asarray(actions)
+    sell_to = 0 if kind == "spot" else -1
+    target = np.where(actions == POST_BID, 1, np.where(actions == POST_ASK, sell_to, 0)).astype(np.int8)
+    post = np.where(actions == POST_BID, 1, np.where(actions == POST_ASK, -1, 0)).astype(np.int8)
+    post[target == np.asarray(direction)] = 0
+    cancel = (actions == CANCEL) | (actions == BUY) | (actions == SELL) | (post != 0)
+    return RestingOrders(post=post, target=target, cancel=cancel)
 
 
 def _fill(
@@ -377,6 +441,7 @@ def rebalance(
     config: VenueConfig,
     step: np.ndarray | int,
     fills: Fills,
+    fee: float | None = None,
 ) -> np.ndarray:
     """Move every account to its target direction with market orders; return where the position changed.
 
@@ -399,6 +464,8 @@ def rebalance(
         Base step of the fill (recorded as the entry step).
     fills : Fills
         Receives the close and open legs.
+    fee : float, optional
+        The fee rate of these fills (the taker fee by default; the maker fee for a resting order's fill).
 
     Returns
     -------
@@ -407,7 +474,7 @@ def rebalance(
     """
     current = np.sign(acc.qty)
     change = target != current
-    fee = config.fee
+    fee = config.fee if fee is None else float(fee)
     closing = change & (current != 0)
     if closing.any():
         price = np.where(acc.qty < 0, buy_price, sell_price)
@@ -547,6 +614,8 @@ class StepMarket:
         (liquidation) and its close (the mark).
     time_ms, next_time_ms : arrays [K] int64
         The times of t and t+1 (funding falls due in between).
+    next_volume : array [K], optional
+        The bar's traded volume (base units): caps what a resting order can fill; needed for resting orders.
     funding_rate : array [K] or float
         The funding rate applied when a funding time lies in ``(time_ms, next_time_ms]`` (perp).
     """
@@ -560,13 +629,16 @@ class StepMarket:
     time_ms: np.ndarray
     next_time_ms: np.ndarray
     funding_rate: np.ndarray | float = 0.0
+    next_volume: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
-    """What one venue step did, per account (arrays [K]): orders, liquidations and funding paid."""
+    """What one venue step did, per account (arrays [K]): orders, the direction held over the bar once they
+    filled (before a liquidation closed it), liquidations and funding paid."""
 
     traded: np.ndarray
+    held: np.ndarray
     liquidated: np.ndarray
     funding: np.ndarray
 
@@ -590,14 +662,19 @@ def step(
     config: VenueConfig,
     fills: Fills,
     entry_step: np.ndarray | int,
+    orders: RestingOrders | None = None,
 ) -> StepOutcome:
     """One venue step, in the one order the env, paper trading and evaluation share.
 
-    1. The orders decided at t (``target`` directions, see :func:`target_direction`) reach the market and fill
-       at :func:`order_prices` (taker fee, exchange filters); 2. the bar ending at t+1 may liquidate a perp
-       position on its extreme (at the worse of the liquidation price and the open after a gap); 3. a funding
-       time in ``(t, t+1]`` charges funding on what is still open, marked at ``close[t+1]``. Equity is then
-       ``acc.equity(market.next_close)``. Reads nothing after t+1.
+    1. Orders decided at t reach the market after the latency: cancels, then market orders (``target``
+       directions, see :func:`target_direction`) fill at :func:`order_prices` (taker fee, exchange filters), then
+       new post-only limits (``orders``) rest at the best bid / ask known at t, on the tick (refused, counted, when
+       the next bar opens through them: they would have crossed); 2. a resting order fills whole at its price,
+       paying the maker fee, when the bar ending at t+1 trades strictly through it (below a bid, above an ask) and
+       its quantity is within ``resting_volume_fraction`` of the bar's volume, else it keeps resting; 3. the bar
+       may liquidate a perp position on its extreme (at the worse of the liquidation price and the open after a
+       gap); 4. a funding time in ``(t, t+1]`` charges funding on what is still open, marked at ``close[t+1]``.
+       Equity is then ``acc.equity(market.next_close)``. Reads nothing after t+1.
 
     Parameters
     ----------
@@ -610,13 +687,72 @@ def step(
         Receives the step's legs (the caller clears it).
     entry_step : int or array [K]
         Recorded as the entry step of a position opened here.
+    orders : RestingOrders, optional
+        The ``scalper`` actions' posts and cancels; none with the ``market`` action set.
     """
     buy, sell = order_prices(market, config)
-    traded = rebalance(acc, target, buy, sell, config, entry_step, fills)
     k = acc.qty.shape[0]
+    if orders is not None:
+        gone = orders.cancel & (acc.order_side != 0)
+        acc.order_side[gone], acc.order_price[gone], acc.order_target[gone] = 0, 0.0, 0
+    traded = rebalance(acc, target, buy, sell, config, entry_step, fills)
+    if orders is not None:
+        traded |= _rest(acc, orders, market, config, fills, entry_step)
+    held = np.sign(acc.qty).astype(np.int8)
     if config.kind != "perp":
-        return StepOutcome(traded, np.zeros(k, dtype=bool), np.zeros(k))
+        return StepOutcome(traded, held, np.zeros(k, dtype=bool), np.zeros(k))
     liquidated = liquidate(acc, market.next_low, market.next_high, config, fills, market.next_open)
+    gone = liquidated & (acc.order_side != 0)  # a liquidation cancels the account's orders
+    acc.order_side[gone], acc.order_price[gone], acc.order_target[gone] = 0, 0.0, 0
     due = funding_due(market.time_ms, market.next_time_ms) & (acc.qty != 0)
     paid = charge_funding(acc, market.next_close, market.funding_rate, due)
-    return StepOutcome(traded, liquidated, paid)
+    return StepOutcome(traded, held, liquidated, paid)
+
+
+def _rest(
+    acc: Accounts,
+    orders: RestingOrders,
+    market: StepMarket,
+    config: VenueConfig,
+    fills: Fills,
+    entry_step: np.ndarray | int,
+) -> np.ndarray:
+    """Place the new posts and fill the resting orders the next bar traded through; return where one filled."""
+    new = orders.post != 0
+    if new.any():
+        ask, bid = fill_prices(market.close, config.slippage_bps, market.half_spread)  # (buy at ask, sell at bid)
+        filters = config.filters
+        if isinstance(filters, ExchangeFilters):  # a bid rounds down to the tick, an ask up: never better
+            tick = filters.tick_size
+            bid, ask = np.floor(bid / tick + 1e-9) * tick, np.ceil(ask / tick - 1e-9) * tick
+        limit = np.where(orders.post > 0, bid, ask)
+        crossed = np.zeros_like(new)
+        if config.latency_ms > 0:  # on arrival the market already traded at the limit: post-only rejects it
+            crossed = np.where(orders.post > 0, market.next_open <= limit, market.next_open >= limit) & new
+            acc.refusals += crossed
+        placed = new & ~crossed
+        acc.order_side[placed] = orders.post[placed]
+        acc.order_price[placed] = limit[placed]
+        acc.order_target[placed] = orders.target[placed]
+    resting = acc.order_side != 0
+    if not resting.any():
+        return np.zeros(acc.qty.shape, dtype=bool)
+    if market.next_volume is None:
+        raise ValueError("resting orders need the bar's volume (StepMarket.next_volume)")
+    price = acc.order_price
+    through = np.where(acc.order_side > 0, market.next_low < price, market.next_high > price) & resting
+    # the whole order's quantity: the old position's close and the new one's open, at the limit price
+    maker = float(config.maker_fee)  # type: ignore[arg-type]
+    safe = np.where(price > 0, price, 1.0)
+    left = acc.cash + acc.qty * safe - np.abs(acc.qty) * safe * maker
+    opening = np.where(acc.order_target != 0, config.position_fraction * np.maximum(left, 0.0), 0.0)
+    total = np.abs(acc.qty) + opening / (1.0 / config.leverage + maker) / safe
+    fill = through & (total <= config.resting_volume_fraction * market.next_volume)
+    if not fill.any():
+        return fill
+    before = fills.qty.copy()
+    target = np.where(fill, acc.order_target, np.sign(acc.qty)).astype(np.int8)
+    traded = rebalance(acc, target, price, price, config, entry_step, fills, fee=maker)
+    fills.maker |= (fills.qty != before) & fill[:, None]
+    acc.order_side[fill], acc.order_price[fill], acc.order_target[fill] = 0, 0.0, 0
+    return traded & fill

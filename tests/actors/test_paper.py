@@ -41,7 +41,7 @@ from market.errors import ConfigError, DataError
 from market.layout import StateConfig
 from market.live_timeline import LiveTimeline
 from market.timeline_builder import MarketData, build_timeline
-from market.venue import BUY, HOLD, LEGS, SELL, VenueConfig, half_spread_at
+from market.venue import BUY, CANCEL, HOLD, LEGS, POST_ASK, POST_BID, SELL, VenueConfig, half_spread_at
 
 ETH, BTC = "ETHUSDT", "BTCUSDT"
 MIDNIGHT_MS = 1_723_161_600_000  # 2024-08-09 00:00 UTC, inside the captures (a funding time)
@@ -147,11 +147,16 @@ class Replay:
             trader.on_states(reply.states, complete=reply.complete, cursor=cursor)
 
 
-def script(step_times: np.ndarray, seed: int, p_trade: float = 0.08) -> dict[int, int]:
-    """Random actions per step (mostly HOLD), with a long held across midnight (a funding time)."""
+def script(step_times: np.ndarray, seed: int, p_trade: float = 0.08, scalper: bool = False) -> dict[int, int]:
+    """Random actions per step (mostly HOLD), with a long held across midnight (a funding time); with ``scalper``,
+    posts at the bid and ask and cancels too."""
     rng = np.random.default_rng(seed)
     n = step_times.size - 2  # the last closed step holds, so the env's last step is the paper's last act
-    actions = rng.choice([BUY, SELL, HOLD], p=[p_trade / 2, p_trade / 2, 1 - p_trade], size=n)
+    if scalper:
+        p = [p_trade / 4, p_trade / 4, 1 - 2 * p_trade, p_trade / 2, p_trade / 2, p_trade / 2]
+        actions = rng.choice([BUY, SELL, HOLD, POST_BID, POST_ASK, CANCEL], p=p, size=n)
+    else:
+        actions = rng.choice([BUY, SELL, HOLD], p=[p_trade / 2, p_trade / 2, 1 - p_trade], size=n)
     mid = int(np.searchsorted(step_times, MIDNIGHT_MS))
     actions[mid - 4] = BUY
     actions[mid - 3 : mid + 4] = HOLD
@@ -174,41 +179,55 @@ def paper_fills(rows: np.ndarray) -> list[tuple]:
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
-    ("venue", "with_spread"),
+    ("venue", "with_spread", "action_set"),
     [
-        (SPOT, False),
-        (PERP, False),
-        (SPOT, True),
-        (PERP, True),
-        (VenueConfig(), True),  # the default decision latency: fills at the next bar's open
-        (VenueConfig(kind="perp", leverage=3.0, filters="ETHUSDT"), True),  # with the exchange filters
+        (SPOT, False, "market"),
+        (PERP, False, "market"),
+        (SPOT, True, "market"),
+        (PERP, True, "market"),
+        (VenueConfig(), True, "market"),  # the default decision latency: fills at the next bar's open
+        (VenueConfig(kind="perp", leverage=3.0, filters="ETHUSDT"), True, "market"),  # with the exchange filters
+        (VenueConfig(kind="perp", leverage=3.0, position_fraction=0.05), True, "scalper"),  # limit orders
     ],
-    ids=["spot", "perp", "spot-spread", "perp-spread", "spot-latency-spread", "perp-latency-spread-filters"],
+    ids=[
+        "spot",
+        "perp",
+        "spot-spread",
+        "perp-spread",
+        "spot-latency-spread",
+        "perp-latency-spread-filters",
+        "perp-latency-spread-scalper",
+    ],
 )
 def test_paper_books_and_pnl_equal_the_envs_for_the_same_actions_on_the_same_trades(
-    capture, books, step_times, tmp_path, venue, with_spread
+    capture, books, step_times, tmp_path, venue, with_spread, action_set
 ) -> None:
-    actions = script(step_times, seed=7)
-    trader = PaperTrader(paper_config(tmp_path / "paper", venue), ScriptedPolicy(actions))
+    scalper = action_set == "scalper"
+    actions = script(step_times, seed=7, p_trade=0.2 if scalper else 0.08, scalper=scalper)
+    trader = PaperTrader(paper_config(tmp_path / "paper", venue, actions=action_set), ScriptedPolicy(actions))
     Replay(capture, tmp_path / "stream", seed=1, books=books if with_spread else None).run(trader)
     assert trader.steps == step_times.size - 1  # every step but the last one closed
 
     batch = build_timeline(MarketData(traded_trades=capture[ETH], reference_trades=capture[BTC]), SMALL)
     spread = 2.0 * half_spread_at(books, batch.step_time_ms) if with_spread else None
     base = ticks_to_bars(capture[ETH], "1s")
-    opens = base["open"][np.searchsorted(base["close_time_ms"], batch.step_time_ms)]
-    env = TradingEnv(
-        batch,
-        EnvConfig(venue=venue, random_start=False, start_step=0, episode_steps=batch.n_steps - 1, ruin_fraction=0.0),
-        spread=spread,
-        base_open=opens,
+    at = np.searchsorted(base["close_time_ms"], batch.step_time_ms)
+    env_cfg = EnvConfig(
+        venue=venue,
+        random_start=False,
+        start_step=0,
+        episode_steps=batch.n_steps - 1,
+        ruin_fraction=0.0,
+        actions=action_set,
     )
+    env = TradingEnv(batch, env_cfg, spread=spread, base_open=base["open"][at], base_volume=base["volume"][at])
     _, info = env.reset(options={"start_step": 0})
-    expected = []
+    expected, infos = [], []
     for k in range(trader.steps - 1):
-        _, _, terminated, truncated, info = env.step(actions[int(step_times[k])])
+        _, _, terminated, truncated, info = env.step(actions.get(int(step_times[k]), HOLD))
         assert not (terminated or truncated)
         expected += env_fills(info)
+        infos.append(info)
 
     got = trader.fills()
     assert len(expected) > 10
@@ -232,6 +251,12 @@ def test_paper_books_and_pnl_equal_the_envs_for_the_same_actions_on_the_same_tra
         assert not np.isin(buys, closes * (1 + slip)).all()
     if venue.latency_ms:  # after the latency, the fills come from the next bars' opens, not the closes
         assert not np.isin(buys, closes + 0.5 * np.nan_to_num(spread[: trader.steps])).all()
+    if scalper:  # resting orders filled, passively, at the maker fee, and only where the next bar traded through
+        maker = [(f, i["step"]) for i in infos for f in i["fills"] if f["maker"]]
+        assert len(maker) >= 3
+        for f, t in maker:
+            assert f["fee"] == pytest.approx(f["qty"] * f["price"] * venue.maker_fee, rel=1e-12)
+            assert batch.base_low[t] < f["price"] if f["side"] == "buy" else batch.base_high[t] > f["price"]
     if venue.filters is not None:  # quantities on the lot step, prices on the tick
         assert np.allclose(np.round(got["qty"] / 0.001), got["qty"] / 0.001, rtol=0, atol=1e-6)
         assert np.allclose(np.round(got["price"] / 0.01), got["price"] / 0.01, rtol=0, atol=1e-6)

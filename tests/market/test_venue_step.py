@@ -20,6 +20,7 @@ from market.env import BUY, HOLD, SELL, EnvConfig, TradingEnv
 from market.errors import ConfigError
 from market.layout import StateConfig
 from market.timeline_builder import MarketData, build_timeline
+from tests.market.test_env import price_timeline
 
 ETH, BTC = "ETHUSDT", "BTCUSDT"
 SMALL = StateConfig(
@@ -249,3 +250,110 @@ def test_market_orders_fill_only_at_a_price_the_market_offered_after_the_decisio
     cost = half if np.isfinite(half) else at * slip * 1e-4
     assert buy[0] == pytest.approx(at + cost, rel=1e-12) and sell[0] == pytest.approx(at - cost, rel=1e-12)
     assert buy[0] >= at >= sell[0]
+
+
+# ------------------------------------------------------------------------------ resting orders (scalper)
+
+
+def scalper_timeline(seed: int, n: int = 160):
+    """A seeded random walk of 1m bars whose opens gap from the last close, with random volumes (synthetic)."""
+    rng = np.random.default_rng(seed)
+    close = 3000.0 * np.exp(np.cumsum(rng.normal(0.0, 0.002, n)))
+    opens = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0.0, 0.0005, n))
+    high = np.maximum(np.maximum(close, opens) * np.exp(np.abs(rng.normal(0.0, 0.001, n))), opens)
+    low = np.minimum(np.minimum(close, opens) * np.exp(-np.abs(rng.normal(0.0, 0.001, n))), opens)
+    volume = rng.uniform(0.5, 30.0, n)
+    return price_timeline(close, high, low), opens, volume
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    venue=st.sampled_from(
+        [
+            {"kind": "spot"},
+            {"kind": "spot", "latency_ms": 0},
+            {"kind": "perp", "leverage": 5.0},
+            {"kind": "perp", "leverage": 20.0, "latency_ms": 0, "filters": "ETHUSDT"},
+        ]
+    ),
+    p_post=st.floats(0.1, 0.6),
+)
+def test_resting_orders_fill_only_where_traded_through_at_the_maker_fee_and_the_books_still_telescope(
+    seed: int, venue: dict, p_post: float
+) -> None:
+    timeline, opens, volume = scalper_timeline(seed)
+    rng = np.random.default_rng(seed + 1)
+    rest = (1.0 - p_post) / 4
+    actions = rng.choice(6, p=[rest / 2, rest / 2, 3 * rest, p_post / 2, p_post / 2, 0.0], size=timeline.n_steps)
+    actions[rng.random(timeline.n_steps) < 0.05] = vn.CANCEL
+    spread = np.full(timeline.n_steps, 0.2)
+    config = EnvConfig(
+        venue={**venue, "position_fraction": 0.1},
+        actions="scalper",
+        random_start=False,
+        episode_steps=timeline.n_steps - 1,
+        ruin_fraction=0.0,
+    )
+    env = TradingEnv(timeline, config, spread=spread, base_open=opens, base_volume=volume)
+    assert env.action_space.n == 6
+    _, info = env.reset(options={"start_step": 0})
+    cfg = config.venue
+    log_sum, maker_fills = 0.0, 0
+    for a in actions[:-1]:
+        _, _, terminated, truncated, info = env.step(int(a))
+        t = info["step"]
+        for f in info["fills"]:
+            rate = cfg.maker_fee if f["maker"] else cfg.taker_fee
+            assert f["fee"] == pytest.approx(f["qty"] * f["price"] * rate, rel=1e-12)
+            if f["maker"]:  # a resting order fills only where the bar traded strictly through its price
+                maker_fills += 1
+                assert timeline.base_low[t] < f["price"] if f["side"] == "buy" else timeline.base_high[t] > f["price"]
+                assert f["qty"] <= cfg.resting_volume_fraction * volume[t] * (1 + 1e-9)
+        price = info["price"]
+        assert info["equity"] == pytest.approx(info["cash"] + info["position"] * price, rel=1e-12, abs=1e-9)
+        log_sum += info["reward_terms"]["base"]
+        if terminated or truncated:
+            break
+    expected = np.log(max(info["equity"], 1e-12) / 10_000.0)
+    assert log_sum == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_post_only_bid_fills_at_its_price_when_the_next_bar_trades_below_it_and_rests_otherwise() -> None:
+    venue = vn.VenueConfig(slippage_bps=0.0, latency_ms=0, position_fraction=0.01)
+    acc, fills = vn.Accounts.open(1, 10_000.0), vn.Fills.empty(1)
+
+    def market(low: float, high: float, volume: float = 100.0, half: float = 0.5) -> vn.StepMarket:
+        one = np.array
+        return vn.StepMarket(
+            close=one([3000.0]),
+            half_spread=one([half]),
+            next_open=one([3000.0]),
+            next_high=one([high]),
+            next_low=one([low]),
+            next_close=one([3000.0]),
+            time_ms=one([0]),
+            next_time_ms=one([60_000]),
+            next_volume=one([volume]),
+        )
+
+    orders = vn.resting_orders(np.array([vn.POST_BID]), np.zeros(1, np.int8), "spot")
+    keep = vn.RestingOrders(np.zeros(1, np.int8), np.zeros(1, np.int8), np.zeros(1, bool))
+    vn.step(acc, np.zeros(1, np.int8), market(2999.5, 3001.0), venue, fills, 0, orders)  # touched, not through
+    assert acc.qty[0] == 0 and acc.order_side[0] == 1 and acc.order_price[0] == 2999.5
+    fills.clear()
+    vn.step(acc, np.zeros(1, np.int8), market(2999.0, 3001.0, volume=0.001), venue, fills, 1, keep)  # too little
+    assert acc.qty[0] == 0 and acc.order_side[0] == 1
+    fills.clear()
+    vn.step(acc, np.zeros(1, np.int8), market(2999.0, 3001.0), venue, fills, 2, keep)
+    assert acc.qty[0] > 0 and acc.order_side[0] == 0 and fills.maker[0, vn.OPEN_LEG]
+    assert fills.price[0, vn.OPEN_LEG] == 2999.5 and fills.fee[0, vn.OPEN_LEG] == pytest.approx(
+        acc.qty[0] * 2999.5 * venue.maker_fee, rel=1e-12
+    )
+    # with latency, a bid the next bar opens through would have crossed: post-only refuses it, counted
+    late = vn.VenueConfig(slippage_bps=0.0, position_fraction=0.01)
+    acc2, fills2 = vn.Accounts.open(1, 10_000.0), vn.Fills.empty(1)
+    m = market(2990.0, 3001.0)
+    m = vn.StepMarket(**{**{f: getattr(m, f) for f in m.__slots__}, "next_open": np.array([2999.0])})
+    vn.step(acc2, np.zeros(1, np.int8), m, late, fills2, 0, orders)
+    assert acc2.refusals[0] == 1 and acc2.order_side[0] == 0 and acc2.qty[0] == 0
