@@ -9,6 +9,7 @@ import datetime as dt
 import importlib.metadata
 import os
 import platform
+import re
 import socket
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -17,11 +18,30 @@ from typing import Any
 
 import orjson
 
+from market.errors import ConfigError
 from market.seeding import derive_seed
 
 from .config import ExperimentConfig, resolved_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: A run name is one safe path component: a letter or digit first (so never ``.`` or ``..``), then letters,
+#: digits, ``_``, ``.`` or ``-``, 80 characters at most.
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
+_RUN_NAME = re.compile(RUN_NAME_PATTERN)
+
+
+def check_run_name(name: str) -> str:
+    """Return ``name`` when it matches :data:`RUN_NAME_PATTERN`, else raise ConfigError naming it.
+
+    Run names become folders (``<output_dir>/<name>/runs``, ``.../checkpoints``): ``..`` or a slash would
+    put a run's files outside its own folder.
+    """
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
+        raise ConfigError(
+            f"run name {str(name)[:100]!r} is not allowed: use letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit, at most 80 characters"
+        )
+    return name
 RECORDED_PACKAGES = (
     "rayscalp",
     "ray",
@@ -97,6 +117,7 @@ def component_seeds(config: ExperimentConfig, components: tuple[str, ...]) -> di
 
 def new_run_id(name: str, now: dt.datetime | None = None) -> str:
     """``<name>-YYYYmmdd-HHMMSS-<pid>``: sortable, unique per process and second."""
+    check_run_name(name)
     now = now or dt.datetime.now(dt.UTC)
     return f"{name}-{now:%Y%m%d-%H%M%S}-{os.getpid()}"
 
@@ -110,7 +131,8 @@ def make_run_record(
     data_sources: list[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> RunRecord:
-    """Assemble the record of a run from its config and what it read."""
+    """Assemble the record of a run from its config and what it read (ConfigError for an unsafe run name)."""
+    check_run_name(config.name)
     return RunRecord(
         run_id=run_id or new_run_id(config.name),
         created_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

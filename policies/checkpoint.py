@@ -2,6 +2,8 @@
 
 A checkpoint is data, never code: tensors plus JSON-able metadata, loaded with ``weights_only=True``.
 Written by the learner (with each full checkpoint) and read by rollout workers, evaluation and serving.
+Never trusted: its sizes and counters are checked against bounds, and its network counted on the meta
+device, before a single parameter is allocated.
 """
 
 from __future__ import annotations
@@ -12,9 +14,18 @@ from typing import Any
 
 import torch
 
+from market.errors import DataError
 from market.layout import StateConfig, StateLayout, build_layout
 
 from .dqn import QNetwork, QNetworkConfig
+
+#: A policy network with more parameters than this is refused before it is built (400 MB of float32).
+MAX_POLICY_PARAMETERS = 100_000_000
+#: A checkpoint claiming more learner updates than this is refused (1000 updates/s for 30 years).
+MAX_UPDATES = 10**12
+#: The widest state a checkpoint may ask for, and the most / widest hidden layers of the MLP encoder.
+MAX_STATE_SIZE = 1_000_000
+MAX_MLP_LAYERS, MAX_MLP_WIDTH = 16, 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +74,54 @@ def save_policy(
 
 def load_policy(path: Path, device: torch.device | str = "cpu") -> tuple[QNetwork, PolicyInfo]:
     """Rebuild the Q-network of a policy checkpoint (``weights_only=True``) in eval mode on ``device``."""
-    payload = torch.load(Path(path), map_location=device, weights_only=True)
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    updates = payload["updates"]
+    if type(updates) is not int or not 0 <= updates <= MAX_UPDATES:
+        raise DataError(f"{path}: updates={updates!r} is not a count of learner updates in 0..{MAX_UPDATES}")
     info = PolicyInfo(
         version=str(payload["version"]),
         cnn_version=payload.get("cnn_version"),
-        updates=int(payload["updates"]),
+        updates=updates,
         state_config=StateConfig.model_validate(payload["state_config"]),
         network_config=QNetworkConfig.model_validate(payload["network_config"]),
         meta=dict(payload.get("meta", {})),
     )
+    check_network_bounds(info, path)
     network = QNetwork(info.layout, info.network_config)
     network.load_state_dict(payload["weights"])
     return network.to(device).eval(), info
+
+
+def check_network_bounds(info: PolicyInfo, path: Path | str = "checkpoint") -> int:
+    """Count the parameters of the network ``info`` describes without allocating them; refuse one too large.
+
+    Returns
+    -------
+    int
+        The parameter count.
+
+    Raises
+    ------
+    DataError
+        Naming ``path``, the key and its value: a state wider than :data:`MAX_STATE_SIZE`, more than
+        :data:`MAX_MLP_LAYERS` hidden layers or one wider than :data:`MAX_MLP_WIDTH`, or more than
+        :data:`MAX_POLICY_PARAMETERS` parameters in all.
+    """
+    config = info.network_config
+    hidden = tuple(config.mlp_hidden)
+    if len(hidden) > MAX_MLP_LAYERS or any(not 1 <= int(w) <= MAX_MLP_WIDTH for w in hidden):
+        raise DataError(
+            f"{path}: network_config.mlp_hidden={list(hidden)[:20]} is outside the limits "
+            f"(at most {MAX_MLP_LAYERS} layers of 1..{MAX_MLP_WIDTH} units)"
+        )
+    layout = info.layout
+    if layout.size > MAX_STATE_SIZE:
+        raise DataError(f"{path}: state_config gives a state of {layout.size} floats; at most {MAX_STATE_SIZE}")
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        count = sum(p.numel() for p in QNetwork(layout, config).parameters())
+    if count > MAX_POLICY_PARAMETERS:
+        raise DataError(
+            f"{path}: network_config {config.model_dump(mode='json')} has {count:,} parameters; "
+            f"at most {MAX_POLICY_PARAMETERS:,}"
+        )
+    return count

@@ -24,14 +24,14 @@ from market.timeline import MarketTimeline
 
 from .cnn import MultiTimeframeCNN, load_checkpoint
 from .device import resolve_device
+from .npy import PayloadError as PayloadError  # re-exported: the codecs here raise it too
+from .npy import decode_npy as decode_npy  # re-exported: the one .npy request decoder
 
 #: Media types of the binary payload, in and out.
 NPY_MEDIA_TYPES = ("application/x-npy", "application/octet-stream")
 JSON_MEDIA_TYPE = "application/json"
 
 
-class PayloadError(DataError):
-    """A request's states are malformed: wrong type, dtype or shape, non-finite, empty, or not decodable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,46 +271,6 @@ class CnnPredictor:
 
 
 # ------------------------------------------------------------------------------------------------ codecs
-
-
-def decode_npy(body: bytes) -> np.ndarray:
-    """Read a ``.npy`` body into an array without trusting its header.
-
-    The header is parsed first (no pickle, bounded size); the data must be exactly as long as the header's
-    shape and dtype say. Only numeric dtypes are accepted here; :meth:`CnnPredictor.check_states` then
-    checks the width, the rows and finiteness.
-
-    Raises
-    ------
-    PayloadError
-        Empty body, not a ``.npy`` file, an unsupported format version, an object or structured dtype,
-        or data of the wrong length.
-    """
-    if not body:
-        raise PayloadError("empty body: expected a .npy array [B, S] float32")
-    buf = io.BytesIO(body)
-    try:
-        version = np.lib.format.read_magic(buf)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
-        else:
-            raise PayloadError(f"unsupported .npy format version {version}")
-    except PayloadError:
-        raise
-    except Exception as exc:  # numpy raises ValueError, EOFError, SyntaxError... for garbage
-        raise PayloadError(f"body is not a .npy array ({type(exc).__name__}: {exc})") from None
-    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "iuf":
-        raise PayloadError(f"states must be float32, got dtype {dtype.str!r}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    data = len(body) - buf.tell()
-    if data != count * dtype.itemsize:
-        raise PayloadError(
-            f".npy header says shape {shape} {dtype.str} ({count * dtype.itemsize} bytes), body has {data}"
-        )
-    array = np.frombuffer(body, dtype=dtype, count=count, offset=buf.tell())
-    return array.reshape(shape, order="F" if fortran else "C")
 
 
 def decode_json_states(body: bytes) -> np.ndarray:

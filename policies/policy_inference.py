@@ -22,9 +22,10 @@ from market.layout import AGENT_FEATURES, StateLayout
 from market.venue import ACTION_NAMES
 
 from .checkpoint import PolicyInfo, load_policy
-from .cnn_inference import PayloadError, batch_offsets, decode_npy
+from .cnn_inference import batch_offsets
 from .device import resolve_device
 from .dqn import N_ACTIONS, QNetwork
+from .npy import PayloadError, decode_npy
 
 #: Action names as the HTTP answer spells them, index = the action's id (BUY 0, SELL 1, HOLD 2).
 ACTIONS: tuple[str, ...] = tuple(name.upper() for name in ACTION_NAMES)
@@ -423,15 +424,16 @@ def decode_act_json(body: bytes, symbols: Collection[str]) -> StateQuery | Lates
     return StateQuery(states, agent, single=key == "state")
 
 
-def decode_act_npy(body: bytes) -> StateQuery:
+def decode_act_npy(body: bytes, max_elements: int | None = None) -> StateQuery:
     """Read a ``.npy`` ``/v1/act`` body (``[S]`` or ``[B, S]``; the agent features are in the state).
 
     Raises
     ------
     PayloadError
-        As :func:`policies.cnn_inference.decode_npy` (empty, garbage, pickled, truncated, non-numeric).
+        As :func:`policies.npy.decode_npy` (empty, garbage, pickled, truncated, non-numeric, a bad or
+        oversized shape: more than ``max_elements`` values).
     """
-    states = decode_npy(body)
+    states = decode_npy(body, max_elements=max_elements)
     return StateQuery(states, None, single=states.ndim == 1)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from cluster.config import load_config
 from cluster.runinfo import make_run_record, read_run_record, write_run_record
 
@@ -27,3 +29,15 @@ def test_seeds_depend_only_on_run_seed_and_component() -> None:
     a = make_run_record(load_config(overrides=["seed=1"]), components=("env",))
     b = make_run_record(load_config(overrides=["seed=1", "name=other"]), components=("env", "x"))
     assert a.seeds["env"] == b.seeds["env"]
+
+
+def test_run_names_outside_the_safe_pattern_are_refused_before_any_path_is_made() -> None:
+    from cluster.runinfo import check_run_name, new_run_id
+    from market.errors import ConfigError
+
+    for bad in ("..", ".", "../x", "a/b", "-rf", "", "x" * 81, ".hidden", "a b", "name\n"):
+        with pytest.raises(ConfigError, match="run name"):
+            new_run_id(bad)
+    for good in ("default", "eth-1m_v2", "a..b", "7.5"):
+        assert check_run_name(good) == good
+        assert new_run_id(good).startswith(f"{good}-")

@@ -320,3 +320,46 @@ def test_with_limits_keeps_the_network_and_changes_the_row_limit(predictor: Poli
     wider = predictor.with_limits(max_rows=200)
     assert wider.network is predictor.network and wider.max_rows == 200 and predictor.max_rows == 64
     wider.check_states(np.zeros((100, predictor.state_size), dtype=np.float32))
+
+
+def forged_policy(path: Path, *, updates: int = 10, network: dict | None = None) -> Path:
+    """A small checkpoint file whose metadata lies: a huge network or an implausible update count."""
+    real = torch.load(make_policy(path, "real", 10, seed=1), weights_only=True)
+    if network is not None:
+        real["network_config"] = {**real["network_config"], **network}
+        real["weights"] = {}
+    real["updates"] = updates
+    real["version"] = "forged"
+    torch.save(real, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("network", "match"),
+    [
+        ({"encoder": "mlp", "mlp_hidden": [500_000]}, "mlp_hidden"),
+        ({"encoder": "mlp", "mlp_hidden": [60_000, 60_000]}, "parameters; at most"),
+        ({"trunk": 8192, "encoder": "mlp", "mlp_hidden": [8] * 17}, "mlp_hidden"),
+    ],
+)
+def test_a_checkpoint_asking_for_a_huge_network_is_refused_before_it_is_built(
+    tmp_path: Path, network: dict, match: str
+) -> None:
+    import tracemalloc
+
+    path = forged_policy(tmp_path / "policy-huge.pt", network=network)
+    assert path.stat().st_size < 64 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=match):
+            PolicyPredictor.from_checkpoint(path, "cpu")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024, peak  # counted on the meta device, never allocated
+
+
+def test_a_checkpoint_claiming_an_implausible_update_count_is_refused_with_the_reason(tmp_path: Path) -> None:
+    for updates in (10**15, -1):
+        with pytest.raises(DataError, match=f"updates={updates}"):
+            PolicyPredictor.from_checkpoint(forged_policy(tmp_path / "policy-forged.pt", updates=updates), "cpu")
