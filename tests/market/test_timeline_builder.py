@@ -11,6 +11,8 @@ from market.bars import aggregate_bars
 from market.datasets import load_klines
 from market.features import gather
 from market.layout import AGENT_FEATURES, BAR_FEATURES, StateConfig
+from market.pivots import FEATURE_NAMES as WILLIAMS_NAMES
+from market.pivots import WilliamsConfig
 from market.records import BAR_DTYPE, TRADE_DTYPE
 from market.timeline_builder import MarketData, build_timeline
 
@@ -188,3 +190,139 @@ def test_steps_start_where_both_markets_have_data() -> None:
     late = walk_bars(10, 2, start_ms=START + 200 * MINUTE)
     with pytest.raises(DataError, match="no common span"):
         build_timeline(MarketData(traded_bars={"1m": eth}, reference_bars={"1m": late}), TINY)
+
+
+# ------------------------------------------------------------------------- causality tests that bite
+# The property above runs on a few hundred bars, where the hourly indicators, most regime columns and most
+# Williams columns are still in their warm-up (constant), so a look-ahead in them could not show. These run on
+# a market longer than the longest warm-up, with the 1d timeframe present, and first check that every column
+# of the state moves (a constant column would hide a look-ahead).
+
+DAY = 86_400_000
+#: The kline-1m profile's components (1m, 1h, 1d and the reference) with windows a property test can afford.
+LONG_STATE = StateConfig(profile="kline-1m", bar_window=20, reference_window=20, cnn_hidden=0, cnn_predictions=0)
+#: Strength 1 only, so that all five levels of structure confirm within the series (higher strengths need
+#: tens of thousands of bars for level 5).
+LONG_WILLIAMS = WilliamsConfig(strengths=(1,))
+#: Base steps: past the longest warm-up (regime vol_pct_long is defined from row 1,199) several times over,
+#: and five whole days so daily bars close inside the series.
+LONG_STEPS = 8_000
+#: Daily bars before the base data (the 1d MACD signal needs 34): midnight-aligned, as real kline files are.
+LONG_DAYS = 80
+#: First step after every warm-up (the regime's is the longest).
+LONG_WARM = 1_300
+
+
+def long_market(seed: int) -> MarketData:
+    """Seeded random-walk 1m bars of both markets, with daily bars reaching 80 days back (synthetic)."""
+    day0 = START // DAY * DAY
+    return MarketData(
+        traded_bars={
+            "1m": walk_bars(LONG_STEPS, seed),
+            "1d": walk_bars(LONG_DAYS, seed + 2, start_ms=day0 - LONG_DAYS * DAY, interval=DAY),
+        },
+        reference_bars={"1m": walk_bars(LONG_STEPS, seed + 1, price=60_000.0)},
+        synthetic=True,
+    )
+
+
+def constant_by_design(layout) -> np.ndarray:
+    """State columns that never move whatever the data: the Williams slots no strength fills and the unused ones
+    (``market.pivots``), and the newest close of each bar window, which is the reference price itself."""
+    fixed = np.zeros(layout.size, dtype=bool)
+    comp = layout["williams"]
+    slots = [f"_slot{j}_" for j in range(len(LONG_WILLIAMS.strengths))]
+    for i, name in enumerate(WILLIAMS_NAMES):
+        fixed[comp.offset + i] = not any(s in name for s in slots)
+    close_rel = BAR_FEATURES.index("close_rel")
+    for comp in layout.by_role("bars"):
+        fixed[comp.offset + close_rel * comp.rows + comp.rows - 1] = True
+    return fixed
+
+
+def perturb_market_after(data: MarketData, t_ms: int, seed: int) -> MarketData:
+    return MarketData(
+        traded_bars={tf: _perturb_after(b, t_ms, seed + i) for i, (tf, b) in enumerate(data.traded_bars.items())},
+        reference_bars={tf: _perturb_after(b, t_ms, seed + 9) for tf, b in data.reference_bars.items()},
+        synthetic=True,
+    )
+
+
+def _all_states(timeline, steps: np.ndarray, agent: np.ndarray | None = None, chunk: int = 2_000) -> np.ndarray:
+    agent = np.zeros((steps.size, len(AGENT_FEATURES)), np.float32) if agent is None else agent
+    return np.concatenate(
+        [gather(timeline, steps[i : i + chunk], agent[i : i + chunk]) for i in range(0, steps.size, chunk)]
+    )
+
+
+def test_the_long_market_moves_every_state_column_after_the_warm_up() -> None:
+    timeline = build_timeline(long_market(3), LONG_STATE, williams=LONG_WILLIAMS)
+    assert "traded_1d" in timeline.layout and timeline.n_steps == LONG_STEPS
+    steps = np.arange(timeline.n_steps, dtype=np.int64)
+    agent = np.random.default_rng(3).normal(size=(steps.size, len(AGENT_FEATURES))).astype(np.float32)
+    states = _all_states(timeline, steps, agent)
+    fixed = constant_by_design(timeline.layout)
+    moving = np.ptp(states, axis=0) > 0
+    assert not moving[fixed].any()
+    still = [f"{timeline.layout.component_at(int(c))}[{c}]" for c in np.flatnonzero(~moving & ~fixed)]
+    assert not still, f"{len(still)} state columns never move: {still[:20]}"
+    # ... and after the warm-up too, but for the Williams evidence coverage (trend_confidence), which fills to
+    # 1 once a level has its lookback of swings and stays there
+    moving_late = np.ptp(states[LONG_WARM:], axis=0) > 0
+    coverage = np.zeros_like(fixed)
+    comp = timeline.layout["williams"]
+    coverage[comp.offset + np.array([i for i, n in enumerate(WILLIAMS_NAMES) if n.endswith("trend_confidence")])] = True
+    still = [f"{timeline.layout.component_at(int(c))}[{c}]" for c in np.flatnonzero(~moving_late & ~fixed & ~coverage)]
+    assert not still, f"{len(still)} state columns never move after the warm-up: {still[:20]}"
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 1000), cut=st.integers(LONG_WARM, LONG_STEPS - 2))
+def test_changing_bars_after_the_cut_leaves_every_state_up_to_it_unchanged_on_a_long_market_with_1d(
+    seed: int, cut: int
+) -> None:
+    data = long_market(seed)
+    before = build_timeline(data, LONG_STATE, williams=LONG_WILLIAMS)
+    t_cut = int(before.step_time_ms[cut])
+    after = build_timeline(perturb_market_after(data, t_cut, seed), LONG_STATE, williams=LONG_WILLIAMS)
+    steps = np.arange(cut + 1, dtype=np.int64)
+    a, b = _all_states(before, steps), _all_states(after, steps)
+    if not np.array_equal(a, b):
+        row, col = np.argwhere(a != b)[0]
+        raise AssertionError(f"state at step {row} (cut {cut}) moved in {before.layout.component_at(int(col))}")
+    later = np.arange(cut + 1, before.n_steps, dtype=np.int64)
+    assert not np.array_equal(_all_states(before, later[:50]), _all_states(after, later[:50]))
+
+
+@pytest.mark.timeout(300)
+def test_a_timeline_built_on_a_prefix_of_the_real_1m_data_equals_the_whole_ones_prefix(shared_data) -> None:
+    k = shared_data / "binance" / "klines"
+    eth_1m = load_klines(k / "ETHUSDT-1m-2025-01-01_2025-02-04.csv")[:20_000]
+    btc_1m = load_klines(k / "BTCUSDT-1m-2025-01-01_2025-02-04.csv")[:20_000]
+    higher = {
+        "1h": load_klines(k / "ETHUSDT-1h-2024-05-13_2025-02-04.csv"),
+        "1d": load_klines(k / "ETHUSDT-1d-2022-11-11_2025-02-04.csv"),
+    }
+    state = StateConfig(profile="kline-1m", bar_window=60, reference_window=60, cnn_hidden=0, cnn_predictions=0)
+    prefix_steps = 11_117  # ends mid-day and mid-hour
+    whole = build_timeline(MarketData(traded_bars={"1m": eth_1m, **higher}, reference_bars={"1m": btc_1m}), state)
+    prefix = build_timeline(
+        MarketData(traded_bars={"1m": eth_1m[:prefix_steps], **higher}, reference_bars={"1m": btc_1m[:prefix_steps]}),
+        state,
+    )
+    assert prefix.n_steps == prefix_steps and whole.n_steps == 20_000
+    np.testing.assert_array_equal(prefix.step_time_ms, whole.step_time_ms[:prefix_steps])
+    steps = np.arange(prefix_steps, dtype=np.int64)
+    agent = np.random.default_rng(5).normal(size=(steps.size, len(AGENT_FEATURES))).astype(np.float32)
+    moving = np.zeros(whole.layout.size, dtype=bool)
+    for lo in range(0, prefix_steps, 2_000):
+        part = steps[lo : lo + 2_000]
+        a, b = gather(prefix, part, agent[part]), gather(whole, part, agent[part])
+        if not np.array_equal(a, b):
+            row, col = np.argwhere(a != b)[0]
+            raise AssertionError(f"step {part[row]}: {whole.layout.component_at(int(col))} differs from the prefix's")
+        moving |= np.ptp(a, axis=0) > 0
+    # the comparison covers live columns: the daily and hourly indicators, the regime and the structure move
+    for name in ("traded_1d", "traded_1h", "regime", "williams"):
+        comp = whole.layout[name]
+        assert moving[comp.slice].mean() > 0.5, name
