@@ -8,6 +8,7 @@ which runs the learning loop in a thread while workers add batches. Never steps 
 from __future__ import annotations
 
 import collections
+import copy
 import datetime as dt
 import hashlib
 import io
@@ -27,12 +28,15 @@ import numpy as np
 import ray
 import torch
 
+from market.env import EnvConfig
 from market.errors import DataError
 from market.layout import AGENT_FEATURES
 from market.seeding import derive_seed
 from market.timeline import MarketTimeline
+from policies.acting import greedy_run
 from policies.checkpoint import save_policy
 from policies.config import ReplayConfig, TrainingConfig
+from policies.curves import LearningCurves
 from policies.device import resolve_device, timeline_to_device
 from policies.dqn import QNetworkConfig
 from policies.learning import DQNLearner, LearnStats
@@ -79,6 +83,16 @@ class LearnerReply:
     status: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ValidationWindow:
+    """Where the learner takes its greedy validation return: ``steps`` steps from ``start`` of its timeline, a
+    tail of the DQN span the workers never see (the evaluation span is not in the learner's timeline at all)."""
+
+    env_config: EnvConfig
+    start: int
+    steps: int
+
+
 def weights_digest(weights: dict[str, torch.Tensor]) -> str:
     """SHA-256 over a state dict's names, dtypes, shapes and bytes (in key order): equal iff bit-identical."""
     digest = hashlib.sha256()
@@ -122,6 +136,8 @@ class LearnerCore:
         Recorded in the policy exports (``None``: no CNN).
     policy_meta : dict, optional
         The ``meta`` of each policy export (spans, CNN checkpoint, data fingerprint: what evaluation reads).
+    validation : ValidationWindow, optional
+        The greedy validation window of the learning curves (none: the curves have no validation return).
     """
 
     def __init__(
@@ -140,8 +156,11 @@ class LearnerCore:
         run_meta: dict[str, Any] | None = None,
         cnn_version: str | None = None,
         policy_meta: dict[str, Any] | None = None,
+        validation: ValidationWindow | None = None,
     ) -> None:
         self.apex = apex
+        self.timeline = timeline
+        self.validation = validation
         self.training = training
         self.layout = timeline.layout
         self.device = resolve_device(training.device)
@@ -183,6 +202,8 @@ class LearnerCore:
         )
         self.counters = Counters()
         self.returns: collections.deque[float] = collections.deque(maxlen=RETURN_WINDOW)
+        self.curves = LearningCurves(apex.curves.every_updates)
+        self.cnn_hidden, self.cnn_pred = cnn_hidden, cnn_pred
         self.last_stats: LearnStats | None = None
         self.last_checkpoint: CheckpointInfo | None = resume_from
         self.resumed_from: CheckpointInfo | None = resume_from
@@ -191,6 +212,8 @@ class LearnerCore:
             for name, value in saved["counters"].items():
                 setattr(self.counters, name, int(value))
             self.returns.extend(float(r) for r in saved["returns"])
+            if "curves" in saved:  # checkpoints written before the curves have none
+                self.curves = LearningCurves.from_dict(saved["curves"])
             torch.set_rng_state(saved["torch_rng"].cpu())
         self.restored: dict[str, Any] | None = None
         if saved is not None:
@@ -270,7 +293,27 @@ class LearnerCore:
         """Take ``n`` gradient steps; return the last one's figures."""
         for _ in range(n):
             self.last_stats = self.learner.learn_step()
+            self.curves.observe(self.last_stats)
+            if self.curves.due(self.updates):
+                self.curves.point(self.updates, self.counters.env_steps, self.mean_return(), self.validate())
         return self.last_stats
+
+    def mean_return(self) -> float | None:
+        """Mean log return of the last ``RETURN_WINDOW`` episodes the workers reported (``None``: none yet)."""
+        return float(np.mean(self.returns)) if self.returns else None
+
+    def validate(self) -> float | None:
+        """Greedy log return of the online network over the validation window (``None`` without one)."""
+        v = self.validation
+        if v is None or v.steps < 1:
+            return None
+        net = self.learner.online
+        if self.device.type != "cpu":  # the env steps on the CPU: act with a CPU copy
+            net = copy.deepcopy(net).to("cpu")
+        run = greedy_run(
+            net, self.timeline, v.env_config, v.start, v.steps, cnn_hidden=self.cnn_hidden, cnn_pred=self.cnn_pred
+        )
+        return run.log_return
 
     def learn_owed(self) -> int:
         """Take every update the ratio owes now; return how many."""
@@ -304,6 +347,7 @@ class LearnerCore:
             "learner": self.learner.state_dict(),
             "counters": self.counters.as_dict(),
             "returns": list(self.returns),
+            "curves": self.curves.as_dict(),
             "torch_rng": torch.get_rng_state(),
         }
         buffer = io.BytesIO()
@@ -362,7 +406,7 @@ class LearnerCore:
             "replay_capacity": self.replay.capacity,
             "loss": None if stats is None else stats.loss,
             "mean_q": None if stats is None else stats.mean_q,
-            "mean_return": float(np.mean(self.returns)) if self.returns else None,
+            "mean_return": self.mean_return(),
             "last_checkpoint": None if self.last_checkpoint is None else self.last_checkpoint.uri,
             "last_checkpoint_updates": None if self.last_checkpoint is None else self.last_checkpoint.updates,
             "resumed_from": None if self.resumed_from is None else self.resumed_from.uri,
@@ -388,6 +432,7 @@ class LearnerSetup:
     run_meta: dict[str, Any]
     cnn_version: str | None
     policy_meta: dict[str, Any] = field(default_factory=dict)
+    validation: ValidationWindow | None = None
 
 
 @ray.remote(num_cpus=1, max_restarts=0)
@@ -433,6 +478,7 @@ class LearnerActor:
             run_meta=setup.run_meta,
             cnn_version=setup.cnn_version,
             policy_meta=setup.policy_meta,
+            validation=setup.validation,
         )
         self.apex = setup.apex
         # _cond guards the queue, the worker registry and the waits of add(); _state is held by whoever
@@ -473,6 +519,11 @@ class LearnerActor:
         """The online network's weights now, on the CPU (for evaluation and export)."""
         with self._state:
             return self.core.weights()
+
+    def curves(self) -> dict[str, Any]:
+        """The learning curves so far (``LearningCurves.as_dict``)."""
+        with self._state:
+            return self.core.curves.as_dict()
 
     def latest_policy(self) -> str | None:
         """Where the newest policy export is (beside the newest checkpoint), for the policy deployment."""

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from actors.apex_config import ApexConfig, CnnSourceConfig, apex_epsilon
 from actors.checkpoints import CheckpointInfo, CheckpointStore
-from actors.learner import LearnerActor, LearnerReply, LearnerSetup
+from actors.learner import LearnerActor, LearnerReply, LearnerSetup, ValidationWindow
 from actors.metrics import record
 from actors.rollout import RolloutWorker, WorkerSetup, worker_seed
 from market.baselines import run_baselines
@@ -37,9 +37,11 @@ from market.spans import split_spans
 from market.timeline import MarketTimeline
 from market.timeline_builder import MarketData, build_timeline
 from policies.acting import greedy_run
+from policies.curves import LearningCurves
 from policies.dqn import QNetwork
 
 from .config import ExperimentConfig, load_config, resolved_dict
+from .curves import write_curves
 from .data.history import History, load_history
 from .runinfo import make_run_record, new_run_id, write_run_record
 
@@ -125,7 +127,8 @@ def _first_steps(data: MarketData, base_timeframe: str, steps: int) -> MarketDat
 
         end_ms = int(data.traded_trades["time_ms"][0]) + steps * TIMEFRAME_MS[base_timeframe]
         eth = data.traded_trades[data.traded_trades["time_ms"] < end_ms]
-        btc = None if data.reference_trades is None else data.reference_trades[data.reference_trades["time_ms"] < end_ms]
+        ref = data.reference_trades
+        btc = None if ref is None else ref[ref["time_ms"] < end_ms]
         return dataclasses.replace(data, traded_trades=eth, reference_trades=btc)
     eth_bars, btc_bars = dict(data.traded_bars), dict(data.reference_bars)
     for bars in (eth_bars, btc_bars):
@@ -626,6 +629,12 @@ def _train(
     cnn_ref = None
     if market.cnn_hidden is not None and market.cnn_pred is not None:
         cnn_ref = ray.put((market.cnn_hidden[: market.train_end], market.cnn_pred[: market.train_end]))
+    # The learning curves' validation window is the DQN span's tail: the workers get a timeline that ends before it.
+    validation, worker_timeline_ref = None, timeline_ref
+    if apex.curves.validation_steps > 1:
+        val_start = market.train_end - apex.curves.validation_steps
+        validation = ValidationWindow(env_config, val_start, apex.curves.validation_steps - 1)
+        worker_timeline_ref = ray.put(head_timeline(market.timeline, val_start))
     run_meta = {
         "name": config.name,
         "run_id": run_id,
@@ -652,10 +661,11 @@ def _train(
             "synthetic": market.synthetic,
             "run_id": run_id,
         },
+        validation=validation,
     )
     learner_name = f"rayscalp-learner-{run_id}"
     learner = LearnerActor.options(name=learner_name, **_learner_options(apex)).remote(
-        setup, timeline_ref, cnn_ref, [timeline_ref, cnn_ref]
+        setup, timeline_ref, cnn_ref, [worker_timeline_ref, cnn_ref]
     )
     workers = [
         RolloutWorker.options(num_cpus=apex.worker_num_cpus, max_restarts=apex.max_worker_restarts).remote(
@@ -690,6 +700,7 @@ def _train(
             raise
         weights = ray.get(learner.weights.remote())
         status = ray.get(learner.status.remote())
+        curves = LearningCurves.from_dict(ray.get(learner.curves.remote()))
     except ray.exceptions.RayActorError as exc:
         latest = store.latest()
         where = latest.uri if latest is not None else "none yet"
@@ -704,6 +715,7 @@ def _train(
             ray.get(learner.close.remote(), timeout=30)
         ray.kill(learner, no_restart=True)
     evaluation = evaluate_greedy(weights, config, market, env_config)
+    write_curves(curves, run_dir, title=f"run {run_id} (Ape-X, {apex.num_workers} workers, {market.label})")
     first = meter.first or (meter.started, 0, 0)
     elapsed = max(1e-9, time.monotonic() - first[0])
     last = store.latest()
@@ -729,6 +741,7 @@ def _train(
                 "evaluation": evaluation.as_dict(),
                 "last_checkpoint": None if last is None else last.uri,
                 "latest_policy": status.get("latest_policy"),
+                "curves": str(run_dir / "curves.json"),
                 "worker_starts": {str(k): v for k, v in result.worker_starts.items()},
                 "env_steps_per_s": result.env_steps_per_s,
                 "updates_per_s": result.updates_per_s,

@@ -151,9 +151,9 @@ def train_local(
     market = market or prepare_market(config, config.apex, log=console.print)
     train_end = market.train_end - settings.validation_steps
     timeline = head_timeline(market.timeline, train_end)
-    hidden, pred = market.cnn_hidden, market.cnn_pred
-    if hidden is not None and pred is not None:
-        hidden, pred = hidden[: market.train_end], pred[: market.train_end]
+    cnn = {"cnn_hidden": market.cnn_hidden, "cnn_pred": market.cnn_pred}  # the CNN component, DQN span only
+    cnn = {k: None if a is None else a[: market.train_end] for k, a in cnn.items()}
+    hidden, pred = (None if a is None else a[:train_end] for a in cnn.values())
     env_config = config.env.model_copy(update={"start_step": max(config.env.start_step, market.train_start)})
 
     # The parts, the same classes the Ape-X workers and learner are made of.
@@ -180,7 +180,6 @@ def train_local(
         seed=derive_seed(seed, "network") % 2**62,
     )
     rng = np.random.default_rng(derive_seed(seed, "explore"))
-    cnn = {"cnn_hidden": hidden, "cnn_pred": pred}
 
     run_id = new_run_id(config.name)
     run_dir = config.output_dir / config.name / "runs" / run_id

@@ -66,12 +66,14 @@ class LearningCurves:
         self._sums, self._count = [0.0, 0.0, 0.0], 0
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``every_updates``, ``updates``, ``env_steps`` and one list per series (``None`` = no value)."""
+        """JSON-ready: ``every_updates``, ``updates``, ``env_steps``, one list per series (``None`` = no value) and
+        the steps observed since the last point (``pending``, so that a resumed run's next point is the same)."""
         return {
             "every_updates": self.every_updates,
             "updates": list(self.updates),
             "env_steps": list(self.env_steps),
             "series": {name: list(values) for name, values in self.series.items()},
+            "pending": {"sums": list(self._sums), "count": self._count},
         }
 
     @staticmethod
@@ -81,4 +83,6 @@ class LearningCurves:
         curves.updates = [int(u) for u in data["updates"]]
         curves.env_steps = [int(s) for s in data["env_steps"]]
         curves.series = {name: list(data["series"][name]) for name in SERIES}
+        pending = data.get("pending") or {"sums": [0.0, 0.0, 0.0], "count": 0}
+        curves._sums, curves._count = [float(x) for x in pending["sums"]], int(pending["count"])
         return curves

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from actors.apex_config import ApexConfig, BudgetConfig, CheckpointConfig
+from actors.apex_config import ApexConfig, BudgetConfig, CheckpointConfig, CurvesConfig
 from actors.checkpoints import CheckpointStore
-from actors.learner import LearnerCore, planned_updates, weights_digest
+from actors.learner import LearnerCore, ValidationWindow, planned_updates, weights_digest
 from actors.rollout import RolloutWorkerCore
 from policies.checkpoint import load_policy
 from policies.config import ReplayConfig, TrainingConfig
@@ -143,3 +143,21 @@ def test_a_resumed_learner_has_identical_counters_and_weights_and_continues_bit_
         assert resumed.last_stats == first.last_stats
     assert weights_digest(resumed.weights()) == weights_digest(first.weights())
     assert torch.equal(resumed.replay.tree.total(), first.replay.tree.total())
+    assert resumed.curves.as_dict() == first.curves.as_dict() and len(first.curves) > 0  # the curves go on too
+
+
+@pytest.mark.timeout(60)
+def test_the_learner_records_a_curve_point_every_k_updates_with_a_greedy_validation_return(timeline, batches) -> None:
+    window = ValidationWindow(sawtooth_env(40, 20), start=420, steps=60)
+    core = _core(timeline, _apex(curves=CurvesConfig(every_updates=4)), validation=window)
+    for batch in batches:
+        core.add(batch)
+        core.learn_owed()
+    curves = core.curves.as_dict()
+    assert core.updates >= 12 and [u // 4 for u in curves["updates"]] == list(range(1, core.updates // 4 + 1))
+    series = curves["series"]
+    for name in ("loss", "mean_q", "mean_abs_td", "validation_return"):
+        assert all(v is not None and math.isfinite(v) for v in series[name]), name
+    assert len(set(series["validation_return"])) > 1 or len(set(series["loss"])) > 1  # the points move
+    assert series["episode_return"][-1] == pytest.approx(core.mean_return())
+    assert _core(timeline, _apex()).validate() is None  # no window, no validation return

@@ -199,6 +199,8 @@ def test_a_real_klines_run_checkpoints_resumes_identically_and_survives_losing_i
         "checkpoint.every_updates=20",
         "checkpoint.keep_last=2",
         f"checkpoint.storage={storage}",
+        "curves.every_updates=15",
+        "curves.validation_steps=50",
     ]
     argv = ["--config", str(TINY), "--set", f"output_dir={tmp_path}"]
     for item in sets:
@@ -213,6 +215,9 @@ def test_a_real_klines_run_checkpoints_resumes_identically_and_survives_losing_i
     record = orjson.loads((run_dir / "run.json").read_bytes())
     assert record["extra"]["cnn_version"] == "cnn-untrained-test" and not record["extra"]["synthetic"]
     result = orjson.loads((run_dir / "result.json").read_bytes())
+    curves = orjson.loads((run_dir / "curves.json").read_bytes())
+    assert curves["updates"] == [15, 30, 45, 60] and (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert all(v is not None for v in curves["series"]["validation_return"] + curves["series"]["loss"])
     assert result["counters"]["updates"] == 60 and np.isfinite(result["evaluation"]["greedy_log_return"])
     policy, info = load_policy(Path(first.file_uri(POLICY_FILE)))
     assert info.updates == 60 and info.cnn_version == "cnn-untrained-test" and info.meta["spans"]["dqn"]["start"] > 0
