@@ -496,8 +496,8 @@ class LiveStateBuilder:
 class LiveStateActor:
     """The live state as a Ray actor (start it with ``.options(name=LIVE_STATE_ACTOR)``).
 
-    It consumes the stream actor (``actors.stream_consumer.StreamConsumer``, data types ``ticks`` and, where the
-    stream sends them, ``books``) every ``poll_interval_ms``, builds the state of every step closed (CNN part from
+    It consumes the stream actor (``actors.stream_consumer.StreamConsumer``, data types ``ticks`` and ``books``)
+    every ``poll_interval_ms``, builds the state of every step closed (CNN part from
     ``cnn_app``) and, after a poll that closed one, puts the paper account's agent features (``paper_actor``) in
     the latest one. On a restart it starts a new live session (the windows fill again over their length) and a
     new ``epoch_ms``.
@@ -507,7 +507,7 @@ class LiveStateActor:
         cfg = config if isinstance(config, LiveStateConfig) else LiveStateConfig.model_validate(config)
         self._config = cfg
         self._builder = LiveStateBuilder(cfg, ServeCnn(cfg.cnn_app) if cfg.cnn_app else None)
-        self._consumer = StreamConsumer("live-state", ["ticks"])
+        self._consumer = StreamConsumer("live-state", ["ticks", "books"])
         self._task: asyncio.Task | None = None
         self._last_error = ""
 

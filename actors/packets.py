@@ -20,8 +20,8 @@ __all__ = [
     "UIDataPacket",
 ]
 
-#: The data types a consumer may register for.
-DATA_TYPES: tuple[str, ...] = ("ticks", "ohlcv", "training_data", "ui_data")
+#: The data types a consumer may register for (``books``: the book tickers received, for the spread).
+DATA_TYPES: tuple[str, ...] = ("ticks", "ohlcv", "training_data", "ui_data", "books")
 
 
 @dataclass(frozen=True, slots=True)

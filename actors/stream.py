@@ -51,6 +51,7 @@ __all__ = [
 
 _EMPTY_BARS = np.zeros(0, dtype=BAR_DTYPE)
 _EMPTY_TRADES = np.zeros(0, dtype=TRADE_DTYPE)
+_EMPTY_BOOKS = np.zeros(0, dtype=BOOK_TICKER_DTYPE)
 _NAN = float("nan")
 
 
@@ -168,7 +169,8 @@ class PollReply:
         The stream's sequence number now: pass it as the next ``since_seq``.
     items : mapping of data type -> value
         Only the consumer's data types, and only what changed after ``since_seq``:
-        ``ticks`` -> {symbol: TRADE_DTYPE trades applied}; ``ohlcv`` -> {symbol: {timeframe: OhlcvUpdate}};
+        ``ticks`` -> {symbol: TRADE_DTYPE trades applied}; ``books`` -> {symbol: BOOK_TICKER_DTYPE book tickers
+        received}; ``ohlcv`` -> {symbol: {timeframe: OhlcvUpdate}};
         ``training_data`` -> TrainingDataPacket (when the sequence moved); ``ui_data`` -> UIDataPacket
         (always: its status and lag move with the clock).
     complete : bool
@@ -185,6 +187,10 @@ class PollReply:
     complete: bool
     first_seq: int
     epoch_ms: int
+
+
+#: How the gap of a persisted tick chunk that could not be read (and was set aside) begins its reason.
+CORRUPT_CHUNK_REASON = "persisted chunk unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +263,7 @@ class _Change:
     seq: int
     trades: dict[str, np.ndarray] = field(default_factory=dict)
     closed: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    books: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -564,7 +571,9 @@ class _SymbolState:
         if self.last_id < 0 or first_id <= self.last_id + 1:
             return False
         lo, hi = self.last_id + 1, first_id - 1
-        covered = sum(max(0, min(hi, g.last_missing_id) - max(lo, g.first_missing_id) + 1) for g in self.gaps)
+        # A set-aside chunk's ids are for ingestion to refill, not to skip: they do not cover a jump.
+        gaps = [g for g in self.gaps if not g.reason.startswith(CORRUPT_CHUNK_REASON)]
+        covered = sum(max(0, min(hi, g.last_missing_id) - max(lo, g.first_missing_id) + 1) for g in gaps)
         return covered < hi - lo + 1
 
     def _note_missing(self, ids: np.ndarray) -> None:
@@ -767,8 +776,9 @@ class UnifiedStream:
                 state.record_gap(gap)
         for symbol, books in batch.book_tickers.items():
             state = self._symbols.get(symbol)
-            if state is not None and books.size:
+            if state is not None and isinstance(books, np.ndarray) and books.dtype == BOOK_TICKER_DTYPE and books.size:
                 state.book = books[-1:].copy()
+                change.books[symbol] = books.copy()
         for symbol, trades in batch.trades.items():
             state = self._symbols.get(symbol)
             if state is None:
@@ -871,7 +881,7 @@ class UnifiedStream:
             self._last_error = f"persisted chunk {chunk.path} unreadable, moved to {chunk.moved_to}: {chunk.reason}"
             st = self._symbols.get(chunk.symbol)
             if chunk.kind == "ticks" and st is not None and chunk.first_key >= 0:
-                reason = f"persisted chunk unreadable, moved to {chunk.moved_to}"
+                reason = f"{CORRUPT_CHUNK_REASON}, moved to {chunk.moved_to}"
                 st.record_gap(TradeGap(chunk.symbol, chunk.first_key, chunk.last_key, now, reason))
         self._save_gaps()
 
@@ -1010,6 +1020,11 @@ class UnifiedStream:
                 }
             elif kind == "ohlcv" and changes:
                 items[kind] = self._ohlcv(changes)
+            elif kind == "books" and changes:
+                items[kind] = {
+                    s: np.concatenate([c.books[s] for c in changes if s in c.books] or [_EMPTY_BOOKS])
+                    for s in self._symbols
+                }
             elif kind == "training_data" and moved:
                 items[kind] = self.training_packet()
             elif kind == "ui_data":

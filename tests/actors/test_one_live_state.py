@@ -22,7 +22,7 @@ from actors.stream import StreamConfig, UnifiedStreamActor
 from market.datasets import load_ws_capture
 from market.layout import StateConfig, build_layout
 from market.live_timeline import LiveTimeline
-from market.venue import VenueConfig
+from market.venue import VenueConfig, half_spread_at
 
 pytestmark = pytest.mark.ray
 
@@ -43,14 +43,27 @@ STATE = StateConfig(
 
 
 @pytest.fixture(scope="module")
-def capture(shared_data: Path) -> dict[str, np.ndarray]:
-    """The first three minutes of the real ETHUSDT and BTCUSDT captures."""
+def recorded(shared_data: Path) -> dict[str, object]:
+    """The real ETHUSDT and BTCUSDT captures."""
     out = {}
     for symbol in (ETH, BTC):
         paths = [shared_data / "binance/ws" / f"spot_{symbol.lower()}_{day}.gz" for day in ("20240808", "20240809")]
-        out[symbol] = load_ws_capture(*paths, symbol=symbol).trades
-    end = out[ETH]["time_ms"][0] + 180_000
-    return {s: a[a["time_ms"] < end] for s, a in out.items()}
+        out[symbol] = load_ws_capture(*paths, symbol=symbol)
+    return out
+
+
+@pytest.fixture(scope="module")
+def capture(recorded) -> dict[str, np.ndarray]:
+    """The first three minutes of their trades."""
+    end = recorded[ETH].trades["time_ms"][0] + 180_000
+    return {s: c.trades[c.trades["time_ms"] < end] for s, c in recorded.items()}
+
+
+@pytest.fixture(scope="module")
+def books(recorded) -> np.ndarray:
+    """ETHUSDT's book tickers, in time order."""
+    b = recorded[ETH].book_tickers
+    return b[np.argsort(b["time_ms"], kind="stable")]
 
 
 def policy_checkpoint(path: Path) -> Path:
@@ -89,7 +102,7 @@ def test_no_module_but_the_live_state_actor_builds_a_live_timeline_and_actors_im
 
 @pytest.mark.timeout(420)
 def test_paper_the_policys_latest_form_and_the_dashboard_read_one_state_built_once_per_base_step(
-    ray_session, capture, tmp_path
+    ray_session, capture, books, tmp_path
 ) -> None:
     from ray import serve
 
@@ -156,9 +169,13 @@ def test_paper_the_policys_latest_form_and_the_dashboard_read_one_state_built_on
         order = np.argsort(trades["time_ms"], kind="stable")
         trades, is_btc = trades[order], is_btc[order]
         answers, pages = [], []
+        sent = 0
         for seq, chunk in enumerate(np.array_split(np.arange(trades.size), 36)):
             part, b = trades[chunk], is_btc[chunk]
-            ray.get(stream.ingest.remote(TickBatch("replay", seq, {ETH: part[~b], BTC: part[b]})), timeout=60)
+            upto = int(np.searchsorted(books["time_ms"], int(part["time_ms"][-1]), side="right"))
+            batch = TickBatch("replay", seq, {ETH: part[~b], BTC: part[b]}, book_tickers={ETH: books[sent:upto]})
+            sent = upto
+            ray.get(stream.ingest.remote(batch), timeout=60)
             # the consumers run while the replay goes on
             r = requests.post(f"{base}/policy/v1/act", json={"symbol": ETH, "latest": True}, timeout=30)
             answers.append((r.status_code, r.json()))
@@ -204,4 +221,8 @@ def test_paper_the_policys_latest_form_and_the_dashboard_read_one_state_built_on
         panel["available"] and panel["raw"]["seq"] == steps and panel["raw"]["step_time_ms"] == reference.step_time_ms
     )
     assert "state" not in panel["raw"]
+    # the spread came with the stream's book tickers: the one reading of them, at the step's time
+    half = float(half_spread_at(books, np.array([reference.step_time_ms]))[0])
+    assert half > 0 and status["half_spread"] == half == panel["raw"]["half_spread"]
+    assert account["live_state"]["half_spread"] == half
     assert sum(p["live_state"].get("available", False) for p in pages) > 10
