@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from bench._common import SHARED_DATA, median_seconds, rate_line
+from market import gather_kernel
 from market.features import gather
 from market.layout import AGENT_FEATURES, StateConfig
 from market.timeline import MarketTimeline
@@ -50,6 +51,11 @@ def plain_state(tl: MarketTimeline, t: int, agent: np.ndarray) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
+def backend() -> str:
+    """Which window backend ``gather`` runs on numpy here."""
+    return "numba (market.gather_kernel)" if gather_kernel.available() else "reference (array API)"
+
+
 def timelines() -> list[tuple[str, MarketTimeline]]:
     from cluster.data.history import load_history
     from market.config import DataConfig, SymbolsConfig
@@ -77,7 +83,23 @@ def measure(name: str, tl: MarketTimeline) -> str:
     check = np.stack([plain_state(tl, int(t), agent[i]) for i, t in enumerate(steps[:16])])
     np.testing.assert_allclose(check, out[:16], rtol=1e-5, atol=1e-5)  # the peer builds the same states
     ours, copy, plain = BATCH / ours_s, BATCH / copy_s, len(few) / plain_s
-    print(f"  {name}: {tl.layout.size:,} floats per state")
+    print(f"  {name}: {tl.layout.size:,} floats per state; window backend: {backend()}")
+    if gather_kernel.available():
+        # The compiled windows into a block reused across calls, as the copyto peer's is: what the fresh
+        # output block (page faults and zeroing of tens of MB per call) costs on top.
+        warm = np.empty_like(out)
+
+        def windows_only() -> None:
+            for comp in tl.layout.components:
+                if comp.kind == "window":
+                    gather_kernel.window(comp, tl.windows[comp.name], tl, steps, warm)
+
+        warm_rate = BATCH / median_seconds(windows_only, repeats=7, warmup=2)
+        window_share = sum(c.size for c in tl.layout.components if c.kind == "window") / tl.layout.size
+        print(
+            f"  windows into a reused block (info): {warm_rate:,.0f} states/s ({window_share:.0%} of each state), "
+            f"{warm_rate / copy:.2f} of np.copyto"
+        )
     print(
         f"  gather vs plain per-step builder: ours {ours:,.0f} states/s, peer[plain builder] {plain:,.0f} states/s, "
         f"ratio {ours / plain:.1f}"

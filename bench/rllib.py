@@ -1,7 +1,8 @@
 """Benchmark: env steps/s and learner updates/s of our DQN trainer against RLlib's DQN, same env, net and ratio.
 
-Ours: ``policies.trainer.train_single_process`` (one process stepping K vector envs, prioritized replay and the
-learning step, 0.25 updates per env step at batch 512). Peer, same run: RLlib's DQN on the new API stack
+Ours: ``cluster.train_local.train_local`` (``rayscalp train --local``: one process stepping K vector envs,
+prioritized replay and the learning step, 0.25 updates per env step at batch 512), on the DQN span of the same
+timeline. Peer, same run: RLlib's DQN on the new API stack
 (``bench.rllib_peer_config``), the same ``TradingEnv`` on the same data, the same ``QNetwork`` as an RLModule
 (``bench.rllib_module``), K envs per env runner, one env runner, ``PrioritizedEpisodeReplayBuffer``, n-step 3,
 double + dueling, the same batch, lr and replay ratio. Data: the tiny-profile timeline of the real ETH/BTC 1m
@@ -13,7 +14,8 @@ minus that of a run of ``LEARNING_STARTS`` steps (same seed, so the same prefix)
 iterations after the first. The sides are interleaved (RLlib's first timed iteration runs between our two
 runs), so that a change of load on a shared machine falls on both alike. CPU seconds are printed too (ours:
 the process; RLlib: the driver, which hosts its learner, plus the env runner processes), steadier than wall
-time on a shared machine.
+time on a shared machine. ``--runs N`` (default 3) repeats the whole comparison, a fresh RLlib each time, and
+ends with the per-run table and how many runs met the goal by CPU time and by wall clock.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import statistics
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -31,11 +35,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bench._common import SHARED_DATA, rate_line
-from market.baselines import real_kline_timeline
-from policies.trainer import SingleRunConfig, train_single_process
 
 if TYPE_CHECKING:  # imported lazily at run time: it imports ray
-    from bench.rllib_peer_config import PeerSetup
+    from bench.rllib_peer_config import PeerSetup, RunShape
 
 NUM_ENVS = 8  # envs per runner, both sides
 RUNNERS = 1  # RLlib env runners (ours: one process)
@@ -43,6 +45,7 @@ LEARNING_STARTS = 1_000
 ENV_STEPS = 3_000  # per side: LEARNING_STARTS untimed + the timed window (--env-steps for longer)
 UPDATES_PER_ENV_STEP = 0.25  # ours' default: 128 replayed samples per env step at batch 512
 MAX_STEPS = 20_000  # minutes of the real 1m klines
+GOAL = 3.0  # ours / RLlib env steps/s, by CPU time (issue target)
 RAY_CPUS = 2
 #: RLlib's timers worth printing (EMA means per call): one sample round, then per update.
 TIMERS = (
@@ -75,9 +78,9 @@ class Window:
 
 def build_setup(env_steps: int, runners: int) -> PeerSetup:
     """Our configs for this comparison, with the RLlib-only knobs."""
-    from bench.rllib_peer_config import PeerSetup
+    from bench.rllib_peer_config import PeerSetup, RunShape
 
-    run = SingleRunConfig(
+    run = RunShape(
         env_steps=env_steps,
         num_envs=NUM_ENVS,
         learning_starts=LEARNING_STARTS,
@@ -89,19 +92,61 @@ def build_setup(env_steps: int, runners: int) -> PeerSetup:
 
 
 class Ours:
-    """Runs of ``train_single_process`` on the real timeline; the steady state is a full run minus its prefix."""
+    """Runs of ``train_local`` on the real timeline; the steady state is a full run minus its prefix.
 
-    def __init__(self, setup: PeerSetup) -> None:
+    Both runs pay the same setup, greedy evaluation and output writing, which the subtraction removes.
+    """
+
+    def __init__(self, setup: PeerSetup, out_dir: str) -> None:
+        from cluster.config import load_config
+        from cluster.train import prepare_market
+
         self.setup = setup
-        self.timeline = real_kline_timeline(setup.shared_dir, profile=setup.profile, max_steps=setup.max_steps)
+        s = setup
+        updates = {
+            "name": "bench-rllib-ours",
+            "seed": s.seed,
+            "output_dir": out_dir,
+            "data": {"shared_dir": s.shared_dir},
+            "state": {"profile": s.profile},
+            "env": s.env.model_dump(mode="json"),
+            "training": s.training.model_dump(mode="json"),
+            "replay": s.replay.model_dump(mode="json"),
+            "network": s.network.model_dump(mode="json"),
+        }
+        base = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+        self.config = base.model_validate({**base.model_dump(mode="json"), **updates})
+        apex = self.config.apex.model_copy(update={"history_steps": s.max_steps})
+        self.config = self.config.model_copy(update={"apex": apex})
+        self.market = prepare_market(self.config, self.config.apex, log=lambda _: None)
         self.prefix = dataclasses.replace(setup.run, env_steps=setup.run.learning_starts)
 
-    def run(self, cfg: SingleRunConfig) -> Window:
-        """One whole run of ``cfg.env_steps`` env steps (setup and learning starts included)."""
-        s = self.setup
+    def run(self, cfg: RunShape) -> Window:
+        """One whole run of ``cfg.env_steps`` env steps (setup, learning starts and evaluation included)."""
+        import io
+
+        from rich.console import Console
+
+        from actors.apex_config import BudgetConfig, CurvesConfig, ExplorationConfig
+        from cluster.train_local import train_local
+
+        apex = self.config.apex.model_copy(
+            update={
+                "envs_per_worker": cfg.num_envs,
+                "learning_starts": cfg.learning_starts,
+                "replay_ratio": cfg.updates_per_env_step,
+                "budget": BudgetConfig(env_steps=cfg.env_steps),
+                "exploration": ExplorationConfig(
+                    decay_start=cfg.eps_start, decay_end=cfg.eps_end, decay_fraction=cfg.eps_decay_frac
+                ),
+                "curves": CurvesConfig(every_updates=10**9),
+                "progress_every_s": 10**6,
+            }
+        )
+        config = self.config.model_copy(update={"apex": apex})
         wall, cpu = time.perf_counter(), time.process_time()
-        learner = train_single_process(self.timeline, s.env, s.training, s.replay, s.network, cfg, seed=s.seed)
-        return Window(cfg.env_steps, learner.updates, time.perf_counter() - wall, time.process_time() - cpu)
+        result = train_local(config, market=self.market, console=Console(file=io.StringIO()))
+        return Window(result.env_steps, result.updates, time.perf_counter() - wall, time.process_time() - cpu)
 
 
 def steady_state(full: Window, prefix: Window) -> Window:
@@ -203,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-steps", type=int, default=ENV_STEPS, help="env steps per side (incl. learning starts)")
     parser.add_argument("--runners", type=int, default=RUNNERS, help="RLlib env runners")
+    parser.add_argument("--runs", type=int, default=3, help="whole comparisons, one after the other")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -230,7 +276,35 @@ def main(argv: list[str] | None = None) -> int:
         f"RLlib: {setup.num_env_runners} env runner(s), rollout fragment {fragment_length(setup)} "
         f"({steps_per_round(setup)} env steps per sample round), training_intensity {training_intensity(setup):g}"
     )
-    ours = Ours(setup)
+    with tempfile.TemporaryDirectory(prefix="bench-rllib-") as out_dir:
+        ours = Ours(setup, out_dir)
+        table: list[tuple[float, float, float, float]] = []
+        for i in range(args.runs):
+            print(f"-- run {i + 1} of {args.runs}", flush=True)
+            got = compare(setup, ours)
+            if got is None:
+                return 1
+            table.append(got)
+    print("run | ours env steps/s | RLlib env steps/s | wall-clock ratio | CPU-time ratio")
+    for i, (mine, theirs, wall_ratio, cpu_ratio) in enumerate(table, 1):
+        print(f"{i} | {mine:.1f} | {theirs:.1f} | {wall_ratio:.2f} | {cpu_ratio:.2f}")
+    by_cpu = sum(row[3] >= GOAL for row in table)
+    by_wall = sum(row[2] >= GOAL for row in table)
+    n = len(table)
+    print(f"goal >= {GOAL:g}x: met by CPU time in {by_cpu} of {n} runs, by wall clock in {by_wall} of {n}")
+    cpu_ratios = sorted(row[3] for row in table)
+    print(
+        f"rllib CPU-time ratio over {n} runs: median {statistics.median(cpu_ratios):.2f}, "
+        f"range {cpu_ratios[0]:.2f}-{cpu_ratios[-1]:.2f}; the line below is the median env steps/s of the {n} runs"
+    )
+    mine_rate = statistics.median(row[0] for row in table)
+    theirs_rate = statistics.median(row[1] for row in table)
+    print(rate_line("rllib", mine_rate, theirs_rate, "RLlib DQN", unit=" env steps/s"))
+    return 0
+
+
+def compare(setup: PeerSetup, ours: Ours) -> tuple[float, float, float, float] | None:
+    """One interleaved comparison: (ours env steps/s, RLlib env steps/s, wall-clock ratio, CPU-time ratio)."""
     peer = RLlibPeer(setup)
     try:
         peer.start()
@@ -244,12 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         cause = exc.__cause__
         print(f"{exc}: {type(cause).__name__}: {cause}")
         traceback.print_exception(cause)
-        return 1
+        return None
     finally:
         peer.close()
     mine, theirs = steady_state(full, prefix), peer.window()
     print(
-        f"ours (train_single_process): {mine.env_steps:,} env steps, {mine.updates:,} updates in {mine.wall_s:.1f} s "
+        f"ours (train_local): {mine.env_steps:,} env steps, {mine.updates:,} updates in {mine.wall_s:.1f} s "
         f"wall, {mine.cpu_s:.1f} s CPU"
     )
     print(
@@ -264,13 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         f"replay ratio (updates per env step): ours {mine.updates / mine.env_steps:.3f}, "
         f"RLlib {theirs.updates / theirs.env_steps:.3f}"
     )
-    print(f"env steps/s: ours {mine.steps_per_s:.1f}, RLlib {theirs.steps_per_s:.1f}")
-    print(f"updates/s: ours {mine.updates_per_s:.2f}, RLlib {theirs.updates_per_s:.2f}")
     ours_cpu, peer_cpu = mine.env_steps / mine.cpu_s, theirs.env_steps / theirs.cpu_s
-    print(rate_line("rllib (CPU time)", ours_cpu, peer_cpu, "RLlib DQN", unit=" env steps/CPU-s"))
-    print(rate_line("rllib updates", mine.updates_per_s, theirs.updates_per_s, "RLlib DQN", unit=" updates/s"))
-    print(rate_line("rllib", mine.steps_per_s, theirs.steps_per_s, "RLlib DQN", unit=" env steps/s"))
-    return 0
+    print(rate_line("rllib run (CPU time)", ours_cpu, peer_cpu, "RLlib DQN", unit=" env steps/CPU-s"))
+    print(rate_line("rllib run updates", mine.updates_per_s, theirs.updates_per_s, "RLlib DQN", unit=" updates/s"))
+    print(rate_line("rllib run", mine.steps_per_s, theirs.steps_per_s, "RLlib DQN", unit=" env steps/s"), flush=True)
+    return mine.steps_per_s, theirs.steps_per_s, mine.steps_per_s / theirs.steps_per_s, ours_cpu / peer_cpu
 
 
 if __name__ == "__main__":

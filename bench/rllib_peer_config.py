@@ -1,7 +1,7 @@
 """RLlib's DQN (new API stack) set up as the peer of our trainer: the same env, network, runners and replay ratio.
 
 Every setting is derived from our own configs (``EnvConfig``, ``TrainingConfig``, ``ReplayConfig``,
-``QNetworkConfig``, ``SingleRunConfig``) so the two sides cannot drift apart. Benchmarks only: product code
+``QNetworkConfig``, ``RunShape``) so the two sides cannot drift apart. Benchmarks only: product code
 never imports it.
 
 What is the same: the env (``market.env.TradingEnv`` on the tiny-profile timeline of the real 1m klines, built
@@ -31,7 +31,20 @@ from market.errors import ConfigError
 from market.timeline import MarketTimeline
 from policies.config import ReplayConfig, TrainingConfig
 from policies.dqn import QNetworkConfig
-from policies.trainer import SingleRunConfig
+
+
+@dataclass(frozen=True, slots=True)
+class RunShape:
+    """Budget and exploration of one side's run (ours: ``cluster.train_local``'s ``apex`` settings)."""
+
+    env_steps: int = 20_000
+    num_envs: int = 8
+    learning_starts: int = 1_000
+    updates_per_env_step: float = 0.25
+    eps_start: float = 1.0
+    eps_end: float = 0.02
+    eps_decay_frac: float = 0.5
+
 
 #: The name the trading env is registered under with ``ray.tune.register_env``.
 ENV_NAME = "rayscalp-trading-v0"
@@ -65,7 +78,7 @@ class PeerSetup:
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(device="cpu"))
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     network: QNetworkConfig = field(default_factory=QNetworkConfig)
-    run: SingleRunConfig = field(default_factory=SingleRunConfig)
+    run: RunShape = field(default_factory=RunShape)
     num_env_runners: int = 1
     rollout_fragment_length: int | str = "auto"
     iteration_env_steps: int = 1_000
