@@ -193,18 +193,23 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
     data = history.market_data(cfg.symbols, ticks=cfg.state.tick_window > 0)
     if max_steps:
         data = type(data)(
-            eth_bars={**data.eth_bars, "1m": data.eth_bars["1m"][:max_steps]},
-            btc_bars={**data.btc_bars, "1m": data.btc_bars["1m"][:max_steps]},
+            traded_bars={**data.traded_bars, "1m": data.traded_bars["1m"][:max_steps]},
+            reference_bars={**data.reference_bars, "1m": data.reference_bars["1m"][:max_steps]},
             synthetic=data.synthetic,
             source=data.source,
         )
     timeline = build_timeline(data, cfg.state, cfg.indicators)
-    env_config = cfg.env.model_copy(update={"random_start": False, "start_step": 0, "episode_steps": timeline.n_steps})
+    # Closed out at the end like `rayscalp evaluate`: every figure pays its exit fee too.
+    env_config = cfg.env.model_copy(
+        update={"random_start": False, "start_step": 0, "episode_steps": timeline.n_steps, "close_at_end": True}
+    )
     results = run_baselines(timeline, env_config, [int(s) for s in seeds.split(",")])
     click.echo(
         f"data: {history.description} ({history.label()}), {timeline.n_steps:,} steps of {cfg.state.base_timeframe}"
     )
+    click.echo(env_config.venue.describe())
     click.echo(format_table(results))
+    click.echo("open positions are closed at market at the end (the exit fee paid)")
 
 
 @main.command("evaluate")
@@ -225,7 +230,7 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
 )
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated evaluation seeds (at least 3).")
 @click.option(
-    "--folds", type=int, default=4, show_default=True, help="Walk-forward folds (fewer where the span is short)."
+    "--folds", type=int, default=4, show_default=True, help="Sub-windows of the evaluation span (no refit; fewer where it is short)."
 )
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Block-bootstrap resamples.")
 @click.option(

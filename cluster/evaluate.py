@@ -1,6 +1,8 @@
 """Evaluation of a policy checkpoint: the greedy policy on the evaluation span (after the DQN span and its gap),
-over the whole span, in walk-forward folds and from seeded starts, beside the baselines through the same env,
-with block-bootstrap intervals; writes ``results.json``, ``equity.png`` and the run record in one folder.
+over the whole span, in consecutive sub-windows of it (no refit between them) and from seeded starts, beside the
+baselines through the same env (the tuned rule baseline the one to beat), with block-bootstrap intervals, the lag
+test, trial-aware statistics and per-regime figures; writes ``results.json``, ``equity.png``, ``report.md`` and the
+run record in one folder, and appends a row to the trial registry.
 
 Owns the order of those steps and what is written; trains nothing, and reads nothing before the evaluation
 span's start except the look-back of the states at its steps. Metrics come from ``market.metrics``.
@@ -23,7 +25,15 @@ import numpy as np
 import orjson
 import torch
 
-from market.baselines import BASELINES, baseline_actions
+from market.baselines import (
+    BASELINES,
+    RuleSpec,
+    baseline_actions,
+    round_trip_cost,
+    rule_targets,
+    target_actions,
+    tune_rules,
+)
 from market.env import HOLD, EnvConfig, VectorTradingEnv
 from market.errors import ConfigError, DataError
 from market.fingerprint import array_fingerprint
@@ -42,6 +52,7 @@ from market.metrics import (
     win_rate,
 )
 from market.regime import warmup_rows
+from market.regime_rule import MIN_REGIME_STEPS, REGIMES, fit_thresholds, label_regimes, regime_scores
 from market.seeding import derive_rng, derive_seed
 from market.spans import Span, SpansConfig, Warmup, make_span, split_spans, warmup_of
 from market.stats import deflated_sharpe, min_track_record_length, moments, pbo_cscv, probabilistic_sharpe
@@ -59,7 +70,9 @@ from .runinfo import make_run_record, new_run_id, write_run_record
 from .trials import TrialRow, append_trial, new_row, read_trials, registry_path, returns_matrix, summarize
 
 #: The policy first, then the baselines, in the order they are printed.
-STRATEGIES: tuple[str, ...] = ("policy", *BASELINES)
+STRATEGIES: tuple[str, ...] = ("policy", *BASELINES, "best_rule")
+#: The tuned rule baseline, the one every table names "the baseline to beat".
+BEST_RULE = "best_rule"
 #: Statistics with bootstrap intervals, in the order they are printed.
 INTERVAL_STATS: tuple[str, ...] = ("total_return", "sharpe", "sortino")
 #: Where an interval's width is meaningless: a run of fewer returns than this gets none.
@@ -82,7 +95,7 @@ class RunResult:
     strategy : str
         One of :data:`STRATEGIES`.
     scope : str
-        ``span`` (the whole evaluation span), ``fold`` (one walk-forward fold) or ``start`` (an episode from a
+        ``span`` (the whole evaluation span), ``fold`` (one sub-window of the span) or ``start`` (an episode from a
         seeded start inside a fold).
     fold : int or None
         The fold (``None`` for the whole span).
@@ -370,7 +383,65 @@ def check_warmup(span: Span, warmup: Warmup, times: np.ndarray, *, allow_short_w
     return {**warmup.as_dict(), "padded_steps": int(padded), "allowed_short": bool(allow_short_warmup)}
 
 
-def walk_forward_folds(span: Span, step_time_ms: np.ndarray, folds: int, min_fold_steps: int) -> list[Span]:
+def tuning_span(
+    timeline: MarketTimeline, recorded: Mapping[str, Any] | None, span: Span, warmup: Warmup, *, gap: int
+) -> tuple[Span | None, str]:
+    """The training span that rule baselines and regime thresholds are fitted on, and where it came from.
+
+    The policy's recorded DQN span where at least 100 of its steps are on this timeline before the evaluation
+    span; else the steps before the evaluation span (after the warm-up, less ``gap``) where at least 500 are;
+    else none (``None`` and the reason).
+    """
+    times = np.asarray(timeline.step_time_ms, dtype=np.int64)
+    dqn = (recorded or {}).get("dqn")
+    if dqn is not None:
+        start = int(np.searchsorted(times, int(dqn["start_ms"]), side="left"))
+        end = min(int(np.searchsorted(times, int(dqn["end_ms"]), side="right")), span.start)
+        if end - start >= 100:
+            return make_span("train", times, start, end), "the policy's recorded DQN training span"
+    start, end = warmup.first_full, span.start - gap
+    if end - start >= 500:
+        return make_span("train", times, start, end), (
+            f"the steps before the evaluation span (after the warm-up, less a gap of {gap}): the policy's training "
+            "span is not on this data"
+        )
+    return None, (
+        "no training span on this data (the policy's is not here and fewer than 500 steps precede the evaluation "
+        "span; give an earlier --start to leave some)"
+    )
+
+
+def _tune_rules(timeline: MarketTimeline, env_config: EnvConfig, train: Span | None, source: str) -> dict[str, Any]:
+    """The best rule baseline on the training span (by Sharpe there), or the untuned default without one."""
+    cost = round_trip_cost(env_config)
+    if train is None:
+        spec = RuleSpec("momentum", 60, 2.0 * cost, 60)
+        return {
+            "spec": spec.as_dict(),
+            "label": f"{spec.label()} (untuned)",
+            "source": f"untuned default: {source}",
+            "tuned_on": None,
+            "grid": 0,
+            "train_sharpe": None,
+            "train_return": None,
+            "round_trip_cost": cost,
+        }
+    scores = tune_rules(timeline, env_config, train.start, train.n_steps - 1)
+    best = scores[0]
+    return {
+        "spec": best.spec.as_dict(),
+        "label": best.spec.label(),
+        "source": f"best Sharpe of {len(scores)} rules on {source}, steps [{train.start}, {train.end})",
+        "tuned_on": train.as_dict(),
+        "grid": len(scores),
+        "train_sharpe": best.sharpe,
+        "train_return": best.total_return,
+        "round_trip_cost": cost,
+        "top": [{"rule": sc.spec.label(), "sharpe": sc.sharpe, "return": sc.total_return} for sc in scores[:5]],
+    }
+
+
+def span_sub_windows(span: Span, step_time_ms: np.ndarray, folds: int, min_fold_steps: int) -> list[Span]:
     """``span`` cut into consecutive folds of (near) equal length: ``folds`` of them where each gets at least
     ``min_fold_steps`` steps, fewer where the span is too short, and the span itself when not even two fit."""
     if folds < 1 or min_fold_steps < 2:
@@ -419,6 +490,7 @@ class _Episode:
         cnn_pred: np.ndarray | None,
         momentum_lookback: int,
         lags: tuple[int, ...] = (0,),
+        rule_targets: np.ndarray | None = None,
     ) -> None:
         self.window = window
         cfg = env_config.model_copy(
@@ -426,6 +498,8 @@ class _Episode:
         )
         self.lags = lags
         self.n_policy = len(lags)
+        self.rule_targets = rule_targets
+        self.venue_kind = env_config.venue.kind
         self.queues: list[list[int]] = [[] for _ in lags]
         self.rows: list[tuple[str, int | None]] = [(lag_name(k), None) for k in lags] + list(baselines)
         self.policy_env = VectorTradingEnv(timeline, len(lags), cfg, cnn_hidden=cnn_hidden, cnn_pred=cnn_pred)
@@ -472,6 +546,10 @@ class _Episode:
         if (self.length[self.n_policy :] < 0).any():
             actions = np.empty(len(self.rows) - self.n_policy, dtype=np.int64)
             for name, rows in self.groups.items():
+                if name == BEST_RULE:
+                    assert self.rule_targets is not None
+                    actions[rows] = target_actions(self.rule_targets[self.base_steps[rows]], self.venue_kind)
+                    continue
                 actions[rows] = baseline_actions(name, self.base_steps[rows], self.close, self.rngs, self.lookback)
             _, _, term, trunc, binfo = self.base_env.step(actions)
             self._record(self.n_policy, binfo, term, trunc)
@@ -735,7 +813,7 @@ def evaluate(
     at the end of each window so that every figure is net of the exit fee too):
 
     - the whole evaluation span from its first step;
-    - each walk-forward fold (consecutive parts of the span) from its first step;
+    - each sub-window (consecutive parts of the span, one policy, no refit) from its first step;
     - per fold and seed, one episode of half the fold's length from a seeded start inside the fold.
 
     The greedy policy from a fixed start is deterministic: the span and each fold have one policy run. Seeds set
@@ -753,7 +831,7 @@ def evaluate(
     seeds : sequence of int
         At least three.
     folds : int
-        Walk-forward folds asked for; fewer when a fold would have fewer than ``min_fold_steps`` steps.
+        Sub-windows of the span asked for; fewer when a fold would have fewer than ``min_fold_steps`` steps.
     min_fold_steps : int
     timeline : MarketTimeline, optional
         Evaluate on this timeline (its layout must be the policy's) instead of building one from the history.
@@ -851,7 +929,7 @@ def evaluate(
         + (f"; {warm_info['padded_steps']} evaluation step(s) have padded windows" if warm_info["padded_steps"] else "")
     )
     hidden, pred, cnn_source = _cnn_parts(predictor, tl, span)
-    fold_spans = walk_forward_folds(span, times, folds, min_fold_steps)
+    fold_spans = span_sub_windows(span, times, folds, min_fold_steps)
     say(f"evaluation span: steps [{span.start}, {span.end}) {_utc(span.start_ms)} -> {_utc(span.end_ms)} UTC")
 
     # Windows: marks from a start to an end mark inside the span (the last mark is the span's last step).
@@ -870,13 +948,18 @@ def evaluate(
         raise DataError(f"evaluation span of {span.n_steps} steps is too short for its windows")
 
     env_config = config.env.model_copy(update={"close_at_end": True})
+    train_span, train_source = tuning_span(tl, recorded, span, warm, gap=max(config.cnn.horizons))
+    rules = _tune_rules(tl, env_config, train_span, train_source)
+    say(f"baseline to beat: {rules['label']} ({rules['source']})")
+    targets = rule_targets(np.asarray(tl.base_close, dtype=np.float64), RuleSpec(**rules["spec"]))
     episodes: list[_Episode] = []
     for w in windows:
         # Deterministic baselines once per window; the random one per seed (a seeded start: its own seed).
         rows: list[tuple[str, int | None]] = [(name, None) for name in BASELINES if name != "random"]
         rows += [("random", s) for s in (seeds if w.seed is None else (w.seed,))]
+        rows.append((BEST_RULE, None))
         lags = LAGS if w.scope == "span" else (0,)
-        episodes.append(_Episode(w, tl, env_config, rows, hidden, pred, momentum_lookback, lags))
+        episodes.append(_Episode(w, tl, env_config, rows, hidden, pred, momentum_lookback, lags, targets))
     say(f"running {len(episodes)} windows (1 span, {len(fold_spans)} folds, {len(fold_spans) * len(seeds)} starts)")
     _run_episodes(episodes, qnet, dev)
 
@@ -940,6 +1023,9 @@ def evaluate(
     )
     stats = trial_statistics(policy_r, span_r, row, registry_dir)
     say(f"trials: {stats['dsr_line']}")
+    stats["rules"] = rules
+    stats["regimes"] = regime_table(tl, train_span, train_source, span, span_r, n_resamples, boot_seed, alpha)
+    say(f"regimes: {stats['regimes']['line']}")
 
     notes = _notes(info, data, tl, fold_spans, folds, seeds, episode_steps, env_config)
     notes.append(
@@ -977,7 +1063,7 @@ def evaluate(
         data_description=data.description,
         data_fingerprint=data.fingerprint,
         profile=state.profile,
-        venue={**venue.model_dump(mode="json"), "fee": venue.fee},
+        venue={**venue.model_dump(mode="json"), "fee": venue.fee, "describe": venue.describe()},
         env=env_config.model_dump(mode="json"),
         step_ms=step_ms,
         spans=spans_dict,
@@ -1025,6 +1111,53 @@ def evaluate(
 
 
 # ------------------------------------------------------------------------------------- trial statistics
+
+
+def regime_table(
+    timeline: MarketTimeline,
+    train: Span | None,
+    train_source: str,
+    span: Span,
+    span_returns: Mapping[str, np.ndarray],
+    n_resamples: int,
+    seed: int,
+    alpha: float,
+) -> dict[str, Any]:
+    """Every evaluation step labelled by the causal regime rule (thresholds from the training span), and the
+    policy's, the baseline to beat's and buy-and-hold's mean per-step return per regime with intervals."""
+    if "regime" not in timeline.vectors:
+        return {"line": "n/a: the state has no regime features", "available": False}
+    if train is None:
+        return {"line": f"n/a: {train_source}", "available": False}
+    regime = np.asarray(timeline.vectors["regime"])
+    thresholds = fit_thresholds(regime, train.start, train.end)
+    names = ("policy", BEST_RULE, "buy_and_hold")
+    n = min(span_returns[k].size for k in names)
+    # The return of step i (mark i -> i + 1) belongs to the regime of its decision step, span.start + i.
+    labels = label_regimes(regime[span.start : span.start + n], thresholds)
+    scores = regime_scores(
+        labels,
+        {k: span_returns[k][:n] for k in names},
+        against=("policy", BEST_RULE),
+        n_resamples=n_resamples,
+        seed=seed,
+        alpha=alpha,
+    )
+    verdict = "yes" if scores["beats"] >= 3 else "no"
+    line = (
+        f"the policy beats the baseline to beat in {scores['beats']} of {scores['counted']} regime(s) with at least "
+        f"{MIN_REGIME_STEPS} steps (interval of the difference above 0; {scores['beats_point']} by the point "
+        f"estimate): at least 3 regimes -> {verdict}"
+    )
+    return {
+        "available": True,
+        "thresholds": thresholds.as_dict(),
+        "fitted_on": train_source,
+        "labels": labels.tolist(),
+        "line": line,
+        "assumes": "a regime's steps are not contiguous: its block bootstrap resamples them as one series",
+        **scores,
+    }
 
 
 def _pbo_blocks(n: int) -> int:
@@ -1139,7 +1272,7 @@ def _notes(
         notes.append(f"funding: configured {venue.funding_rate_8h:.4%} per 8 h (the data carries no funding rates)")
     if len(fold_spans) < folds:
         notes.append(
-            f"walk-forward: {folds} folds asked for, the span allows {len(fold_spans)} of at least "
+            f"sub-windows: {folds} asked for, the span allows {len(fold_spans)} of at least "
             f"{fold_spans[0].n_steps if len(fold_spans) == 1 else min(f.n_steps for f in fold_spans)} steps"
         )
     trained_fp = info.meta.get("data_fingerprint")
@@ -1186,9 +1319,12 @@ def format_report(report: EvaluationReport) -> str:
         f"  evaluation span: steps [{ev['start']}, {ev['end']}) {_utc(ev['start_ms'])} -> {_utc(ev['end_ms'])} UTC, "
         f"{ev['n_steps']} steps of {report.step_ms / 60_000:g} min; gap {sp.get('gap_steps')} steps after training",
         f"  spans: {sp['source']}",
-        f"  {len(sp['folds'])} walk-forward fold(s); seeds {', '.join(map(str, report.seeds))}; "
+        f"  {len(sp['folds'])} sub-window(s) of the span (no refit); seeds {', '.join(map(str, report.seeds))}; "
         f"{level:.0%} intervals from a {report.bootstrap['method']} block bootstrap, "
         f"{report.bootstrap['n_resamples']} resamples, block {report.bootstrap['block_rule']}",
+        f"  {report.venue.get('describe', '')}",
+        f"  baseline to beat: {BEST_RULE} = {report.stats.get('rules', {}).get('label', 'n/a')} "
+        f"({report.stats.get('rules', {}).get('source', 'n/a')})",
         "",
         f"Whole evaluation span{synthetic} (fixed start)",
     ]
@@ -1208,8 +1344,12 @@ def format_report(report: EvaluationReport) -> str:
             f"{win:>7}{run.exposure:>7.0%}{run.fees:>11.2f}"
             + ("  liquidated" if run.liquidated else "  ruined" if run.ended == "terminated" else "")
         )
-    lines += ["", *format_lag_test(report), "", *format_trial_stats(report)]
-    lines += ["", f"Walk-forward folds{synthetic} (each from its first step; random: mean of the seeds)"]
+    lines += ["", *format_lag_test(report), "", *format_trial_stats(report), "", *format_regimes(report)]
+    lines += [
+        "",
+        f"Sub-windows of the evaluation span{synthetic} (one policy, no refit; each from its first step; random: "
+        "mean of the seeds)",
+    ]
     header = (
         f"{'fold':<5}{'dates (UTC)':<37}{'strategy':<16}{'return [CI]':<31}{'Sharpe [CI]':<27}"
         f"{'max dd':>8}{'trades':>8}{'expo':>7}"
@@ -1249,6 +1389,36 @@ def format_report(report: EvaluationReport) -> str:
         )
     lines += [""] + [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
+
+
+def format_regimes(report: EvaluationReport) -> list[str]:
+    """The per-regime lines: steps, mean per-step log return [CI] of the policy, the baseline to beat and
+    buy-and-hold, and the verdict line."""
+    reg = report.stats.get("regimes", {})
+    if not reg.get("available"):
+        return [f"Regimes: {reg.get('line', 'n/a')}"]
+
+    def cell(m: dict[str, Any]) -> str:
+        mean = f"{m['mean'] * 1e4:+.2f}" if np.isfinite(m["mean"]) else "n/a"
+        if m["low"] is None:
+            return f"{mean} [n/a]"
+        return f"{mean} [{m['low'] * 1e4:+.2f}, {m['high'] * 1e4:+.2f}]"
+
+    lines = [
+        "Regimes (causal rule on the state's regime features; mean log return per step in basis points [CI])",
+        f"  rule: {reg['thresholds']['rule']}; fitted on {reg['fitted_on']}",
+        f"{'  regime':<14}{'steps':>7}{'share':>7}  {'policy':<24}{BEST_RULE:<24}{'buy_and_hold':<24}"
+        f"{'policy - best_rule':<24}",
+    ]
+    for name in REGIMES:
+        e = reg["regimes"][name]
+        st = e["strategies"]
+        lines.append(
+            f"  {name:<12}{e['steps']:>7}{e['share']:>7.0%}  {cell(st['policy']):<24}{cell(st[BEST_RULE]):<24}"
+            f"{cell(st['buy_and_hold']):<24}{cell(e['difference']):<24}"
+        )
+    lines += [f"  {reg['line']}", f"  assumes {reg['assumes']}"]
+    return lines
 
 
 def format_lag_test(report: EvaluationReport) -> list[str]:
@@ -1316,7 +1486,7 @@ def plot_equity(report: EvaluationReport, path: Path) -> Path:
     ev = report.spans["eval"]
     top.set_title(
         f"{tag}evaluation span {_utc(ev['start_ms'])} -> {_utc(ev['end_ms'])} UTC ({report.data_label}); "
-        "dashed: walk-forward folds",
+        "dashed: sub-windows",
         fontsize=10,
     )
     top.legend(loc="best", fontsize=9)

@@ -1,7 +1,10 @@
-"""Baseline strategies run through the trading env: flat, buy-and-hold, random (seeded) and momentum.
+"""Baseline strategies run through the trading env: flat, buy-and-hold, random (seeded), momentum, and the rule
+baselines (momentum and mean reversion with fee-aware entry thresholds and holding periods) tuned on a training
+span only.
 
-Owns the baselines, their scores (return, annualised Sharpe, max drawdown, trades, fees, funding) and the
-table that prints them. Trades only through ``market.env``; a baseline never reads a price after its step.
+Owns the baselines, their scores (return, annualised Sharpe, max drawdown, trades, fees, funding; the one
+definition of each in ``market.metrics``) and the table that prints them. Trades only through ``market.env``;
+a baseline never reads a price after its step.
 """
 
 from __future__ import annotations
@@ -9,19 +12,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
 from .env import BUY, HOLD, SELL, EnvConfig, VectorTradingEnv
 from .errors import ConfigError, DataError
 from .layout import StateConfig
+from .metrics import YEAR_MS, log_returns, sharpe
+from .metrics import max_drawdown as curve_drawdown
 from .seeding import derive_rng
 from .timeline import MarketTimeline
 
 #: The baselines, in the order they are run and printed.
 BASELINES: tuple[str, ...] = ("flat", "buy_and_hold", "random", "momentum")
-#: Milliseconds in a year of 24/7 crypto trading (365.25 days), for annualising Sharpe ratios.
-YEAR_MS = 365.25 * 86_400_000
+__all__ = ["BASELINES", "YEAR_MS", "BaselineResult", "RuleSpec", "baseline_actions", "rule_targets", "tune_rules"]
 
 KLINE_FILES = {
     "eth": "binance/klines/ETHUSDT-1m-2025-01-01_2025-02-04.csv",
@@ -82,28 +87,14 @@ class BaselineResult:
 
 
 def sharpe_ratio(equity: np.ndarray, step_ms: float) -> float:
-    """Annualised Sharpe ratio of an equity curve sampled every ``step_ms`` (risk-free rate 0).
-
-    ``mean(r) / std(r, ddof=1) * sqrt(YEAR_MS / step_ms)`` over the per-step log returns ``r`` of equity
-    (start included); 0 when the curve has fewer than two returns or does not move.
-    """
-    equity = np.asarray(equity, dtype=np.float64)
-    r = np.diff(np.log(np.maximum(equity, 1e-12)))
-    if r.size < 2:
-        return 0.0
-    sd = float(r.std(ddof=1))
-    if sd <= 1e-15:
-        return 0.0
-    return float(r.mean() / sd * np.sqrt(YEAR_MS / step_ms))
+    """Annualised Sharpe ratio of an equity curve: ``market.metrics.sharpe`` of its per-step log returns (the one
+    definition; a liquidated account marked at ~0 is floored at 1e-12 so its logs stay finite)."""
+    return float(sharpe(log_returns(np.maximum(np.asarray(equity, dtype=np.float64), 1e-12)), step_ms))
 
 
 def max_drawdown(equity: np.ndarray) -> float:
-    """Largest fractional fall from a running peak of ``equity`` (0 for a curve that never falls)."""
-    equity = np.asarray(equity, dtype=np.float64)
-    if equity.size == 0:
-        return 0.0
-    peak = np.maximum.accumulate(equity)
-    return float(np.max(1.0 - equity / peak))
+    """``market.metrics.max_drawdown`` of ``equity`` (floored at 1e-12 as :func:`sharpe_ratio`)."""
+    return curve_drawdown(np.maximum(np.asarray(equity, dtype=np.float64), 1e-12))
 
 
 def baseline_actions(
@@ -274,3 +265,138 @@ def real_kline_timeline(
     btc = {"1m": load_klines(paths["btc"])[cut]}
     source = f"real Binance spot 1m klines ({paths['eth'].name}, {paths['btc'].name})"
     return build_timeline(MarketData(traded_bars=eth, reference_bars=btc, source=source), state)
+
+
+# ------------------------------------------------------------------------------------------ rule baselines
+
+RuleKind = Literal["momentum", "mean_reversion"]
+#: The tuning grid: lookbacks and holding periods (base steps), entry thresholds as multiples of a round trip's cost.
+RULE_LOOKBACKS: tuple[int, ...] = (15, 60, 240)
+RULE_HOLDS: tuple[int, ...] = (15, 60, 240)
+RULE_COST_MULTIPLES: tuple[float, ...] = (1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A rule baseline: enter on a ``lookback``-step log return beyond ``threshold``, hold ``hold`` steps.
+
+    ``momentum`` goes with the move (long after a rise, short or flat after a fall), ``mean_reversion`` against
+    it. A new signal during a hold restarts it; after ``hold`` steps without one the rule exits to flat (spot;
+    a perp account keeps its side, the market action set having no flat target there).
+    """
+
+    kind: RuleKind
+    lookback: int
+    threshold: float
+    hold: int
+
+    def label(self) -> str:
+        """E.g. ``momentum L60 >0.40% H60``."""
+        return f"{self.kind} L{self.lookback} >{self.threshold:.2%} H{self.hold}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"kind": self.kind, "lookback": self.lookback, "threshold": self.threshold, "hold": self.hold}
+
+
+def round_trip_cost(env_config: EnvConfig) -> float:
+    """The fraction a market round trip costs: twice the taker fee plus twice the slippage."""
+    venue = env_config.venue
+    return 2.0 * (float(venue.fee) + venue.slippage_bps / 10_000.0)
+
+
+def rule_grid(cost: float) -> list[RuleSpec]:
+    """Every rule of the tuning grid; entry thresholds are ``RULE_COST_MULTIPLES`` x ``cost`` (fee-aware: a
+    rule enters only on a move at least as large as what the round trip costs)."""
+    return [
+        RuleSpec(kind, lookback, m * cost, hold)  # type: ignore[arg-type]
+        for kind in ("momentum", "mean_reversion")
+        for lookback in RULE_LOOKBACKS
+        for m in RULE_COST_MULTIPLES
+        for hold in RULE_HOLDS
+    ]
+
+
+def rule_targets(close: np.ndarray, spec: RuleSpec) -> np.ndarray:
+    """The rule's target direction (+1, -1, 0) at every step, from the closes up to that step only.
+
+    Returns
+    -------
+    array [T] int8
+    """
+    c = np.log(np.asarray(close, dtype=np.float64))
+    n = c.size
+    ret = np.zeros(n)
+    if spec.lookback < n:
+        ret[spec.lookback :] = c[spec.lookback :] - c[: n - spec.lookback]
+    side = np.where(ret > spec.threshold, 1, np.where(ret < -spec.threshold, -1, 0))
+    if spec.kind == "mean_reversion":
+        side = -side
+    idx = np.arange(n)
+    last = np.maximum.accumulate(np.where(side != 0, idx, -1))
+    holding = (last >= 0) & (idx - last < spec.hold)
+    return np.where(holding, side[np.maximum(last, 0)], 0).astype(np.int8)
+
+
+def target_actions(targets: np.ndarray, kind: str) -> np.ndarray:
+    """Market actions that reach ``targets``: BUY for long, SELL for short (perp) or flat (spot), HOLD else."""
+    t = np.asarray(targets)
+    flat = SELL if kind == "spot" else HOLD
+    return np.where(t > 0, BUY, np.where(t < 0, SELL, flat)).astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleScore:
+    """One rule over the tuning span: net total return, annualised Sharpe and trades."""
+
+    spec: RuleSpec
+    total_return: float
+    sharpe: float
+    trades: int
+
+
+def tune_rules(
+    timeline: MarketTimeline, env_config: EnvConfig, start: int, steps: int, grid: Sequence[RuleSpec] | None = None
+) -> list[RuleScore]:
+    """Every rule of ``grid`` (default :func:`rule_grid` of the venue's round-trip cost) through the env over
+    steps ``start .. start + steps`` (the training span: nothing after it is read), best Sharpe first.
+
+    Raises
+    ------
+    ConfigError
+        When the span is empty or leaves the timeline.
+    """
+    if steps < 2 or start < 0 or start + steps >= timeline.n_steps:
+        raise ConfigError(
+            f"rule tuning span [{start}, {start + steps}] is empty or not on the timeline's {timeline.n_steps} steps"
+        )
+    specs = list(grid) if grid is not None else rule_grid(round_trip_cost(env_config))
+    close = np.asarray(timeline.base_close, dtype=np.float64)[: start + steps + 1]
+    targets = np.stack([rule_targets(close, s) for s in specs])
+    cfg = env_config.model_copy(
+        update={"random_start": False, "start_step": start, "episode_steps": steps, "close_at_end": True}
+    )
+    env = VectorTradingEnv(timeline, len(specs), cfg, observe=False)
+    _, info = env.reset(seed=0)
+    k = len(specs)
+    equity = np.zeros((k, steps + 1))
+    equity[:, 0] = info["equity"]
+    ended = np.full(k, -1)
+    trades = np.zeros(k, dtype=np.int64)
+    rows = np.arange(k)
+    for i in range(steps):
+        actions = target_actions(targets[rows, info["step"]], env_config.venue.kind)
+        _, _, terminated, truncated, info = env.step(actions)
+        live = ended < 0
+        equity[live, i + 1] = info["equity"][live]
+        trades[live] = info["trades"][live]
+        ended[live & (terminated | truncated)] = i + 1
+        if (ended >= 0).all():
+            break
+    step_ms = float(np.median(np.diff(np.asarray(timeline.step_time_ms, dtype=np.int64))))
+    scores = []
+    for j, spec in enumerate(specs):
+        e = np.maximum(equity[j, : (ended[j] if ended[j] > 0 else steps) + 1], 1e-12)
+        score = RuleScore(spec, float(e[-1] / e[0] - 1.0), float(sharpe(log_returns(e), step_ms)), int(trades[j]))
+        scores.append(score)
+    return sorted(scores, key=lambda sc: (-np.nan_to_num(sc.sharpe, nan=-np.inf), -sc.total_return))

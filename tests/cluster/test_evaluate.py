@@ -20,11 +20,11 @@ from cluster.evaluate import (
     evaluate,
     evaluation_span,
     format_report,
-    walk_forward_folds,
+    span_sub_windows,
 )
 from cluster.runinfo import read_run_record
 from cluster.trials import read_trials
-from market.baselines import BASELINES, real_kline_timeline, run_baselines
+from market.baselines import BASELINES, RuleSpec, real_kline_timeline, rule_targets, run_baselines, target_actions
 from market.config import DataConfig
 from market.env import HOLD, EnvConfig, TradingEnv
 from market.errors import ConfigError, DataError
@@ -81,7 +81,7 @@ def test_evaluate_on_the_real_klines_prints_intervals_and_writes_results_plot_an
 
     # The table: every strategy with its interval, the folds and the seeded starts, no SYNTHETIC label.
     assert "SYNTHETIC" not in table and "real Binance data" in table
-    assert "return [95% CI]" in table and "Walk-forward folds" in table and "Seeded starts" in table
+    assert "return [95% CI]" in table and "Sub-windows of the evaluation span" in table and "Seeded starts" in table
     span_rows = [line for line in table.splitlines() if line.startswith(("policy ", "buy_and_hold ", "random s"))]
     assert len(span_rows) >= 2 + len(SEEDS) and all(line.count("[") >= 3 for line in span_rows[:5])
     assert "deterministic from a fixed start" in table
@@ -95,9 +95,9 @@ def test_evaluate_on_the_real_klines_prints_intervals_and_writes_results_plot_an
     ev = results["spans"]["eval"]
     assert ev["end"] == 4_000 and ev["n_steps"] == ev["end"] - ev["start"] > 500
     assert len(results["spans"]["folds"]) == 4 and len(results["spans"]["starts"]) == 4 * len(SEEDS)
-    # 1 span + 4 folds, each: policy, 3 deterministic baselines, random per seed; the span also the policy
-    # delayed 1 and 2 steps (the lag test); 12 starts: 5 strategies each
-    assert len(results["runs"]) == 5 * (4 + len(SEEDS)) + 2 + 12 * 5
+    # 1 span + 4 folds, each: policy, 3 deterministic baselines, random per seed, the tuned rule; the span also
+    # the policy delayed 1 and 2 steps (the lag test); 12 starts: 6 strategies each
+    assert len(results["runs"]) == 5 * (5 + len(SEEDS)) + 2 + 12 * 6
     for run in results["runs"]:
         for key in ("total_return", "sharpe", "sortino", "max_drawdown", "trades", "fees", "win_rate", "exposure"):
             assert key in run
@@ -247,14 +247,14 @@ def test_too_few_seeds_a_foreign_layout_and_a_cnn_without_checkpoint_are_refused
 def test_folds_shrink_to_what_the_span_allows() -> None:
     times = np.arange(1_000, dtype=np.int64) * 60_000
     span = make_span("eval", times, 500, 1_000)
-    assert [(f.start, f.end) for f in walk_forward_folds(span, times, 4, 120)] == [
+    assert [(f.start, f.end) for f in span_sub_windows(span, times, 4, 120)] == [
         (500, 625),
         (625, 750),
         (750, 875),
         (875, 1_000),
     ]
-    assert len(walk_forward_folds(span, times, 4, 200)) == 2
-    assert [(f.start, f.end) for f in walk_forward_folds(span, times, 4, 300)] == [(500, 1_000)]
+    assert len(span_sub_windows(span, times, 4, 200)) == 2
+    assert [(f.start, f.end) for f in span_sub_windows(span, times, 4, 300)] == [(500, 1_000)]
 
 
 def test_a_recorded_evaluation_span_overlapping_training_is_refused(real_timeline) -> None:
@@ -324,3 +324,40 @@ def test_every_evaluation_appends_a_trial_row_and_the_dsr_counts_the_trials(real
     table = format_report(r3)
     assert "deflated Sharpe ratio" in table and "minimum track record" in table and "PBO (CSCV)" in table
     assert "assumes" in table and "i.i.d." in table
+
+
+def test_the_baseline_to_beat_is_tuned_before_the_span_and_replays(real_run, real_timeline) -> None:
+    report, table, _ = real_run
+    rules = report.stats["rules"]
+    assert rules["grid"] == 54 and rules["tuned_on"]["end"] <= report.spans["eval"]["start"]
+    assert f"baseline to beat: best_rule = {rules['label']}" in table
+    spec = RuleSpec(**rules["spec"])
+    run = report.select("best_rule", "span")[0]
+    env_config = ExperimentConfig().env.model_copy(
+        update={
+            "close_at_end": True,
+            "random_start": False,
+            "start_step": run.start_step,
+            "episode_steps": run.end_step - run.start_step,
+        }
+    )
+    targets = rule_targets(np.asarray(real_timeline.base_close), spec)
+    env = TradingEnv(real_timeline, env_config)
+    _, info = env.reset(seed=0)
+    done = False
+    while not done:
+        action = int(target_actions(targets[[info["step"]]], env_config.venue.kind)[0])
+        _, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    assert info["equity"] / env_config.initial_equity - 1.0 == pytest.approx(run.total_return, abs=1e-12)
+
+
+def test_every_evaluation_step_has_a_regime_and_the_verdict_line_is_printed(real_run) -> None:
+    report, table, _ = real_run
+    reg = report.stats["regimes"]
+    assert reg["available"] and len(reg["labels"]) == report.select("policy", "span")[0].steps
+    assert sum(e["steps"] for e in reg["regimes"].values()) == len(reg["labels"])
+    assert reg["thresholds"]["fitted_on"][1] <= report.spans["eval"]["start"]
+    assert "Regimes (causal rule" in table and "at least 3 regimes ->" in table
+    for name in ("trend_up", "trend_down", "range", "high_vol"):
+        assert f"  {name}" in table

@@ -3,20 +3,32 @@ and a run on the real recorded klines."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from market.baselines import (
     BASELINES,
     YEAR_MS,
+    RuleSpec,
     format_table,
     max_drawdown,
     real_kline_timeline,
+    round_trip_cost,
+    rule_grid,
+    rule_targets,
     run_baselines,
     sharpe_ratio,
+    target_actions,
+    tune_rules,
 )
-from market.env import EnvConfig
+from market.env import BUY, HOLD, SELL, EnvConfig
 from market.errors import ConfigError
+from market.metrics import log_returns, sharpe
+from market.metrics import max_drawdown as metrics_drawdown
 from tests.market.test_env import price_timeline, random_walk
 
 WHOLE_SPAN = EnvConfig(random_start=False, episode_steps=10**6)
@@ -96,3 +108,59 @@ def test_baselines_on_the_real_eth_klines(shared_data) -> None:
     assert by["flat"].total_return == 0.0
     table = format_table(results)
     assert "SYNTHETIC" not in table and "buy_and_hold" in table
+
+
+# ------------------------------------------------------------------------------- one Sharpe, rule baselines
+
+
+def test_the_baselines_sharpe_and_drawdown_are_the_metrics_ones_degenerate_cases_included() -> None:
+    growth = 100.0 * 1.001 ** np.arange(20)  # constant growth: no spread
+    assert sharpe_ratio(growth, 60_000) == sharpe(log_returns(growth), 60_000) == np.inf
+    curve = np.array([100.0, 90.0, 120.0, 60.0, 80.0])
+    assert max_drawdown(curve) == metrics_drawdown(curve) == pytest.approx(0.5)
+    assert sharpe_ratio(np.array([100.0]), 60_000) == 0.0
+
+
+def test_a_rule_enters_beyond_its_threshold_and_holds_its_period() -> None:
+    close = np.array([100.0] * 5 + [101.0] + [101.0] * 10)
+    mom = rule_targets(close, RuleSpec("momentum", 1, 0.005, 3))
+    assert mom.tolist() == [0] * 5 + [1, 1, 1] + [0] * 8
+    rev = rule_targets(close, RuleSpec("mean_reversion", 1, 0.005, 3))
+    assert rev.tolist() == [0] * 5 + [-1, -1, -1] + [0] * 8
+    assert rule_targets(close, RuleSpec("momentum", 1, 0.02, 3)).tolist() == [0] * 16  # below the threshold
+    assert target_actions(np.array([1, -1, 0]), "spot").tolist() == [BUY, SELL, SELL]
+    assert target_actions(np.array([1, -1, 0]), "perp").tolist() == [BUY, SELL, HOLD]
+
+
+def test_the_rule_grid_is_fee_aware() -> None:
+    cost = round_trip_cost(EnvConfig())
+    assert cost == pytest.approx(2 * (EnvConfig().venue.fee + EnvConfig().venue.slippage_bps / 1e4))
+    grid = rule_grid(cost)
+    assert len(grid) == 54 and min(r.threshold for r in grid) == pytest.approx(cost)
+    assert {r.kind for r in grid} == {"momentum", "mean_reversion"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(5, 195),
+    st.sampled_from(["momentum", "mean_reversion"]),
+    st.integers(1, 20),
+    st.integers(1, 30),
+)
+def test_rule_targets_are_causal(seed: int, cut: int, kind: str, lookback: int, hold: int) -> None:
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, 200)))
+    other = close.copy()
+    other[cut:] *= np.exp(rng.normal(0, 0.05, 200 - cut))
+    spec = RuleSpec(kind, lookback, 0.005, hold)  # type: ignore[arg-type]
+    assert np.array_equal(rule_targets(close, spec)[:cut], rule_targets(other, spec)[:cut])
+
+
+def test_tuning_reads_nothing_after_its_span(walk) -> None:
+    a = tune_rules(walk, EnvConfig(), 50, 300)
+    assert len(a) == 54 and a[0].sharpe >= a[-1].sharpe
+    close = np.asarray(walk.base_close).copy()
+    close[351:] *= 1.5  # everything after the span's last mark
+    b = tune_rules(dataclasses.replace(walk, base_close=close), EnvConfig(), 50, 300)
+    assert [(x.spec, x.total_return, x.trades) for x in a] == [(x.spec, x.total_return, x.trades) for x in b]
