@@ -449,6 +449,7 @@ class PaperTrader:
         buy, sell = self._quote(close, float(live.half_spread))
         if self.risk.start_step(time_ms, float(acc.equity(close)[0])):
             self._event("rayscalp_paper_risk_limit_trips", {"limit": "max_daily_loss"})
+            self._cancel_resting()
             if acc.qty[0] != 0:
                 fills.clear()
                 vn.close_positions(acc, np.array([True]), buy, sell, venue.fee, fills)
@@ -504,6 +505,11 @@ class PaperTrader:
             if target != int(current[0]) or post:
                 self.risk.record_order(time_ms)
         return 1
+
+    def _cancel_resting(self) -> None:
+        """Cancel the resting limit order (a risk action: the kill switch, the daily loss limit)."""
+        acc = self.acc
+        acc.order_side[0], acc.order_price[0], acc.order_target[0] = 0, 0.0, 0
 
     def _quote(self, close: float, half_spread: float) -> tuple[np.ndarray, np.ndarray]:
         """Where a market buy and sell would fill now: ``close`` plus or minus the half-spread (or slippage)."""
@@ -593,11 +599,12 @@ class PaperTrader:
     # -- kill switch ---------------------------------------------------------------------------------
 
     def kill(self, reason: str = "") -> dict[str, Any]:
-        """Engage the kill switch: drop the pending order, close the position now at the last step's close (with
-        the half-spread or slippage, and fees), and take no policy order until :meth:`release`. Persisted; returns
-        the status."""
+        """Engage the kill switch: drop the pending and resting orders, close the position now at the last step's
+        close (with the half-spread or slippage, and fees), and take no policy order until :meth:`release`.
+        Persisted; returns the status."""
         with self._lock:
             self.pending = None
+            self._cancel_resting()
             at = self.last_step_ms if self.last_step_ms >= 0 else int(self._clock())
             if self.risk.engage(reason, at):
                 self._event("rayscalp_paper_risk_limit_trips", {"limit": "kill_switch"})

@@ -544,3 +544,26 @@ def test_http_policy_sends_the_policy_services_key_from_its_environment_variable
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.timeout(120)
+def test_the_kill_switch_cancels_a_resting_limit_order_and_nothing_fills_after_it(
+    capture, books, step_times, tmp_path
+) -> None:
+    # bids that rest (a volume cap no 1s bar meets), posted every 10 steps
+    venue = VenueConfig(position_fraction=0.01, resting_volume_fraction=1e-9)
+    posts = {int(t): POST_BID for t in step_times[::10]}
+    trader = PaperTrader(paper_config(tmp_path / "paper", venue, actions="scalper"), ScriptedPolicy(posts))
+    replay = Replay(capture, tmp_path / "stream", seed=9, books=books)
+    k = 0
+    while trader.status()["resting_order"] is None:
+        k += 5
+        replay.run(trader, until_ms=int(step_times[k]))
+    resting = trader.status()["resting_order"]
+    assert resting["side"] == 1 and resting["price"] < trader.last_close and trader.acc.qty[0] == 0
+    status = trader.kill("operator: test")
+    assert status["resting_order"] is None and status["pending_order"] is None and status["position"] == 0.0
+    restored = PaperTrader(paper_config(tmp_path / "paper", venue, actions="scalper"), ScriptedPolicy(posts))
+    assert restored.acc.order_side[0] == 0  # persisted as cancelled
+    replay.run(restored, until_ms=int(step_times[k + 300]))
+    assert restored.fills().size == 0 and restored.acc.order_side[0] == 0 and restored.steps > k + 250
