@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -92,3 +94,14 @@ def test_torch_inputs_and_a_disabled_switch_take_the_reference_path() -> None:
         assert not gather_kernel.available()
         assert not gather_kernel.window(comp, src, timeline, steps, out)
     assert gather_kernel.available()
+
+
+def test_without_numba_gather_runs_the_reference_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    timeline = random_timeline("tiny", 20, 6)
+    steps = np.array([0, 5, 19], dtype=np.int64)
+    agent = np.zeros((3, len(AGENT_FEATURES)), dtype=np.float32)
+    compiled = gather(timeline, steps, agent)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now raises ImportError
+    monkeypatch.setitem(gather_kernel._state, "kernels", None)
+    assert not gather_kernel.available()
+    np.testing.assert_array_equal(gather(timeline, steps, agent), compiled)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -271,3 +272,14 @@ def test_auto_backend_is_compiled_on_cpu_where_numba_imports_and_numba_refuses_c
         assert SumMinTree(10, 4, "cuda").backend == "flat"
         with pytest.raises(ConfigError, match="CPU only"):
             SumMinTree(10, 4, "cuda", backend="numba")
+
+
+def test_without_numba_the_auto_backend_is_the_torch_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now raises ImportError
+    monkeypatch.setitem(sum_tree_kernel._state, "kernels", None)
+    tree = SumMinTree(100, 4, top_width=4)
+    assert tree.backend == "torch"
+    tree.set(torch.arange(100), torch.arange(1, 101, dtype=torch.float64), unique=True)
+    assert float(tree.total()) == 5050.0
+    with pytest.raises(ConfigError, match="needs numba"):
+        SumMinTree(100, 4, backend="numba")
