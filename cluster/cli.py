@@ -684,6 +684,17 @@ def grafana_push(url: str, api_key: str, folder_uid: str | None) -> None:
     click.echo(f"{result.status}: {result.uid} version {result.version} {url.rstrip('/')}{result.url}")
 
 
+@main.command(
+    "box", add_help_option=False, context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.pass_context
+def box(ctx: click.Context) -> None:
+    """A multi-node Ray on this machine (head, learner node, rollout nodes): up, status, add, remove, down."""
+    from cluster.box import box as box_commands
+
+    box_commands.main(args=ctx.args, prog_name="rayscalp box", standalone_mode=False)
+
+
 def entry() -> None:
     """Console entry point that turns the project's own errors into one clear line and exit code 2."""
     import os
