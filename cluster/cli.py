@@ -207,7 +207,9 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
     click.echo(
         f"data: {history.description} ({history.label()}), {timeline.n_steps:,} steps of {cfg.state.base_timeframe}"
     )
-    click.echo(env_config.venue.describe())
+    from market.env import VectorTradingEnv
+
+    click.echo(VectorTradingEnv(timeline, 1, env_config, observe=False).fill_model)  # the venue the env ran
     click.echo(format_table(results))
     click.echo("open positions are closed at market at the end (the exit fee paid)")
 
@@ -230,7 +232,11 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
 )
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated evaluation seeds (at least 3).")
 @click.option(
-    "--folds", type=int, default=4, show_default=True, help="Sub-windows of the evaluation span (no refit; fewer where it is short)."
+    "--folds",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Sub-windows of the evaluation span (no refit; fewer where it is short).",
 )
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Block-bootstrap resamples.")
 @click.option(

@@ -227,6 +227,7 @@ class EvaluationReport:
                 "run": str(self.run_record),
                 "returns": None if self.returns_path is None else str(self.returns_path),
                 "trials": None if self.trials_path is None else str(self.trials_path),
+                "report": str(self.out_dir / "report.md"),
             },
         }
 
@@ -988,6 +989,8 @@ def evaluate(
         "policy": span_episode.curve(0)[0].tolist(),
         "policy_position": span_episode.curve(0)[1].tolist(),
         "buy_and_hold": span_episode.curve(bnh_row)[0].tolist(),
+        BEST_RULE: span_episode.curve([n for n, _ in span_episode.rows].index(BEST_RULE))[0].tolist(),
+        **{lag_name(k): span_episode.curve(j)[0].tolist() for j, k in enumerate(LAGS) if k},
     }
 
     out = Path(out_dir)
@@ -1063,7 +1066,8 @@ def evaluate(
         data_description=data.description,
         data_fingerprint=data.fingerprint,
         profile=state.profile,
-        venue={**venue.model_dump(mode="json"), "fee": venue.fee, "describe": venue.describe()},
+        # What the env actually filled with (a timeline without bar opens fills at the close, and says so).
+        venue={**venue.model_dump(mode="json"), "fee": venue.fee, "describe": span_episode.base_env.fill_model},
         env=env_config.model_dump(mode="json"),
         step_ms=step_ms,
         spans=spans_dict,
@@ -1081,6 +1085,9 @@ def evaluate(
         trials_path=registry_path(registry_dir),
     )
     plot_equity(report, report.plot_path)
+    from .report import write_report  # reads the finished evaluation (and imports this module)
+
+    write_report(report)
     record = make_run_record(
         config,
         run_id=eval_run_id,

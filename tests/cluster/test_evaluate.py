@@ -361,3 +361,24 @@ def test_every_evaluation_step_has_a_regime_and_the_verdict_line_is_printed(real
     assert "Regimes (causal rule" in table and "at least 3 regimes ->" in table
     for name in ("trend_up", "trend_down", "range", "high_vol"):
         assert f"  {name}" in table
+
+
+def test_the_report_has_the_curves_regimes_lag_test_statistics_data_and_costs(real_run) -> None:
+    report, _, _ = real_run
+    md = (report.out_dir / "report.md").read_text()
+    for png in ("report_equity.png", "report_regimes.png", "report_lags.png"):
+        path = report.out_dir / png
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({png})" in md
+    for text in (
+        "## Lag test",
+        "## Regimes",
+        "deflated Sharpe ratio",
+        "PBO (CSCV)",
+        "Baseline to beat",
+        report.data_fingerprint[:16],
+        "Venue and costs",
+        "fills:",
+        "| best_rule |",
+    ):
+        assert text in md, text
+    assert report.curves["best_rule"][0] == report.curves["policy"][0] and len(report.curves["policy_lag1"]) > 1
