@@ -9,12 +9,14 @@ used when present (and named in the output).
 
 from __future__ import annotations
 
+import statistics
 import sys
+import time
 
 import numpy as np
 import torch
 
-from bench._common import SHARED_DATA, median_seconds, rate_line
+from bench._common import SHARED_DATA, rate_line
 from market.layout import AGENT_FEATURES, StateConfig
 from market.timeline_builder import build_timeline
 from policies.config import TrainingConfig
@@ -86,17 +88,29 @@ def measure(profile: str, device: torch.device, updates: int = UPDATES) -> str:
             learner.optimizer.step()
         sync()
 
-    ours_rate = updates / median_seconds(ours, repeats=3, warmup=1)
-    bare_rate = updates / median_seconds(bare, repeats=3, warmup=1)
+    # Interleaved rounds, timed in this thread's CPU seconds on the CPU (steadier than wall time on a shared
+    # machine; torch runs one thread there) and in wall time on a GPU (the host thread waits on the device).
+    clock = time.perf_counter if device.type == "cuda" else time.thread_time
+    ours(), bare()  # warm-up
+    times: dict[str, list[float]] = {"ours": [], "bare": []}
+    for _ in range(3):
+        for name, fn in (("ours", ours), ("bare", bare)):
+            start = clock()
+            fn()
+            times[name].append(clock() - start)
+    ours_rate = updates / statistics.median(times["ours"])
+    bare_rate = updates / statistics.median(times["bare"])
     print(
         f"  {profile}: {timeline.layout.size:,} floats per state, {history.label()}, device {device}, "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}, timed in {'wall' if device.type == 'cuda' else 'thread CPU'} seconds"
     )
     return rate_line(f"learner ({profile}, {device.type})", ours_rate, bare_rate, "bare fwd/bwd/Adam", " updates/s")
 
 
 def main() -> int:
     device = resolve_device("auto")
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # one thread, so that its CPU seconds are all the work
     lines = [measure(p, device) for p in ("tiny", "default")]
     print("\n".join(lines))
     return 0
