@@ -301,6 +301,56 @@ def evaluate_command(
     click.echo(format_report(report))
 
 
+@main.command("evaluate-cnn")
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CNN checkpoint written by rayscalp train-cnn.",
+)
+@CONFIG_OPTION
+@SET_OPTION
+@click.option(
+    "--data",
+    "data_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Kline files or folders to score on (repeatable). Default: the configured history.",
+)
+@click.option("--start", "start", default=None, help="First scored instant, YYYY-MM-DD[THH:MM] UTC.")
+@click.option("--end", "end", default=None, help="First instant not scored (exclusive).")
+@click.option("--allow-short-warmup", is_flag=True, help="Score steps whose windows are not yet full.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=None, help="Write the scores as JSON.")
+def evaluate_cnn_command(
+    checkpoint: Path,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    data_paths: tuple[Path, ...],
+    start: str | None,
+    end: str | None,
+    allow_short_warmup: bool,
+    out_path: Path | None,
+) -> None:
+    """Score a CNN's direction predictions on new data beside its training span's majority class and persistence."""
+    import orjson
+
+    from cluster.train_cnn import evaluate_cnn
+
+    cfg = _load(config_path, overrides)
+    result = evaluate_cnn(
+        checkpoint,
+        cfg,
+        data_paths=list(data_paths) or None,
+        start_ms=_utc_ms(start),
+        end_ms=_utc_ms(end),
+        allow_short_warmup=allow_short_warmup,
+        log=click.echo,
+    )
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_bytes(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+
+
 @main.command("trials")
 @click.option(
     "--runs-dir",

@@ -231,6 +231,7 @@ def train_cnn(
         "seed": config.seed,
         "fit": {k: v for k, v in result.as_dict().items() if k != "history"},
         "scores": scores,
+        "majority_classes": [int(c) for c in majority],  # of its training span: what a later scoring compares to
         "created_utc": now.isoformat(timespec="seconds"),
     }
     checkpoint = save_checkpoint(out / "cnn.pt", model.cpu(), version=version, meta=meta)
@@ -275,3 +276,147 @@ def train_cnn(
     tmp.replace(report.report_path)
     log(report.table())
     return report
+
+
+# ------------------------------------------------------------------------------------ scoring on new data
+
+
+@dataclass(frozen=True, slots=True)
+class CnnEvaluation:
+    """A CNN checkpoint scored on data it was not trained on: per horizon its direction accuracy beside the
+    majority class of its training span and persistence."""
+
+    version: str
+    data_label: str
+    data_description: str
+    data_fingerprint: str
+    span: dict[str, Any]
+    warmup: dict[str, Any]
+    majority_source: str
+    scores: tuple[DirectionScore, ...]
+    notes: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "kind": "cnn_evaluation",
+            "version": self.version,
+            "data_label": self.data_label,
+            "data_description": self.data_description,
+            "data_fingerprint": self.data_fingerprint,
+            "span": self.span,
+            "warmup": self.warmup,
+            "majority_source": self.majority_source,
+            "scores": [sc.as_dict() for sc in self.scores],
+            "notes": list(self.notes),
+        }
+
+    def table(self) -> str:
+        """The scores as plain text, the model beside the majority class and persistence."""
+        sp = self.span
+        lines = [
+            f"CNN {self.version} on {self.data_label} ({self.data_description}); "
+            f"fingerprint {self.data_fingerprint[:12]}",
+            f"  scored steps [{sp['start']}, {sp['end']}) ({sp['n_steps']} steps); "
+            f"majority class: {self.majority_source}",
+            f"{'h':>5}{'n':>8} | {'acc':>6}{'bal':>7} | {'majority':>9}{'bal':>7} | {'persist':>8}{'bal':>7}",
+        ]
+        for sc in self.scores:
+            lines.append(
+                f"{sc.horizon:>5}{sc.n:>8} | {sc.accuracy:>6.3f}{sc.balanced_accuracy:>7.3f} | "
+                f"{sc.majority_accuracy:>9.3f}{sc.majority_balanced_accuracy:>7.3f} | "
+                f"{sc.persistence_accuracy:>8.3f}{sc.persistence_balanced_accuracy:>7.3f}"
+            )
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def evaluate_cnn(
+    checkpoint: Path,
+    config: ExperimentConfig,
+    *,
+    data_paths: list[Path] | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    allow_short_warmup: bool = False,
+    history: History | None = None,
+    log: Callable[[str], None] = print,
+) -> CnnEvaluation:
+    """Score a CNN checkpoint on the named data (else the configured history): every step from the first whose
+    windows are full (or ``[start_ms, end_ms)``) whose labels the data can close.
+
+    Raises
+    ------
+    ConfigError
+        When the checkpoint does not exist.
+    DataError
+        As ``rayscalp evaluate`` does for the data, the warm-up and an overlap with the CNN's training span.
+    """
+    import numpy as np
+
+    from market.indicators import warmup_bars
+    from market.regime import warmup_rows
+    from market.spans import warmup_of
+    from policies.cnn import load_checkpoint
+
+    from .evaluate import check_warmup, data_span
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ConfigError(f"CNN checkpoint {checkpoint} does not exist")
+    model, meta = load_checkpoint(checkpoint)
+    state = model.layout.config
+    history = history or load_history(config.data, config.symbols, paths=data_paths)
+    for line in history.notes:
+        log(f"  {line}")
+    timeline = build_timeline(
+        history.market_data(config.symbols, ticks=bool(state.tick_window)), state, config.indicators
+    )
+    times = np.asarray(timeline.step_time_ms, dtype=np.int64)
+    warm = warmup_of(
+        timeline, indicator_bars=max(warmup_bars(config.indicators).values()), regime_rows=max(warmup_rows().values())
+    )
+    recorded = meta.get("spans") or {}
+    span, _ = data_span(
+        timeline,
+        warm,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        allow_short_warmup=allow_short_warmup,
+        recorded={k: v for k, v in recorded.items() if k == "cnn"},
+    )
+    warm_info = check_warmup(span, warm, times, allow_short_warmup=allow_short_warmup)
+    log(f"warm-up: windows full from step {warm.first_full}; scoring from step {span.start}")
+    horizons = tuple(model.config.horizons)
+    training = CnnTrainingConfig.model_validate(meta["training"]) if "training" in meta else CnnTrainingConfig()
+    close, high, low = timeline.base_close, timeline.base_high, timeline.base_low
+    if high is None or low is None:
+        high = low = close
+    labels = compute_labels(close, high, low, horizons, training.labels, end=span.end)
+    steps = LabelledSteps(labels.labelled(span.start, span.end), labels)
+    notes: list[str] = []
+    if "majority_classes" in meta:
+        majority = np.asarray(meta["majority_classes"], dtype=np.int64)
+        source = "recorded with the checkpoint (its training span)"
+    else:
+        majority = majority_classes(steps)
+        source = "of the scored steps themselves (the checkpoint records none): in-sample, so optimistic"
+        notes.append(f"majority class {source}")
+    scores = tuple(score_directions(model, timeline, steps, majority, batch_size=training.eval_batch_size))
+    notes.append("persistence: the class of the last realised move of each horizon (causal)")
+    notes.append(f"classes: {', '.join(DIRECTION_NAMES)}; balanced accuracy is the mean of per-class recalls")
+    if history.synthetic:
+        notes.append("SYNTHETIC DATA: these figures say nothing about the real market")
+    result = CnnEvaluation(
+        version=str(meta.get("version")),
+        data_label=history.label(),
+        data_description=history.description,
+        data_fingerprint=history.fingerprint,
+        span=span.as_dict(),
+        warmup=warm_info,
+        majority_source=source,
+        scores=scores,
+        notes=tuple(notes),
+    )
+    log(result.table())
+    return result
