@@ -351,6 +351,41 @@ def evaluate_cnn_command(
         out_path.write_bytes(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
 
 
+@main.command("walkforward")
+@CONFIG_OPTION
+@SET_OPTION
+@click.option("--folds", type=int, default=4, show_default=True, help="K folds: train on k, test on k + 1.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Evaluation seeds (at least 3).")
+@click.option("--resamples", type=int, default=1000, show_default=True, help="Block-bootstrap resamples.")
+@click.option("--data", "data_paths", multiple=True, type=click.Path(exists=True, path_type=Path), help="Kline files.")
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: <output_dir>/walkforward."
+)
+def walkforward_command(
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    folds: int,
+    seeds: str,
+    resamples: int,
+    data_paths: tuple[Path, ...],
+    out_dir: Path | None,
+) -> None:
+    """True walk-forward: a single-process policy trained on each fold, evaluated on the next, one OOS curve."""
+    from cluster.data.history import load_history
+    from cluster.walkforward import walkforward
+
+    cfg = _load(config_path, overrides)
+    walkforward(
+        cfg,
+        folds,
+        out_dir=out_dir or cfg.output_dir / "walkforward",
+        history=load_history(cfg.data, cfg.symbols, paths=list(data_paths) or None),
+        seeds=tuple(int(s) for s in seeds.split(",") if s.strip()),
+        n_resamples=resamples,
+        log=click.echo,
+    )
+
+
 @main.command("trials")
 @click.option(
     "--runs-dir",
