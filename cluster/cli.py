@@ -112,11 +112,24 @@ def data_fetch(
 @data.command("inspect")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def data_inspect(paths: tuple[Path, ...]) -> None:
-    """Load kline files and report span, rows, gaps and duplicates."""
+    """Load kline files and report span, rows, gaps and duplicates; then, as `evaluate --data` reads them, every
+    series merged across its files (overlaps, gaps, partial last bars dropped) or why they do not make one."""
+    from cluster.data.history import load_paths
+    from market.config import SymbolsConfig
     from market.datasets import inspect_klines
+    from market.errors import DataError
 
     for path in paths:
-        click.echo(f"{path}: {inspect_klines(path)}")
+        if path.is_file():
+            click.echo(f"{path}: {inspect_klines(path)}")
+    try:
+        history = load_paths(list(paths), SymbolsConfig())
+    except DataError as exc:
+        click.echo(f"as one history: not usable: {exc}")
+        return
+    click.echo(f"as one history ({history.fingerprint[:12]}):")
+    for line in history.notes:
+        click.echo(f"  {line}")
 
 
 @data.command("snapshot")
