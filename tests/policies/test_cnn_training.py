@@ -228,3 +228,41 @@ def test_masked_labels_add_nothing_to_the_loss(sine_timeline: MarketTimeline) ->
     masked["direction"][:, 0] = UP
     loss, parts_ = cnn_loss(out, masked, weights, config)
     assert parts_["direction"] > 0.0 and float(loss.detach()) == pytest.approx(parts_["direction"])
+
+
+def test_cnn_input_statistics_come_from_the_training_steps_only(sine_timeline: MarketTimeline) -> None:
+    # The same labelled steps on two timelines that differ only after the training span: the fitted model (one
+    # step, so the first validation always wins whatever it scores) must be the same bits. Statistics taken over
+    # any later step (the validation or evaluation span) would move the standardisation, and so the weights.
+    train_part, val_part = parts(sine_timeline)
+    last_train_ms = int(sine_timeline.step_time_ms[int(train_part.steps.max())])
+    rng = np.random.default_rng(3)
+    market = sine_market()
+    changed_bars = {}
+    for role, bars in (("traded", market.traded_bars["1m"]), ("reference", market.reference_bars["1m"])):
+        out = bars.copy()
+        later = out["open_time_ms"] > last_train_ms
+        scale = rng.uniform(0.7, 1.4, later.sum())
+        for col in ("open", "high", "low", "close"):
+            out[col][later] *= scale
+        out["volume"][later] *= rng.uniform(0.1, 10.0, later.sum())
+        changed_bars[role] = out
+    changed = build_timeline(
+        MarketData(
+            traded_bars={"1m": changed_bars["traded"]},
+            reference_bars={"1m": changed_bars["reference"]},
+            synthetic=True,
+        ),
+        sine_timeline.layout.config,
+    )
+    config = CnnTrainingConfig(batch_size=64, max_steps=1, eval_every=1, device="cpu", labels=LABELS)
+    fitted = []
+    for timeline in (sine_timeline, changed):
+        model = build_model(timeline.layout, CNN, 4)
+        result = fit(model, timeline, train_part, val_part, config, seed=4)
+        fitted.append((model.state_dict(), result.best_validation))
+    (weights_a, val_a), (weights_b, val_b) = fitted
+    assert weights_a.keys() == weights_b.keys()
+    for key in weights_a:
+        assert torch.equal(weights_a[key], weights_b[key]), key
+    assert val_a != val_b  # the change is real: the validation span sees it
