@@ -553,7 +553,7 @@ class PaperTrader:
             self._event("rayscalp_paper_risk_limit_trips", {"limit": "exchange_filters"})
         forced = fills.qty[0, vn.FORCED_LEG]
         fills.qty[0, vn.FORCED_LEG] = 0.0  # the order's legs first, then the liquidation's
-        arrived = decided + venue.latency_ms
+        arrived = decided + venue.latency
         self._take_fills(arrived, arrived // self.base_ms, "policy", float(live.close))
         if outcome.liquidated[0]:
             fills.qty[0, :] = 0.0

@@ -89,24 +89,24 @@ def _fill_base(
     """The venue the env fills with and the base bars' opens (what a market order fills at after the latency).
 
     The opens come from ``base_open`` or ``timeline.meta["base_open"]``. A timeline without them can only fill
-    at ``close[t]``: with the default latency that is said in ``fill_model`` (the latency is not applied), and a
-    latency the config asks for explicitly is refused.
+    at ``close[t]``: with the default latency (``latency_ms`` not given) that is said in ``fill_model`` (the
+    latency is not applied), and a latency the config gives is refused.
     """
     n = close.shape[0]
     opens = timeline.meta.get("base_open") if base_open is None else base_open
-    if venue.latency_ms == 0:
+    if venue.latency == 0:
         return venue, close if opens is None else _per_step(opens, n, "base_open", src)
     if opens is None:
-        if "latency_ms" in venue.model_fields_set:
+        if venue.latency_ms is not None:
             raise ConfigError(
                 f"env.venue.latency_ms: {venue.latency_ms} needs the base bars' opens (timeline {src!r} has no "
                 "meta['base_open']); give base_open= or set venue.latency_ms: 0"
             )
         return venue.model_copy(update={"latency_ms": 0}), close
     steps = np.diff(time_ms)
-    if steps.size and venue.latency_ms > int(steps.min()):
+    if steps.size and venue.latency > int(steps.min()):
         raise ConfigError(
-            f"env.venue.latency_ms: {venue.latency_ms} exceeds the base step ({int(steps.min())} ms) "
+            f"env.venue.latency_ms: {venue.latency} exceeds the base step ({int(steps.min())} ms) "
             f"of timeline {src!r}"
         )
     opens = _per_step(opens, n, "base_open", src)

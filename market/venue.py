@@ -42,6 +42,8 @@ FEE_PRESETS: dict[str, tuple[float, float]] = {"binance-spot": (0.001, 0.001), "
 #: Fee discount when fees are paid in BNB: 25% on spot, 10% on USD-M.
 BNB_DISCOUNT: dict[str, float] = {"binance-spot": 0.25, "binance-usdm": 0.10}
 _PRESET_OF_KIND = {"spot": "binance-spot", "perp": "binance-usdm"}
+#: The decision latency when the config gives none: from the close of the step decided on to the order's arrival.
+DEFAULT_LATENCY_MS = 100
 
 
 class ExchangeFilters(StrictModel):
@@ -75,7 +77,9 @@ class VenueConfig(StrictModel):
     / ``maker_fee`` override it: another tier), ``bnb_discount`` applies the BNB discount. Market orders pay the
     taker fee.
 
-    ``latency_ms`` (default 100, on): an order decided on the state at t reaches the market after it, so it fills
+    ``latency_ms`` (default :data:`DEFAULT_LATENCY_MS`, on; ``None`` means the default where the data has the base
+    bars' opens, and 0 with a note where it has not): an order decided on the state at t reaches the market after
+    it, so it fills
     at the next base bar's open (plus the half-spread, or ``slippage_bps`` where no spread is known), not at
     the close the state already holds; it must not exceed one base step. ``0`` fills at ``close[t]`` (the rule
     before latency). ``filters`` (a symbol's :data:`FILTER_PRESETS` name such as ``ETHUSDT``, or explicit
@@ -92,7 +96,7 @@ class VenueConfig(StrictModel):
     maintenance_margin_rate: float = Field(0.005, gt=0.0, lt=0.5, allow_inf_nan=False)
     funding_rate_8h: float = Field(0.0001, ge=-0.03, le=0.03, allow_inf_nan=False)
     slippage_bps: float = Field(1.0, ge=0.0, le=500.0, allow_inf_nan=False)
-    latency_ms: int = Field(100, ge=0, le=86_400_000)
+    latency_ms: int | None = Field(None, ge=0, le=86_400_000)
     resting_volume_fraction: float = Field(0.1, gt=0.0, le=1.0, allow_inf_nan=False)
     filters: ExchangeFilters | str | None = None
 
@@ -136,9 +140,14 @@ class VenueConfig(StrictModel):
         return float(self.taker_fee)  # type: ignore[arg-type]
 
     @property
+    def latency(self) -> int:
+        """The decision latency in force, in ms (``latency_ms``, or :data:`DEFAULT_LATENCY_MS` when not given)."""
+        return DEFAULT_LATENCY_MS if self.latency_ms is None else int(self.latency_ms)
+
+    @property
     def fill_model(self) -> str:
         """The fill rule of market orders, in words."""
-        at = "close[t] (no latency)" if self.latency_ms == 0 else f"next bar open after {self.latency_ms} ms"
+        at = "close[t] (no latency)" if self.latency == 0 else f"next bar open after {self.latency} ms"
         return (
             f"market orders at {at} + half-spread (else {self.slippage_bps:g} bps slippage); post-only limits at "
             f"the best bid/ask fill whole when the next bar trades strictly through them, within "
@@ -153,7 +162,7 @@ class VenueConfig(StrictModel):
         return (
             f"venue {self.kind}{lev} ({self.fee_preset}{', BNB discount' if self.bnb_discount else ''}: taker "
             f"{self.fee * 100:.4f}%, maker {float(self.maker_fee) * 100:.4f}%); fills: {self.fill_model}; "  # type: ignore[arg-type]
-            f"latency {self.latency_ms} ms; filters: {filters}"
+            f"latency {self.latency} ms; filters: {filters}"
         )
 
 
@@ -650,7 +659,7 @@ def order_prices(market: StepMarket, config: VenueConfig) -> tuple[np.ndarray, n
     after the order arrived), each plus or minus the half-spread known at t (the slippage where none is),
     on the exchange's tick when filters are set.
     """
-    base = market.close if config.latency_ms == 0 else market.next_open
+    base = market.close if config.latency == 0 else market.next_open
     buy, sell = fill_prices(base, config.slippage_bps, market.half_spread)
     return round_to_ticks(buy, sell, config)
 
@@ -727,7 +736,7 @@ def _rest(
             bid, ask = np.floor(bid / tick + 1e-9) * tick, np.ceil(ask / tick - 1e-9) * tick
         limit = np.where(orders.post > 0, bid, ask)
         crossed = np.zeros_like(new)
-        if config.latency_ms > 0:  # on arrival the market already traded at the limit: post-only rejects it
+        if config.latency > 0:  # on arrival the market already traded at the limit: post-only rejects it
             crossed = np.where(orders.post > 0, market.next_open <= limit, market.next_open >= limit) & new
             acc.refusals += crossed
         placed = new & ~crossed

@@ -249,7 +249,7 @@ def test_paper_books_and_pnl_equal_the_envs_for_the_same_actions_on_the_same_tra
         assert not np.isin(buys, closes).any()
         slip = venue.slippage_bps * 1e-4
         assert not np.isin(buys, closes * (1 + slip)).all()
-    if venue.latency_ms:  # after the latency, the fills come from the next bars' opens, not the closes
+    if venue.latency:  # after the latency, the fills come from the next bars' opens, not the closes
         assert not np.isin(buys, closes + 0.5 * np.nan_to_num(spread[: trader.steps])).all()
     if scalper:  # resting orders filled, passively, at the maker fee, and only where the next bar traded through
         maker = [(f, i["step"]) for i in infos for f in i["fills"] if f["maker"]]

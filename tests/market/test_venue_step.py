@@ -112,7 +112,7 @@ def test_latency_zero_is_the_close_fill_rule_bit_for_bit_on_the_real_capture(rea
 
 def test_with_the_default_latency_the_fill_of_step_t_is_the_next_open_whatever_close_t_is(real) -> None:
     timeline, opens, spread = real
-    assert vn.VenueConfig().latency_ms > 0  # on by default
+    assert vn.VenueConfig().latency > 0  # on by default
     actions = np.full(timeline.n_steps - 1, HOLD)
     t = 50
     actions[t] = BUY
@@ -139,6 +139,9 @@ def test_a_latency_the_timeline_cannot_honour_is_refused_by_key(real) -> None:
     # the default latency on a timeline without opens fills at the close, and says so
     env = TradingEnv(timeline, EnvConfig())
     assert "close[t] (no latency)" in env.fill_model and "latency 0 ms" in env.fill_model
+    # ... also after the config went through a dump and a validation (as it does to a Ray worker)
+    again = EnvConfig.model_validate(EnvConfig().model_dump())
+    assert TradingEnv(timeline, again).fill_model == env.fill_model
 
 
 # ---------------------------------------------------------------------------------------- liquidation
