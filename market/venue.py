@@ -1,7 +1,9 @@
-"""The venue's accounting: fees, fill prices, target-position orders, margin, liquidation and funding.
+"""The venue: the one venue step (:func:`step`) and its parts: latency, fill prices, fees, exchange filters,
+market and post-only limit orders, margin, liquidation and funding.
 
-Shared by the trading env and the paper-trading actor, vectorised over K accounts (arrays ``[K]``). It
-never looks at a price the caller has not handed it, and never decides what to trade.
+The env, paper trading and evaluation all call :func:`step`, vectorised over K accounts (arrays ``[K]``). It
+never looks at a price the caller has not handed it (nothing after t+1), never fills at a price the market
+did not offer after the decision, and never decides what to trade.
 
 Conventions (one identity for spot and perp): every account holds ``cash`` (quote) and a signed ``qty``
 (base units) and its equity marked at price ``p`` is ``cash + qty * p``. A fill of signed ``dq`` at price
