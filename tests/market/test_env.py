@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from market.env import BUY, HOLD, SELL, EnvConfig, TradingEnv, VectorTradingEnv
 from market.errors import ConfigError, DataError
 from market.layout import AGENT_FEATURES, StateConfig
-from market.reward import log_equity_change
 from market.records import BAR_DTYPE
+from market.reward import log_equity_change
 from market.timeline import MarketTimeline
 from market.timeline_builder import MarketData, build_timeline
 from market.venue import LEGS
