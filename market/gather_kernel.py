@@ -1,8 +1,9 @@
 """The compiled CPU backend of ``market.features.gather``: each window read, normalised and written in one pass.
 
-Not a second definition of the state: ``gather`` calls :func:`window` and :func:`rows` for numpy inputs and
-falls back to its own array-API code wherever this backend declines (numba absent, a dtype it does not
-compile for, torch tensors, or switched off). It never reads a row past the last one known at t.
+Not a second definition of the state: ``gather`` calls :func:`window` and :func:`rows` for host inputs (numpy,
+or CPU torch tensors through numpy views of their memory) and falls back to its own array-API code wherever
+this backend declines (numba absent, a dtype it does not compile for, tensors on a GPU, or switched off).
+It never reads a row past the last one known at t.
 
 Equality with the reference: every value is the same float32 bit for bit (a price is ``row - ref`` in the
 dtypes numpy uses, cast on the store; a missing row is ``value * 0`` as there, signed zeros included), except
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from array_api_compat import is_torch_array
 
 #: Set ``RAYSCALP_GATHER_KERNEL=0`` to run the reference array-API path everywhere.
 _ENV = "RAYSCALP_GATHER_KERNEL"
@@ -127,23 +129,41 @@ def disabled() -> Iterator[None]:
         _state["enabled"] = before
 
 
-def _usable(out: Any, steps: Any, n_rows: int) -> bool:
-    """numpy in, float32 out, and every step inside ``[0, n_rows)`` (else the reference path raises or wraps)."""
-    ok = (
-        isinstance(out, np.ndarray)
-        and isinstance(steps, np.ndarray)
-        and out.dtype == np.float32
-        and out.ndim == 2
-        and out.flags.c_contiguous
-        and steps.ndim == 1
-        and steps.dtype.kind in "iu"
-        and available()
-    )
-    return ok and (steps.size == 0 or (int(steps.min()) >= 0 and int(steps.max()) < n_rows))
+def _host(x: Any) -> np.ndarray | None:
+    """``x`` as a numpy array sharing its memory: numpy itself, or a CPU torch tensor outside autograd; else None.
+
+    Tells torch apart without importing it (``market`` never imports torch).
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if is_torch_array(x) and x.device.type == "cpu" and not x.requires_grad:
+        return x.numpy()
+    return None
+
+
+def _usable(out: Any, steps: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Host views of ``out`` (float32 [B, S], C order) and ``steps`` (integers in ``[0, n_rows)``), or None.
+
+    Steps outside the range are left to the reference path, which raises (or wraps) as it always did.
+    """
+    if not available():
+        return None
+    out, steps = _host(out), _host(steps)
+    if out is None or steps is None:
+        return None
+    if out.dtype != np.float32 or out.ndim != 2 or not out.flags.c_contiguous:
+        return None
+    if steps.ndim != 1 or steps.dtype.kind not in "iu":
+        return None
+    if steps.size and not (int(steps.min()) >= 0 and int(steps.max()) < n_rows):
+        return None
+    return out, steps.astype(np.int64, copy=False)
 
 
 def window(component: Any, src: Any, timeline: Any, steps: Any, out: Any) -> bool:
     """Write window ``component`` at ``steps`` into columns ``component.slice`` of the full state ``out``.
+
+    Takes numpy arrays, or CPU torch tensors (through numpy views of their memory).
 
     Returns
     -------
@@ -151,33 +171,38 @@ def window(component: Any, src: Any, timeline: Any, steps: Any, out: Any) -> boo
         False (nothing written) when this backend does not take these inputs; the caller then runs the
         reference path.
     """
-    if not _usable(out, steps, int(timeline.step_time_ms.shape[0])):
+    usable = _usable(out, steps, int(timeline.step_time_ms.shape[0]))
+    if usable is None:
         return False
-    arrays = [src.rows, src.last, timeline.refs[src.ref]]
-    if not all(isinstance(a, np.ndarray) for a in arrays) or src.rows.dtype != np.float32:
-        return False
+    out, steps = usable
     has_forming = src.forming is not None
-    if has_forming and not (isinstance(src.forming, np.ndarray) and src.forming.dtype == np.float32):
-        return False
     has_age = src.age_column is not None
-    if has_age and not isinstance(src.times_ms, np.ndarray):
+    arrays = {
+        "rows": src.rows,
+        "last": src.last,
+        "ref": timeline.refs[src.ref],
+        "step_time": timeline.step_time_ms,
+        "forming": src.forming if has_forming else np.zeros((1, 1), np.float32),
+        "forming_valid": src.forming_valid if has_forming else np.zeros(1, np.bool_),
+        "times": src.times_ms if has_age else np.zeros(1, np.int64),
+    }
+    host = {name: _host(a) for name, a in arrays.items()}
+    if any(a is None for a in host.values()) or host["rows"].dtype != np.float32 or host["forming"].dtype != np.float32:
         return False
     n_closed = component.rows - 1 if has_forming else component.rows
-    steps = steps.astype(np.int64, copy=False)
-    empty_f = np.zeros((1, 1), np.float32)
     window_kernel, _ = _kernels()
     window_kernel(
-        np.ascontiguousarray(src.rows),
-        src.last.astype(np.int64, copy=False),
+        np.ascontiguousarray(host["rows"]),
+        host["last"].astype(np.int64, copy=False),
         int(src.pad),
-        np.ascontiguousarray(src.forming) if has_forming else empty_f,
-        src.forming_valid.astype(np.bool_, copy=False) if has_forming else np.zeros(1, np.bool_),
+        np.ascontiguousarray(host["forming"]),
+        host["forming_valid"].astype(np.bool_, copy=False),
         has_forming,
         int(src.price_columns),
-        timeline.refs[src.ref],
-        src.times_ms.astype(np.int64, copy=False) if has_age else np.zeros(1, np.int64),
+        np.ascontiguousarray(host["ref"]),
+        host["times"].astype(np.int64, copy=False),
         int(src.age_column) if has_age else -1,
-        timeline.step_time_ms.astype(np.int64, copy=False),
+        host["step_time"].astype(np.int64, copy=False),
         steps,
         n_closed,
         out,
@@ -188,10 +213,13 @@ def window(component: Any, src: Any, timeline: Any, steps: Any, out: Any) -> boo
 
 def rows(source: Any, steps: Any, out: Any, offset: int) -> bool:
     """Copy ``source[steps]`` [B, F] into columns ``offset:offset + F`` of ``out``; False when declined."""
-    if not isinstance(source, np.ndarray) or source.dtype != np.float32 or source.ndim != 2:
+    source = _host(source)
+    if source is None or source.dtype != np.float32 or source.ndim != 2:
         return False
-    if not _usable(out, steps, source.shape[0]):
+    usable = _usable(out, steps, source.shape[0])
+    if usable is None:
         return False
+    out, steps = usable
     _, rows_kernel = _kernels()
-    rows_kernel(source, steps.astype(np.int64, copy=False), out, int(offset))
+    rows_kernel(np.ascontiguousarray(source), steps, out, int(offset))
     return True

@@ -49,15 +49,19 @@ def test_kernel_equals_reference_numpy_and_torch(profile: str, seed: int, batch:
     agent = rng.normal(size=(steps.size, len(AGENT_FEATURES))).astype(np.float32)
     hidden = rng.normal(size=(timeline.n_steps, timeline.layout["cnn_hidden"].size)).astype(np.float32)
     kernel = gather(timeline, steps, agent, cnn_hidden=hidden)
+    on_torch = timeline.map_arrays(torch.as_tensor)
+    t_steps, t_agent, t_hidden = torch.as_tensor(steps), torch.as_tensor(agent), torch.as_tensor(hidden)
+    with torch.inference_mode():  # the learner gathers under inference mode; CPU tensors take the kernel too
+        kernel_torch = gather(on_torch, t_steps, t_agent, cnn_hidden=t_hidden)
     with gather_kernel.disabled():
         reference = gather(timeline, steps, agent, cnn_hidden=hidden)
-    on_torch = timeline.map_arrays(torch.as_tensor)
-    theirs = gather(on_torch, torch.as_tensor(steps), torch.as_tensor(agent), cnn_hidden=torch.as_tensor(hidden))
+        reference_torch = gather(on_torch, t_steps, t_agent, cnn_hidden=t_hidden)
     age = _age_columns(timeline)
     # Bit for bit (signed zeros included) everywhere but the age feature.
     np.testing.assert_array_equal(kernel[:, ~age].view(np.uint32), reference[:, ~age].view(np.uint32))
     np.testing.assert_allclose(kernel[:, age], reference[:, age], rtol=1e-6, atol=0)
-    np.testing.assert_allclose(theirs.numpy(), kernel, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(kernel_torch.numpy().view(np.uint32), kernel.view(np.uint32))
+    np.testing.assert_allclose(reference_torch.numpy(), kernel, rtol=1e-6, atol=1e-6)
 
 
 def test_kernel_reads_only_rows_up_to_the_last_known_index() -> None:
@@ -81,7 +85,7 @@ def test_out_of_range_steps_are_refused_by_the_reference_path_not_read() -> None
         gather(timeline, np.array([timeline.n_steps + 5], dtype=np.int64), agent)
 
 
-def test_torch_inputs_and_a_disabled_switch_take_the_reference_path() -> None:
+def test_cpu_tensors_are_taken_and_other_devices_and_a_disabled_switch_are_left_to_the_reference() -> None:
     torch = pytest.importorskip("torch")
     timeline = random_timeline("tiny", 20, 4)
     comp = next(c for c in timeline.layout.components if c.kind == "window")
@@ -89,7 +93,9 @@ def test_torch_inputs_and_a_disabled_switch_take_the_reference_path() -> None:
     out = np.zeros((2, timeline.layout.size), np.float32)
     steps = np.array([3, 7], dtype=np.int64)
     assert gather_kernel.window(comp, src, timeline, steps, out)
-    assert not gather_kernel.window(comp, src, timeline, torch.as_tensor(steps), out)
+    assert gather_kernel.window(comp, src, timeline, torch.as_tensor(steps), torch.from_numpy(out))
+    assert not gather_kernel.window(comp, src, timeline, torch.as_tensor(steps, device="meta"), out)
+    assert not gather_kernel.window(comp, src, timeline, steps, torch.zeros(2, out.shape[1], requires_grad=True))
     with gather_kernel.disabled():
         assert not gather_kernel.available()
         assert not gather_kernel.window(comp, src, timeline, steps, out)
