@@ -63,12 +63,10 @@ def decode_npy(body: bytes, *, max_elements: int | None = None) -> np.ndarray:
     shape, fortran, dtype = _header(buf)
     if not isinstance(dtype, np.dtype) or dtype.hasobject or dtype.fields is not None or dtype.kind not in "iuf":
         raise PayloadError(f"states must be float32, got dtype {getattr(dtype, 'str', dtype)!r}")
-    if (
-        not isinstance(shape, tuple)
-        or len(shape) > 2
-        or not all(type(d) is int and d >= 0 for d in shape)  # bool is not a dimension
-    ):
-        raise PayloadError(f".npy shape {str(shape)[:100]} is not [S] or [B, S] of non-negative integers")
+    if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):  # bool is no dimension
+        raise PayloadError(f".npy shape {str(shape)[:100]} is not made of non-negative integers")
+    if len(shape) > 2:
+        raise PayloadError(f"states must be [S] or [B, S], got shape {shape} (.npy shape of {len(shape)} dimensions)")
     count = math.prod(shape)  # Python ints: (2**32, 2**32) does not wrap around to 0
     if max_elements is not None and count > max_elements:
         raise PayloadError(f".npy shape {shape} holds {count} values; at most {max_elements} per request")

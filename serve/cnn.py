@@ -8,7 +8,12 @@ Run it with ``serve run serve.cnn:build_app checkpoint=<path>`` or from Python w
 HTTP: ``POST /cnn/infer`` with a ``.npy`` body (``application/x-npy`` or ``application/octet-stream``) or
 JSON ``{"states": [[...], ...]}``; the answer is a ``.npy`` of records ``(hidden [H], predictions [P])``
 (header ``x-cnn-version``) or JSON ``{"hidden", "predictions", "version"}`` (``Accept: application/json``).
-``GET /cnn/info`` says what is served.
+``GET /cnn/info`` says what is served; ``GET /cnn/health`` is liveness.
+
+With a key in ``$RAYSCALP_API_KEY`` (``api_key_env``), every route but health answers 401 without
+``X-API-Key``; without one the replicas refuse to start unless Serve's HTTP host is a loopback address
+(``serve.common``, as the policy app). Bodies over ``max_body_bytes`` are refused with 413, a ``.npy`` body
+whose header asks for more than ``max_request_rows x state_size`` values with 422, before any allocation.
 
 Versions only move forward for a client when the app has one replica (the default): a reload swaps that
 replica's model in place, and a redeploy adds the new replica to the routers as it removes the old one.
@@ -37,13 +42,15 @@ from policies.cnn_inference import (
     NPY_MEDIA_TYPES,
     CnnAnswer,
     CnnPredictor,
-    PayloadError,
     decode_json_states,
-    decode_npy,
     encode_answer_json,
     encode_answer_npy,
 )
 from policies.device import check_device_name
+from policies.npy import PayloadError, decode_npy
+
+from .auth import DEFAULT_API_KEY_ENV, ApiKeyAuth, check_bind
+from .common import DEFAULT_MAX_BODY_BYTES, BindCheck, authorize, check_route_prefix, read_body
 
 logger = logging.getLogger("ray.serve")
 
@@ -65,6 +72,7 @@ class CnnLiveConfig(StrictModel):
     batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
     max_request_rows: int = Field(4096, ge=1, le=1_000_000)
     chunk_rows: int = Field(2048, ge=1, le=1_000_000)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**31)
 
 
 class CnnServeConfig(StrictModel):
@@ -80,6 +88,7 @@ class CnnServeConfig(StrictModel):
     batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
     max_request_rows: int = Field(4096, ge=1, le=1_000_000)
     chunk_rows: int = Field(2048, ge=1, le=1_000_000)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**31)
     num_replicas: int = Field(1, ge=1, le=1024)
     max_ongoing_requests: int = Field(256, ge=1, le=100_000)
     max_surge_percent: int = Field(100, ge=0, le=100)
@@ -87,6 +96,7 @@ class CnnServeConfig(StrictModel):
     ray_actor_options: ActorOptions = ActorOptions()
     app_name: str = "cnn"
     route_prefix: str = "/cnn"
+    api_key_env: str = Field(DEFAULT_API_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     @field_validator("device")
     @classmethod
@@ -96,9 +106,7 @@ class CnnServeConfig(StrictModel):
     @field_validator("route_prefix")
     @classmethod
     def _route(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"route_prefix must start with '/' (got {value!r})")
-        return value
+        return check_route_prefix(value)
 
     def live(self) -> CnnLiveConfig:
         """The part a replica applies in place."""
@@ -133,8 +141,10 @@ ingress = FastAPI(title="rayscalp CNN", description="Hidden features and predict
 class CnnDeployment:
     """One replica: the predictor of the current checkpoint, swapped whole when ``user_config`` changes."""
 
-    def __init__(self, device: str = "auto") -> None:
+    def __init__(self, device: str = "auto", api_key_env: str = DEFAULT_API_KEY_ENV) -> None:
         self._device = device
+        self._auth = ApiKeyAuth.from_env(api_key_env)
+        self._bind = BindCheck(self._auth)
         self._predictor: CnnPredictor | None = None
         self._loaded: tuple[str, int, int] | None = None
         self._live: CnnLiveConfig | None = None
@@ -149,6 +159,7 @@ class CnnDeployment:
         with another state layout is refused (clients build states of the served layout).
         """
         live = CnnLiveConfig.model_validate(user_config)
+        await self._bind.ensure()
         async with self._reload_lock:
             stat = live.checkpoint.stat() if live.checkpoint.is_file() else None
             key = (str(live.checkpoint), stat.st_mtime_ns, stat.st_size) if stat else None
@@ -257,15 +268,19 @@ class CnnDeployment:
     @ingress.post("/infer")
     async def http_infer(self, request: Request) -> Response:
         """States in as ``.npy`` or JSON, answer likewise (see the module docstring); 422 on a bad payload."""
+        authorize(self._auth, request)
         content_type = _media_type(request.headers.get("content-type", ""))
         is_json = content_type == JSON_MEDIA_TYPE
         if not is_json and content_type not in (*NPY_MEDIA_TYPES, ""):
             raise HTTPException(
                 422, detail=f"unsupported content-type {content_type!r}: send {', '.join(NPY_MEDIA_TYPES)} or JSON"
             )
-        body = await request.body()
+        max_body = self._live.max_body_bytes if self._live is not None else DEFAULT_MAX_BODY_BYTES
+        body = await read_body(request, max_body)
         try:
-            states = decode_json_states(body) if is_json else decode_npy(body)
+            predictor = self._require_predictor()
+            limit = predictor.max_rows * predictor.state_size
+            states = decode_json_states(body) if is_json else decode_npy(body, max_elements=limit)
             answer = await self._answer(states)
         except PayloadError as exc:
             raise HTTPException(422, detail=str(exc)) from None
@@ -278,9 +293,18 @@ class CnnDeployment:
         )
 
     @ingress.get("/info")
-    async def http_info(self) -> dict[str, Any]:
-        """What is served (JSON)."""
-        return self.info()
+    async def http_info(self, request: Request) -> dict[str, Any]:
+        """What is served (JSON); the checkpoint's local path only to a caller that presented the key."""
+        authorize(self._auth, request)
+        info = self.info()
+        if not self._auth.enabled:
+            info["checkpoint"] = Path(str(info.get("checkpoint", ""))).name
+        return info
+
+    @ingress.get("/health")
+    async def http_health(self) -> dict[str, Any]:
+        """``{"status": "ok", "loaded": <a checkpoint is served>}`` (never needs the key)."""
+        return {"status": "ok", "loaded": self._predictor is not None}
 
 
 def build_app(config: CnnServeConfig | dict[str, Any]) -> serve.Application:
@@ -302,7 +326,7 @@ def build_app(config: CnnServeConfig | dict[str, Any]) -> serve.Application:
         max_surge_percent=config.max_surge_percent,
         ray_actor_options=config.ray_actor_options.model_dump(),
         user_config=config.live().model_dump(mode="json"),
-    ).bind(device=config.device)
+    ).bind(device=config.device, api_key_env=config.api_key_env)
 
 
 def app_config(config: CnnServeConfig, live: CnnLiveConfig | None = None) -> dict[str, Any]:
@@ -329,5 +353,16 @@ def deploy(config: CnnServeConfig, *, blocking: bool = False) -> DeploymentHandl
 
     Redeploying with another checkpoint replaces the replicas: each new replica loads its checkpoint before
     it takes traffic, and the old ones finish the requests they hold (``max_surge_percent``).
+
+    Raises
+    ------
+    ConfigError
+        When the running Serve listens beyond loopback and ``$<api_key_env>`` holds no key.
     """
+    if ray.is_initialized():
+        from ray.serve.context import _get_global_client
+
+        client = _get_global_client(raise_if_no_controller_running=False)
+        if client is not None:
+            check_bind(client.http_config.host, ApiKeyAuth.from_env(config.api_key_env))
     return serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix, blocking=blocking)

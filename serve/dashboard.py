@@ -7,7 +7,13 @@ no actor except through the paper kill switch.
 Run it with ``serve run serve.dashboard:build_app`` (keys of :class:`DashboardConfig` as ``key=value``) or
 from Python with :func:`deploy`. HTTP, under ``route_prefix`` (``/dashboard`` by default): ``GET /`` the
 page, ``GET /api/state`` everything the page shows (JSON), ``POST /api/paper/kill`` the kill switch
-(503 while no paper trader runs), ``GET /api/config`` the settings in force.
+(503 while no paper trader runs), ``GET /api/config`` the settings in force, ``GET /api/health`` liveness.
+
+With a key in ``$RAYSCALP_API_KEY`` (``api_key_env``) every route but health answers 401 without it: API
+clients send ``X-API-Key``; a browser posts the key once to ``POST /login`` (the 401 page is that form),
+which sets it as an HttpOnly SameSite=Strict cookie. Without a key the app refuses to start unless Serve
+listens on loopback. The kill switch also refuses a request from another site (``Origin``,
+``Sec-Fetch-Site``) and, without a key, a ``Host`` that is not a loopback name (DNS rebinding).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the route signatures (``request: Request``) at
@@ -23,6 +29,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 import orjson
@@ -38,6 +45,9 @@ from market.errors import ConfigError
 from market.pivots import WilliamsConfig, swing_points
 from market.records import BAR_DTYPE
 from market.timeframes import TIMEFRAME_MS
+
+from .auth import DEFAULT_API_KEY_ENV, ApiKeyAuth, AuthError, check_bind
+from .common import KEY_COOKIE, authorize, check_route_prefix, check_same_origin, login_form, proxy_host, read_body
 
 __all__ = [
     "LEARNER_FIELDS",
@@ -151,6 +161,7 @@ class DashboardConfig(StrictModel):
     num_cpus: float = Field(0.1, ge=0.0, le=8.0)
     app_name: str = "dashboard"
     route_prefix: str = "/dashboard"
+    api_key_env: str = Field(DEFAULT_API_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     @field_validator("namespace", "stream_actor", "paper_actor", "learner_actor", "live_state_actor", "app_name")
     @classmethod
@@ -169,9 +180,7 @@ class DashboardConfig(StrictModel):
     @field_validator("route_prefix")
     @classmethod
     def _route(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"route_prefix must start with '/' (got {value!r})")
-        return value
+        return check_route_prefix(value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -540,6 +549,9 @@ class DashboardDeployment:
         self._learner = _Source(cfg.learner_actor, cfg.namespace, cfg.call_timeout_s)
         self._live_state = _Source(cfg.live_state_actor, cfg.namespace, cfg.call_timeout_s)
         self._builder = DashboardState(cfg)
+        self._auth = ApiKeyAuth.from_env(cfg.api_key_env)
+        if not self._auth.enabled:
+            check_bind(proxy_host(), self._auth)  # refuse to start beyond loopback without a key
         self._page = PAGE_PATH.read_text(encoding="utf-8")
         self._lock = asyncio.Lock()
         self._cached: tuple[float, bytes] | None = None
@@ -572,9 +584,34 @@ class DashboardDeployment:
             self._cached = (time.monotonic(), body)
             return body
 
+    @ingress.get("/api/health")
+    async def api_health(self) -> Response:
+        """Liveness (never needs the key)."""
+        return _json({"status": "ok"})
+
+    @ingress.post("/login")
+    async def login(self, request: Request) -> Response:
+        """Take the key from the page's form and keep it in an HttpOnly SameSite=Strict cookie (303 to the page)."""
+        check_same_origin(self._auth, request)
+        body = await read_body(request, 4096)
+        key = (parse_qs(body.decode("utf-8", "replace")).get("key") or [""])[0]
+        root = request.scope.get("root_path", "").rstrip("/")
+        try:
+            self._auth.check(key)
+        except AuthError as exc:
+            return HTMLResponse(login_form(f"{root}/login", str(exc)), status_code=401)
+        response = Response(status_code=303, headers={"location": f"{root}/"})
+        response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict", path=root or "/")
+        return response
+
     @ingress.get("/")
     async def page(self, request: Request) -> HTMLResponse:
         """The dashboard page; ``?refresh_ms=`` (1000-5000) overrides the configured refresh."""
+        try:
+            authorize(self._auth, request, cookie=True)
+        except HTTPException as exc:
+            root = request.scope.get("root_path", "").rstrip("/")
+            return HTMLResponse(login_form(f"{root}/login", str(exc.detail)), status_code=401)
         refresh = self.config.refresh_ms
         asked = request.query_params.get("refresh_ms")
         if asked is not None:
@@ -586,18 +623,26 @@ class DashboardDeployment:
         return HTMLResponse(html, headers={"cache-control": "no-store"})
 
     @ingress.get("/api/state")
-    async def api_state(self) -> Response:
+    async def api_state(self, request: Request) -> Response:
         """Everything the page shows, as JSON (non-finite numbers are null)."""
+        authorize(self._auth, request, cookie=True)
         return Response(await self._state_bytes(), media_type="application/json", headers={"cache-control": "no-store"})
 
     @ingress.get("/api/config")
-    async def api_config(self) -> Response:
+    async def api_config(self, request: Request) -> Response:
         """The settings in force."""
+        authorize(self._auth, request, cookie=True)
         return _json(self.config.model_dump(mode="json"))
 
     @ingress.post("/api/paper/kill")
-    async def api_paper_kill(self) -> Response:
-        """Engage the paper trader's kill switch: 503 when it is not running, 502 when its ``kill()`` fails."""
+    async def api_paper_kill(self, request: Request) -> Response:
+        """Engage the paper trader's kill switch: 503 when it is not running, 502 when its ``kill()`` fails.
+
+        Refused with 403 from another site or a foreign ``Host`` and 401 without the key (the header, or
+        the login cookie, which a browser sends only on a same-site request).
+        """
+        check_same_origin(self._auth, request)
+        authorize(self._auth, request, cookie=True)
         handle = await self._paper.find()
         if handle is None:
             raise HTTPException(503, detail=f"paper trader {self._paper.absent()}")

@@ -67,6 +67,7 @@ from policies.policy_inference import (
 
 from .auth import API_KEY_HEADER, DEFAULT_API_KEY_ENV, ApiKeyAuth, AuthError, check_bind
 from .cnn import ActorOptions, batch_rows
+from .common import DEFAULT_MAX_BODY_BYTES, check_route_prefix, proxy_host, read_body
 
 logger = logging.getLogger("ray.serve")
 
@@ -118,6 +119,8 @@ class PolicyLiveConfig(StrictModel):
     poll_s: float = Field(5.0, ge=0.05, le=3600.0)
     allow_rollback: bool = False
     live_timeout_s: float = Field(2.0, gt=0.0, le=60.0)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**31)
+    max_update_jump: int = Field(10**9, ge=1)
 
     @field_validator("watch_glob")
     @classmethod
@@ -157,6 +160,8 @@ class PolicyServeConfig(StrictModel):
     poll_s: float = Field(5.0, ge=0.05, le=3600.0)
     allow_rollback: bool = False
     live_timeout_s: float = Field(2.0, gt=0.0, le=60.0)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**31)
+    max_update_jump: int = Field(10**9, ge=1)
     num_replicas: int = Field(1, ge=1, le=1024)
     max_ongoing_requests: int = Field(256, ge=1, le=100_000)
     max_surge_percent: int = Field(100, ge=0, le=100)
@@ -180,9 +185,7 @@ class PolicyServeConfig(StrictModel):
     @field_validator("route_prefix")
     @classmethod
     def _route(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"route_prefix must start with '/' (got {value!r})")
-        return value
+        return check_route_prefix(value)
 
     @field_validator("api_key_env")
     @classmethod
@@ -376,16 +379,6 @@ ingress = FastAPI(
 )
 
 
-# Defined before the deployment class: Serve may serialise the class by value as it is decorated,
-# and a helper defined after it would then be missing from the replica's globals.
-def _proxy_host() -> str:
-    """The host Serve's HTTP proxies listen on, from the Serve controller."""
-    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
-
-    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-    return str(ray.get(controller.get_http_config.remote(), timeout=30).host)
-
-
 @serve.deployment(name="PolicyDeployment")
 @serve.ingress(ingress)
 class PolicyDeployment:
@@ -463,7 +456,7 @@ class PolicyDeployment:
 
     async def _check_bind(self) -> None:
         if not self._auth.enabled:
-            host = await asyncio.to_thread(_proxy_host)
+            host = await asyncio.to_thread(proxy_host)
             check_bind(host, self._auth)
         self._bind_checked = True
 
@@ -508,6 +501,14 @@ class PolicyDeployment:
                     Path(new.path),
                     f"state layout {new.layout.config.profile!r} ({new.state_size} floats) differs from the served "
                     f"{current.layout.config.profile!r} ({current.state_size} floats); deploy it as a new app",
+                )
+                return False
+            jump = self._live.max_update_jump if self._live is not None else 10**9
+            if new.updates - current.updates > jump:
+                self._refuse(
+                    Path(new.path),
+                    f"version {new.version} claims {new.updates} updates, {new.updates - current.updates} past the "
+                    f"served {current.version}: more than max_update_jump={jump} is not plausible",
                 )
                 return False
             if new.updates < current.updates and not allow_rollback:
@@ -727,14 +728,14 @@ class PolicyDeployment:
         start = time.perf_counter()
         self._authorize(request)
         content_type = _media_type(request.headers.get("content-type", ""))
-        body = await request.body()
+        body = await read_body(request, self._live.max_body_bytes if self._live else DEFAULT_MAX_BODY_BYTES)
         extra: dict[str, Any] = {}
         try:
             predictor = self._require_predictor()
             if content_type == JSON_MEDIA_TYPE:
                 query = decode_act_json(body, self._symbols)
             elif content_type in (*NPY_MEDIA_TYPES, ""):
-                query = decode_act_npy(body)
+                query = decode_act_npy(body, max_elements=predictor.max_rows * predictor.state_size)
             else:
                 raise PayloadError(
                     f"unsupported content-type {content_type!r}: send {', '.join(NPY_MEDIA_TYPES)} or JSON"
