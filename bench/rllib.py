@@ -109,13 +109,13 @@ class Ours:
             "output_dir": out_dir,
             "data": {"shared_dir": s.shared_dir},
             "state": {"profile": s.profile},
-            "env": s.env.model_dump(mode="json"),
+            "env": s.env.model_dump(mode="json", exclude_unset=True),
             "training": s.training.model_dump(mode="json"),
             "replay": s.replay.model_dump(mode="json"),
             "network": s.network.model_dump(mode="json"),
         }
         base = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
-        self.config = base.model_validate({**base.model_dump(mode="json"), **updates})
+        self.config = base.model_validate({**base.model_dump(mode="json", exclude_unset=True), **updates})
         apex = self.config.apex.model_copy(update={"history_steps": s.max_steps})
         self.config = self.config.model_copy(update={"apex": apex})
         self.market = prepare_market(self.config, self.config.apex, log=lambda _: None)

@@ -148,7 +148,7 @@ def peer_config(setup: PeerSetup) -> DQNConfig:
         "shared_dir": setup.shared_dir,
         "profile": setup.profile,
         "max_steps": setup.max_steps,
-        "env": setup.env.model_dump(mode="json"),
+        "env": setup.env.model_dump(mode="json", exclude_unset=True),  # only what was set: defaults stay defaults
     }
     config = (
         DQNConfig()
