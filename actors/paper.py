@@ -417,6 +417,8 @@ class PaperTrader:
         with self._lock:
             if not complete:
                 self.missed_states += 1
+            if states:
+                self.data_time_ms = max(self.data_time_ms, max(int(s.data_time_ms) for s in states))
             n = 0
             for live in states:
                 n += self._step(live)
@@ -463,7 +465,8 @@ class PaperTrader:
         self._dirty = True
         if self.risk.state.kill_engaged:
             return 1
-        if cfg.max_step_lag_ms is not None and live.data_time_ms - time_ms > cfg.max_step_lag_ms:
+        # the newest data of the whole batch: records read late (after a restart) are stale, however fresh when built
+        if cfg.max_step_lag_ms is not None and self.data_time_ms - time_ms > cfg.max_step_lag_ms:
             self.skipped_stale += 1
             return 1
         state = None

@@ -567,3 +567,21 @@ def test_the_kill_switch_cancels_a_resting_limit_order_and_nothing_fills_after_i
     assert restored.acc.order_side[0] == 0  # persisted as cancelled
     replay.run(restored, until_ms=int(step_times[k + 300]))
     assert restored.fills().size == 0 and restored.acc.order_side[0] == 0 and restored.steps > k + 250
+
+
+@pytest.mark.timeout(120)
+def test_records_read_late_are_stale_and_not_acted_on_however_fresh_they_were_when_built(capture, tmp_path) -> None:
+    live = LiveStateBuilder(LiveStateConfig(state=SMALL))
+    start = int(capture[ETH]["time_ms"][0])
+    for t in range(start, start + 120_000, 1_000):  # built as the trades came, one second at a time
+        live.on_trades({s: a[(a["time_ms"] >= t) & (a["time_ms"] < t + 1_000)] for s, a in capture.items()})
+    records = live.states_since(0).states
+    assert len(records) > 100 and records[0].data_time_ms - records[0].step_time_ms < 5_000  # fresh when built
+    cfg = paper_config(tmp_path / "paper").model_copy(update={"max_step_lag_ms": 5_000})
+    trader = PaperTrader(cfg, ScriptedPolicy({}))
+    trader.on_states(records)
+    newest = max(r.data_time_ms for r in records)
+    fresh = sum(newest - r.step_time_ms <= 5_000 for r in records)
+    assert trader.steps == len(records) and trader.policy_calls == fresh
+    assert trader.skipped_stale == len(records) - fresh
+    assert 0 < fresh < 10
