@@ -35,10 +35,14 @@ from policies.dqn import QNetworkConfig
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 
+
+# A run name becomes a folder (``<output_dir>/<name>/...``): one safe path component, never ``..`` or a slash.
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
+
 class ExperimentConfig(StrictModel):
     """One experiment: identity, seed and every concern's settings."""
 
-    name: str = Field("default", min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("default", pattern=RUN_NAME_PATTERN)
     seed: int = Field(0, ge=0, lt=2**63)
     output_dir: Path = Path("runs")
     symbols: SymbolsConfig = SymbolsConfig()

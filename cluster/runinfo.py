@@ -21,12 +21,11 @@ import orjson
 from market.errors import ConfigError
 from market.seeding import derive_seed
 
-from .config import ExperimentConfig, resolved_dict
+from .config import RUN_NAME_PATTERN, ExperimentConfig, resolved_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: A run name is one safe path component: a letter or digit first (so never ``.`` or ``..``), then letters,
 #: digits, ``_``, ``.`` or ``-``, 80 characters at most.
-RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 _RUN_NAME = re.compile(RUN_NAME_PATTERN)
 
 

@@ -100,3 +100,9 @@ def test_config_is_frozen() -> None:
     config = load_config()
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises its own ValidationError subclass
         config.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "a/b", "x" * 81, ""])
+def test_a_run_name_that_is_not_one_safe_path_component_is_refused_with_the_key(name: str) -> None:
+    with pytest.raises(ConfigError, match=r"name: must match"):
+        load_config(None, [f"name={name}"])
