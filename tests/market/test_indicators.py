@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from market.config import IndicatorConfig
 from market.errors import ConfigError, DataError
+from market.indicator_registry import Ohlcv
 from market.indicators import (
     FEATURE_INDEX,
     FEATURE_NAMES,
@@ -31,7 +32,6 @@ from market.indicators import (
     rsi,
     warmup_bars,
 )
-from market.indicator_registry import Ohlcv
 from market.records import BAR_DTYPE, empty
 
 RTOL = 1e-9
