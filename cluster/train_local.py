@@ -15,6 +15,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -29,7 +30,7 @@ from policies.checkpoint import save_policy
 from policies.collector import TransitionCollector, next_states
 from policies.curves import LearningCurves
 from policies.device import resolve_device, timeline_to_device
-from policies.learning import DQNLearner, LearnStats
+from policies.learning import DQNLearner
 from policies.replay import PrioritizedReplay
 
 from .config import ExperimentConfig
@@ -237,9 +238,9 @@ def train_local(
             curves.point(learner.updates, env_steps, float(np.mean(returns)) if returns else None, validation)
         if time.monotonic() - printed >= settings.progress_every_s:
             printed = time.monotonic()
-            console.print(_progress(printed - started, env_steps, learner.updates, epsilon, returns, stats, replay))
+            console.print(_progress(printed - started, env_steps, learner, epsilon, returns, stats))
     wall = time.monotonic() - started
-    console.print(_progress(wall, env_steps, learner.updates, epsilon, returns, stats, replay))
+    console.print(_progress(wall, env_steps, learner, epsilon, returns, stats))
 
     # The evaluation: the greedy policy once over the held-out span, beside flat and buy-and-hold.
     evaluation = evaluate_greedy(learner.weights(), config, market, env_config)
@@ -289,20 +290,13 @@ def train_local(
     return result
 
 
-def _progress(
-    elapsed: float,
-    env_steps: int,
-    updates: int,
-    epsilon: float,
-    returns: collections.deque[float],
-    stats: LearnStats | None,
-    replay: PrioritizedReplay,
-) -> str:
+def _progress(elapsed: float, env_steps: int, learner: DQNLearner, eps: float, returns: Any, stats: Any) -> str:
+    replay, updates = learner.replay, learner.updates
     loss = "-" if stats is None else f"{stats.loss:.4g}"
     mean_q = "-" if stats is None else f"{stats.mean_q:+.4f}"
     mean_return = f"{np.mean(returns):+.4f}" if returns else "-"
     return (
         f"[bold]{elapsed:6.0f}s[/] env {env_steps:,} ({env_steps / max(elapsed, 1e-9):,.0f}/s) | updates {updates:,} "
-        f"| loss {loss} | mean Q {mean_q} | mean return {mean_return} over {len(returns)} ep | eps {epsilon:.3f} "
+        f"| loss {loss} | mean Q {mean_q} | mean return {mean_return} over {len(returns)} ep | eps {eps:.3f} "
         f"| replay {replay.size:,}/{replay.capacity:,}"
     )
