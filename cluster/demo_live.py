@@ -40,7 +40,9 @@ class DemoSizes:
     @staticmethod
     def of(smoke: bool) -> DemoSizes:
         if smoke:
-            return DemoSizes(2_000, 60, 1, 256, 0, 200, "max", 20.0)
+            # 6,000 minutes: the evaluation span (the latest ~15%) starts after the tiny profile's 1h windows and
+            # their indicators are full (about 48 hours of 1m bars), so no evaluation step sees padded windows
+            return DemoSizes(6_000, 60, 1, 256, 0, 200, "max", 20.0)
         # the CNN trains on the earliest span of the same first 20,000 minutes the DQN reads (never overlapping)
         return DemoSizes(20_000, 800, 2, 2_000, 150, 500, "10x", 60.0)
 
