@@ -375,3 +375,18 @@ def test_a_restored_gate_decides_exactly_as_the_one_it_was_saved_from() -> None:
     broken = dict(state, online={"net.0.weight": torch.zeros(2, 2)})
     with pytest.raises(DataError, match="sensitivity checkpoint"):
         twin.load_state_dict(broken)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
+def test_a_gate_trained_on_cuda_restores_on_the_cpu_with_the_same_level_values() -> None:
+    close, signal = threshold_market(600, 11)
+    timeline = closes_timeline(close)
+    config = LEARN_CONFIG.model_copy(update={"learn_starts": 16, "device": "cuda"})
+    gate = SensitivityGate(config, kind="spot", initial_equity=EQUITY, seed=5)
+    assert gate.device.type == "cuda"
+    run_episode(timeline, VenueConfig(kind="spot"), gate, signal_policy(signal))
+    assert gate.updates > 0
+    twin = SensitivityGate(config, kind="spot", initial_equity=EQUITY, seed=5, device="cpu")
+    twin.load_state_dict(gate.state_dict())
+    assert np.allclose(twin.level_values(), gate.level_values(), atol=1e-5)
