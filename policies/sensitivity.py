@@ -209,6 +209,8 @@ class SensitivityGate:
             # fill_fee, its step_funding and the step's change of margin_lost
         gate.end_episode()                            # at an episode's end (after its last fills)
 
+    ``observe_step`` also counts the steps that holding times and decisions are recorded in.
+
     Parameters
     ----------
     config : SensitivityConfig
@@ -319,8 +321,10 @@ class SensitivityGate:
         level first when one is due (see the module docstring). Returns BUY, SELL or HOLD.
         """
         q = np.asarray(q_values, dtype=np.float64).reshape(-1)
-        if q.shape != (3,) or not np.isfinite(q).all():
-            raise DataError(f"SensitivityGate.filter: q_values must be 3 finite numbers (got {np.asarray(q_values)!r})")
+        if q.shape != (3,):
+            raise DataError(f"SensitivityGate.filter: q_values must be 3 finite numbers (got {q.size} values)")
+        if not np.isfinite(q).all():
+            raise DataError(f"SensitivityGate.filter: q_values must be 3 finite numbers (got {q.tolist()})")
         p = float(position)
         if not math.isfinite(p):
             raise DataError(f"SensitivityGate.filter: position {position!r} is not finite")
