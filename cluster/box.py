@@ -114,6 +114,8 @@ class BoxConfig(StrictModel):
     health_check_period_ms: int = Field(1_000, ge=100, le=60_000)
     """How often the GCS checks each raylet (a lost node is declared dead after a few missed checks)."""
     ray_cluster_yaml: Path = RAY_CLUSTER_YAML
+    one_node: bool = False
+    """The same CPUs and the learner resource on the head alone (the one-node peer of a measurement)."""
 
 
 # --------------------------------------------------------------------------------------------- processes
@@ -290,8 +292,14 @@ class ClusterBox:
         name = self._next_name(role)
         temp_dir = self.root / name
         temp_dir.mkdir(parents=True, exist_ok=False)
-        cpus = {"head": self.config.head_cpus, "learner": self.config.learner_cpus}.get(role, self.config.rollout_cpus)
+        cfg = self.config
+        cpus = {"head": cfg.head_cpus, "learner": cfg.learner_cpus}.get(role, cfg.rollout_cpus)
+        resources = node_type.resource_dict
         head = role == "head"
+        if head and cfg.one_node:
+            # Everything on one raylet: the CPUs of every node of the box and the learner's resource.
+            cpus = cfg.head_cpus + cfg.learner_cpus + cfg.rollout_cpus * cfg.rollout_nodes
+            resources = {**resources, **self.types["learner"].resource_dict}
         cmd = [
             str(VENV_BIN / "ray"),
             "start",
@@ -311,8 +319,8 @@ class ClusterBox:
             "--min-worker-port=0",
             "--max-worker-port=0",
         ]
-        if node_type.resources:
-            cmd.append(f"--resources={json.dumps(node_type.resource_dict)}")
+        if resources:
+            cmd.append(f"--resources={json.dumps(resources)}")
         if head:
             cmd += [
                 "--head",
@@ -334,7 +342,7 @@ class ClusterBox:
                 env=_env(node_type, name, self.config, head),
                 start_new_session=True,
             )
-        node = BoxNode(name, node_type.name, role, temp_dir, process.pid, log_path, cpus, node_type.resource_dict)
+        node = BoxNode(name, node_type.name, role, temp_dir, process.pid, log_path, cpus, resources)
         self.nodes[name] = node
         return node
 
@@ -532,7 +540,8 @@ def _wait_head(box: ClusterBox, timeout_s: float) -> None:
 
 
 def start_box(config: BoxConfig | None = None, root: Path | None = None, *, timeout_s: float = 180.0) -> ClusterBox:
-    """Start a head, one learner node and ``config.rollout_nodes`` rollout nodes; return once all are alive.
+    """Start a head, one learner node and ``config.rollout_nodes`` rollout nodes; return once all are alive
+    (with ``config.one_node``: only the head, carrying all of their CPUs and the learner resource).
 
     Parameters
     ----------
@@ -563,7 +572,9 @@ def start_box(config: BoxConfig | None = None, root: Path | None = None, *, time
         box._launch("head")
         box.save()
         _wait_head(box, timeout_s)
-        names = [box._launch("learner").name] + [box._launch("rollout").name for _ in range(config.rollout_nodes)]
+        names = []
+        if not config.one_node:
+            names = [box._launch("learner").name] + [box._launch("rollout").name for _ in range(config.rollout_nodes)]
         box.save()
         box.wait_alive(["head", *names], max(10.0, timeout_s - (time.monotonic() - started)))
     except BaseException:
