@@ -284,9 +284,10 @@ def test_losing_the_learner_node_stops_the_run_and_resume_on_a_new_learner_node_
 
 @pytest.mark.xfail(
     strict=True,
-    reason="cluster/train.py (_train, the `except ray.exceptions.RayActorError` around the driver loop) raises "
-    "TrainingError('the learner died ...; rerun with --resume') when the learner's node is lost: the driver "
-    "does not wait for a new learner node and resume from the last checkpoint by itself",
+    reason="cluster/train.py:704-710 (_train: `except ray.exceptions.RayActorError` around the driver loop) raises "
+    "TrainingError('the learner died ...; rerun with --resume') when the learner's node is lost, and the learner "
+    "is created with max_restarts=0 (cluster/train.py:434, _learner_options): the driver does not wait for a new "
+    "learner node and resume from the last checkpoint by itself",
 )
 def test_the_driver_itself_waits_for_a_new_learner_node_and_resumes() -> None:
     if "exit_code" not in LEARNER_LOSS:
