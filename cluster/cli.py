@@ -633,12 +633,15 @@ def _ray_running() -> bool:
 @click.option("--port", type=int, default=9443, show_default=True, help="0 picks a free port.")
 @click.option("--disconnect-every", type=int, default=None, help="Fault: close each connection every K frames.")
 @click.option("--malformed-rate", type=float, default=0.0, show_default=True, help="Fault: rate of garbage frames.")
-def exchange(source: str, speed: str, port: int, disconnect_every: int | None, malformed_rate: float) -> None:
+@click.option("--loop", is_flag=True, help="Replay the data again and again, each loop later and with higher ids.")
+def exchange(
+    source: str, speed: str, port: int, disconnect_every: int | None, malformed_rate: float, loop: bool
+) -> None:
     """Run the local replay exchange (Binance's websocket and REST protocol on 127.0.0.1)."""
     from cluster.exchange.server import ExchangeConfig, ExchangeFaults, serve_exchange
 
     faults = ExchangeFaults(disconnect_every=disconnect_every, malformed_rate=malformed_rate)
-    serve_exchange(ExchangeConfig(source=source, speed=speed, port=port, faults=faults))
+    serve_exchange(ExchangeConfig(source=source, speed=speed, port=port, faults=faults, loop=loop))
 
 
 @main.command()

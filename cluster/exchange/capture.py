@@ -139,16 +139,78 @@ class ReplaySource:
         self._frame_row = frame_row
         self._tables = tuple(trades.values())
         self._raw_offset = [len(_STREAM_HEAD) + len(name) + len(_DATA_HEAD) for name in streams]
+        self.loops = 0
+        self._loop_frames = int(schedule_ns.size)
+        self._loop_shift_ms = 0
+        self._loop_id_shift: dict[str, int] = {}
 
     def __len__(self) -> int:
         return int(self.schedule_ns.size)
 
+    def add_loop(self) -> int:
+        """Append one more replay loop: the sent frames again, later by the loop's length and with higher ids.
+
+        Every loop shifts exchange and trade times (and the frames' schedule) by the first loop's length plus a
+        second, trade ids by each symbol's id range and book update ids by 10^10 per loop, so ids and times keep
+        increasing across loops and the REST side answers the looped trades too. Return the loops added so far.
+        """
+        base, end = self.first_index, self._loop_frames
+        if end <= base:
+            raise DataError("a replay with no frames to send cannot loop")
+        if not self.loops:
+            span_ms = (int(self.schedule_ns[end - 1]) - int(self.schedule_ns[base])) // 1_000_000
+            self._loop_shift_ms = (span_ms // 1000 + 2) * 1000
+            self._loop_id_shift = {
+                s: int(t.trade_id.max() - t.trade_id.min() + 1) if len(t) else 0 for s, t in self.trades.items()
+            }
+        self.loops += 1
+        k, n = self.loops, int(self.schedule_ns.size)
+        shift_ns = k * self._loop_shift_ms * 1_000_000
+        self.schedule_ns = np.concatenate([self.schedule_ns, self.schedule_ns[base:end] + shift_ns])
+        self.stream_ids = np.concatenate([self.stream_ids, self.stream_ids[base:end]])
+        for symbol, t in list(self.trades.items()):
+            sent = (t.frame_index >= base) & (t.frame_index < end)  # the first loop's sent trades
+            self.trades[symbol] = TradeTable(
+                symbol=symbol,
+                trade_id=np.concatenate([t.trade_id, t.trade_id[sent] + k * self._loop_id_shift[symbol]]),
+                time_ms=np.concatenate([t.time_ms, t.time_ms[sent] + k * self._loop_shift_ms]),
+                price=np.concatenate([t.price, t.price[sent]]),
+                qty=np.concatenate([t.qty, t.qty[sent]]),
+                quote_qty=np.concatenate([t.quote_qty, t.quote_qty[sent]]),
+                is_buyer_maker=np.concatenate([t.is_buyer_maker, t.is_buyer_maker[sent]]),
+                is_best_match=np.concatenate([t.is_best_match, t.is_best_match[sent]]),
+                frame_index=np.concatenate([t.frame_index, t.frame_index[sent] - base + n]),
+            )
+        return self.loops
+
+    def loop_of(self, i: int) -> int:
+        """The replay loop frame ``i`` belongs to (0: the recorded data itself)."""
+        return 0 if i < self._loop_frames else 1 + (i - self._loop_frames) // (self._loop_frames - self.first_index)
+
     def combined(self, i: int) -> bytes:
         """The combined-stream payload of frame ``i``, byte for byte as recorded (or as synthesized)."""
+        if i >= self._loop_frames:
+            return self._shifted(i)
         if self._payloads is not None:
             return self._payloads[i]
         table = self._tables[int(self._frame_symbol[i])]
         return _synthetic_frame(table, int(self._frame_row[i]))
+
+    def _shifted(self, i: int) -> bytes:
+        """Frame ``i`` of a later loop: its first-loop frame with times and ids moved on by the loop count."""
+        k = self.loop_of(i)
+        first = self.first_index + (i - self._loop_frames) % (self._loop_frames - self.first_index)
+        frame = orjson.loads(self.combined(first))
+        data = frame["data"]
+        for key in ("E", "T"):
+            if key in data:
+                data[key] = int(data[key]) + k * self._loop_shift_ms
+        if "t" in data and data.get("s") in self._loop_id_shift:
+            data["t"] = int(data["t"]) + k * self._loop_id_shift[data["s"]]
+        for key in ("u", "U"):
+            if key in data:
+                data[key] = int(data[key]) + k * 10**10
+        return _STREAM_HEAD + frame["stream"].encode() + _DATA_HEAD + orjson.dumps(data) + b"}"
 
     def raw(self, combined: bytes, stream_id: int) -> bytes:
         """The bare event inside a combined payload of stream ``stream_id`` (what ``/ws/<stream>`` sends)."""

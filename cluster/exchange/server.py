@@ -90,6 +90,8 @@ class ExchangeConfig(StrictModel):
     clients take frames). ``start_ms``/``end_ms`` cut the replay window (receive time for captures, trade
     time for klines); data before ``start_ms`` is history that REST knows from the start.
     ``on_end``: ``"hold"`` keeps connections open and silent, ``"stop"`` closes them (code 1000).
+    ``loop``: replay the data again and again without end, each loop later in time and with higher ids
+    (``ReplaySource.add_loop``); ``on_end`` then never applies.
     """
 
     host: str = "127.0.0.1"
@@ -110,6 +112,7 @@ class ExchangeConfig(StrictModel):
     end_ms: int | None = Field(None, ge=0)
     speed: str = "1x"
     on_end: Literal["hold", "stop"] = "hold"
+    loop: bool = False
     ping_interval_s: float | None = Field(20.0, gt=0)
     ping_timeout_s: float | None = Field(60.0, gt=0)
     max_lag_frames: int = Field(100_000, ge=1)
@@ -159,6 +162,8 @@ class ExchangeStats:
     disconnects: Mapping[str, int]
     rest_requests: int
     rest_refused: int
+    loops: int = 0
+    loop: int = 0
 
     @property
     def malformed(self) -> int:
@@ -348,6 +353,8 @@ class ReplayExchange:
             disconnects=dict(self._disconnects),
             rest_requests=self._rest_requests,
             rest_refused=self._rest_refused,
+            loops=self._source.loops if self._source is not None else 0,
+            loop=self._source.loop_of(max(self._position - 1, 0)) if self._source is not None else 0,
         )
 
     # ------------------------------------------------------------------------------------------ replay
@@ -362,7 +369,13 @@ class ReplayExchange:
         schedule = self.source.schedule_ns
         n, i = len(self.source), self._position
         t0_data, t0_wall = int(schedule[min(i, n - 1)]), loop.time()
-        while i < n:
+        while i < n or self.config.loop:
+            if i >= n:  # looping: the next loop's frames join the schedule before they are due
+                while self._speed is None and not self._clients and not self._stopping:
+                    await asyncio.sleep(0.05)  # as fast as the clients take frames: none, so no loop runs ahead
+                self.source.add_loop()
+                self._stream_ids.extend(self.source.stream_ids[n:].tolist())
+                schedule, n = self.source.schedule_ns, len(self.source)
             if self._speed is None:
                 await self._wait_for_clients(i)
                 j = min(n, i + _BATCH)
@@ -570,7 +583,9 @@ def serve_exchange(config: ExchangeConfig) -> None:
         src = exchange.source
         trade_streams = [s for s in src.streams if s.endswith("@trade")] or list(src.streams)
         kind = "SYNTHETIC trades inside kline bars" if src.synthetic else "recorded capture"
-        print(f"replay exchange: {kind}, {len(src) - src.first_index:,} frames, speed {config.speed}", flush=True)
+        looped = ", looped without end (each loop later, ids higher)" if config.loop else ""
+        frames = len(src) - src.first_index
+        print(f"replay exchange: {kind}, {frames:,} frames, speed {config.speed}{looped}", flush=True)
         print(f"  combined stream: {exchange.ws_url(*trade_streams)}", flush=True)
         print(f"  raw stream:      ws://{host}:{port}/ws/{trade_streams[0]}", flush=True)
         print(f"  REST:            {exchange.rest_url}/api/v3 (historicalTrades, trades, klines, time)", flush=True)
