@@ -542,9 +542,26 @@ def paper_kill(reason: str) -> None:
 @SET_OPTION
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in apex.checkpoint.storage.")
 @click.option("--local", is_flag=True, help="Single-process double DQN (cluster/train_local.py), no Ray.")
-def train(config_path: Path | None, overrides: tuple[str, ...], resume: bool, local: bool) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(["ours", "rllib"]),
+    default="ours",
+    show_default=True,
+    help="rllib: RLlib's own --algo on the same env and network (cluster/train_rllib.py).",
+)
+@click.option("--algo", type=click.Choice(["DQN", "PPO", "APPO"]), default="DQN", show_default=True)
+def train(
+    config_path: Path | None, overrides: tuple[str, ...], resume: bool, local: bool, engine: str, algo: str
+) -> None:
     """Ape-X training on Ray (or, with --local, in one process) to the configured budget, then a greedy evaluation."""
     cfg = _load(config_path, overrides)
+    if engine == "rllib":
+        if resume or local:
+            raise click.UsageError("--engine rllib starts afresh on a local Ray: no --resume, no --local")
+        from cluster.train_rllib import train_rllib
+
+        train_rllib(cfg, algo)
+        return
     if local:
         if resume:
             raise click.UsageError("--resume is for Ape-X runs; a --local run starts afresh")
