@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="Experiment config override.")
     parser.add_argument("--no-peer", action="store_true", help="Skip the one-node run.")
     args = parser.parse_args(argv)
-    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, width=200)
     num_workers, replay_ratio = 2, 0.25
     sets = [
         "output_dir=PLACEHOLDER",
