@@ -25,6 +25,7 @@ import ray
 from websockets.asyncio.client import connect
 
 from market.binance import FrameParser
+from market.clock import wall_ms
 from market.errors import DataError
 from market.records import BOOK_TICKER_DTYPE, TRADE_DTYPE
 from market.seeding import derive_seed
@@ -56,10 +57,6 @@ _SNIPPET = 160
 REFUSAL_REASONS = ("clock_skew", "unconfirmed_id", "rest_override", "retry_after", "unconfirmed_overflow")
 # Fewer trades than this in one step do not move the estimate of the exchange clock's offset.
 _OFFSET_MIN_TRADES = 8
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --------------------------------------------------------------------------------------------- REST
@@ -708,7 +705,7 @@ class Ingestion:
                 try:
                     async for message in ws:
                         self._last_frame_at = time.monotonic()
-                        now = time.time_ns() // 1_000_000
+                        now = wall_ms()
                         groups = self._groups
                         if groups and groups[-1][0] == now:
                             groups[-1][1].append(message)
@@ -741,7 +738,7 @@ class Ingestion:
                 st = self._symbols.get(sym)
                 if st is not None:
                     self._take_books(st, arr)
-        now_ms = _wall_ms()
+        now_ms = wall_ms()
         trades = self._off_clock(trades)
         new_connection = self._connections != self._seen_connections
         self._seen_connections = self._connections
@@ -839,11 +836,11 @@ class Ingestion:
             st.confirmed_upto = max(st.confirmed_upto, asked)
             held, recv = st.unconfirmed, st.unconfirmed_recv
             st.unconfirmed, st.unconfirmed_recv = _EMPTY_TRADES, _EMPTY_I64
-            st.rest_rows.append((rows[:1], _wall_ms()))
+            st.rest_rows.append((rows[:1], wall_ms()))
             self._merge(st, [(held, recv)] if held.size else [])
             return
         # The exchange does not have it (yet): refuse it once it is older than the gap wait, else ask again.
-        age = _wall_ms() - int(st.unconfirmed_recv[-1])
+        age = wall_ms() - int(st.unconfirmed_recv[-1])
         if age >= self.config.gap_wait_ms:
             self._refuse("unconfirmed_id")
             bad = st.unconfirmed[-1]
@@ -1020,12 +1017,12 @@ class Ingestion:
             st.rest_error = ""
             if kind == "confirm":
                 self._confirmed(st, start, rows, loop.time())
-                self._release(st, _wall_ms())
+                self._release(st, wall_ms())
                 if st.unconfirmed.size and loop.time() < st.retry_at:
                     return
                 continue
             if rows.size:
-                now_ms = _wall_ms()
+                now_ms = wall_ms()
                 st.rest_rows.append((rows, now_ms))
                 st.fetched_upto = max(st.fetched_upto, int(rows["trade_id"].max()))
                 st.progress_ms = now_ms
@@ -1116,7 +1113,7 @@ class Ingestion:
         self._gaps_retained += self._gaps_out
         self._gaps_out = []
         self._seq += 1
-        sent_ms = _wall_ms()
+        sent_ms = wall_ms()
         batch = TickBatch(
             source=self.config.ws_url,
             seq=self._seq,
@@ -1217,7 +1214,7 @@ class Ingestion:
                 rows, why = _EMPTY_TRADES, f"more than resend_fill_limit={self.config.resend_fill_limit} trades"
             else:
                 rows, why = await self._fetch_range(st.name, first, forgotten)
-            now_ms = _wall_ms()
+            now_ms = wall_ms()
             expected = first
             for tid in rows["trade_id"].tolist() + [forgotten + 1]:
                 if tid > expected:
@@ -1251,6 +1248,7 @@ class IngestionActor:
         self._config = config or IngestionConfig()
         self._ingestion: Ingestion | None = None
         self._task: asyncio.Task[IngestionStats] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
 
     async def start(self, stream_handle: Any, resume_after: Mapping[str, int] | None = None) -> None:
         """Start ingesting into ``stream_handle.ingest`` (awaited per batch; returns a StreamAck)."""
@@ -1262,6 +1260,31 @@ class IngestionActor:
 
         self._ingestion = Ingestion(self._config, sink, resume_after=resume_after)
         self._task = asyncio.create_task(self._ingestion.run())
+        if self._metrics_task is None or self._metrics_task.done():
+            self._metrics_task = asyncio.create_task(self._publish_metrics())
+
+    async def _publish_metrics(self, every_s: float = 1.0) -> None:
+        """Send the growth of ingestion's fault counters to the metrics catalog, once a second."""
+        from .metrics import record
+
+        sent: dict[tuple[str, str], int] = {}
+
+        def grow(name: str, key: str, now: int, tags: dict[str, str] | None = None) -> None:
+            before = sent.get((name, key), 0)
+            if now > before:
+                record(name, now - before, tags)
+            sent[(name, key)] = max(before, now)
+
+        while True:
+            if self._ingestion is not None:
+                stats = self._ingestion.stats()
+                for reason, n in stats.bad_frames.items():
+                    grow("rayscalp_stream_bad_frames", reason, n, {"reason": reason})
+                for reason, n in stats.refused.items():
+                    grow("rayscalp_stream_trades_refused", reason, n, {"reason": reason})
+                grow("rayscalp_stream_reconnects", "", stats.reconnects)
+                grow("rayscalp_stream_silences", "", stats.silences)
+            await asyncio.sleep(every_s)
 
     async def stop(self) -> IngestionStats | None:
         """Stop (after one last batch) and return the final stats; None if it was never started."""

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import ray
 from pydantic import Field
 
+from market.clock import wall_ms
 from market.config import IndicatorConfig, StrictModel, SymbolsConfig
 from market.errors import RayscalpError
 from market.layout import AGENT_FEATURES, StateConfig
@@ -50,11 +50,6 @@ __all__ = [
 
 #: The name the live state actor is registered under (``ray.get_actor(LIVE_STATE_ACTOR)``).
 LIVE_STATE_ACTOR = "rayscalp-live-state"
-
-
-def wall_ms() -> int:
-    """Wall-clock time in integer ms since the epoch (UTC)."""
-    return time.time_ns() // 1_000_000
 
 
 class LiveStateUnavailableError(RayscalpError, LookupError):
@@ -510,10 +505,22 @@ class LiveStateActor:
         self._consumer = StreamConsumer("live-state", ["ticks", "books"])
         self._task: asyncio.Task | None = None
         self._last_error = ""
+        self._warm: dict[str, Any] = {"windows": {}, "source": "none"}
 
     def _ensure_loop(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def warm_start(self, warm_bars: dict[str, np.ndarray], source: str) -> dict[str, Any]:
+        """Warm the timeline's higher timeframes with recorded or fetched ``warm_bars`` before the first trade.
+
+        Call it before :meth:`ready` (it does not start the polling). Returns which windows are warm and from
+        what (``{"windows": {tf: bars}, "source", "applied"}``); not applied once a trade was taken.
+        """
+        applied = self._builder.set_warm_bars(warm_bars)
+        if applied:
+            self._warm = {"windows": {tf: int(b.size) for tf, b in warm_bars.items()}, "source": source}
+        return {**self._warm, "applied": applied}
 
     async def _run(self) -> None:
         cfg = self._config
@@ -569,4 +576,5 @@ class LiveStateActor:
             "stream_restarts": c.restarts,
             "incomplete_polls": c.incomplete,
             "last_error": self._last_error,
+            "warm": self._warm,
         }

@@ -165,6 +165,13 @@ _SPECS: tuple[MetricSpec, ...] = (
     _c("stream_bars_closed", "stream", "Bars closed, per symbol and timeframe.", ("symbol", "timeframe")),
     _c("stream_bad_frames", "stream", "Websocket frames that could not be parsed, by reason.", ("reason",)),
     _c("stream_reconnects", "stream", "Websocket reconnections after a drop or an error."),
+    _c(
+        "stream_trades_refused",
+        "stream",
+        "Trades or headers ingestion refused as forged or implausible, by reason.",
+        ("reason",),
+    ),
+    _c("stream_silences", "stream", "Silent open connections found by the watchdog (probed over REST, reconnected)."),
     _c("stream_gaps", "stream", "Gaps in trade ids detected, per symbol.", ("symbol",)),
     _c("stream_gaps_unfilled", "stream", "Gaps recorded as lost after the bounded backfill wait.", ("symbol",)),
     _c("stream_backfilled_trades", "stream", "Trades recovered by REST backfill, per symbol.", ("symbol",)),

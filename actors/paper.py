@@ -16,7 +16,6 @@ import io
 import os
 import tempfile
 import threading
-import time
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from pydantic import Field
 
 from market import venue as vn
 from market.agent import agent_features as agent_features_of
+from market.clock import wall_ms
 from market.config import StrictModel, SymbolsConfig
 from market.datasets import read_parquet, write_parquet
 from market.errors import ConfigError, DataError
@@ -83,11 +83,6 @@ API_KEY_HEADER = "X-API-Key"
 _ACCOUNT_FILE = "account.json"
 _FILLS_DIR = "fills"
 _FORMAT = 1
-
-
-def wall_ms() -> int:
-    """Wall-clock time in integer ms since the epoch (UTC)."""
-    return time.time_ns() // 1_000_000
 
 
 # ---------------------------------------------------------------------------------------------------

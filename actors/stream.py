@@ -19,6 +19,7 @@ import ray
 from pydantic import Field, model_validator
 
 from market.bars import IncrementalBars, timeframe_chain
+from market.clock import wall_ms
 from market.config import BarsConfig, IndicatorConfig, StrictModel, SymbolsConfig
 from market.datasets import load_klines
 from market.errors import ConfigError, DataError, RayscalpError
@@ -59,11 +60,6 @@ def _read_only(arr: np.ndarray) -> np.ndarray:
     """Mark a copy handed to consumers read-only (one packet may be shared by several)."""
     arr.flags.writeable = False
     return arr
-
-
-def wall_ms() -> int:
-    """Wall-clock time in integer ms since the epoch (UTC)."""
-    return time.time_ns() // 1_000_000
 
 
 # ---------------------------------------------------------------------------------------------------
