@@ -574,6 +574,24 @@ def train(
     run_training(cfg, resume=resume)
 
 
+@main.command("tune")
+@CONFIG_OPTION
+@SET_OPTION
+@click.option(
+    "--search", "search_path", type=click.Path(path_type=Path), required=True, help="Search file (configs/search.yaml)."
+)
+@click.option("--samples", type=int, default=4, show_default=True, help="Trials to draw.")
+@click.option("--local", is_flag=True, help="Trials of the single-process trainer instead of Ape-X.")
+def tune_command(
+    config_path: Path | None, overrides: tuple[str, ...], search_path: Path, samples: int, local: bool
+) -> None:
+    """Ray Tune sweep with ASHA on the validation tail; every trial registered, the best evaluated once."""
+    from cluster.tune import load_search, tune_search
+
+    cfg = _load(config_path, overrides)
+    tune_search(cfg, load_search(search_path, cfg), samples, local=local)
+
+
 @main.command("train-cnn")
 @CONFIG_OPTION
 @SET_OPTION
@@ -704,7 +722,7 @@ def submit(
 
     Example: rayscalp submit -- python -m cluster.train --config configs/cluster.yaml
     """
-    from cluster import submit as jobs_api
+    from cluster.ops import submit as jobs_api
 
     env = {}
     for item in env_vars:
@@ -737,7 +755,7 @@ ADDRESS_OPTION = click.option("--address", default=None, help="Job server (see `
 @ADDRESS_OPTION
 def jobs_list(address: str | None) -> None:
     """Every submitted job, oldest first."""
-    from cluster import submit as jobs_api
+    from cluster.ops import submit as jobs_api
 
     for job in jobs_api.list_jobs(address=address):
         click.echo(f"{job.submission_id}\t{job.status}\t{job.entrypoint}")
@@ -748,7 +766,7 @@ def jobs_list(address: str | None) -> None:
 @click.argument("submission_id")
 def jobs_status(address: str | None, submission_id: str) -> None:
     """One job's status and message."""
-    from cluster import submit as jobs_api
+    from cluster.ops import submit as jobs_api
 
     job = jobs_api.job_status(submission_id, address=address)
     click.echo(f"{job.submission_id}\t{job.status}\t{job.message}")
@@ -760,7 +778,7 @@ def jobs_status(address: str | None, submission_id: str) -> None:
 @click.argument("submission_id")
 def jobs_logs(address: str | None, follow: bool, submission_id: str) -> None:
     """A job's logs so far (or followed to the end with -f)."""
-    from cluster import submit as jobs_api
+    from cluster.ops import submit as jobs_api
 
     if follow:
         jobs_api.follow(submission_id, address=address)
@@ -774,7 +792,7 @@ def jobs_logs(address: str | None, follow: bool, submission_id: str) -> None:
 @click.argument("submission_id")
 def jobs_stop(address: str | None, wait_s: float, submission_id: str) -> None:
     """Stop a running job and wait for it to end."""
-    from cluster import submit as jobs_api
+    from cluster.ops import submit as jobs_api
 
     job = jobs_api.stop(submission_id, address=address, wait_s=wait_s)
     click.echo(f"{job.submission_id}\t{job.status}")

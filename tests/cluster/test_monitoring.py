@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from actors.metrics import CATALOG, MetricKind
-from cluster import grafana, prometheus
+from cluster.ops import grafana, prometheus
 from cluster.ops.prometheus import MonitoringError
 
 from .private_ray import PrivateRayHead, free_port, start_private_head

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import submit
+from cluster.ops import submit
 from cluster.ops.submit import SubmitError
 
 from .private_ray import PrivateRayHead, free_port, start_private_head
