@@ -159,7 +159,9 @@ def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = Fals
     smoke : bool
         Smallest sizes everywhere (CI: well under 3 minutes).
     """
-    console = Console(width=None if Console().is_terminal else 150)
+    # 100 columns at most: the tables and lines are laid out for it, in a terminal or a log
+    probe = Console()
+    console = Console(width=min(probe.width, 100) if probe.is_terminal else 100)
     run_id = new_run_id(config.name)
     out_dir = config.output_dir / run_id
     console.rule(f"rayscalp demo: {run_id}")
@@ -221,6 +223,12 @@ def _stage_live(
     console.print(f"[bold]policy[/]: {policy} ({result.updates} updates, {result.env_steps} env steps)")
     evaluation = evaluate_policy(policy, demo_cfg, out_dir, sizes, cnn)
     live = start_live(demo_cfg, policy, out_dir, sizes, port, console, history)
+    from .run_summary import run_summary
+
+    # the training panel: this run's curves and evaluation (the learner has finished, so it is not running)
+    summary = run_summary(result.run_dir / "curves.json", out_dir / "evaluation" / "results.json")
+    summary["run_id"] = result.run_id
+    ray.get(live.board.set_run.remote(summary), timeout=30)
     if getattr(context, "dashboard_url", None):
         live.urls["ray dashboard"] = f"http://{context.dashboard_url}"
     from market.features import gather
@@ -262,6 +270,8 @@ def _shutdown(live: LiveDemo) -> None:
     import ray
     from ray import serve
 
+    if live.pusher is not None:
+        live.pusher.stop()
     if live.stream is not None:
         live.stream.stop()
     serve.shutdown()

@@ -42,7 +42,7 @@ class DemoSizes:
         if smoke:
             # 6,000 minutes: the evaluation span (the latest ~15%) starts after the tiny profile's 1h windows and
             # their indicators are full (about 48 hours of 1m bars), so no evaluation step sees padded windows
-            return DemoSizes(6_000, 60, 1, 256, 0, 200, "max", 20.0)
+            return DemoSizes(6_000, 60, 1, 256, 0, 200, "10x", 20.0)
         # the CNN trains on the earliest span of the same first 20,000 minutes the DQN reads (never overlapping)
         return DemoSizes(20_000, 800, 2, 2_000, 150, 500, "10x", 60.0)
 
@@ -57,6 +57,8 @@ class LiveDemo:
     stream: Any = None
     paper: Any = None
     live_state: Any = None
+    board: Any = None
+    pusher: Any = None
 
 
 def free_port() -> int:
@@ -93,6 +95,8 @@ def demo_config(
             "every_updates": max(sizes.updates // 2, 1),
         },
         "cnn": {"checkpoint": str(cnn_checkpoint) if cnn_checkpoint else None, "serve": False},
+        # ten points of the learning curves whatever the budget (the dashboard's training panel draws them)
+        "curves": {**data["apex"].get("curves", {}), "every_updates": max(sizes.updates // 10, 1)},
     }
     return type(config).model_validate(data)
 
@@ -180,8 +184,10 @@ def start_live(
     history: Any,
 ) -> LiveDemo:
     """Live stream, live state, paper trader, policy service and dashboard, on the running Ray and Serve."""
+    from actors.board import BOARD_ACTOR, BoardActor, RecordingPolicy
     from actors.live_state import LIVE_STATE_ACTOR, LiveStateActor, LiveStateConfig
-    from actors.paper import PAPER_ACTOR, CheckpointPolicy, PaperConfig, start_paper
+    from actors.paper import PAPER_ACTOR, PaperConfig, start_paper
+    from market.layout import build_layout
     from serve.dashboard import DashboardConfig
     from serve.dashboard import deploy as deploy_dashboard
     from serve.policy import PolicyServeConfig
@@ -190,16 +196,26 @@ def start_live(
     from .stream_runner import STREAM_ACTOR, start_live_stream
 
     live = LiveDemo()
+    # the board first: the policy's decisions go to it from the first live step
+    live.board = BoardActor.options(name=BOARD_ACTOR, get_if_exists=True).remote(
+        PAPER_ACTOR, 1.0, float(config.env.venue.fee)
+    )
     synthetic_klines = write_synthetic_klines(history, run_dir) if history.synthetic else None
     stream = start_live_stream(
-        config, speed=sizes.replay_speed, storage_dir=run_dir / "stream", kline_files=synthetic_klines
+        config,
+        speed=sizes.replay_speed,
+        storage_dir=run_dir / "stream",
+        kline_files=synthetic_klines,
+        exchange_overrides={"loop": True},
     )
     live.stream = stream
     if stream.exchange is not None and stream.exchange.config.source == "capture":
         source = "the real captures of 2024-08-08/09"
     else:
         source = "SYNTHETIC ticks inside " + ("SYNTHETIC" if history.synthetic else "real") + " 1m klines"
-    live.notes.append(f"live replay: {source} at {sizes.replay_speed} from {stream.ws_url}")
+    live.notes.append(f"live replay: {source} at {sizes.replay_speed}, looped, from {stream.ws_url}")
+    live.pusher = ReplayClockPusher(stream.exchange, live.board, f"{source} at {sizes.replay_speed}")
+    live.pusher.start()
     paper_cfg = PaperConfig(
         symbols=config.symbols,
         state=config.state,
@@ -218,9 +234,37 @@ def start_live(
             indicators=config.indicators,
             stream_actor=STREAM_ACTOR,
             paper_actor=PAPER_ACTOR,
+            warm_start_from_stream=False,
         )
     )
-    live.paper = start_paper(paper_cfg, CheckpointPolicy(policy))
+    import ray
+
+    bars, warm_source = warm_bars_for(history, config, stream)
+    warm = ray.get(live.live_state.warm_start.remote(bars, warm_source), timeout=60)
+    warm_line = (
+        "warm windows: " + ", ".join(f"{tf} ({n:,} bars)" for tf, n in warm["windows"].items()) + f" from {warm_source}"
+        if warm["windows"]
+        else f"warm windows: none ({warm_source})"
+    )
+    live.notes.append(warm_line)
+    ray.get(live.live_state.ready.remote(), timeout=60)
+    live.paper = start_paper(paper_cfg, RecordingPolicy(str(policy)))
+    layout = build_layout(config.state)
+    live_period = "2024-08-09 (the captures, looped)" if "captures" in source else source
+    ray.get(
+        live.board.set_notes.remote(
+            {
+                "layout": f"policy trained on the layout the live state serves: {config.state.profile} "
+                f"({layout.size:,} floats)",
+                "warm": warm_line,
+                "training_period": training_period(history),
+                "live_period": live_period,
+                "period_differs": training_period(history) != live_period,
+                "replay": f"{source} at {sizes.replay_speed}, looped",
+            }
+        ),
+        timeout=30,
+    )
     live.notes.append(config.env.venue.describe())
     deploy_policy(
         PolicyServeConfig(checkpoint=policy, port=port, symbols=(config.symbols.traded,), require_cnn_match=False)
@@ -229,6 +273,77 @@ def start_live(
     base = f"http://127.0.0.1:{port}"
     live.urls.update(policy=f"{base}/v1/act", docs=f"{base}/docs", dashboard=f"{base}/dashboard/")
     return live
+
+
+class ReplayClockPusher:
+    """Tells the board the replay exchange's clock and loop every ``every_s`` (a daemon thread of the driver)."""
+
+    def __init__(self, exchange: Any, board: Any, label: str, every_s: float = 0.5) -> None:
+        import threading
+
+        self.exchange = exchange
+        self.board = board
+        self.label = label
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replay-clock", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            if self.exchange is None:
+                continue
+            stats = self.exchange.exchange.stats()
+            self.board.set_replay.remote(
+                {
+                    "clock_ms": stats.clock_ms,
+                    "loop": stats.loop,
+                    "loops": stats.loops,
+                    "source": self.label,
+                    "speed": self.exchange.config.speed,
+                }
+            )
+
+
+def training_period(history: Any) -> str:
+    """The period of the 1m klines the policy was trained on (``YYYY-MM-DD -> YYYY-MM-DD``)."""
+    minute = next(iter(history.bars.values()))["1m"]
+    first, last = int(minute["open_time_ms"][0]), int(minute["open_time_ms"][-1])
+    day = lambda ms: time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))  # noqa: E731
+    return f"{day(first)} -> {day(last)} ({'SYNTHETIC' if history.synthetic else 'real'} 1m klines)"
+
+
+def warm_bars_for(history: Any, config: ExperimentConfig, stream: Any) -> tuple[dict[str, np.ndarray], str]:
+    """The recorded bars of the layout's higher timeframes closed before the replay's first trade, and their source.
+
+    Only the real captures get them: ticks synthesized inside klines start where those klines do (no earlier bars).
+    """
+    exchange = getattr(stream, "exchange", None)
+    if exchange is None or exchange.config.source != "capture" or history.synthetic:
+        return {}, "no recorded bars before a synthetic replay"
+    src = exchange.exchange.source
+    start_ms = int(src.schedule_ns[src.first_index]) // 1_000_000
+    traded = history.bars[config.symbols.traded]
+    out, names = {}, []
+    for tf in config.state.traded_timeframes:
+        if tf == config.state.base_timeframe or tf not in traded:
+            continue
+        bars = traded[tf][traded[tf]["close_time_ms"] < start_ms]
+        if bars.size:
+            out[tf] = bars
+            names.append(f"{tf} {time.strftime('%Y-%m-%d %H:%M', time.gmtime(int(bars['open_time_ms'][0]) / 1000))}")
+    files = [
+        p.name
+        for p in history.files
+        if p.name.startswith(config.symbols.traded) and any(f"-{tf}-" in p.name for tf in out)
+    ]
+    return out, "recorded klines " + (", ".join(files) or ", ".join(names))
 
 
 def ask_policy(live: LiveDemo, states: np.ndarray, symbol: str, wait_s: float) -> None:

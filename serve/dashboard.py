@@ -548,6 +548,8 @@ class DashboardDeployment:
         self._paper = _Source(cfg.paper_actor, cfg.namespace, cfg.call_timeout_s)
         self._learner = _Source(cfg.learner_actor, cfg.namespace, cfg.call_timeout_s)
         self._live_state = _Source(cfg.live_state_actor, cfg.namespace, cfg.call_timeout_s)
+        # the policy at work (decisions, paper curve, replay clock, the run): ``actors.board``, optional
+        self._board = _Source("rayscalp-board", cfg.namespace, cfg.call_timeout_s)
         self._builder = DashboardState(cfg)
         self._auth = ApiKeyAuth.from_env(cfg.api_key_env)
         if not self._auth.enabled:
@@ -571,9 +573,16 @@ class DashboardDeployment:
             self._read_stream(), self._paper.call("status"), self._learner.call("stats")
         )
         live: Any = "no traded symbol known (the stream is not readable)"
+        data_time = None
         if not isinstance(stream, str):
             live = await self._live_state.call("latest_state", stream["ui"].traded.symbol)
-        return self._builder.build(time.time_ns() // 1_000_000, stream, paper, learner, live)
+            data_time = int(stream["ui"].traded.last_trade_ms)
+        board, warm = await asyncio.gather(self._board.call("snapshot", data_time), self._live_state.call("status"))
+        document = self._builder.build(time.time_ns() // 1_000_000, stream, paper, learner, live)
+        ok = not isinstance(board, str)
+        document["board"] = {"available": True, **jsonable(board, 5_000)} if ok else {"available": False, "why": board}
+        document["warm"] = None if isinstance(warm, str) else jsonable(warm.get("warm"))
+        return document
 
     async def _state_bytes(self) -> bytes:
         async with self._lock:  # one read of the sources at a time, shared by requests close together
