@@ -348,7 +348,16 @@ def build_timeline(
         base_low=traded_base["low"].astype(np.float64),
         synthetic=data.synthetic,
         source=data.source,
-        meta={"base_timeframe": base_tf, "first_open_ms": first_open, "last_open_ms": last_open, "anchors": anchors},
+        meta={
+            "base_timeframe": base_tf,
+            "first_open_ms": first_open,
+            "last_open_ms": last_open,
+            "anchors": anchors,
+            # The venue fills an order decided at t at the next base bar's open (the decision latency), and
+            # caps resting fills by that bar's volume: both are the traded market's base bars, per step.
+            "base_open": traded_base["open"].astype(np.float64),
+            "base_volume": traded_base["volume"].astype(np.float64),
+        },
     )
     timeline.validate()
     return timeline

@@ -132,6 +132,8 @@ def test_with_the_default_latency_the_fill_of_step_t_is_the_next_open_whatever_c
 
 def test_a_latency_the_timeline_cannot_honour_is_refused_by_key(real) -> None:
     timeline, opens, _ = real
+    no_opens = {k: v for k, v in timeline.meta.items() if k not in ("base_open", "base_volume")}
+    timeline = replace(timeline, meta=no_opens)
     with pytest.raises(ConfigError, match="latency_ms: 100 needs the base bars' opens"):
         TradingEnv(timeline, EnvConfig(venue={"latency_ms": 100}))
     with pytest.raises(ConfigError, match="latency_ms: 5000 exceeds the base step"):
