@@ -33,7 +33,7 @@ class QNetworkRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, InferenceOnlyAP
     ``model_config`` carries ``state_profile`` (the ``StateConfig`` profile whose layout the network is built
     on; the observation space must have that layout's size), ``qnet`` (a ``QNetworkConfig`` as a dict),
     ``double_q`` and ``epsilon`` (a constant or RLlib's ``[[t, value], ...]`` schedule over env steps).
-    Exploration is epsilon-greedy with uniform random actions, as ``policies.trainer.act`` does.
+    Exploration is epsilon-greedy with uniform random actions, as ``policies.acting.act`` does.
     """
 
     def setup(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from market.errors import DataError
-from market.layout import StateConfig, StateLayout, build_layout
+from market.layout import StateConfig, StateLayout, build_layout, upgrade_component_name
 
 from .dqn import QNetwork, QNetworkConfig
 
@@ -88,7 +88,8 @@ def load_policy(path: Path, device: torch.device | str = "cpu") -> tuple[QNetwor
     )
     check_network_bounds(info, path)
     network = QNetwork(info.layout, info.network_config)
-    network.load_state_dict(payload["weights"])
+    # checkpoints written before the roles rename key their encoders by market (``eth_1m``): map, then load
+    network.load_state_dict({upgrade_component_name(k): v for k, v in payload["weights"].items()})
     return network.to(device).eval(), info
 
 

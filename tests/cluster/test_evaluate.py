@@ -37,7 +37,7 @@ from policies.cnn import CnnConfig, save_checkpoint
 from policies.cnn_inference import CnnPredictor
 from policies.cnn_training import build_model
 from policies.dqn import QNetwork, QNetworkConfig
-from policies.trainer import greedy_log_return
+from policies.acting import greedy_log_return
 
 SMALL_NET = QNetworkConfig(trunk=32, window_channels=4, vector_width=8)
 SEEDS = (0, 1, 2)
