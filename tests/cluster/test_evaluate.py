@@ -32,12 +32,12 @@ from market.layout import StateConfig, build_layout
 from market.metrics import log_returns, total_return
 from market.spans import SpansConfig, make_span, split_spans
 from market.timeline_builder import build_timeline
+from policies.acting import greedy_log_return
 from policies.checkpoint import load_policy, save_policy
 from policies.cnn import CnnConfig, save_checkpoint
 from policies.cnn_inference import CnnPredictor
 from policies.cnn_training import build_model
 from policies.dqn import QNetwork, QNetworkConfig
-from policies.acting import greedy_log_return
 
 SMALL_NET = QNetworkConfig(trunk=32, window_channels=4, vector_width=8)
 SEEDS = (0, 1, 2)
