@@ -1,8 +1,10 @@
 """The live half of ``rayscalp demo``: train briefly on history, then serve and paper-trade the live replay.
 
 Each stage is a function over plain inputs, so the demo reads top to bottom: train (Ape-X on Ray), evaluate
-beside the baselines, start the live stream, the live state and the paper trader, deploy the policy service
-and the dashboard, ask the policy a few times. Never passes synthetic data off as real: every figure says
+beside the baselines, start the live stream (the real captures looped, each loop later and with higher ids), the
+live state (warm-started from the recorded klines of the layout's higher timeframes) and the paper trader (its
+decisions and curve on the board, ``actors.board``), deploy the policy service and the dashboard, ask the policy.
+Never passes synthetic data off as real: every figure says
 which data it came from.
 """
 
