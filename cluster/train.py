@@ -126,15 +126,15 @@ def _first_steps(data: MarketData, base_timeframe: str, steps: int) -> MarketDat
         from market.timeframes import TIMEFRAME_MS
 
         end_ms = int(data.traded_trades["time_ms"][0]) + steps * TIMEFRAME_MS[base_timeframe]
-        eth = data.traded_trades[data.traded_trades["time_ms"] < end_ms]
+        traded = data.traded_trades[data.traded_trades["time_ms"] < end_ms]
         ref = data.reference_trades
-        btc = None if ref is None else ref[ref["time_ms"] < end_ms]
-        return dataclasses.replace(data, traded_trades=eth, reference_trades=btc)
-    eth_bars, btc_bars = dict(data.traded_bars), dict(data.reference_bars)
-    for bars in (eth_bars, btc_bars):
+        reference = None if ref is None else ref[ref["time_ms"] < end_ms]
+        return dataclasses.replace(data, traded_trades=traded, reference_trades=reference)
+    traded_bars, reference_bars = dict(data.traded_bars), dict(data.reference_bars)
+    for bars in (traded_bars, reference_bars):
         if base_timeframe in bars:
             bars[base_timeframe] = bars[base_timeframe][:steps]
-    return dataclasses.replace(data, traded_bars=eth_bars, reference_bars=btc_bars)
+    return dataclasses.replace(data, traded_bars=traded_bars, reference_bars=reference_bars)
 
 
 def fill_cnn(

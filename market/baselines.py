@@ -29,10 +29,10 @@ BASELINES: tuple[str, ...] = ("flat", "buy_and_hold", "random", "momentum")
 __all__ = ["BASELINES", "YEAR_MS", "BaselineResult", "RuleSpec", "baseline_actions", "rule_targets", "tune_rules"]
 
 KLINE_FILES = {
-    "eth": "binance/klines/ETHUSDT-1m-2025-01-01_2025-02-04.csv",
-    "btc": "binance/klines/BTCUSDT-1m-2025-01-01_2025-02-04.csv",
-    "eth_1h": "binance/klines/ETHUSDT-1h-2024-05-13_2025-02-04.csv",
-    "eth_1d": "binance/klines/ETHUSDT-1d-2022-11-11_2025-02-04.csv",
+    "traded_1m": "binance/klines/ETHUSDT-1m-2025-01-01_2025-02-04.csv",
+    "reference_1m": "binance/klines/BTCUSDT-1m-2025-01-01_2025-02-04.csv",
+    "traded_1h": "binance/klines/ETHUSDT-1h-2024-05-13_2025-02-04.csv",
+    "traded_1d": "binance/klines/ETHUSDT-1d-2022-11-11_2025-02-04.csv",
 }
 
 
@@ -253,18 +253,18 @@ def real_kline_timeline(
 
     root = Path(shared_dir)
     paths = {key: root / rel for key, rel in KLINE_FILES.items()}
-    missing = [str(p) for key, p in paths.items() if key in ("eth", "btc") and not p.is_file()]
+    missing = [str(p) for key, p in paths.items() if key.endswith("_1m") and not p.is_file()]
     if missing:
         raise DataError(f"real klines not found: {', '.join(missing)}")
     state = StateConfig(profile=profile)  # type: ignore[arg-type]
     cut = slice(None, max_steps)
-    eth = {"1m": load_klines(paths["eth"])[cut]}
+    traded = {"1m": load_klines(paths["traded_1m"])[cut]}
     for tf in ("1h", "1d"):
-        if tf in state.traded_timeframes and paths[f"eth_{tf}"].is_file():
-            eth[tf] = load_klines(paths[f"eth_{tf}"])
-    btc = {"1m": load_klines(paths["btc"])[cut]}
-    source = f"real Binance spot 1m klines ({paths['eth'].name}, {paths['btc'].name})"
-    return build_timeline(MarketData(traded_bars=eth, reference_bars=btc, source=source), state)
+        if tf in state.traded_timeframes and paths[f"traded_{tf}"].is_file():
+            traded[tf] = load_klines(paths[f"traded_{tf}"])
+    reference = {"1m": load_klines(paths["reference_1m"])[cut]}
+    source = f"real Binance spot 1m klines ({paths['traded_1m'].name}, {paths['reference_1m'].name})"
+    return build_timeline(MarketData(traded_bars=traded, reference_bars=reference, source=source), state)
 
 
 # ------------------------------------------------------------------------------------------ rule baselines
