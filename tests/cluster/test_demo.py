@@ -29,11 +29,20 @@ def run_demo(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str
 
 @pytest.mark.timeout(300)
 def test_demo_smoke_on_a_machine_without_data_runs_the_whole_loop_and_says_synthetic(tmp_path: Path) -> None:
-    proc = run_demo(tmp_path, f"data.shared_dir={tmp_path / 'no-shared-data'}", f"data.data_dir={tmp_path / 'no'}")
+    # another traded pair than the default: nothing in the code paths may assume ETH and BTC
+    proc = run_demo(
+        tmp_path,
+        f"data.shared_dir={tmp_path / 'no-shared-data'}",
+        f"data.data_dir={tmp_path / 'no'}",
+        "symbols.traded=SOLUSDT",
+        "symbols.reference=BTCUSDT",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     lines = [ln for ln in out.splitlines() if ln.startswith(("ticks", "klines", "timeline"))]
     assert lines and all("SYNTHETIC" in ln for ln in lines), lines
+    assert any(ln.startswith(("ticks SOLUSDT", "klines SOLUSDT")) for ln in lines), lines
+    assert "ETHUSDT" not in out
     assert "SYNTHETIC ticks inside SYNTHETIC 1m klines" in out
     assert "POST /v1/act state form   -> 200" in out and "POST /v1/act latest form  -> 200" in out
     records = list(tmp_path.glob("default-*/run.json"))
