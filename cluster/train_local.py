@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,11 @@ class LocalResult:
 
 
 def train_local(
-    config: ExperimentConfig, *, market: TrainingMarket | None = None, console: Console | None = None
+    config: ExperimentConfig,
+    *,
+    market: TrainingMarket | None = None,
+    console: Console | None = None,
+    on_point: Callable[[LearningCurves], None] | None = None,
 ) -> LocalResult:
     """Train a double DQN in this process to the configured budget, evaluate it greedily and save the policy.
 
@@ -143,6 +148,8 @@ def train_local(
         A prepared market (default: ``cluster.train.prepare_market`` on the configured history).
     console : rich Console, optional
         Where progress and the summary go.
+    on_point : callable, optional
+        Called with the curves after each new learning-curve point (``rayscalp tune`` reports it to Tune).
     """
     console = console or Console(soft_wrap=True)
     settings = LocalSettings.from_config(config)
@@ -236,6 +243,8 @@ def train_local(
                 val = greedy_run(learner.online, window, env_config, train_end, settings.validation_steps - 1, **cnn)
                 validation = val.log_return
             curves.point(learner.updates, env_steps, float(np.mean(returns)) if returns else None, validation)
+            if on_point is not None:
+                on_point(curves)
         if time.monotonic() - printed >= settings.progress_every_s:
             printed = time.monotonic()
             console.print(_progress(printed - started, env_steps, learner, epsilon, returns, stats))
