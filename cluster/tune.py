@@ -391,6 +391,12 @@ class TuneResult:
     eval_steps: tuple[int, int]
 
 
+def _params(trial_path: str) -> dict[str, Any]:
+    """A trial's drawn parameters from its ``params.json`` (a trial that failed has no config in its result)."""
+    path = Path(trial_path) / "params.json"
+    return orjson.loads(path.read_bytes()) if path.is_file() else {}
+
+
 def _find_run(trial_dir: Path) -> tuple[str | None, Path | None]:
     """The run id a trial's training started, and its policy when the run finished (``result.json``)."""
     runs = sorted(trial_dir.glob("*/runs/*/run.json"))
@@ -504,11 +510,13 @@ def tune_search(
         values = [] if frame is None or METRIC not in frame else [float(v) for v in frame[METRIC]]
         updates = 0 if frame is None or "updates" not in frame else int(frame["updates"].iloc[-1])
         run_id, policy = _find_run(tune_dir / "trials" / trial_id)
+        if result.error is not None:
+            console.print(f"trial {trial_id} failed: {result.error}")
         outcomes.append(
             TrialOutcome(
                 trial_id=trial_id,
                 run_id=run_id or f"{tune_id}-{trial_id}",
-                params={k: result.config[k] for k in search.spaces},
+                params={k: (result.config or _params(result.path)).get(k) for k in search.spaces},
                 validation=values,
                 updates=updates,
                 points=len(values),
