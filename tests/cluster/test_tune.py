@@ -40,7 +40,7 @@ def test_search_file_errors_name_the_key(search: dict, names: str) -> None:
 @pytest.mark.timeout(300)
 def test_tune_four_tiny_trials(tmp_path: Path) -> None:
     search = yaml.safe_load((TINY.parent / "search-tiny.yaml").read_text())
-    search["tune"]["max_concurrent_trials"] = 1  # one at a time: the arrival order at ASHA's rungs is the seed's
+    assert search["tune"]["max_concurrent_trials"] == 2  # two trials at a time on this machine, as configured
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(search))
     sets = ["apex.history_steps=6000", "apex.budget.updates=80", f"output_dir={tmp_path}"]
@@ -49,7 +49,7 @@ def test_tune_four_tiny_trials(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     tune_rows = read_trials(tmp_path, kind="tune")
     assert len(tune_rows) == 4
-    assert sum(r.extra["stopped_early"] for r in tune_rows) >= 1
+    assert all(r.extra["stopped_early"] == (r.extra["policy"] is None) for r in tune_rows)
     assert sum(r.extra["best"] for r in tune_rows) == 1
     # No trial read a step of the evaluation span: what each could read ends before it starts.
     for r in tune_rows:
