@@ -59,7 +59,7 @@ __all__ = [
 #: The name the paper trading actor is registered under.
 PAPER_ACTOR = "rayscalp-paper"
 #: Why a fill happened: the policy's order, or a close forced by the kill switch, the daily loss or the venue.
-REASONS: tuple[str, ...] = ("policy", "kill_switch", "max_daily_loss", "liquidation")
+REASONS: tuple[str, ...] = ("policy", "kill_switch", "max_daily_loss", "liquidation", "max_leverage")
 #: One simulated fill (a leg of an order, ``market.venue.LEGS``), as persisted in ``fills/*.parquet``.
 FILL_DTYPE = np.dtype(
     [
@@ -451,6 +451,11 @@ class PaperTrader:
                 fills.clear()
                 vn.close_positions(acc, np.array([True]), buy, sell, venue.fee, fills)
                 self._take_fills(time_ms, step, "max_daily_loss", close)
+        elif self.risk.leverage_drifted(acc, close):  # the price moved a held position past the limit
+            self._event("rayscalp_paper_risk_limit_trips", {"limit": "max_leverage"})
+            fills.clear()
+            vn.close_positions(acc, np.array([True]), buy, sell, venue.fee, fills)
+            self._take_fills(time_ms, step, "max_leverage", close)
         self.last_step_ms = time_ms
         self.last_close = close
         self.last_half_spread = float(live.half_spread)

@@ -185,6 +185,18 @@ class RiskManager:
             return True
         return False
 
+    def leverage_drifted(self, acc: Accounts, mark: float) -> bool:
+        """True when the held position's leverage at ``mark`` has drifted past ``max_leverage``.
+
+        Orders are reviewed when they are sent; a held perp position's leverage still grows as the price moves
+        against it. The caller de-risks by closing the position; each drift counts as a ``max_leverage`` trip.
+        """
+        limit = self.config.max_leverage
+        if limit is None or acc.qty[0] == 0 or float(acc.leverage(mark)[0]) <= limit:
+            return False
+        self._trip("max_leverage")
+        return True
+
     def daily_loss(self, equity: float) -> float:
         """Equity lost since the first step of the day (negative when up)."""
         return float(self.state.day_start_equity - equity)

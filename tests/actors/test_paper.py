@@ -286,9 +286,32 @@ def test_size_limits_refuse_every_open_beyond_them_and_cut_a_reversal_to_its_clo
     limited = PaperTrader(paper_config(root, risk=risk), policy)  # the same account, now with the limit
     replay.run(limited)
     new = limited.fills()[before:]
-    assert new.size >= 1 and (new["leg"] == CLOSE_LEG).all() and (new["position_after"] == 0).all()
+    # a reversal is cut to its close; a held position already past max_leverage is closed by a de-risking order
+    closing = [CLOSE_LEG] if limit == "max_position" else [CLOSE_LEG, LEGS.index("forced")]
+    assert new.size >= 1 and np.isin(new["leg"], closing).all() and (new["position_after"] == 0).all()
     assert limited.acc.qty[0] == 0 and limited.status()["risk"]["trips"][limit] > 5
     assert limited.policy_calls > 20
+
+
+@pytest.mark.timeout(120)
+def test_a_held_position_whose_leverage_drifts_past_the_limit_is_closed_by_a_de_risking_order(
+    capture, step_times, tmp_path
+) -> None:
+    root = tmp_path / "paper"
+    replay = Replay(capture, tmp_path / "stream", seed=2)
+    free = PaperTrader(paper_config(root), ScriptedPolicy(flips(step_times, every=600)))
+    replay.run(free, until_ms=int(step_times[15]))  # a long opened at step 0 and held, no limit yet
+    assert free.acc.qty[0] > 0
+    before = free.fills().size
+    held = float(free.acc.leverage(free.last_close)[0])
+    # the same account under a limit its held position already exceeds: no order of the policy's broke it
+    limited = PaperTrader(paper_config(root, risk=RiskConfig(max_leverage=held * 0.9)), ScriptedPolicy({}))
+    replay.run(limited, until_ms=int(step_times[60]))
+    assert limited.steps > free.steps
+    new = limited.fills()[before:]
+    assert new.size >= 1 and (new["reason"] == REASONS.index("max_leverage")).all()
+    assert (new["position_after"] == 0).all() and limited.acc.qty[0] == 0
+    assert limited.status()["risk"]["trips"]["max_leverage"] == 1
 
 
 @pytest.mark.timeout(120)
