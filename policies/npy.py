@@ -61,7 +61,13 @@ def decode_npy(body: bytes, *, max_elements: int | None = None) -> np.ndarray:
         raise PayloadError("empty body: expected a .npy array [B, S] float32")
     buf = io.BytesIO(body)
     shape, fortran, dtype = _header(buf)
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or dtype.fields is not None or dtype.kind not in "iuf":
+    if (
+        not isinstance(dtype, np.dtype)
+        or dtype.hasobject
+        or dtype.fields is not None
+        or dtype.subdtype is not None  # a sub-array dtype ("(70,)<f4") hides dimensions the shape does not show
+        or dtype.kind not in "iuf"
+    ):
         raise PayloadError(f"states must be float32, got dtype {getattr(dtype, 'str', dtype)!r}")
     if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):  # bool is no dimension
         raise PayloadError(f".npy shape {str(shape)[:100]} is not made of non-negative integers")
@@ -75,5 +81,8 @@ def decode_npy(body: bytes, *, max_elements: int | None = None) -> np.ndarray:
         raise PayloadError(
             f".npy header says shape {shape} {dtype.str} ({count * dtype.itemsize} bytes), body has {data}"
         )
-    array = np.frombuffer(body, dtype=dtype, count=count, offset=buf.tell())
-    return array.reshape(shape, order="F" if fortran else "C")
+    try:
+        array = np.frombuffer(body, dtype=dtype, count=count, offset=buf.tell())
+        return array.reshape(shape, order="F" if fortran else "C")
+    except ValueError as exc:  # numpy's own limits on what the header claims: a refusal, never a 5xx
+        raise PayloadError(f".npy body does not read as shape {shape} {dtype.str}: {exc}") from None
