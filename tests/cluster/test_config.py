@@ -19,10 +19,20 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_every_shipped_config_validates() -> None:
-    configs = sorted((REPO / "configs").glob("*.yaml"))
+    configs = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("search"))
     assert configs, "configs/ holds no YAML"
     for path in configs:
         assert isinstance(load_config(path), ExperimentConfig), path
+
+
+def test_every_shipped_search_space_validates_against_the_config_it_sweeps() -> None:
+    from cluster.tune import load_search
+
+    searches = sorted((REPO / "configs").glob("search*.yaml"))
+    assert searches, "configs/ holds no search space"
+    for path in searches:
+        base = REPO / "configs" / ("tiny.yaml" if "tiny" in path.name else "tune.yaml")
+        assert load_search(path, load_config(base)), path
 
 
 def test_negative_batch_size_names_file_key_and_value(tmp_path: Path) -> None:
