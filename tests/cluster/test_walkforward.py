@@ -30,6 +30,7 @@ def test_fold_spans_tile_the_steps_after_the_warmup() -> None:
         fold_spans(times, 3_000, 3)
 
 
+@pytest.mark.slow  # a training per fold: run by make test and CI, left out of make test-fast
 def test_walkforward_trains_on_each_fold_and_tests_on_the_next(shared_data: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

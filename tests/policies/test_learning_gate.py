@@ -45,6 +45,7 @@ def market():
     return spans, env, best, optimal
 
 
+@pytest.mark.slow  # three full trainings: run by make test and CI, left out of make test-fast
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_greedy_policy_closes_90_percent_of_the_gap_on_a_sawtooth(market, seed: int, tmp_path: Path) -> None:
