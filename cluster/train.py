@@ -249,6 +249,15 @@ class Evaluation:
         """JSON-ready."""
         return dataclasses.asdict(self)
 
+    def summary(self, policy_path: Path | str, synthetic: bool) -> str:
+        """The one line every trainer prints at its end (synthetic data said so)."""
+        return (
+            f"greedy evaluation on steps [{self.start_step}, {self.start_step + self.steps}] ({self.data_label}): "
+            f"log return {self.greedy_log_return:+.4f} ({self.greedy_trades} trades), buy and hold "
+            f"{self.buy_and_hold_log_return:+.4f}, flat {self.flat_log_return:+.4f}; policy {policy_path}"
+            + ("; SYNTHETIC data: these figures say nothing about the real market" if synthetic else "")
+        )
+
 
 def evaluate_greedy(
     weights: dict[str, torch.Tensor], config: ExperimentConfig, market: TrainingMarket, env_config: EnvConfig

@@ -289,13 +289,7 @@ def train_local(
             option=orjson.OPT_INDENT_2,
         )
     )
-    ev = evaluation
-    console.print(
-        f"greedy evaluation on steps [{ev.start_step}, {ev.start_step + ev.steps}] ({ev.data_label}): "
-        f"log return {ev.greedy_log_return:+.4f} ({ev.greedy_trades} trades), buy and hold "
-        f"{ev.buy_and_hold_log_return:+.4f}, flat {ev.flat_log_return:+.4f}; policy {policy_path}"
-        + ("; SYNTHETIC data: these figures say nothing about the real market" if market.synthetic else "")
-    )
+    console.print(evaluation.summary(policy_path, market.synthetic))
     return result
 
 
