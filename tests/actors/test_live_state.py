@@ -21,26 +21,20 @@ from actors.live_state import (
 from actors.messages import TickBatch
 from actors.paper import PaperConfig, PaperTradingActor, ScriptedPolicy
 from actors.stream import StreamConfig, UnifiedStreamActor
-from market.datasets import load_ws_capture
 from market.features import gather
 from market.layout import AGENT_FEATURES, StateConfig, build_layout
 from market.live_timeline import LiveTimeline
 from market.timeline_builder import MarketData, build_timeline
 from market.venue import BUY
+from tests.captures import BTC, ETH, load_captures, merged, trades_of
 
-ETH, BTC = "ETHUSDT", "BTCUSDT"
 STATE = StateConfig(tick_window=20, bar_window=12, reference_window=12, traded_timeframes=("1s", "1m"), cnn_hidden=16)
 
 
 @pytest.fixture(scope="module")
 def capture(shared_data: Path) -> dict[str, np.ndarray]:
     """The first four minutes of the real ETHUSDT and BTCUSDT captures."""
-    out = {}
-    for symbol in (ETH, BTC):
-        paths = [shared_data / "binance/ws" / f"spot_{symbol.lower()}_{day}.gz" for day in ("20240808", "20240809")]
-        out[symbol] = load_ws_capture(*paths, symbol=symbol).trades
-    end = out[ETH]["time_ms"][0] + 240_000
-    return {s: a[a["time_ms"] < end] for s, a in out.items()}
+    return trades_of(load_captures(shared_data), 240_000)
 
 
 def untrained_cnn():
@@ -56,10 +50,7 @@ def untrained_cnn():
 
 
 def chunks(capture: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
-    trades = np.concatenate([capture[ETH], capture[BTC]])
-    is_btc = np.r_[np.zeros(capture[ETH].size, bool), np.ones(capture[BTC].size, bool)]
-    order = np.argsort(trades["time_ms"], kind="stable")
-    trades, is_btc = trades[order], is_btc[order]
+    trades, is_btc = merged(capture[ETH], capture[BTC])
     return [{ETH: trades[c][~is_btc[c]], BTC: trades[c][is_btc[c]]} for c in np.array_split(np.arange(trades.size), n)]
 
 

@@ -7,7 +7,6 @@ timeline, and ``actors/`` imports no private name of ``market/``."""
 from __future__ import annotations
 
 import ast
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -19,51 +18,36 @@ from actors.live_state import LiveStateActor, LiveStateConfig
 from actors.messages import TickBatch
 from actors.paper import CheckpointPolicy, PaperConfig, PaperTradingActor
 from actors.stream import StreamConfig, UnifiedStreamActor
-from market.datasets import load_ws_capture
-from market.layout import StateConfig, build_layout
+from market.layout import build_layout
 from market.live_timeline import LiveTimeline
 from market.venue import VenueConfig, half_spread_at
+from tests.captures import BTC, ETH, SMALL_STATE, load_captures, merged, sorted_books, trades_of
+from tests.wire import free_port
 
 pytestmark = pytest.mark.ray
 
 requests = pytest.importorskip("requests")
 
-ETH, BTC = "ETHUSDT", "BTCUSDT"
 REPO = Path(__file__).resolve().parents[2]
-STATE = StateConfig(
-    tick_window=20,
-    bar_window=10,
-    reference_window=10,
-    traded_timeframes=("1s", "1m"),
-    cnn_hidden=0,
-    cnn_predictions=0,
-    williams=0,
-    regime=0,
-)
+STATE = SMALL_STATE
 
 
 @pytest.fixture(scope="module")
 def recorded(shared_data: Path) -> dict[str, object]:
     """The real ETHUSDT and BTCUSDT captures."""
-    out = {}
-    for symbol in (ETH, BTC):
-        paths = [shared_data / "binance/ws" / f"spot_{symbol.lower()}_{day}.gz" for day in ("20240808", "20240809")]
-        out[symbol] = load_ws_capture(*paths, symbol=symbol)
-    return out
+    return load_captures(shared_data)
 
 
 @pytest.fixture(scope="module")
 def capture(recorded) -> dict[str, np.ndarray]:
     """The first three minutes of their trades."""
-    end = recorded[ETH].trades["time_ms"][0] + 180_000
-    return {s: c.trades[c.trades["time_ms"] < end] for s, c in recorded.items()}
+    return trades_of(recorded, 180_000)
 
 
 @pytest.fixture(scope="module")
 def books(recorded) -> np.ndarray:
     """ETHUSDT's book tickers, in time order."""
-    b = recorded[ETH].book_tickers
-    return b[np.argsort(b["time_ms"], kind="stable")]
+    return sorted_books(recorded[ETH])
 
 
 def policy_checkpoint(path: Path) -> Path:
@@ -76,12 +60,6 @@ def policy_checkpoint(path: Path) -> Path:
     torch.manual_seed(3)
     net = QNetwork(build_layout(STATE), QNetworkConfig(trunk=32, window_channels=4, vector_width=8)).eval()
     return save_policy(path, net, version="v-live", updates=1, cnn_version=None, meta={"note": "untrained, for tests"})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_no_module_but_the_live_state_actor_builds_a_live_timeline_and_actors_import_no_private_market_name() -> None:
@@ -164,10 +142,7 @@ def test_paper_the_policys_latest_form_and_the_dashboard_read_one_state_built_on
         deploy_dashboard(dash)
         base = f"http://127.0.0.1:{port}"
 
-        trades = np.concatenate([capture[ETH], capture[BTC]])
-        is_btc = np.r_[np.zeros(capture[ETH].size, bool), np.ones(capture[BTC].size, bool)]
-        order = np.argsort(trades["time_ms"], kind="stable")
-        trades, is_btc = trades[order], is_btc[order]
+        trades, is_btc = merged(capture[ETH], capture[BTC])
         answers, pages = [], []
         sent = 0
         for seq, chunk in enumerate(np.array_split(np.arange(trades.size), 36)):

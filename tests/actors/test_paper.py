@@ -35,27 +35,16 @@ from actors.risk import RiskConfig
 from actors.stream import StreamConfig, UnifiedStream, UnifiedStreamActor
 from actors.stream_consumer import StreamConsumer
 from market.bars import ticks_to_bars
-from market.datasets import load_ws_capture
 from market.env import EnvConfig, TradingEnv
 from market.errors import ConfigError, DataError
-from market.layout import StateConfig
 from market.live_timeline import LiveTimeline
 from market.timeline_builder import MarketData, build_timeline
 from market.venue import BUY, CANCEL, HOLD, LEGS, POST_ASK, POST_BID, SELL, VenueConfig, half_spread_at
+from tests.captures import BTC, ETH, SMALL_STATE, load_captures, merged, sorted_books, trades_of
 
-ETH, BTC = "ETHUSDT", "BTCUSDT"
 MIDNIGHT_MS = 1_723_161_600_000  # 2024-08-09 00:00 UTC, inside the captures (a funding time)
 #: A state the tests can afford (the scripted policy reads none, so its size only sets the timeline's work).
-SMALL = StateConfig(
-    tick_window=20,
-    bar_window=10,
-    reference_window=10,
-    traded_timeframes=("1s", "1m"),
-    cnn_hidden=0,
-    cnn_predictions=0,
-    williams=0,
-    regime=0,
-)
+SMALL = SMALL_STATE
 #: The venues of these tests fill at close[t] (latency 0) unless a test says otherwise.
 PERP = VenueConfig(kind="perp", leverage=3.0, latency_ms=0)
 SPOT = VenueConfig(latency_ms=0)
@@ -65,24 +54,19 @@ OPEN_LEG, CLOSE_LEG = LEGS.index("open"), LEGS.index("close")
 @pytest.fixture(scope="module")
 def recorded(shared_data: Path) -> dict[str, object]:
     """Real ETHUSDT and BTCUSDT captures of the recorded websocket streams (same 11 minutes)."""
-    out = {}
-    for symbol in (ETH, BTC):
-        paths = [shared_data / "binance/ws" / f"spot_{symbol.lower()}_{day}.gz" for day in ("20240808", "20240809")]
-        out[symbol] = load_ws_capture(*paths, symbol=symbol)
-    return out
+    return load_captures(shared_data)
 
 
 @pytest.fixture(scope="module")
 def capture(recorded) -> dict[str, np.ndarray]:
     """Their trades."""
-    return {symbol: c.trades for symbol, c in recorded.items()}
+    return trades_of(recorded)
 
 
 @pytest.fixture(scope="module")
 def books(recorded) -> np.ndarray:
     """ETHUSDT's book tickers, in time order."""
-    b = recorded[ETH].book_tickers
-    return b[np.argsort(b["time_ms"], kind="stable")]
+    return sorted_books(recorded[ETH])
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +96,7 @@ class Replay:
         self.stream = UnifiedStream(StreamConfig(storage_dir=root, flush_interval_ms=10**12, tick_cache_s=60))
         self.consumer = StreamConsumer("live-state-test", ["ticks"])
         self.live = LiveStateBuilder(LiveStateConfig(state=SMALL))
-        trades = np.concatenate([capture[ETH], capture[BTC]])
-        is_btc = np.r_[np.zeros(capture[ETH].size, bool), np.ones(capture[BTC].size, bool)]
-        order = np.argsort(trades["time_ms"], kind="stable")
-        self.trades, self.is_btc = trades[order], is_btc[order]
+        self.trades, self.is_btc = merged(capture[ETH], capture[BTC])
         self.books = books
         self.book_at = 0
         self.rng = np.random.default_rng(seed)
@@ -476,10 +457,7 @@ def test_the_actor_restarted_by_ray_kill_restores_positions_and_pnl_and_its_kill
     paper = PaperTradingActor.options(name=paper_name).remote(cfg, ScriptedPolicy(actions))
     ray.get(paper.ready.remote(), timeout=60)
 
-    trades = np.concatenate([capture[ETH], capture[BTC]])
-    is_btc = np.r_[np.zeros(capture[ETH].size, bool), np.ones(capture[BTC].size, bool)]
-    order = np.argsort(trades["time_ms"], kind="stable")
-    trades, is_btc = trades[order], is_btc[order]
+    trades, is_btc = merged(capture[ETH], capture[BTC])
     half = trades.size // 2
     for seq, chunk in enumerate(np.array_split(np.arange(half), 30)):
         part, b = trades[chunk], is_btc[chunk]

@@ -12,19 +12,12 @@ import pytest
 from actors.messages import TickBatch
 from actors.stream import StreamConfig, UnifiedStream
 from actors.stream_consumer import StreamConsumer
-from market.datasets import load_ws_capture
-
-ETH, BTC = "ETHUSDT", "BTCUSDT"
+from tests.captures import load_captures, trades_of
 
 
 @pytest.fixture(scope="module")
 def capture(shared_data: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for symbol in (ETH, BTC):
-        paths = [shared_data / "binance/ws" / f"spot_{symbol.lower()}_{day}.gz" for day in ("20240808", "20240809")]
-        out[symbol] = load_ws_capture(*paths, symbol=symbol).trades
-    end = out[ETH]["time_ms"][0] + 60_000
-    return {s: a[a["time_ms"] < end] for s, a in out.items()}
+    return trades_of(load_captures(shared_data), 60_000)
 
 
 def stream_at(root: Path, epoch: int) -> UnifiedStream:

@@ -5,9 +5,7 @@ exported module are exactly its RLlib outputs (logits for PPO), and weights that
 
 from __future__ import annotations
 
-import io
 import os
-import socket
 from pathlib import Path
 
 import gymnasium as gym
@@ -27,6 +25,7 @@ from policies.dqn import QNetworkConfig
 from policies.policy_inference import PolicyPredictor
 from policies.rllib_export import export_rllib_policy
 from tests.policies.test_policy_inference import make_policy
+from tests.wire import free_port, npy_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -84,12 +83,6 @@ def test_an_exported_ppo_module_serves_its_rllib_logits_and_misfit_weights_are_r
                             version="x", updates=0)
     with pytest.raises(DataError, match="algo='SAC'"):
         export_rllib_policy(tmp_path / "q.pt", state, layout, SMALL, algo="SAC", version="x", updates=0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def train_cli(tmp_path: Path, algo: str, updates: int) -> dict:
@@ -150,10 +143,8 @@ def test_rllib_ppo_trains_and_its_checkpoint_is_served_and_evaluated_like_ours(r
     try:
         deploy(config)
         states = np.random.default_rng(1).normal(0, 0.5, (3, predictor.state_size)).astype(np.float32)
-        buf = io.BytesIO()
-        np.save(buf, states)
         headers = {"content-type": "application/x-npy", API_KEY_HEADER: os.environ[KEY_ENV]}
-        r = requests.post(f"http://127.0.0.1:{port}/rllib/v1/act", data=buf.getvalue(), headers=headers, timeout=60)
+        r = requests.post(f"http://127.0.0.1:{port}/rllib/v1/act", data=npy_bytes(states), headers=headers, timeout=60)
         assert r.status_code == 200, r.text
         doc = r.json()
         assert doc["model_version"] == predictor.version

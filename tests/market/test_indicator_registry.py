@@ -17,7 +17,7 @@ from actors.messages import TickBatch
 from actors.stream import StreamConfig, UnifiedStream
 from market.bars import ticks_to_bars
 from market.config import IndicatorConfig
-from market.datasets import load_klines, load_ws_capture
+from market.datasets import load_klines
 from market.errors import ConfigError, DataError
 from market.features import gather
 from market.indicator_registry import Indicator, Ohlcv, feature_names, register, registered, unregister
@@ -25,8 +25,8 @@ from market.indicators import FEATURE_NAMES, IndicatorSet, close_features, formi
 from market.layout import AGENT_FEATURES, BAR_FEATURES, StateConfig, build_layout
 from market.live_timeline import LiveTimeline
 from market.timeline_builder import MarketData, build_timeline
+from tests.captures import BTC, ETH, load_captures, merged, trades_of, warm_klines
 
-ETH, BTC = "ETHUSDT", "BTCUSDT"
 ATR_WINDOW = 14
 STATE = StateConfig(
     tick_window=20,
@@ -107,21 +107,13 @@ def atr() -> Iterator[Indicator]:
 @pytest.fixture(scope="module")
 def capture(shared_data: Path) -> dict[str, np.ndarray]:
     """Real ETHUSDT and BTCUSDT trades of the recorded websocket captures (same 11 minutes)."""
-    out = {}
-    for symbol in (ETH, BTC):
-        paths = [shared_data / "binance/ws" / f"spot_{symbol.lower()}_{day}.gz" for day in ("20240808", "20240809")]
-        out[symbol] = load_ws_capture(*paths, symbol=symbol).trades
-    return out
+    return trades_of(load_captures(shared_data))
 
 
 @pytest.fixture(scope="module")
 def warm_bars(shared_data: Path) -> dict[str, np.ndarray]:
     """Real ETH hourly and daily klines reaching months back before the captures."""
-    klines = shared_data / "binance/klines"
-    return {
-        "1h": load_klines(klines / "ETHUSDT-1h-2024-05-13_2025-02-04.csv", interval="1h"),
-        "1d": load_klines(klines / "ETHUSDT-1d-2022-11-11_2025-02-04.csv", interval="1d"),
-    }
+    return warm_klines(shared_data)
 
 
 # ------------------------------------------------------------------------------------------ the gate
@@ -174,10 +166,7 @@ def test_live_state_with_the_atr_equals_batch_gather_on_the_real_capture(atr: In
     )
     consumer = stream.register_consumer("atr-registry-test", ["ticks"])
     live = LiveTimeline(STATE, warm_bars=warm_bars)
-    trades = np.concatenate([eth, btc])
-    is_btc = np.r_[np.zeros(eth.size, bool), np.ones(btc.size, bool)]
-    order = np.argsort(trades["time_ms"], kind="stable")
-    trades, is_btc = trades[order], is_btc[order]
+    trades, is_btc = merged(eth, btc)
     rng = np.random.default_rng(14)
     j = BAR_FEATURES.index("atr_pct")
     seq, at, checked, worst, atr_seen = 0, 0, 0, 0.0, 0

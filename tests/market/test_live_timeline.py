@@ -13,15 +13,14 @@ from hypothesis import strategies as st
 
 from actors.messages import TickBatch
 from actors.stream import StreamConfig, UnifiedStream
-from market.datasets import load_klines, load_ws_capture
 from market.errors import DataError
 from market.features import gather
 from market.layout import AGENT_FEATURES, StateConfig
 from market.live_timeline import LiveTimeline, LiveTimelineConfig
 from market.records import TRADE_DTYPE
 from market.timeline_builder import MarketData, build_timeline
+from tests.captures import BTC, ETH, load_captures, merged, trades_of, warm_klines
 
-ETH, BTC = "ETHUSDT", "BTCUSDT"
 #: The parity profile: the default one's components and timeframes with windows the test can afford.
 PARITY_STATE = StateConfig(
     tick_window=50, bar_window=30, reference_window=30, traded_timeframes=("1s", "1m", "1h", "1d"), cnn_hidden=8
@@ -32,29 +31,13 @@ TOLERANCE = 1e-6
 @pytest.fixture(scope="module")
 def capture(shared_data: Path) -> dict[str, np.ndarray]:
     """Real ETHUSDT and BTCUSDT trades of the recorded websocket captures (same 11 minutes)."""
-    out = {}
-    for symbol in (ETH, BTC):
-        paths = [shared_data / "binance/ws" / f"spot_{symbol.lower()}_{day}.gz" for day in ("20240808", "20240809")]
-        out[symbol] = load_ws_capture(*paths, symbol=symbol).trades
-    return out
+    return trades_of(load_captures(shared_data))
 
 
 @pytest.fixture(scope="module")
 def warm_bars(shared_data: Path) -> dict[str, np.ndarray]:
     """Real ETH hourly and daily klines reaching months back before the captures."""
-    klines = shared_data / "binance/klines"
-    return {
-        "1h": load_klines(klines / "ETHUSDT-1h-2024-05-13_2025-02-04.csv", interval="1h"),
-        "1d": load_klines(klines / "ETHUSDT-1d-2022-11-11_2025-02-04.csv", interval="1d"),
-    }
-
-
-def merged(eth: np.ndarray, btc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both markets' trades in one time order, and which of them are BTC's."""
-    trades = np.concatenate([eth, btc])
-    is_btc = np.r_[np.zeros(eth.size, bool), np.ones(btc.size, bool)]
-    order = np.argsort(trades["time_ms"], kind="stable")
-    return trades[order], is_btc[order]
+    return warm_klines(shared_data)
 
 
 def component_of(layout, column: int) -> str:

@@ -15,41 +15,24 @@ from pydantic import ValidationError
 
 from market import venue as vn
 from market.bars import ticks_to_bars
-from market.datasets import load_ws_capture
 from market.env import BUY, HOLD, SELL, EnvConfig, TradingEnv
 from market.errors import ConfigError
-from market.layout import StateConfig
 from market.timeline_builder import MarketData, build_timeline
+from tests.captures import BTC, ETH, SMALL_STATE, load_captures, sorted_books, trades_of
 from tests.market.test_env import price_timeline
 
-ETH, BTC = "ETHUSDT", "BTCUSDT"
-SMALL = StateConfig(
-    tick_window=20,
-    bar_window=10,
-    reference_window=10,
-    traded_timeframes=("1s", "1m"),
-    cnn_hidden=0,
-    cnn_predictions=0,
-    williams=0,
-    regime=0,
-)
+SMALL = SMALL_STATE
 
 
 @pytest.fixture(scope="module")
 def real(shared_data: Path):
     """The batch timeline of the first 4 minutes of the real captures, its base bars' opens and ETH's quotes."""
-    caps = {}
-    for symbol in (ETH, BTC):
-        paths = [shared_data / "binance/ws" / f"spot_{symbol.lower()}_{day}.gz" for day in ("20240808", "20240809")]
-        caps[symbol] = load_ws_capture(*paths, symbol=symbol)
-    end = caps[ETH].trades["time_ms"][0] + 240_000
-    trades = {s: c.trades[c.trades["time_ms"] < end] for s, c in caps.items()}
+    caps = load_captures(shared_data)
+    trades = trades_of(caps, 240_000)
     timeline = build_timeline(MarketData(traded_trades=trades[ETH], reference_trades=trades[BTC]), SMALL)
     base = ticks_to_bars(trades[ETH], "1s")
     opens = base["open"][np.searchsorted(base["close_time_ms"], timeline.step_time_ms)]
-    books = caps[ETH].book_tickers
-    books = books[np.argsort(books["time_ms"], kind="stable")]
-    spread = 2.0 * vn.half_spread_at(books, timeline.step_time_ms)
+    spread = 2.0 * vn.half_spread_at(sorted_books(caps[ETH]), timeline.step_time_ms)
     return timeline, opens, spread
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from policies.cnn_inference import (
     encode_answer_json,
     encode_answer_npy,
 )
+from tests.wire import npy_bytes
 
 TINY = StateConfig(profile="tiny")
 START_MS = 1_735_700_400_000  # 2025-01-01 03:00 UTC
@@ -51,12 +51,6 @@ def tiny_timeline(n_steps: int = 300, seed: int = 3) -> MarketTimeline:
 
 def random_states(rows: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 0.5, size=(rows, width)).astype(np.float32)
-
-
-def npy_bytes(array: np.ndarray, **kwargs: object) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, **kwargs)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from policies.policy_inference import (
     decode_act_npy,
     encode_act_json,
 )
+from tests.wire import npy_bytes
 
 TINY = StateConfig(profile="tiny")
 SMALL_NET = QNetworkConfig(trunk=32, window_channels=4, vector_width=8)
@@ -49,12 +49,6 @@ def make_policy(
 
 def random_states(rows: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 0.5, size=(rows, width)).astype(np.float32)
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,7 @@ with the bare model of the version each answer names, so the tests hold whicheve
 
 from __future__ import annotations
 
-import io
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +20,7 @@ from market.features import gather
 from market.layout import AGENT_FEATURES
 from policies.cnn_inference import CnnPredictor, PayloadError, decode_answer_npy
 from tests.policies.test_cnn_inference import make_checkpoint, random_states, tiny_timeline
+from tests.wire import free_port, npy_bytes
 
 pytestmark = pytest.mark.ray
 
@@ -39,25 +38,13 @@ class App:
     checkpoints: dict[str, Path]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def app(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     from serve.cnn import CnnServeConfig, deploy
 
     root = tmp_path_factory.mktemp("cnn_serve")
     checkpoints = {"v1": make_checkpoint(root / "v1.pt", "v1", 1), "v2": make_checkpoint(root / "v2.pt", "v2", 2)}
-    port = _free_port()
+    port = free_port()
     ray_serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         handle = deploy(CnnServeConfig(checkpoint=checkpoints["v1"], ray_actor_options={"num_cpus": 0.5}))
@@ -132,14 +119,16 @@ def test_bulk_fill_from_an_object_ref_equals_per_step_handle_calls(app: App, ray
 @pytest.mark.timeout(120)
 def test_http_answers_npy_or_json_as_asked_and_names_the_version(app: App) -> None:
     states = random_states(4, app.predictors["v1"].state_size, seed=5)
-    r = requests.post(f"{app.url}/infer", data=_npy(states), headers=NPY, timeout=30)
+    r = requests.post(f"{app.url}/infer", data=npy_bytes(states), headers=NPY, timeout=30)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/x-npy"
     version = r.headers["x-cnn-version"]
     hidden, predictions = decode_answer_npy(r.content)
     _assert_matches_bare(app, states, {"hidden": hidden, "predictions": predictions, "version": version})
 
-    r = requests.post(f"{app.url}/infer", data=_npy(states), headers={**NPY, "accept": "application/json"}, timeout=30)
+    r = requests.post(
+        f"{app.url}/infer", data=npy_bytes(states), headers={**NPY, "accept": "application/json"}, timeout=30
+    )
     doc = r.json()
     assert r.status_code == 200 and doc["version"] == r.headers["x-cnn-version"]
     _assert_matches_bare(
@@ -163,24 +152,24 @@ def _bad_payloads(width: int) -> list[tuple[str, bytes, dict[str, str], str]]:
     inf[0, 0] = np.inf
     row = ",".join(["0.5"] * width)
     return [
-        ("wrong-width", _npy(good[:, :-1]), NPY, f"{width - 1} columns"),
-        ("1-D", _npy(good[0]), NPY, "2-D"),
-        ("nan", _npy(nan), NPY, r"states\[1, 5\] is nan"),
-        ("inf", _npy(inf), NPY, r"states\[0, 0\] is inf"),
-        ("float64", _npy(good.astype(np.float64)), NPY, "float32"),
-        ("int64", _npy(good.astype(np.int64)), NPY, "float32"),
+        ("wrong-width", npy_bytes(good[:, :-1]), NPY, f"{width - 1} columns"),
+        ("1-D", npy_bytes(good[0]), NPY, "2-D"),
+        ("nan", npy_bytes(nan), NPY, r"states\[1, 5\] is nan"),
+        ("inf", npy_bytes(inf), NPY, r"states\[0, 0\] is inf"),
+        ("float64", npy_bytes(good.astype(np.float64)), NPY, "float32"),
+        ("int64", npy_bytes(good.astype(np.int64)), NPY, "float32"),
         ("garbage", b"\x00\xffnot an array at all", {"content-type": "application/octet-stream"}, "not a .npy"),
-        ("truncated", _npy(good)[:-10], NPY, "body has"),
+        ("truncated", npy_bytes(good)[:-10], NPY, "body has"),
         ("empty", b"", NPY, "empty body"),
-        ("empty-rows", _npy(good[:0]), NPY, "empty"),
-        ("pickled", _npy(np.array([1, "x"], dtype=object)), NPY, "dtype"),
+        ("empty-rows", npy_bytes(good[:0]), NPY, "empty"),
+        ("pickled", npy_bytes(np.array([1, "x"], dtype=object)), NPY, "dtype"),
         ("bad-json", b'{"states": [[1, 2', {"content-type": "application/json"}, "not valid JSON"),
         ("json-nan", f'{{"states": [[{row[:-3]}NaN]]}}'.encode(), {"content-type": "application/json"}, "JSON"),
         ("json-ragged", b'{"states": [[1, 2], [3]]}', {"content-type": "application/json"}, "rectangular"),
         ("json-width", b'{"states": [[1, 2]]}', {"content-type": "application/json"}, "2 columns"),
         ("json-empty", b"", {"content-type": "application/json"}, "empty body"),
         ("json-huge", f'{{"states": [[1e300,{row[4:]}]]}}'.encode(), {"content-type": "application/json"}, "finite"),
-        ("content-type", _npy(good), {"content-type": "text/plain"}, "unsupported content-type"),
+        ("content-type", npy_bytes(good), {"content-type": "text/plain"}, "unsupported content-type"),
     ]
 
 
@@ -196,7 +185,7 @@ def test_bad_http_payloads_get_422_with_the_reason_and_never_500(app: App) -> No
         seen.append(name)
     assert len(seen) == 18
     # the app still answers after all of that
-    r = requests.post(f"{app.url}/infer", data=_npy(random_states(1, width)), headers=NPY, timeout=30)
+    r = requests.post(f"{app.url}/infer", data=npy_bytes(random_states(1, width)), headers=NPY, timeout=30)
     assert r.status_code == 200
 
 
@@ -212,7 +201,7 @@ def _clients_through_reload(app: App, url: str, reload: Callable[[str], None]) -
 
     def client(i: int) -> None:
         states = random_states(1, width, seed=100 + i)
-        body = _npy(states)
+        body = npy_bytes(states)
         expected = {v: p.predict(states).hidden for v, p in app.predictors.items()}
         with requests.Session() as session:
             while not stop.is_set():

@@ -5,10 +5,8 @@ never answered with a 5xx nor decoded with more memory than the cap allows (meas
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
-import socket
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from serve.auth import API_KEY_HEADER, ApiKeyAuth
 from serve.common import check_same_origin, read_body
 from tests.policies.test_cnn_inference import make_checkpoint
 from tests.policies.test_policy_inference import forged_policy, make_policy
+from tests.wire import free_port, npy_bytes
 
 pytestmark = pytest.mark.ray
 
@@ -50,18 +49,6 @@ class Apps:
     root: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        return int(sock.getsockname()[1])
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def apps(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apps]:
     from serve import cnn, dashboard, policy
@@ -69,7 +56,7 @@ def apps(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apps
     root = tmp_path_factory.mktemp("hardening")
     policy_ckpt = make_policy(root / "policy-v1.pt", "v1", 10, seed=1)
     cnn_ckpt = make_checkpoint(root / "cnn-v1.pt", "c1", 1)
-    port = _free_port()
+    port = free_port("0.0.0.0")
     # Reachable from other machines: the apps must all require the key (the tests connect via 127.0.0.1).
     ray_serve.start(http_options={"host": "0.0.0.0", "port": port})
     try:
@@ -278,7 +265,7 @@ def test_crafted_npy_headers_are_refused_with_the_reason_before_any_allocation(s
 
 
 def test_a_header_asking_for_more_than_max_rows_times_state_size_is_refused_by_its_size() -> None:
-    body = _npy(np.zeros((65, 64), np.float32))
+    body = npy_bytes(np.zeros((65, 64), np.float32))
     with pytest.raises(PayloadError, match="at most 4096 per request"):
         decode_npy(body, max_elements=64 * 64)
     assert decode_npy(body, max_elements=65 * 64).shape == (65, 64)

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -34,6 +33,7 @@ from market.datasets import load_ws_capture
 from market.errors import ConfigError
 from market.pivots import WilliamsConfig, swing_points
 from serve.dashboard import DashboardConfig, DashboardState, chart, flatten, jsonable, pick_fields
+from tests.wire import free_port
 
 ETH, BTC = "ETHUSDT", "BTCUSDT"
 CAPTURES = {
@@ -276,12 +276,6 @@ class ExchangeThread:
         self.thread.join(10)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclasses.dataclass
 class Live:
     url: str
@@ -325,7 +319,7 @@ def live(ray_session, chromium: str, shared_data: Path, tmp_path_factory: pytest
     ingestion = IngestionActor.remote(
         IngestionConfig(ws_url=f"ws://{host}:{port}", rest_url=exchange.exchange.rest_url, seed=3, **FAST)
     )
-    http_port = _free_port()
+    http_port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
     try:
         ray.get(stream.ready.remote(), timeout=120)

@@ -10,11 +10,9 @@ state (labelled ``synthetic=True``) or raises the real ``LiveStateUnavailableErr
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +28,7 @@ from market.layout import AGENT_FEATURES
 from policies.policy_inference import ACTIONS, PolicyPredictor
 from serve.auth import API_KEY_HEADER, ApiKeyAuth, AuthError, check_bind, is_loopback
 from tests.policies.test_policy_inference import make_policy, random_states
+from tests.wire import free_port, npy_bytes
 
 pytestmark = pytest.mark.ray
 
@@ -94,18 +93,6 @@ class App:
     predictors: dict[str, PolicyPredictor]
     updates: dict[str, int]
     apply: Callable[..., None]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 def policy_config(checkpoint: Path, watch_dir: Path, namespace: str, **overrides: object):
@@ -272,7 +259,7 @@ def test_config_refuses_unknown_keys_and_bad_values_naming_them(tmp_path: Path) 
 def test_states_by_npy_and_json_answer_the_bare_networks_action_q_values_and_confidence(app: App) -> None:
     width = app.predictors["v1"].state_size
     one = random_states(1, width, seed=5)
-    r = requests.post(f"{app.url}/v1/act", data=npy(one[0]), headers=NPY, timeout=30)
+    r = requests.post(f"{app.url}/v1/act", data=npy_bytes(one[0]), headers=NPY, timeout=30)
     assert r.status_code == 200, r.text
     doc = r.json()
     assert r.headers["x-policy-version"] == doc["model_version"]
@@ -281,7 +268,7 @@ def test_states_by_npy_and_json_answer_the_bare_networks_action_q_values_and_con
     assert doc["latency_ms"] > 0 and doc["data_time_ms"] is None
 
     batch = random_states(5, width, seed=6)
-    doc = requests.post(f"{app.url}/v1/act", data=npy(batch), headers=NPY, timeout=30).json()
+    doc = requests.post(f"{app.url}/v1/act", data=npy_bytes(batch), headers=NPY, timeout=30).json()
     assert doc["action"] is None
     assert_matches_bare(app, batch, doc)
 
@@ -316,17 +303,17 @@ def bad_payloads(width: int) -> list[tuple[str, bytes, dict[str, str], str]]:
     nan[1, 5], inf[0, 0] = np.nan, np.inf
     row = ",".join(["0.5"] * width)
     return [
-        ("wrong-width", npy(good[:, :-1]), NPY, f"state has {width - 1} values"),
-        ("3-D", npy(good.reshape(1, 2, width)), NPY, "got shape"),
-        ("nan", npy(nan), NPY, r"states\[1, 5\] is nan"),
-        ("inf", npy(inf), NPY, r"states\[0, 0\] is inf"),
-        ("float64", npy(good.astype(np.float64)), NPY, "float32"),
-        ("int32", npy(good.astype(np.int32)), NPY, "float32"),
+        ("wrong-width", npy_bytes(good[:, :-1]), NPY, f"state has {width - 1} values"),
+        ("3-D", npy_bytes(good.reshape(1, 2, width)), NPY, "got shape"),
+        ("nan", npy_bytes(nan), NPY, r"states\[1, 5\] is nan"),
+        ("inf", npy_bytes(inf), NPY, r"states\[0, 0\] is inf"),
+        ("float64", npy_bytes(good.astype(np.float64)), NPY, "float32"),
+        ("int32", npy_bytes(good.astype(np.int32)), NPY, "float32"),
         ("garbage", b"\x00\xffnot an array", {**NPY, "content-type": "application/octet-stream"}, "not a .npy"),
-        ("truncated", npy(good)[:-10], NPY, "body has"),
+        ("truncated", npy_bytes(good)[:-10], NPY, "body has"),
         ("empty", b"", NPY, "empty body"),
-        ("empty-rows", npy(good[:0]), NPY, "empty"),
-        ("pickled", npy(np.array([1, "x"], dtype=object)), NPY, "dtype"),
+        ("empty-rows", npy_bytes(good[:0]), NPY, "empty"),
+        ("pickled", npy_bytes(np.array([1, "x"], dtype=object)), NPY, "dtype"),
         ("bad-json", b'{"state": [1, 2', JSON, "not valid JSON"),
         ("json-nan", f'{{"state": [{row[:-3]}NaN]}}'.encode(), JSON, "not valid JSON"),
         ("json-width", b'{"state": [1, 2]}', JSON, "state has 2 values"),
@@ -338,7 +325,7 @@ def bad_payloads(width: int) -> list[tuple[str, bytes, dict[str, str], str]]:
         ("agent-nan-text", f'{{"state": [{row}], "agent": [1, 2, 3, 4, 5, "x"]}}'.encode(), JSON, "numbers only"),
         ("unknown-symbol", b'{"symbol": "DOGEUSDT", "latest": true}', JSON, "unknown symbol 'DOGEUSDT'"),
         ("latest-false", b'{"symbol": "ETHUSDT", "latest": false}', JSON, '"latest" must be true'),
-        ("content-type", npy(good), {**NPY, "content-type": "text/plain"}, "unsupported content-type"),
+        ("content-type", npy_bytes(good), {**NPY, "content-type": "text/plain"}, "unsupported content-type"),
     ]
 
 
@@ -350,7 +337,7 @@ def test_bad_payloads_get_422_with_the_reason_and_never_500(app: App) -> None:
         assert r.status_code == 422, (name, r.status_code, r.text)
         detail = r.json()["detail"]
         assert isinstance(detail, str) and re.search(reason, detail), (name, detail)
-    r = requests.post(f"{app.url}/v1/act", data=npy(random_states(1, width)), headers=NPY, timeout=30)
+    r = requests.post(f"{app.url}/v1/act", data=npy_bytes(random_states(1, width)), headers=NPY, timeout=30)
     assert r.status_code == 200  # and the app still answers
 
 
@@ -367,7 +354,7 @@ def test_every_route_but_health_answers_401_without_the_key_or_with_a_wrong_one(
         "in": "header",
         "name": "X-API-Key",
     }
-    body = npy(random_states(1, app.predictors["v1"].state_size))
+    body = npy_bytes(random_states(1, app.predictors["v1"].state_size))
     for method, path in routes:
         for headers, reason in [
             ({}, "missing API key"),
@@ -451,7 +438,7 @@ def clients_through_reload(app: App, reload: Callable[[], None], expect: str) ->
 
     def client(i: int) -> None:
         states = random_states(1, width, seed=100 + i)
-        body = npy(states)
+        body = npy_bytes(states)
         expected = {v: p.act(states).q_values[0] for v, p in app.predictors.items()}
         with requests.Session() as session:
             while not stop.is_set():
