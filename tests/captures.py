@@ -35,6 +35,11 @@ def capture_paths(shared_data: Path, symbol: str) -> tuple[Path, ...]:
     return tuple(shared_data / "binance" / "ws" / f"spot_{symbol.lower()}_{day}.gz" for day in DAYS)
 
 
+def all_capture_paths(shared_data: Path) -> tuple[Path, ...]:
+    """Every capture file, symbol by symbol, each symbol's in recording order."""
+    return tuple(path for symbol in SYMBOLS for path in capture_paths(shared_data, symbol))
+
+
 def load_captures(shared_data: Path) -> dict[str, WsCapture]:
     """Both symbols' captures (trades and book tickers), read by the batch path (``market.datasets``)."""
     return {symbol: load_ws_capture(*capture_paths(shared_data, symbol), symbol=symbol) for symbol in SYMBOLS}

@@ -19,24 +19,24 @@ from actors.stream_store import StreamStore
 from cluster.exchange.capture import load_capture
 from cluster.exchange.server import ExchangeConfig, ExchangeFaults, ForgedTrade, ReplayExchange
 from market.bars import build_timeframes
-from tests.actors.test_ingestion import CAPTURES, FAST, SYMBOLS, _live_ids, _rows, _window
-from tests.actors.test_stream import TIMEFRAMES, assert_bars_identical
+from tests.actors.test_ingestion import FAST, _live_ids, _rows, _window
+from tests.actors.test_stream import TIMEFRAMES
+from tests.captures import SYMBOLS, all_capture_paths, load_captures, trades_of
+from tests.market.test_bars import assert_bars_identical
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def capture_files(shared_data: Path) -> tuple[Path, ...]:
-    ws = shared_data / "binance" / "ws"
-    return tuple(ws / name for s in SYMBOLS for name in CAPTURES[s])
+    """Both symbols' capture files, replayed by the exchange."""
+    return all_capture_paths(shared_data)
 
 
 @pytest.fixture(scope="module")
 def recorded(shared_data: Path) -> dict[str, np.ndarray]:
-    from market.datasets import load_ws_capture
-
-    ws = shared_data / "binance" / "ws"
-    return {s: load_ws_capture(*(ws / n for n in CAPTURES[s]), symbol=s).trades for s in SYMBOLS}
+    """Their trades as the batch path reads them."""
+    return trades_of(load_captures(shared_data))
 
 
 @pytest.mark.timeout(240)

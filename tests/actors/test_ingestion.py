@@ -25,14 +25,9 @@ from actors.ingestion_config import IngestionConfig
 from actors.messages import StreamAck, TickBatch, TradeGap
 from cluster.exchange.capture import ReplaySource, load_capture
 from cluster.exchange.server import ExchangeConfig, ExchangeFaults, ForgedTrade, ReplayExchange
-from market.datasets import load_ws_capture
 from market.errors import DataError
+from tests.captures import SYMBOLS, all_capture_paths, load_captures, trades_of
 
-SYMBOLS = ("ETHUSDT", "BTCUSDT")
-CAPTURES = {
-    "ETHUSDT": ("spot_ethusdt_20240808.gz", "spot_ethusdt_20240809.gz"),
-    "BTCUSDT": ("spot_btcusdt_20240808.gz", "spot_btcusdt_20240809.gz"),
-}
 # Quick retries for loopback; the REST limit is Binance's concern, not the local exchange's.
 FAST = {
     "backoff_initial_s": 0.05,
@@ -48,15 +43,13 @@ FAST = {
 
 @pytest.fixture(scope="module")
 def capture_files(shared_data: Path) -> tuple[Path, ...]:
-    ws = shared_data / "binance" / "ws"
-    return tuple(ws / name for s in SYMBOLS for name in CAPTURES[s])
+    return all_capture_paths(shared_data)
 
 
 @pytest.fixture(scope="module")
 def recorded(shared_data: Path) -> dict[str, np.ndarray]:
     """Every recorded trade per symbol, read by the batch path (market.datasets), in id order."""
-    ws = shared_data / "binance" / "ws"
-    return {s: load_ws_capture(*(ws / n for n in CAPTURES[s]), symbol=s).trades for s in SYMBOLS}
+    return trades_of(load_captures(shared_data))
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,12 @@ from actors.messages import TickBatch, TradeGap
 from actors.stream import StreamConfig, UnifiedStream, UnknownConsumerError
 from actors.stream_store import StreamStore
 from market.bars import build_timeframes
-from market.datasets import load_ws_capture
 from market.errors import ConfigError, DataError
 from market.indicators import close_features
-from market.records import BAR_DTYPE, TRADE_DTYPE
+from market.records import TRADE_DTYPE
+from tests.captures import BTC, ETH, load_captures, trades_of
+from tests.market.test_bars import assert_bars_identical
 
-ETH, BTC = "ETHUSDT", "BTCUSDT"
-WS = "binance/ws"
 KLINES = "binance/klines"
 TIMEFRAMES = ("1s", "1m", "1h", "1d")
 MIDNIGHT_MS = 1_723_161_600_000  # 2024-08-09 00:00 UTC, inside the captures
@@ -45,16 +44,7 @@ class FakeClock:
 @pytest.fixture(scope="module")
 def captures(shared_data: Path) -> dict[str, object]:
     """Real trades and book tickers of ETHUSDT and BTCUSDT from the recorded websocket captures."""
-    out = {}
-    for symbol in (ETH, BTC):
-        name = symbol.lower()
-        paths = [shared_data / WS / f"spot_{name}_{day}.gz" for day in ("20240808", "20240809")]
-        out[symbol] = load_ws_capture(*paths)
-    return out
-
-
-def trades_of(captures: dict[str, object]) -> dict[str, np.ndarray]:
-    return {symbol: cap.trades for symbol, cap in captures.items()}
+    return load_captures(shared_data)
 
 
 def make_batches(
@@ -99,20 +89,6 @@ def make_batches(
     return batches, resent
 
 
-def assert_bars_identical(got: np.ndarray, want: np.ndarray, label: str) -> None:
-    """Every field equal bit for bit, naming the first field and bar that differ."""
-    assert got.dtype == BAR_DTYPE and want.dtype == BAR_DTYPE
-    assert got.size == want.size, f"{label}: {got.size} bars, expected {want.size}"
-    for name in BAR_DTYPE.names:
-        a, b = got[name], want[name]
-        same = (a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else a == b
-        if not same.all():
-            i = int(np.flatnonzero(~same)[0])
-            pytest.fail(
-                f"{label}: {name} differs at bar {i} (open {int(got['open_time_ms'][i])}): {a[i]!r} != {b[i]!r}"
-            )
-
-
 def assert_matches_batch(stream: UnifiedStream, trades: dict[str, np.ndarray], kept: int) -> None:
     """The stream's closed bars (the last ``kept``) and forming bar equal the batch bars of the same trades."""
     for symbol, arr in trades.items():
@@ -121,6 +97,46 @@ def assert_matches_batch(stream: UnifiedStream, trades: dict[str, np.ndarray], k
         for tf in TIMEFRAMES:
             tail = want[tf][-(kept + 1) :]
             assert_bars_identical(got[tf], tail, f"{symbol} {tf}")
+
+
+def kill_and_wait_for_restart(ray, actor, epoch: int) -> None:
+    """Kill the stream actor (Ray restarts it) and wait until the new instance answers with a new epoch."""
+    ray.kill(actor, no_restart=False)
+    # the kill is asynchronous: the old instance may still answer a call or two
+    deadline = time.monotonic() + 60
+    while ray.get(actor.ready.remote(), timeout=60) == epoch:
+        assert time.monotonic() < deadline, "the killed actor did not restart"
+        time.sleep(0.05)
+
+
+def unpersisted(sent: list[TickBatch], ack) -> dict[str, np.ndarray]:
+    """The trades of ``sent`` after the last persisted id of ``ack``: what ingestion resends after a restart."""
+    trades = {s: np.concatenate([b.trades[s] for b in sent]) for s in sent[0].trades}
+    return {s: a[a["trade_id"] > ack.last_persisted_trade_id[s]] for s, a in trades.items()}
+
+
+def resume_and_check_bars(
+    ray,
+    actor,
+    resend: dict[str, np.ndarray],
+    batches: list[TickBatch],
+    half: int,
+    trades: dict[str, np.ndarray],
+    root: Path,
+) -> None:
+    """Ingest the resent trades (as batch ``half``) and the batches from ``half`` on into the restarted actor; its
+    bars and stored ticks must then equal the batch path's over all of ``trades``. Ends the actor."""
+    ray.get(actor.ingest.remote(TickBatch(source="capture", seq=half, trades=resend)))
+    for batch in batches[half:]:
+        ray.get(actor.ingest.remote(batch))
+    ray.get(actor.flush.remote())
+    got = {s: ray.get(actor.bars.remote(s)) for s in trades}
+    for symbol, arr in trades.items():
+        want = build_timeframes(arr, TIMEFRAMES)
+        for tf in TIMEFRAMES:
+            assert_bars_identical(got[symbol][tf], want[tf][-301:], f"{symbol} {tf} after restart")
+        assert StreamStore(root).read_ticks(symbol).tobytes() == arr.tobytes()
+    ray.kill(actor, no_restart=True)
 
 
 def config(tmp: Path, **overrides: object) -> StreamConfig:
@@ -276,32 +292,15 @@ def test_ray_actor_killed_mid_stream_restarts_restores_and_ends_with_the_batch_b
         ray.get(actor.ingest.remote(batch))
         if i == quarter:
             flushed = ray.get(actor.flush.remote())
-    ray.kill(actor, no_restart=False)
-    # the kill is asynchronous: the old instance may still answer a call or two
-    deadline = time.monotonic() + 60
-    while ray.get(actor.ready.remote(), timeout=60) == epoch:
-        assert time.monotonic() < deadline, "the killed actor did not restart"
-        time.sleep(0.05)
+    kill_and_wait_for_restart(ray, actor, epoch)
     ack = ray.get(actor.ack.remote())
     # what was on disk at the kill, and nothing after it; a new epoch tells ingestion to resend
     assert (ack.last_persisted_trade_id, ack.last_seq) == (flushed.last_persisted_trade_id, flushed.last_seq)
     assert ack.epoch_ms != flushed.epoch_ms
     stats = ray.get(actor.stats.remote())
     assert sum(s.restored_trades for s in stats.symbols.values()) > 0
-    sent = {s: np.concatenate([b.trades[s] for b in batches[:half]]) for s in trades}
-    resend = {s: a[a["trade_id"] > ack.last_persisted_trade_id[s]] for s, a in sent.items()}
-    ray.get(actor.ingest.remote(TickBatch(source="capture", seq=half, trades=resend)))
-    for batch in batches[half:]:
-        ray.get(actor.ingest.remote(batch))
-    ray.get(actor.flush.remote())
-
-    got = {s: ray.get(actor.bars.remote(s)) for s in trades}
-    for symbol, arr in trades.items():
-        want = build_timeframes(arr, TIMEFRAMES)
-        for tf in TIMEFRAMES:
-            assert_bars_identical(got[symbol][tf], want[tf][-301:], f"{symbol} {tf} after restart")
-        assert StreamStore(tmp_path).read_ticks(symbol).tobytes() == arr.tobytes()
-    ray.kill(actor, no_restart=True)
+    resend = unpersisted(batches[:half], ack)
+    resume_and_check_bars(ray, actor, resend, batches, half, trades, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ consumers
@@ -643,11 +642,7 @@ def test_a_corrupt_newest_chunk_is_set_aside_as_a_gap_and_the_restarted_actor_se
     newest = _newest_tick_chunk(tmp_path, ETH)
     lost_first, lost_last = (int(x) for x in newest.name.split("-")[:2])
     newest.write_bytes(b"PAR1 this is not a parquet file" * 10)
-    ray.kill(actor, no_restart=False)
-    deadline = time.monotonic() + 60
-    while ray.get(actor.ready.remote(), timeout=60) == epoch:
-        assert time.monotonic() < deadline, "the killed actor did not restart"
-        time.sleep(0.05)
+    kill_and_wait_for_restart(ray, actor, epoch)
     # Restarted (not DEAD): the unreadable chunk is set aside, its ids are a gap, the ack goes back to
     # what can be read, so ingestion resends (and refills over REST) from there.
     ack = ray.get(actor.ack.remote())
@@ -658,20 +653,9 @@ def test_a_corrupt_newest_chunk_is_set_aside_as_a_gap_and_the_restarted_actor_se
     assert ack.last_persisted_trade_id[BTC] == second.last_persisted_trade_id[BTC]
     assert not newest.exists() and (tmp_path / "corrupt" / newest.relative_to(tmp_path)).exists()
     assert stats.symbols[ETH].gaps == 1 and stats.symbols[ETH].gap_trade_ids == lost_last - lost_first + 1
-    sent = {s: np.concatenate([b.trades[s] for b in batches[:half]]) for s in trades}
-    resend = {s: a[a["trade_id"] > ack.last_persisted_trade_id[s]] for s, a in sent.items()}
+    resend = unpersisted(batches[:half], ack)
     assert resend[ETH]["trade_id"][0] == lost_first and lost_last in resend[ETH]["trade_id"]
-    ray.get(actor.ingest.remote(TickBatch(source="capture", seq=half, trades=resend)))
-    for batch in batches[half:]:
-        ray.get(actor.ingest.remote(batch))
-    ray.get(actor.flush.remote())
-    got = {s: ray.get(actor.bars.remote(s)) for s in trades}
-    for symbol, arr in trades.items():
-        want = build_timeframes(arr, TIMEFRAMES)
-        for tf in TIMEFRAMES:
-            assert_bars_identical(got[symbol][tf], want[tf][-301:], f"{symbol} {tf} after restart")
-        assert StreamStore(tmp_path).read_ticks(symbol).tobytes() == arr.tobytes()
-    ray.kill(actor, no_restart=True)
+    resume_and_check_bars(ray, actor, resend, batches, half, trades, tmp_path)
 
 
 @pytest.mark.timeout(60)

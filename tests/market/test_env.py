@@ -84,6 +84,28 @@ def run(env: TradingEnv, actions, seed: int = 0, start: int | None = None) -> li
     return out
 
 
+def assert_same_returns(a: list[tuple], b: list[tuple]) -> None:
+    """Two runs (of ``run``) returned the same observations, rewards, ends, equity and reward terms step for step."""
+    assert len(a) == len(b)
+    for (obs_a, r_a, te_a, tr_a, info_a), (obs_b, r_b, te_b, tr_b, info_b) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(obs_a, obs_b)
+        assert (r_a, te_a, tr_a, info_a["equity"]) == (r_b, te_b, tr_b, info_b["equity"])
+        assert info_a["reward_terms"] == info_b["reward_terms"]
+
+
+#: Shaping terms that read ahead only as far as they may (paid when their horizon has passed).
+SHAPING = {
+    "prediction_weight": 0.01,
+    "prediction_horizon": 3,
+    "pivot_weight": 0.01,
+    "pivot_strength": 2,
+    "alignment_weight": 0.01,
+    "volatility_weight": 0.5,
+    "volatility_short_halflife": 5,
+    "volatility_long_halflife": 50,
+    "frequency_weight": 0.01,
+    "max_trades_per_min": 0.2,
+}
 VENUES = st.one_of(
     st.just({"kind": "spot"}),
     st.builds(
@@ -390,22 +412,7 @@ def test_what_step_returns_after_acting_at_t_ignores_everything_after_t_plus_1(
     seed: int, t: int, venue: dict, shaping: bool
 ) -> None:
     close, high, low = random_walk(220, seed)
-    reward = (
-        {
-            "prediction_weight": 0.01,
-            "prediction_horizon": 3,
-            "pivot_weight": 0.01,
-            "pivot_strength": 2,
-            "alignment_weight": 0.01,
-            "volatility_weight": 0.5,
-            "volatility_short_halflife": 5,
-            "volatility_long_halflife": 50,
-            "frequency_weight": 0.01,
-            "max_trades_per_min": 0.2,
-        }
-        if shaping
-        else {}
-    )
+    reward = SHAPING if shaping else {}
     config = EnvConfig(
         episode_steps=200, random_start=False, start_step=10, venue=venue, reward=reward, ruin_fraction=0.0
     )
@@ -418,11 +425,7 @@ def test_what_step_returns_after_acting_at_t_ignores_everything_after_t_plus_1(
     signal2[cut + 1 :] = -signal2[cut + 1 :]
     a = run(TradingEnv(price_timeline(close, high, low), config, cnn_signal=signal), actions[: t - 10 + 1])
     b = run(TradingEnv(price_timeline(c2, h2, l2), config, cnn_signal=signal2), actions[: t - 10 + 1])
-    assert len(a) == len(b)
-    for (obs_a, r_a, te_a, tr_a, info_a), (obs_b, r_b, te_b, tr_b, info_b) in zip(a, b, strict=True):
-        np.testing.assert_array_equal(obs_a, obs_b)
-        assert (r_a, te_a, tr_a, info_a["equity"]) == (r_b, te_b, tr_b, info_b["equity"])
-        assert info_a["reward_terms"] == info_b["reward_terms"]
+    assert_same_returns(a, b)
     if not (a[-1][2] or a[-1][3]):
         assert a[-1][4]["step"] == cut
         # ... and the comparison can fail: one step further, the perturbed data shows.

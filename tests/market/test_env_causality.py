@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from market.env import EnvConfig, TradingEnv
 from market.timeline import MarketTimeline
 from market.timeline_builder import build_timeline
+from tests.market.test_env import SHAPING, assert_same_returns, run
 from tests.market.test_timeline_builder import (
     LONG_STATE,
     LONG_STEPS,
@@ -20,19 +21,6 @@ from tests.market.test_timeline_builder import (
     perturb_market_after,
 )
 
-#: Shaping terms that read ahead only as far as they may (paid when their horizon has passed).
-SHAPING = {
-    "prediction_weight": 0.01,
-    "prediction_horizon": 3,
-    "pivot_weight": 0.01,
-    "pivot_strength": 2,
-    "alignment_weight": 0.01,
-    "volatility_weight": 0.5,
-    "volatility_short_halflife": 5,
-    "volatility_long_halflife": 50,
-    "frequency_weight": 0.01,
-    "max_trades_per_min": 0.2,
-}
 EPISODE = 60
 
 
@@ -43,17 +31,6 @@ def _timelines(seed: int, cut: int) -> tuple[MarketTimeline, MarketTimeline]:
         perturb_market_after(data, int(before.step_time_ms[cut]), seed), LONG_STATE, williams=LONG_WILLIAMS
     )
     return before, after
-
-
-def _run(env: TradingEnv, start: int, actions: np.ndarray) -> list[tuple]:
-    obs, info = env.reset(seed=0, options={"start_step": start})
-    out = [(obs, 0.0, False, False, info)]
-    for a in actions:
-        obs, reward, terminated, truncated, info = env.step(int(a))
-        out.append((obs, reward, terminated, truncated, info))
-        if terminated or truncated:
-            break
-    return out
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -82,16 +59,12 @@ def test_what_step_returns_after_acting_at_t_ignores_everything_after_t_plus_1_o
     signal = np.tanh(rng.normal(size=before.n_steps))
     signal2 = signal.copy()
     signal2[cut + 1 :] = -signal2[cut + 1 :]
-    a = _run(TradingEnv(before, config, cnn_signal=signal), start, actions[: t - start + 1])
-    b = _run(TradingEnv(after, config, cnn_signal=signal2), start, actions[: t - start + 1])
-    assert len(a) == len(b)
-    for (obs_a, r_a, te_a, tr_a, info_a), (obs_b, r_b, te_b, tr_b, info_b) in zip(a, b, strict=True):
-        np.testing.assert_array_equal(obs_a, obs_b)
-        assert (r_a, te_a, tr_a, info_a["equity"]) == (r_b, te_b, tr_b, info_b["equity"])
-        assert info_a["reward_terms"] == info_b["reward_terms"]
+    a = run(TradingEnv(before, config, cnn_signal=signal), actions[: t - start + 1], start=start)
+    b = run(TradingEnv(after, config, cnn_signal=signal2), actions[: t - start + 1], start=start)
+    assert_same_returns(a, b)
     if not (a[-1][2] or a[-1][3]):
         assert a[-1][4]["step"] == cut
         # ... and the comparison can fail: one step further, the changed data shows
-        more_a = _run(TradingEnv(before, config, cnn_signal=signal), start, actions)
-        more_b = _run(TradingEnv(after, config, cnn_signal=signal2), start, actions)
+        more_a = run(TradingEnv(before, config, cnn_signal=signal), actions, start=start)
+        more_b = run(TradingEnv(after, config, cnn_signal=signal2), actions, start=start)
         assert not np.array_equal(more_a[-1][0], more_b[-1][0])

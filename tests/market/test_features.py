@@ -107,19 +107,22 @@ def test_gather_on_numpy_equals_gather_on_torch(profile: str, seed: int, batch: 
     np.testing.assert_array_equal(ours[:, timeline.layout["agent"].slice], agent)
 
 
-def test_gather_reads_only_rows_up_to_the_last_known_index() -> None:
-    timeline = random_timeline("tiny", 30, 3)
+def assert_reads_only_rows_up_to_the_last_known_index(timeline: MarketTimeline) -> None:
+    """``gather`` of every step is unchanged when every row after the largest known index is poisoned."""
     steps = np.arange(timeline.n_steps, dtype=np.int64)
     agent = np.zeros((steps.size, len(AGENT_FEATURES)), dtype=np.float32)
     before = gather(timeline, steps, agent)
     for src in timeline.windows.values():
-        # Rows after the largest known index are never read: poison them.
         top = int(src.last.max())
         src.rows[:, top + 1 :] = np.nan
         if src.times_ms is not None:
             src.times_ms[top + 1 :] = 2**62
     after = gather(timeline, steps, agent)
     np.testing.assert_array_equal(before, after)
+
+
+def test_gather_reads_only_rows_up_to_the_last_known_index() -> None:
+    assert_reads_only_rows_up_to_the_last_known_index(random_timeline("tiny", 30, 3))
 
 
 def test_rows_before_the_first_known_row_are_zero_not_garbage() -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from market import gather_kernel
 from market.features import gather
 from market.layout import AGENT_FEATURES, StateConfig
-from tests.market.test_features import random_timeline
+from tests.market.test_features import assert_reads_only_rows_up_to_the_last_known_index, random_timeline
 
 pytest.importorskip("numba")
 
@@ -66,16 +66,7 @@ def test_kernel_equals_reference_numpy_and_torch(profile: str, seed: int, batch:
 
 def test_kernel_reads_only_rows_up_to_the_last_known_index() -> None:
     timeline = random_timeline("default", 30, 11, tick_window=6, bar_window=5, reference_window=4, cnn_hidden=8)
-    steps = np.arange(timeline.n_steps, dtype=np.int64)
-    agent = np.zeros((steps.size, len(AGENT_FEATURES)), dtype=np.float32)
-    before = gather(timeline, steps, agent)
-    for src in timeline.windows.values():
-        top = int(src.last.max())
-        src.rows[:, top + 1 :] = np.nan
-        if src.times_ms is not None:
-            src.times_ms[top + 1 :] = 2**62
-    after = gather(timeline, steps, agent)
-    np.testing.assert_array_equal(before, after)
+    assert_reads_only_rows_up_to_the_last_known_index(timeline)
 
 
 def test_out_of_range_steps_are_refused_by_the_reference_path_not_read() -> None:

@@ -29,17 +29,12 @@ import pytest
 
 from actors.messages import TickBatch
 from actors.stream import StreamConfig, UnifiedStream
-from market.datasets import load_ws_capture
 from market.errors import ConfigError
 from market.pivots import WilliamsConfig, swing_points
 from serve.dashboard import DashboardConfig, DashboardState, chart, flatten, jsonable, pick_fields
+from tests.captures import BTC, ETH, all_capture_paths, load_captures, trades_of
 from tests.wire import free_port
 
-ETH, BTC = "ETHUSDT", "BTCUSDT"
-CAPTURES = {
-    ETH: ("spot_ethusdt_20240808.gz", "spot_ethusdt_20240809.gz"),
-    BTC: ("spot_btcusdt_20240808.gz", "spot_btcusdt_20240809.gz"),
-}
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "test"
 CHROMIUM_NOTE = Path(
@@ -52,8 +47,7 @@ FAST = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "rest_requests_per_min"
 @pytest.fixture(scope="module")
 def recorded(shared_data: Path) -> dict[str, np.ndarray]:
     """Every recorded trade per symbol (market.datasets), in id order."""
-    ws = shared_data / "binance" / "ws"
-    return {s: load_ws_capture(*(ws / n for n in CAPTURES[s]), symbol=s).trades for s in CAPTURES}
+    return trades_of(load_captures(shared_data))
 
 
 # ------------------------------------------------------------------------------------------ no Ray, no browser
@@ -297,8 +291,7 @@ def live(ray_session, chromium: str, shared_data: Path, tmp_path_factory: pytest
     from cluster.exchange.server import ExchangeConfig, ReplayExchange
     from serve.dashboard import deploy
 
-    ws = shared_data / "binance" / "ws"
-    files = tuple(ws / n for s in (ETH, BTC) for n in CAPTURES[s])
+    files = all_capture_paths(shared_data)
     full = load_capture(files)
     t0 = int(full.schedule_ns[0]) // 1_000_000
     source = load_capture(files, start_ms=t0 + 30_000, end_ms=t0 + 630_000)
