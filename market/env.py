@@ -30,6 +30,7 @@ from .config import StrictModel
 from .errors import ConfigError, DataError
 from .features import gather
 from .layout import AGENT_FEATURES
+from .queue import TickTape, arrival_prices
 from .timeline import MarketTimeline
 
 #: Actions of the env's Discrete(3) space (target positions, see ``market.venue.target_direction``).
@@ -116,6 +117,28 @@ def _fill_base(
     return venue, opens
 
 
+def _tick_fill_base(
+    venue: vn.VenueConfig, tape: TickTape, time_ms: np.ndarray, close: np.ndarray, src: str
+) -> tuple[vn.VenueConfig, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Tick fills: the venue (``fill_data: ticks``), the base opens (unused) and where market orders fill.
+
+    A market order decided at step t fills at the first trade in ``(time[t] + latency, time[t+1]]`` plus the
+    half-spread of that moment; where no trade came before ``time[t+1]``, at the mid of the quote standing then
+    (or ``close[t+1]`` before any quote) plus its half-spread, so that nothing after t+1 is read.
+    """
+    steps = np.diff(time_ms)
+    if steps.size and venue.latency > int(steps.min()):
+        raise ConfigError(
+            f"env.venue.latency_ms: {venue.latency} exceeds the base step ({int(steps.min())} ms) of timeline {src!r}"
+        )
+    until = np.append(time_ms[1:], time_ms[-1])
+    price, half = arrival_prices(tape, time_ms, venue.latency, until)
+    bid, ask = tape.quote_at(until)
+    mid = np.where(np.isfinite(bid) & np.isfinite(ask), 0.5 * (bid + ask), np.append(close[1:], close[-1]))
+    price = np.where(np.isfinite(price), price, mid)
+    return venue.model_copy(update={"fill_data": "ticks"}), close, (price, half)
+
+
 class _Engine:
     """K episodes stepped together: the venue's books, the episode bookkeeping and the reward terms."""
 
@@ -128,6 +151,7 @@ class _Engine:
         spread: Any | None = None,
         base_open: Any | None = None,
         base_volume: Any | None = None,
+        ticks: TickTape | None = None,
     ) -> None:
         src = timeline.source
         n = timeline.n_steps
@@ -149,11 +173,19 @@ class _Engine:
         self.time_ms = np.asarray(timeline.step_time_ms, dtype=np.int64)
         spread = timeline.meta.get("spread") if spread is None else spread
         self.half_spread = None if spread is None else 0.5 * _spread(spread, n, src)
-        self.venue, self.open = _fill_base(config.venue, timeline, base_open, self.time_ms, close, src)
+        self.tape = None if config.venue.fill_data == "bars" else ticks
+        self.arrival: tuple[np.ndarray, np.ndarray] | None = None
+        if self.tape is not None:
+            self.venue, self.open, self.arrival = _tick_fill_base(config.venue, self.tape, self.time_ms, close, src)
+        elif config.venue.fill_data == "ticks":
+            raise ConfigError(f"env.venue.fill_data: ticks needs the trades and quotes (ticks=) for timeline {src!r}")
+        else:
+            self.venue, self.open = _fill_base(config.venue, timeline, base_open, self.time_ms, close, src)
+            self.venue = self.venue.model_copy(update={"fill_data": "bars"})
         self.n_actions = len(vn.ACTION_SETS[config.actions])
         volume = timeline.meta.get("base_volume") if base_volume is None else base_volume
         self.volume = None if volume is None else _per_step(volume, n, "base_volume", src)
-        if config.actions == "scalper" and self.volume is None:
+        if config.actions == "scalper" and self.volume is None and self.tape is None:
             raise ConfigError(
                 f"env.actions: scalper rests limit orders, whose fills need the base bars' volume (timeline {src!r} "
                 "has no meta['base_volume']); give base_volume= or use actions: market"
@@ -214,6 +246,14 @@ class _Engine:
         self.ring[idx] = 0
         self.trade_rate[idx] = 0.0
 
+    def forget_last_step(self) -> None:
+        """Clear what the last step did (fills, liquidations, funding, reward terms): a reset took no step."""
+        self.fills.clear()
+        self.liquidated[:] = False
+        self.step_funding[:] = 0.0
+        for v in self.terms.values():
+            v[:] = 0.0
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Act at the current steps and move every env one step on; return (reward, terminated, truncated)."""
         acc, fills, venue = self.acc, self.fills, self.venue
@@ -223,10 +263,14 @@ class _Engine:
         equity_before = acc.equity(close_t)
         fills.clear()
         target = vn.target_direction(actions, np.sign(acc.qty).astype(np.int8), venue.kind)
+        half = None if self.half_spread is None else self.half_spread[t]
+        next_open = self.open[t1]
+        if self.arrival is not None and venue.latency > 0:  # the first trade after the latency, its spread
+            next_open, half = self.arrival[0][t], self.arrival[1][t]
         market = vn.StepMarket(
             close=close_t,
-            half_spread=None if self.half_spread is None else self.half_spread[t],
-            next_open=self.open[t1],
+            half_spread=half,
+            next_open=next_open,
             next_high=self.high[t1],
             next_low=self.low[t1],
             next_close=self.close[t1],
@@ -234,6 +278,7 @@ class _Engine:
             next_time_ms=self.time_ms[t1],
             funding_rate=self.funding_rate[t1],
             next_volume=None if self.volume is None else self.volume[t1],
+            tape=self.tape,
         )
         orders = None
         if self.config.actions == "scalper":
@@ -345,6 +390,10 @@ class TradingEnv(gym.Env):
     base_volume : array [T], optional
         The base bars' traded volume, which caps resting orders' fills (``scalper`` actions; overrides
         ``timeline.meta["base_volume"]``).
+    ticks : market.queue.TickTape, optional
+        The trades and bookTicker quotes of the traded symbol: fills are then read from ticks (``venue.fill_data``
+        ``ticks``, unless it says ``bars``): market orders at the first trade after the latency, resting orders
+        by the risk-averse queue model.
     """
 
     metadata = {"render_modes": []}
@@ -360,11 +409,19 @@ class TradingEnv(gym.Env):
         spread: Any | None = None,
         base_open: Any | None = None,
         base_volume: Any | None = None,
+        ticks: TickTape | None = None,
     ) -> None:
         self.config = config or EnvConfig()
         self.timeline = timeline
         self._engine = _Engine(
-            timeline, self.config, 1, cnn_signal=cnn_signal, spread=spread, base_open=base_open, base_volume=base_volume
+            timeline,
+            self.config,
+            1,
+            cnn_signal=cnn_signal,
+            spread=spread,
+            base_open=base_open,
+            base_volume=base_volume,
+            ticks=ticks,
         )
         self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
         self.fill_model = self._engine.venue.describe()
@@ -379,11 +436,7 @@ class TradingEnv(gym.Env):
         if start is None:
             start = self._engine.draw_start(self.np_random)
         self._engine.reset(self._row, np.array([start]))
-        self._engine.fills.clear()
-        self._engine.liquidated[:] = False
-        self._engine.step_funding[:] = 0.0
-        for v in self._engine.terms.values():
-            v[:] = 0.0
+        self._engine.forget_last_step()
         self._done = False
         obs, agent = self._observe()
         return obs, self._info(agent)
@@ -478,6 +531,7 @@ class VectorTradingEnv(VectorEnv):
         spread: Any | None = None,
         base_open: Any | None = None,
         base_volume: Any | None = None,
+        ticks: TickTape | None = None,
         observe: bool = True,
     ) -> None:
         if num_envs < 1:
@@ -493,6 +547,7 @@ class VectorTradingEnv(VectorEnv):
             spread=spread,
             base_open=base_open,
             base_volume=base_volume,
+            ticks=ticks,
         )
         self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
         self._observe = bool(observe)
@@ -524,11 +579,7 @@ class VectorTradingEnv(VectorEnv):
         e = self._engine
         starts = [e.draw_start(rng) if start is None else int(start) for rng in self._rngs]
         e.reset(e.rows, np.array(starts))
-        e.fills.clear()
-        e.liquidated[:] = False
-        e.step_funding[:] = 0.0
-        for v in e.terms.values():
-            v[:] = 0.0
+        e.forget_last_step()
         self._started = True
         agent = e.agent_features()
         obs = self._gather(e.t.copy(), agent)

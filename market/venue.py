@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from .config import StrictModel
+from .queue import TickTape, queue_at_rest, queue_fill
 
 #: Actions, in this order: each is a target position (see :func:`target_direction`).
 BUY, SELL, HOLD = 0, 1, 2
@@ -86,6 +87,11 @@ class VenueConfig(StrictModel):
     the close the state already holds; it must not exceed one base step. ``0`` fills at ``close[t]`` (the rule
     before latency). ``filters`` (a symbol's :data:`FILTER_PRESETS` name such as ``ETHUSDT``, or explicit
     :class:`ExchangeFilters`) rounds and refuses orders as the exchange does; none by default.
+
+    ``fill_data``: what fills are read from. ``bars`` (the kline rule: market orders at the next bar's open,
+    resting orders when the next bar trades strictly through them); ``ticks`` (``market.queue``: market orders at
+    the first trade after the latency with the spread of that moment, resting orders by the risk-averse queue
+    model on trades and bookTicker quotes); ``None``: ticks where the caller has a tick tape, else bars.
     """
 
     kind: Literal["spot", "perp"] = "spot"
@@ -101,6 +107,7 @@ class VenueConfig(StrictModel):
     latency_ms: int | None = Field(None, ge=0, le=86_400_000)
     resting_volume_fraction: float = Field(0.1, gt=0.0, le=1.0, allow_inf_nan=False)
     filters: ExchangeFilters | str | None = None
+    fill_data: Literal["bars", "ticks"] | None = None
 
     @model_validator(mode="after")
     def _fill_and_check(self) -> VenueConfig:
@@ -148,7 +155,15 @@ class VenueConfig(StrictModel):
 
     @property
     def fill_model(self) -> str:
-        """The fill rule of market orders, in words."""
+        """The fill rule of market and resting orders, in words."""
+        if self.fill_data == "ticks":
+            at = "close[t] (no latency)" if self.latency == 0 else f"the first trade after {self.latency} ms"
+            return (
+                f"tick fills: market orders at {at} + the half-spread of that moment; post-only limits at the best "
+                "bid/ask rest behind the displayed bookTicker size at their price (risk-averse queue: advanced by "
+                "trades at the price, capped by the size shown) and fill whole on a trade that empties the queue "
+                "or trades through them (maker fee)"
+            )
         at = "close[t] (no latency)" if self.latency == 0 else f"next bar open after {self.latency} ms"
         return (
             f"market orders at {at} + half-spread (else {self.slippage_bps:g} bps slippage); post-only limits at "
@@ -199,6 +214,8 @@ class Accounts:
         Its limit price (0 when none).
     order_target : array [K] int8
         The position direction it moves to when it fills.
+    order_queue : array [K] float64
+        Tick fills: the quantity ahead of it at its price (``inf`` while the book has not shown the price).
     """
 
     cash: np.ndarray
@@ -213,6 +230,7 @@ class Accounts:
     order_side: np.ndarray
     order_price: np.ndarray
     order_target: np.ndarray
+    order_queue: np.ndarray
 
     @classmethod
     def open(cls, k: int, equity: float) -> Accounts:
@@ -230,6 +248,7 @@ class Accounts:
             order_side=np.zeros(k, dtype=np.int8),
             order_price=np.zeros(k),
             order_target=np.zeros(k, dtype=np.int8),
+            order_queue=np.zeros(k),
         )
 
     def reset(self, idx: np.ndarray, equity: float | np.ndarray) -> None:
@@ -246,6 +265,7 @@ class Accounts:
         self.order_side[idx] = 0
         self.order_price[idx] = 0.0
         self.order_target[idx] = 0
+        self.order_queue[idx] = 0.0
 
     def copy(self) -> Accounts:
         """An independent copy of the books (e.g. to try an order on)."""
@@ -629,6 +649,10 @@ class StepMarket:
         The bar's traded volume (base units): caps what a resting order can fill; needed for resting orders.
     funding_rate : array [K] or float
         The funding rate applied when a funding time lies in ``(time_ms, next_time_ms]`` (perp).
+    tape : TickTape, optional
+        Tick fills (``fill_data: ticks``): the trades and quotes resting orders fill on, read only within
+        ``(time_ms, next_time_ms]``; ``next_open`` and ``half_spread`` are then the first trade after the latency
+        and the half-spread of that moment (``market.queue.arrival_prices``).
     """
 
     close: np.ndarray
@@ -641,6 +665,7 @@ class StepMarket:
     next_time_ms: np.ndarray
     funding_rate: np.ndarray | float = 0.0
     next_volume: np.ndarray | None = None
+    tape: TickTape | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,21 +728,81 @@ def step(
     """
     buy, sell = order_prices(market, config)
     k = acc.qty.shape[0]
+    traded = np.zeros(k, dtype=bool)
+    if orders is not None and market.tape is not None:
+        # what rests already keeps filling until the new orders and cancels arrive; a hold then keeps what filled
+        wanted = target != np.sign(acc.qty)
+        arrive = np.asarray(market.time_ms) + config.latency
+        traded = _queue_fills(acc, market.tape, market.time_ms, arrive, config, fills, entry_step)
+        target = np.where(wanted, target, np.sign(acc.qty)).astype(np.int8)
     if orders is not None:
-        gone = orders.cancel & (acc.order_side != 0)
-        acc.order_side[gone], acc.order_price[gone], acc.order_target[gone] = 0, 0.0, 0
-    traded = rebalance(acc, target, buy, sell, config, entry_step, fills)
+        _drop_orders(acc, orders.cancel & (acc.order_side != 0))
+    traded |= rebalance(acc, target, buy, sell, config, entry_step, fills)
     if orders is not None:
         traded |= _rest(acc, orders, market, config, fills, entry_step)
     held = np.sign(acc.qty).astype(np.int8)
     if config.kind != "perp":
         return StepOutcome(traded, held, np.zeros(k, dtype=bool), np.zeros(k))
     liquidated = liquidate(acc, market.next_low, market.next_high, config, fills, market.next_open)
-    gone = liquidated & (acc.order_side != 0)  # a liquidation cancels the account's orders
-    acc.order_side[gone], acc.order_price[gone], acc.order_target[gone] = 0, 0.0, 0
+    _drop_orders(acc, liquidated & (acc.order_side != 0))  # a liquidation cancels the account's orders
     due = funding_due(market.time_ms, market.next_time_ms) & (acc.qty != 0)
     paid = charge_funding(acc, market.next_close, market.funding_rate, due)
     return StepOutcome(traded, held, liquidated, paid)
+
+
+def _drop_orders(acc: Accounts, mask: np.ndarray) -> None:
+    """Forget the resting orders of accounts ``mask`` (cancelled, filled or liquidated)."""
+    acc.order_side[mask], acc.order_price[mask], acc.order_target[mask], acc.order_queue[mask] = 0, 0.0, 0, 0.0
+
+
+def _post_prices(market: StepMarket, config: VenueConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The best bid and ask known at t, where new posts rest: the tape's quote on tick fills, else the close less
+    and plus the half-spread (the slippage where no spread is known); on the tick, never better."""
+    if market.tape is not None:
+        bid, ask = market.tape.quote_at(market.time_ms)
+    else:
+        ask, bid = fill_prices(market.close, config.slippage_bps, market.half_spread)  # (buy at ask, sell at bid)
+    filters = config.filters
+    if isinstance(filters, ExchangeFilters):  # a bid rounds down to the tick, an ask up: never better
+        tick = filters.tick_size
+        bid, ask = np.floor(bid / tick + 1e-9) * tick, np.ceil(ask / tick - 1e-9) * tick
+    return bid, ask
+
+
+def _fill_resting(
+    acc: Accounts, fill: np.ndarray, config: VenueConfig, fills: Fills, entry_step: np.ndarray | int
+) -> np.ndarray:
+    """Fill the resting orders of accounts ``fill`` whole at their limit price, paying the maker fee."""
+    before = fills.qty.copy()
+    target = np.where(fill, acc.order_target, np.sign(acc.qty)).astype(np.int8)
+    maker = float(config.maker_fee)  # type: ignore[arg-type]
+    traded = rebalance(acc, target, acc.order_price, acc.order_price, config, entry_step, fills, fee=maker)
+    fills.maker |= (fills.qty != before) & fill[:, None]
+    _drop_orders(acc, fill)
+    return traded & fill
+
+
+def _queue_fills(
+    acc: Accounts,
+    tape: TickTape,
+    since_ms: np.ndarray | int,
+    until_ms: np.ndarray | int,
+    config: VenueConfig,
+    fills: Fills,
+    entry_step: np.ndarray | int,
+) -> np.ndarray:
+    """Tick fills: run each resting order through the queue model over ``(since, until]``; return where one filled."""
+    k = acc.qty.shape[0]
+    since = np.broadcast_to(np.asarray(since_ms, dtype=np.int64), (k,))
+    until = np.broadcast_to(np.asarray(until_ms, dtype=np.int64), (k,))
+    fill = np.zeros(k, dtype=bool)
+    for i in np.flatnonzero(acc.order_side != 0):
+        side, price = int(acc.order_side[i]), float(acc.order_price[i])
+        when, acc.order_queue[i] = queue_fill(tape, side, price, float(acc.order_queue[i]), since[i], until[i])
+        fill[i] = when >= 0
+    if not fill.any():
+        return fill
+    return _fill_resting(acc, fill, config, fills, entry_step)
 
 
 def _rest(
@@ -728,23 +813,30 @@ def _rest(
     fills: Fills,
     entry_step: np.ndarray | int,
 ) -> np.ndarray:
-    """Place the new posts and fill the resting orders the next bar traded through; return where one filled."""
+    """Place the new posts and fill the resting orders the market traded through; return where one filled."""
     new = orders.post != 0
+    tape = market.tape
+    arrive = np.asarray(market.time_ms) + config.latency
     if new.any():
-        ask, bid = fill_prices(market.close, config.slippage_bps, market.half_spread)  # (buy at ask, sell at bid)
-        filters = config.filters
-        if isinstance(filters, ExchangeFilters):  # a bid rounds down to the tick, an ask up: never better
-            tick = filters.tick_size
-            bid, ask = np.floor(bid / tick + 1e-9) * tick, np.ceil(ask / tick - 1e-9) * tick
+        bid, ask = _post_prices(market, config)
         limit = np.where(orders.post > 0, bid, ask)
-        crossed = np.zeros_like(new)
-        if config.latency > 0:  # on arrival the market already traded at the limit: post-only rejects it
-            crossed = np.where(orders.post > 0, market.next_open <= limit, market.next_open >= limit) & new
-            acc.refusals += crossed
+        crossed = new & ~np.isfinite(limit)  # no quote known yet: nowhere to rest
+        if tape is not None:  # post-only: refused when the book on arrival would take it
+            arrive_bid, arrive_ask = tape.quote_at(np.broadcast_to(arrive, limit.shape))
+            crossed |= new & np.where(orders.post > 0, limit >= arrive_ask, limit <= arrive_bid)
+        elif config.latency > 0:  # on arrival the market already traded at the limit: post-only rejects it
+            crossed |= np.where(orders.post > 0, market.next_open <= limit, market.next_open >= limit) & new
+        acc.refusals += crossed
         placed = new & ~crossed
         acc.order_side[placed] = orders.post[placed]
         acc.order_price[placed] = limit[placed]
         acc.order_target[placed] = orders.target[placed]
+        if tape is not None:
+            at = np.broadcast_to(arrive, limit.shape)
+            for i in np.flatnonzero(placed):
+                acc.order_queue[i] = queue_at_rest(tape, int(orders.post[i]), float(limit[i]), int(at[i]))
+    if tape is not None:  # (t, arrival] already ran in step(), before the new orders arrived
+        return _queue_fills(acc, tape, arrive, market.next_time_ms, config, fills, entry_step)
     resting = acc.order_side != 0
     if not resting.any():
         return np.zeros(acc.qty.shape, dtype=bool)
@@ -761,9 +853,4 @@ def _rest(
     fill = through & (total <= config.resting_volume_fraction * market.next_volume)
     if not fill.any():
         return fill
-    before = fills.qty.copy()
-    target = np.where(fill, acc.order_target, np.sign(acc.qty)).astype(np.int8)
-    traded = rebalance(acc, target, price, price, config, entry_step, fills, fee=maker)
-    fills.maker |= (fills.qty != before) & fill[:, None]
-    acc.order_side[fill], acc.order_price[fill], acc.order_target[fill] = 0, 0.0, 0
-    return traded & fill
+    return _fill_resting(acc, fill, config, fills, entry_step)
