@@ -2,11 +2,11 @@
 
 Ours: ``cluster.train_local.train_local`` (``rayscalp train --local``: one process stepping K vector envs,
 prioritized replay and the learning step, 0.25 updates per env step at batch 512), on the DQN span of the same
-timeline. Peer, same run: RLlib's DQN on the new API stack
-(``bench.rllib_peer_config``), the same ``TradingEnv`` on the same data, the same ``QNetwork`` as an RLModule
-(``bench.rllib_module``), K envs per env runner, one env runner, ``PrioritizedEpisodeReplayBuffer``, n-step 3,
-double + dueling, the same batch, lr and replay ratio. Data: the tiny-profile timeline of the real ETH/BTC 1m
-klines (first 20k minutes). Torch runs on one thread on the CPU in both.
+timeline. Peer, same run: RLlib's DQN on the new API stack (``bench.rllib_peer_config``), the same ``TradingEnv`` on
+the same data, the same ``QNetwork`` as an RLModule (``cluster.rllib_modules.QNetworkDQNModule``), K envs per env
+runner, one env runner, ``PrioritizedEpisodeReplayBuffer``, n-step 3, double + dueling, the same batch, lr and
+replay ratio. Data: the tiny-profile timeline of the real ETH/BTC 1m klines (first 20k minutes). Torch runs on one
+thread on the CPU in both.
 
 Only the steady state is timed, where both collect and learn: each side first takes ``LEARNING_STARTS`` env
 steps (no updates yet; for RLlib also its startup), untimed. Ours: the time of a run of ``ENV_STEPS`` steps

@@ -6,12 +6,12 @@ never imports it.
 
 What is the same: the env (``market.env.TradingEnv`` on the tiny-profile timeline of the real 1m klines, built
 inside each env runner, K envs per runner in gymnasium's sync vector env), the network
-(``bench.rllib_module.QNetworkRLModule`` around ``policies.dqn.QNetwork``), batch, lr, gamma, n-step 3, double
-DQN, Huber loss, global-norm gradient clip, hard target sync at the same update count, learning starts,
-prioritized replay (RLlib's ``PrioritizedEpisodeReplayBuffer``) with the same alpha, capacity and beta at its
-start, the linear epsilon decay, and the replay ratio (learner updates per env step). What differs: RLlib keeps
-beta fixed (ours anneals it to 1 over the run) and RLlib stores whole episodes where ours stores compact
-transitions; that is part of what is measured.
+(``cluster.rllib_modules.QNetworkDQNModule`` around ``policies.dqn.QNetwork``, the module ``train --engine rllib``
+trains), batch, lr, gamma, n-step 3, double DQN, Huber loss, global-norm gradient clip, hard target sync at the same
+update count, learning starts, prioritized replay (RLlib's ``PrioritizedEpisodeReplayBuffer``) with the same alpha,
+capacity and beta at its start, the linear epsilon decay, and the replay ratio (learner updates per env step). What
+differs: RLlib keeps beta fixed (ours anneals it to 1 over the run) and RLlib stores whole episodes where ours
+stores compact transitions; that is part of what is measured.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ray.rllib.algorithms.dqn import DQNConfig
 from ray.rllib.algorithms.dqn.dqn import calculate_rr_weights
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from bench.rllib_module import QNET_KEY, STATE_PROFILE_KEY, QNetworkRLModule
+from cluster.rllib_modules import QNET_KEY, STATE_PROFILE_KEY, QNetworkDQNModule
 from market.baselines import real_kline_timeline
 from market.env import EnvConfig, TradingEnv
 from market.errors import ConfigError
@@ -164,7 +164,7 @@ def peer_config(setup: PeerSetup) -> DQNConfig:
         .learners(num_learners=0, num_gpus_per_learner=0)
         .rl_module(
             rl_module_spec=RLModuleSpec(
-                module_class=QNetworkRLModule,
+                module_class=QNetworkDQNModule,
                 model_config={STATE_PROFILE_KEY: setup.profile, QNET_KEY: setup.network.model_dump(mode="json")},
             )
         )
