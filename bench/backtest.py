@@ -26,25 +26,29 @@ from market.queue import TickTape
 from market.timeline import MarketTimeline
 from market.timeline_builder import MarketData, build_timeline
 
-#: The capture files of each symbol, in recording order.
-CAPTURE_DAYS = ("20240808", "20240809")
-INITIAL_EQUITY = 10_000.0
-MS = 1_000_000  # ns per ms (hftbacktest's clock)
-REPEATS = 5
-
 
 @dataclass(frozen=True, slots=True)
 class Script:
     """The scripted order sequence and the venue both sides run it on."""
 
+    #: Steps (1 s each) between two posts.
     every: int = 5
+    #: Steps after which a post that still rests is cancelled (below ``every``: one order rests at a time).
     cancel_after: int = 3
+    #: The decision latency of both sides, and hftbacktest's constant order entry latency.
     latency_ms: int = 100
     symbol: str = "ETHUSDT"
 
     def venue(self) -> vn.VenueConfig:
         """Spot ETHUSDT with Binance's fees and filters, tick fills."""
         return vn.VenueConfig(kind="spot", latency_ms=self.latency_ms, filters=self.symbol, fill_data="ticks")
+
+
+#: The capture files of each symbol, in recording order.
+CAPTURE_DAYS = ("20240808", "20240809")
+INITIAL_EQUITY = 10_000.0
+MS = 1_000_000  # ns per ms (hftbacktest's clock)
+REPEATS = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ returns the reward and the observation at t+1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -139,20 +140,21 @@ def _tick_fill_base(
     return venue.model_copy(update={"fill_data": "ticks"}), close, (price, half)
 
 
+@dataclass(frozen=True, slots=True)
+class MarketInputs:
+    """What an env reads beside the timeline, each optional (see :class:`TradingEnv`'s parameters)."""
+
+    cnn_signal: Any | None = None
+    spread: Any | None = None
+    base_open: Any | None = None
+    base_volume: Any | None = None
+    ticks: TickTape | None = None
+
+
 class _Engine:
     """K episodes stepped together: the venue's books, the episode bookkeeping and the reward terms."""
 
-    def __init__(
-        self,
-        timeline: MarketTimeline,
-        config: EnvConfig,
-        k: int,
-        cnn_signal: Any | None = None,
-        spread: Any | None = None,
-        base_open: Any | None = None,
-        base_volume: Any | None = None,
-        ticks: TickTape | None = None,
-    ) -> None:
+    def __init__(self, timeline: MarketTimeline, config: EnvConfig, k: int, inputs: MarketInputs) -> None:
         src = timeline.source
         n = timeline.n_steps
         if n < 2:
@@ -171,19 +173,19 @@ class _Engine:
         self.n_steps = n
         self.close, self.high, self.low = close, high, low
         self.time_ms = np.asarray(timeline.step_time_ms, dtype=np.int64)
-        spread = timeline.meta.get("spread") if spread is None else spread
+        spread = timeline.meta.get("spread") if inputs.spread is None else inputs.spread
         self.half_spread = None if spread is None else 0.5 * _spread(spread, n, src)
-        self.tape = None if config.venue.fill_data == "bars" else ticks
+        self.tape = None if config.venue.fill_data == "bars" else inputs.ticks
         self.arrival: tuple[np.ndarray, np.ndarray] | None = None
         if self.tape is not None:
             self.venue, self.open, self.arrival = _tick_fill_base(config.venue, self.tape, self.time_ms, close, src)
         elif config.venue.fill_data == "ticks":
             raise ConfigError(f"env.venue.fill_data: ticks needs the trades and quotes (ticks=) for timeline {src!r}")
         else:
-            self.venue, self.open = _fill_base(config.venue, timeline, base_open, self.time_ms, close, src)
+            self.venue, self.open = _fill_base(config.venue, timeline, inputs.base_open, self.time_ms, close, src)
             self.venue = self.venue.model_copy(update={"fill_data": "bars"})
         self.n_actions = len(vn.ACTION_SETS[config.actions])
-        volume = timeline.meta.get("base_volume") if base_volume is None else base_volume
+        volume = timeline.meta.get("base_volume") if inputs.base_volume is None else inputs.base_volume
         self.volume = None if volume is None else _per_step(volume, n, "base_volume", src)
         if config.actions == "scalper" and self.volume is None and self.tape is None:
             raise ConfigError(
@@ -204,7 +206,8 @@ class _Engine:
             self.funding_rate = np.full(n, self.venue.funding_rate_8h)
         rcfg = config.reward
         self.reward_config = rcfg
-        self.cnn_signal = None if cnn_signal is None else np.clip(_per_step(cnn_signal, n, "cnn_signal", src), -1, 1)
+        signal = inputs.cnn_signal
+        self.cnn_signal = None if signal is None else np.clip(_per_step(signal, n, "cnn_signal", src), -1, 1)
         self.pivot = rw.pivot_labels(high, low, rcfg.pivot_strength) if rcfg.pivot_weight else None
         self.vol_scale = (
             rw.volatility_scale(close, rcfg.volatility_short_halflife, rcfg.volatility_long_halflife)
@@ -413,16 +416,8 @@ class TradingEnv(gym.Env):
     ) -> None:
         self.config = config or EnvConfig()
         self.timeline = timeline
-        self._engine = _Engine(
-            timeline,
-            self.config,
-            1,
-            cnn_signal=cnn_signal,
-            spread=spread,
-            base_open=base_open,
-            base_volume=base_volume,
-            ticks=ticks,
-        )
+        inputs = MarketInputs(cnn_signal, spread, base_open, base_volume, ticks)
+        self._engine = _Engine(timeline, self.config, 1, inputs)
         self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
         self.fill_model = self._engine.venue.describe()
         self.action_space = spaces.Discrete(self._engine.n_actions)
@@ -539,16 +534,8 @@ class VectorTradingEnv(VectorEnv):
         self.config = config or EnvConfig()
         self.timeline = timeline
         self.num_envs = int(num_envs)
-        self._engine = _Engine(
-            timeline,
-            self.config,
-            self.num_envs,
-            cnn_signal=cnn_signal,
-            spread=spread,
-            base_open=base_open,
-            base_volume=base_volume,
-            ticks=ticks,
-        )
+        inputs = MarketInputs(cnn_signal, spread, base_open, base_volume, ticks)
+        self._engine = _Engine(timeline, self.config, self.num_envs, inputs)
         self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
         self._observe = bool(observe)
         self.fill_model = self._engine.venue.describe()

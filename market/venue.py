@@ -507,12 +507,7 @@ def rebalance(
     change = target != current
     fee = config.fee if fee is None else float(fee)
     closing = change & (current != 0)
-    if closing.any():
-        price = np.where(acc.qty < 0, buy_price, sell_price)
-        _fill(acc, fills, CLOSE_LEG, closing, -acc.qty, price, fee)
-        acc.qty[closing] = 0.0
-        acc.entry_price[closing] = 0.0
-        acc.entry_step[closing] = -1
+    close_positions(acc, closing, buy_price, sell_price, fee, fills, CLOSE_LEG)
     # An account with nothing left to put up (equity <= 0, only reachable with ruin checks off) cannot open.
     opening = change & (target != 0) & (acc.cash > 0)
     if opening.any():
@@ -583,23 +578,33 @@ def liquidate(
         # what is left goes to the exchange; a deficit (a gap past bankruptcy) is the insurance fund's, not ours
         acc.margin_lost += np.where(hit, np.maximum(acc.cash, 0.0), 0.0)
         acc.cash[hit] = 0.0
-        acc.qty[hit] = 0.0
-        acc.entry_price[hit] = 0.0
-        acc.entry_step[hit] = -1
+        _flatten(acc, hit)
     return hit
 
 
+def _flatten(acc: Accounts, mask: np.ndarray) -> None:
+    """Mark the accounts ``mask`` flat (their fills already booked)."""
+    acc.qty[mask] = 0.0
+    acc.entry_price[mask] = 0.0
+    acc.entry_step[mask] = -1
+
+
 def close_positions(
-    acc: Accounts, mask: np.ndarray, buy_price: np.ndarray, sell_price: np.ndarray, fee: float, fills: Fills
+    acc: Accounts,
+    mask: np.ndarray,
+    buy_price: np.ndarray,
+    sell_price: np.ndarray,
+    fee: float,
+    fills: Fills,
+    leg: int = FORCED_LEG,
 ) -> None:
-    """Close the positions of accounts ``mask`` at market (the forced leg), e.g. at an episode's end."""
+    """Close the positions of accounts ``mask`` at market on ``leg`` (the forced leg, e.g. at an episode's end;
+    the close leg of a change of position)."""
     mask = mask & (acc.qty != 0)
     if mask.any():
         price = np.where(acc.qty < 0, buy_price, sell_price)
-        _fill(acc, fills, FORCED_LEG, mask, -acc.qty, price, fee)
-        acc.qty[mask] = 0.0
-        acc.entry_price[mask] = 0.0
-        acc.entry_step[mask] = -1
+        _fill(acc, fills, leg, mask, -acc.qty, price, fee)
+        _flatten(acc, mask)
 
 
 def funding_due(prev_time_ms: np.ndarray, time_ms: np.ndarray) -> np.ndarray:
