@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 import ray
 from fastapi import FastAPI, HTTPException, Request, Response
-from pydantic import Field, field_validator
+from pydantic import Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from market.config import StrictModel
 from market.errors import ConfigError
 from market.timeline import MarketTimeline
 from policies.cnn_inference import (
@@ -46,36 +45,24 @@ from policies.cnn_inference import (
     encode_answer_json,
     encode_answer_npy,
 )
-from policies.device import check_device_name
 from policies.npy import PayloadError, decode_npy
 
+from .app_shape import AppShape, LiveBatching, running_serve_client, serve_config_entry
 from .auth import DEFAULT_API_KEY_ENV, ApiKeyAuth, check_bind
-from .common import DEFAULT_MAX_BODY_BYTES, BindCheck, authorize, check_route_prefix, read_body
+from .common import DEFAULT_MAX_BODY_BYTES, BindCheck, authorize, media_type, read_body
 
 logger = logging.getLogger("ray.serve")
 
 VERSION_HEADER = "x-cnn-version"
 
 
-class ActorOptions(StrictModel):
-    """Resources of one replica: a fraction of a CPU, and a GPU when the cluster has one."""
-
-    num_cpus: float = Field(0.5, gt=0.0, le=64.0)
-    num_gpus: float = Field(0.0, ge=0.0, le=1.0)
-
-
-class CnnLiveConfig(StrictModel):
+class CnnLiveConfig(LiveBatching):
     """What a running replica takes through ``user_config`` and applies in place (no restart)."""
 
-    checkpoint: Path
-    max_batch_size: int = Field(64, ge=1, le=65_536)
-    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
-    max_request_rows: int = Field(4096, ge=1, le=1_000_000)
     chunk_rows: int = Field(2048, ge=1, le=1_000_000)
-    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**31)
 
 
-class CnnServeConfig(StrictModel):
+class CnnServeConfig(AppShape, CnnLiveConfig):
     """The CNN app: the checkpoint and batching (live, see :class:`CnnLiveConfig`) plus its shape on the cluster.
 
     ``max_batch_size`` counts states per forward pass; a request of more states than that skips the batcher
@@ -83,30 +70,8 @@ class CnnServeConfig(StrictModel):
     replacements have loaded, when a redeploy restarts them.
     """
 
-    checkpoint: Path
-    max_batch_size: int = Field(64, ge=1, le=65_536)
-    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
-    max_request_rows: int = Field(4096, ge=1, le=1_000_000)
-    chunk_rows: int = Field(2048, ge=1, le=1_000_000)
-    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**31)
-    num_replicas: int = Field(1, ge=1, le=1024)
-    max_ongoing_requests: int = Field(256, ge=1, le=100_000)
-    max_surge_percent: int = Field(100, ge=0, le=100)
-    device: str = "auto"
-    ray_actor_options: ActorOptions = ActorOptions()
     app_name: str = "cnn"
     route_prefix: str = "/cnn"
-    api_key_env: str = Field(DEFAULT_API_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, value: str) -> str:
-        return check_device_name(value)
-
-    @field_validator("route_prefix")
-    @classmethod
-    def _route(cls, value: str) -> str:
-        return check_route_prefix(value)
 
     def live(self) -> CnnLiveConfig:
         """The part a replica applies in place."""
@@ -118,14 +83,10 @@ def batch_rows(items: list[np.ndarray]) -> int:
     return sum(int(x.shape[0]) for x in items)
 
 
-def _media_type(header: str) -> str:
-    return header.split(";", 1)[0].strip().lower()
-
-
 def _wants_json(accept: str, request_is_json: bool) -> bool:
     """The first of JSON or ``.npy`` that ``Accept`` names wins; otherwise answer in the request's format."""
     for part in accept.split(","):
-        media = _media_type(part)
+        media = media_type(part)
         if media == JSON_MEDIA_TYPE:
             return True
         if media in NPY_MEDIA_TYPES:
@@ -269,7 +230,7 @@ class CnnDeployment:
     async def http_infer(self, request: Request) -> Response:
         """States in as ``.npy`` or JSON, answer likewise (see the module docstring); 422 on a bad payload."""
         authorize(self._auth, request)
-        content_type = _media_type(request.headers.get("content-type", ""))
+        content_type = media_type(request.headers.get("content-type", ""))
         is_json = content_type == JSON_MEDIA_TYPE
         if not is_json and content_type not in (*NPY_MEDIA_TYPES, ""):
             raise HTTPException(
@@ -320,13 +281,9 @@ def build_app(config: CnnServeConfig | dict[str, Any]) -> serve.Application:
             config = CnnServeConfig.model_validate(config)
         except ValueError as exc:
             raise ConfigError(f"CNN serve config: {exc}") from None
-    return CnnDeployment.options(
-        num_replicas=config.num_replicas,
-        max_ongoing_requests=config.max_ongoing_requests,
-        max_surge_percent=config.max_surge_percent,
-        ray_actor_options=config.ray_actor_options.model_dump(),
-        user_config=config.live().model_dump(mode="json"),
-    ).bind(device=config.device, api_key_env=config.api_key_env)
+    return CnnDeployment.options(**config.deployment_options()).bind(
+        device=config.device, api_key_env=config.api_key_env
+    )
 
 
 def app_config(config: CnnServeConfig, live: CnnLiveConfig | None = None) -> dict[str, Any]:
@@ -338,14 +295,7 @@ def app_config(config: CnnServeConfig, live: CnnLiveConfig | None = None) -> dic
     on the running replicas, which load the checkpoint beside the serving model and swap, instead of
     replacing the replicas.
     """
-    live = live or config.live()
-    return {
-        "name": config.app_name,
-        "route_prefix": config.route_prefix,
-        "import_path": "serve.cnn:build_app",
-        "args": config.model_dump(mode="json"),
-        "deployments": [{"name": "CnnDeployment", "user_config": live.model_dump(mode="json")}],
-    }
+    return serve_config_entry(config, "serve.cnn:build_app", "CnnDeployment", live)
 
 
 def deploy(config: CnnServeConfig, *, blocking: bool = False) -> DeploymentHandle:
@@ -359,10 +309,7 @@ def deploy(config: CnnServeConfig, *, blocking: bool = False) -> DeploymentHandl
     ConfigError
         When the running Serve listens beyond loopback and ``$<api_key_env>`` holds no key.
     """
-    if ray.is_initialized():
-        from ray.serve.context import _get_global_client
-
-        client = _get_global_client(raise_if_no_controller_running=False)
-        if client is not None:
-            check_bind(client.http_config.host, ApiKeyAuth.from_env(config.api_key_env))
+    client = running_serve_client()
+    if client is not None:
+        check_bind(client.http_config.host, ApiKeyAuth.from_env(config.api_key_env))
     return serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix, blocking=blocking)

@@ -23,6 +23,7 @@ __all__ = [
     "check_route_prefix",
     "check_same_origin",
     "login_form",
+    "media_type",
     "proxy_host",
     "read_body",
 ]
@@ -39,6 +40,11 @@ def check_route_prefix(value: str) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError(f"route_prefix must start with '/' (got {value!r})")
     return value
+
+
+def media_type(header: str) -> str:
+    """The media type of a ``Content-Type`` or ``Accept`` entry, lower-case, without its parameters."""
+    return header.split(";", 1)[0].strip().lower()
 
 
 def proxy_host() -> str:

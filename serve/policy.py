@@ -49,10 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from market.config import StrictModel
 from market.errors import ConfigError, RayscalpError
 from policies.cnn_inference import JSON_MEDIA_TYPE, NPY_MEDIA_TYPES, PayloadError
-from policies.device import check_device_name
 from policies.policy_inference import (
     CONFIDENCE_DEFINITION,
     MAX_ABS_VALUE,
@@ -65,9 +63,10 @@ from policies.policy_inference import (
     encode_act_json,
 )
 
+from .app_shape import AppShape, LiveBatching, running_serve_client, serve_config_entry
 from .auth import API_KEY_HEADER, DEFAULT_API_KEY_ENV, ApiKeyAuth, AuthError, check_bind
-from .cnn import ActorOptions, batch_rows
-from .common import DEFAULT_MAX_BODY_BYTES, check_route_prefix, proxy_host, read_body
+from .cnn import batch_rows
+from .common import DEFAULT_MAX_BODY_BYTES, BindCheck, media_type, read_body
 
 logger = logging.getLogger("ray.serve")
 
@@ -98,7 +97,7 @@ class LiveStateLike(Protocol):
 # ------------------------------------------------------------------------------------------------- config
 
 
-class PolicyLiveConfig(StrictModel):
+class PolicyLiveConfig(LiveBatching):
     """What a running replica takes through ``user_config`` and applies in place (no restart).
 
     ``watch_dir``: poll it every ``poll_s`` for the newest ``watch_glob`` file and serve it when it has at least
@@ -109,17 +108,12 @@ class PolicyLiveConfig(StrictModel):
     with fewer updates in (the watcher never goes back). ``live_timeout_s`` bounds the wait for the live state.
     """
 
-    checkpoint: Path
-    max_batch_size: int = Field(64, ge=1, le=65_536)
-    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
-    max_request_rows: int = Field(4096, ge=1, le=1_000_000)
     watch_dir: Path | None = None
     watch_glob: str = "policy-*.pt"
     watch_marker: str | None = None
     poll_s: float = Field(5.0, ge=0.05, le=3600.0)
     allow_rollback: bool = False
     live_timeout_s: float = Field(2.0, gt=0.0, le=60.0)
-    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**31)
     max_update_jump: int = Field(10**9, ge=1)
 
     @field_validator("watch_glob")
@@ -141,7 +135,7 @@ class PolicyLiveConfig(StrictModel):
         return value
 
 
-class PolicyServeConfig(StrictModel):
+class PolicyServeConfig(AppShape, PolicyLiveConfig):
     """The policy app: the live part (:class:`PolicyLiveConfig`) plus its shape, its key and its host.
 
     ``host``/``port`` are where :func:`deploy` starts Serve's HTTP proxy when Serve is not running yet; a
@@ -150,49 +144,14 @@ class PolicyServeConfig(StrictModel):
     in). ``require_cnn_match`` refuses (503) a live state whose CNN version is not the policy's.
     """
 
-    checkpoint: Path
-    max_batch_size: int = Field(64, ge=1, le=65_536)
-    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
-    max_request_rows: int = Field(4096, ge=1, le=1_000_000)
-    watch_dir: Path | None = None
-    watch_glob: str = "policy-*.pt"
-    watch_marker: str | None = None
-    poll_s: float = Field(5.0, ge=0.05, le=3600.0)
-    allow_rollback: bool = False
-    live_timeout_s: float = Field(2.0, gt=0.0, le=60.0)
-    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**31)
-    max_update_jump: int = Field(10**9, ge=1)
-    num_replicas: int = Field(1, ge=1, le=1024)
-    max_ongoing_requests: int = Field(256, ge=1, le=100_000)
-    max_surge_percent: int = Field(100, ge=0, le=100)
-    device: str = "auto"
-    ray_actor_options: ActorOptions = ActorOptions()
     app_name: str = "policy"
     route_prefix: str = "/"
-    api_key_env: str = DEFAULT_API_KEY_ENV
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65_535)
     symbols: tuple[str, ...] = ("ETHUSDT",)
     live_state_actor: str = LIVE_STATE_ACTOR
     live_state_namespace: str | None = None
     require_cnn_match: bool = True
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, value: str) -> str:
-        return check_device_name(value)
-
-    @field_validator("route_prefix")
-    @classmethod
-    def _route(cls, value: str) -> str:
-        return check_route_prefix(value)
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, value: str) -> str:
-        if not value.replace("_", "").isalnum() or value[0].isdigit():
-            raise ValueError(f"api_key_env must be an environment variable name (got {value!r})")
-        return value
 
     @field_validator("symbols")
     @classmethod
@@ -201,16 +160,6 @@ class PolicyServeConfig(StrictModel):
         if not value or bad:
             raise ValueError(f"symbols must be upper-case Binance symbols such as ETHUSDT (got {list(value)})")
         return value
-
-    @field_validator("watch_glob")
-    @classmethod
-    def _pattern(cls, value: str) -> str:
-        return PolicyLiveConfig._pattern(value)
-
-    @field_validator("watch_marker")
-    @classmethod
-    def _marker(cls, value: str | None) -> str | None:
-        return PolicyLiveConfig._marker(value)
 
     def live(self) -> PolicyLiveConfig:
         """The part a replica applies in place."""
@@ -335,10 +284,6 @@ _ACT_BODY = {
 }
 
 
-def _media_type(header: str) -> str:
-    return header.split(";", 1)[0].strip().lower()
-
-
 def _file_key(path: Path) -> tuple[str, int, int] | None:
     try:
         stat = path.stat()
@@ -395,7 +340,7 @@ class PolicyDeployment:
     ) -> None:
         self._device = device
         self._auth = ApiKeyAuth.from_env(api_key_env)
-        self._bind_checked = False
+        self._bind = BindCheck(self._auth)
         self._symbols = tuple(symbols)
         self._live_name = live_state_actor
         self._live_namespace = live_state_namespace
@@ -429,8 +374,7 @@ class PolicyDeployment:
             Without an API key while Serve's HTTP proxy listens beyond loopback.
         """
         live = PolicyLiveConfig.model_validate(user_config)
-        if not self._bind_checked:
-            await self._check_bind()
+        await self._bind.ensure()
         async with self._reload_lock:
             key = _file_key(live.checkpoint)
             # A checkpoint considered once (taken or refused) is not loaded again for a batching-only update.
@@ -453,12 +397,6 @@ class PolicyDeployment:
             self._batched.set_batch_wait_timeout_s(live.batch_wait_timeout_s)
             self._live = live
         self._restart_watcher(live)
-
-    async def _check_bind(self) -> None:
-        if not self._auth.enabled:
-            host = await asyncio.to_thread(proxy_host)
-            check_bind(host, self._auth)
-        self._bind_checked = True
 
     async def _load(self, path: Path, max_rows: int) -> PolicyPredictor:
         return await asyncio.to_thread(PolicyPredictor.from_checkpoint, path, self._device, max_rows=max_rows)
@@ -727,7 +665,7 @@ class PolicyDeployment:
         """See the module docstring; 422 on a bad payload, 503 when ``latest`` cannot be answered."""
         start = time.perf_counter()
         self._authorize(request)
-        content_type = _media_type(request.headers.get("content-type", ""))
+        content_type = media_type(request.headers.get("content-type", ""))
         body = await read_body(request, self._live.max_body_bytes if self._live else DEFAULT_MAX_BODY_BYTES)
         extra: dict[str, Any] = {}
         try:
@@ -826,13 +764,7 @@ def build_app(config: PolicyServeConfig | dict[str, Any]) -> serve.Application:
     namespace = config.live_state_namespace
     if namespace is None and ray.is_initialized():
         namespace = ray.get_runtime_context().namespace
-    return PolicyDeployment.options(
-        num_replicas=config.num_replicas,
-        max_ongoing_requests=config.max_ongoing_requests,
-        max_surge_percent=config.max_surge_percent,
-        ray_actor_options=config.ray_actor_options.model_dump(),
-        user_config=config.live().model_dump(mode="json"),
-    ).bind(
+    return PolicyDeployment.options(**config.deployment_options()).bind(
         device=config.device,
         api_key_env=config.api_key_env,
         symbols=config.symbols,
@@ -850,14 +782,7 @@ def app_config(config: PolicyServeConfig, live: PolicyLiveConfig | None = None) 
     nothing but the ``user_config``, so the running replicas reload in place. Set ``live_state_namespace``
     here: a config file's app is built inside Serve, whose namespace is not the live-state actor's.
     """
-    live = live or config.live()
-    return {
-        "name": config.app_name,
-        "route_prefix": config.route_prefix,
-        "import_path": "serve.policy:build_app",
-        "args": config.model_dump(mode="json"),
-        "deployments": [{"name": "PolicyDeployment", "user_config": live.model_dump(mode="json")}],
-    }
+    return serve_config_entry(config, "serve.policy:build_app", "PolicyDeployment", live)
 
 
 def deploy(config: PolicyServeConfig, *, blocking: bool = False) -> DeploymentHandle:
@@ -872,11 +797,7 @@ def deploy(config: PolicyServeConfig, *, blocking: bool = False) -> DeploymentHa
     config = _validated(config)
     auth = ApiKeyAuth.from_env(config.api_key_env)
     check_bind(config.host, auth)
-    client = None
-    if ray.is_initialized():
-        from ray.serve.context import _get_global_client
-
-        client = _get_global_client(raise_if_no_controller_running=False)
+    client = running_serve_client()
     if client is None:
         serve.start(http_options={"host": config.host, "port": config.port})
     else:
