@@ -1,14 +1,23 @@
-"""Shared timing helpers for the benchmarks: warm-up, then the median of several repeats.
+"""Shared helpers for the benchmarks: timing (warm-up, then the median of several repeats), the data they run
+on, and the small wire helpers of the Serve benchmarks.
 
 Never imported by the product code; benchmarks only.
 """
 
 from __future__ import annotations
 
+import io
+import socket
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from market.timeline import MarketTimeline
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -33,6 +42,56 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def alternating_medians(
+    ours: Callable[[], object], peer: Callable[[], object], repeats: int
+) -> tuple[float, float]:
+    """Median wall times of ``ours`` and ``peer``, each run once untimed, then timed in turns ``repeats`` times.
+
+    Alternating the two makes a change of load on the machine reach both alike.
+    """
+    ours()
+    peer()
+    runs = [(median_seconds(ours, 1, 0), median_seconds(peer, 1, 0)) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def kline_timeline(profile: str, max_steps: int) -> tuple[MarketTimeline, str]:
+    """The ``profile`` timeline of the first ``max_steps`` real 1m klines, or of seeded synthetic bars when the
+    recorded data is absent; with a label saying which.
+    """
+    if (SHARED_DATA / "binance" / "klines").is_dir():
+        from market.baselines import real_kline_timeline
+
+        timeline = real_kline_timeline(SHARED_DATA, profile=profile, max_steps=max_steps)
+        return timeline, f"{timeline.source}, first {timeline.n_steps:,} minutes"
+    from market.layout import StateConfig
+    from market.synthetic import synthetic_bars
+    from market.timeline_builder import MarketData, build_timeline
+
+    bars = synthetic_bars(1_735_689_600_000, max_steps * 60_000, seed=7, interval="1m").bars
+    data = MarketData(
+        traded_bars={"1m": bars["ETHUSDT"]},
+        reference_bars={"1m": bars["BTCUSDT"]},
+        synthetic=True,
+        source="synthetic bars (seed 7)",
+    )
+    return build_timeline(data, StateConfig(profile=profile)), "SYNTHETIC 1m bars (market.synthetic, seed 7)"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a ``.npy`` file (the body the Serve apps take)."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
 
 
 def rate_line(name: str, ours_per_s: float, peer_per_s: float, peer_name: str = "peer", unit: str = "/s") -> str:

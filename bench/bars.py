@@ -8,13 +8,12 @@ tiled in time to about 1.7M ticks; without ../shared/data, the seeded synthetic 
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import numpy as np
 import pandas as pd
 
-from bench._common import SHARED_DATA, median_seconds, rate_line
+from bench._common import SHARED_DATA, alternating_medians, median_seconds, rate_line
 from market.bars import DEFAULT_TIMEFRAMES, IncrementalBars, build_timeframes
 from market.datasets import load_ws_capture
 from market.records import TRADE_DTYPE
@@ -92,12 +91,7 @@ def main() -> int:
         for tf, rule in PANDAS_RULES.items():
             assert len(df.resample(rule).agg(count=("price", "count"))) == built[s][tf].size, (s, tf)
 
-    # ours and the peer alternate, so that a change of load on the machine reaches both alike
-    ours()
-    peer()
-    runs = [(median_seconds(ours, 1, 0), median_seconds(peer, 1, 0)) for _ in range(REPEATS)]
-    t_ours = statistics.median(r[0] for r in runs)
-    t_peer = statistics.median(r[1] for r in runs)
+    t_ours, t_peer = alternating_medians(ours, peer, REPEATS)
     t_live = median_seconds(live, repeats=3)
     bar_counts = ", ".join(f"{tf} {sum(b[tf].size for b in built.values()):,}" for tf in DEFAULT_TIMEFRAMES)
     print(f"data: {label}; {n_ticks:,} ticks in all")

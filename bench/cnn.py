@@ -10,10 +10,7 @@ Data: the real ETH/BTC 1m klines, ``kline-1m`` profile; without ../shared/data, 
 
 # No ``from __future__ import annotations``: FastAPI reads the echo route's ``request: Request`` at runtime.
 import http.client
-import io
 import os
-import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -29,9 +26,9 @@ import torch  # noqa: E402
 from fastapi import FastAPI, Request, Response  # noqa: E402
 from ray import serve  # noqa: E402
 
-from bench._common import SHARED_DATA, median_seconds, rate_line  # noqa: E402
+from bench._common import alternating_medians, free_port, kline_timeline, npy_bytes, rate_line  # noqa: E402
 from market.features import gather  # noqa: E402
-from market.layout import AGENT_FEATURES, StateConfig  # noqa: E402
+from market.layout import AGENT_FEATURES  # noqa: E402
 from market.timeline import MarketTimeline  # noqa: E402
 from policies.cnn import MultiTimeframeCNN, save_checkpoint  # noqa: E402
 from policies.cnn_inference import CnnPredictor, decode_answer_npy, decode_npy, encode_answer_npy  # noqa: E402
@@ -44,21 +41,6 @@ BULK_REPEATS = 5
 MAX_BATCH = 64
 WAIT_S = 0.002
 NUM_CPUS = 1.0  # per replica: Ray gives it one torch thread, and the in-process peer gets the same
-
-
-def load_timeline() -> tuple[MarketTimeline, str]:
-    """The kline-1m timeline of the real 1m klines, or of synthetic bars when they are absent."""
-    if (SHARED_DATA / "binance" / "klines").is_dir():
-        from market.baselines import real_kline_timeline
-
-        timeline = real_kline_timeline(SHARED_DATA, profile="kline-1m", max_steps=STEPS)
-        return timeline, f"{timeline.source}, first {timeline.n_steps:,} minutes"
-    from market.synthetic import synthetic_bars
-    from market.timeline_builder import MarketData, build_timeline
-
-    bars = synthetic_bars(1_735_689_600_000, STEPS * 60_000, seed=7, interval="1m").bars
-    data = MarketData(traded_bars={"1m": bars["ETHUSDT"]}, reference_bars={"1m": bars["BTCUSDT"]}, synthetic=True)
-    return build_timeline(data, StateConfig(profile="kline-1m")), "SYNTHETIC 1m bars (market.synthetic, seed 7)"
 
 
 echo_api = FastAPI()
@@ -122,9 +104,7 @@ def http_caller(port: int, path: str) -> Callable[[np.ndarray], object]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
     def call(x: np.ndarray) -> object:
-        buf = io.BytesIO()
-        np.save(buf, x)
-        conn.request("POST", path, body=buf.getvalue(), headers={"content-type": "application/x-npy"})
+        conn.request("POST", path, body=npy_bytes(x), headers={"content-type": "application/x-npy"})
         resp = conn.getresponse()
         body = resp.read()
         if resp.status != 200:
@@ -145,7 +125,7 @@ def bare_bulk(model: MultiTimeframeCNN, timeline: MarketTimeline, chunk: int) ->
 
 
 def main() -> int:
-    timeline, label = load_timeline()
+    timeline, label = kline_timeline("kline-1m", STEPS)
     torch.manual_seed(0)
     model = MultiTimeframeCNN(timeline.layout).eval()
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,9 +137,7 @@ def main() -> int:
             device="cpu",
             ray_actor_options={"num_cpus": NUM_CPUS},
         )
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        port = free_port()
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -189,15 +167,11 @@ def main() -> int:
             )
 
             ref = ray.put(timeline)
-            runs = [
-                (
-                    median_seconds(lambda: cnn.bulk_fill.remote(ref).result(), 1, int(r == 0)),
-                    median_seconds(lambda: bare_bulk(model, timeline, config.chunk_rows), 1, int(r == 0)),
-                )
-                for r in range(BULK_REPEATS)
-            ]
-            t_ours = statistics.median(r[0] for r in runs)
-            t_peer = statistics.median(r[1] for r in runs)
+            t_ours, t_peer = alternating_medians(
+                lambda: cnn.bulk_fill.remote(ref).result(),
+                lambda: bare_bulk(model, timeline, config.chunk_rows),
+                BULK_REPEATS,
+            )
         finally:
             serve.shutdown()
             ray.shutdown()

@@ -7,15 +7,12 @@ ETH/BTC 1m klines; without ../shared/data, seeded synthetic bars (labelled so). 
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import numpy as np
 
-from bench._common import SHARED_DATA, median_seconds, rate_line
-from market.baselines import real_kline_timeline
+from bench._common import alternating_medians, kline_timeline, rate_line
 from market.env import EnvConfig, TradingEnv, VectorTradingEnv
-from market.timeline import MarketTimeline
 
 K = 64
 CALLS = 300  # vector env calls per timed run: K * CALLS env steps, the same count the single env takes
@@ -23,25 +20,8 @@ REPEATS = 5
 MAX_STEPS = 20_000
 
 
-def load_timeline() -> tuple[MarketTimeline, str]:
-    """The tiny-profile timeline of the real 1m klines, or of synthetic bars when they are absent."""
-    if (SHARED_DATA / "binance" / "klines").is_dir():
-        timeline = real_kline_timeline(SHARED_DATA, profile="tiny", max_steps=MAX_STEPS)
-        return timeline, f"{timeline.source}, first {timeline.n_steps:,} minutes"
-    from market.layout import StateConfig
-    from market.synthetic import synthetic_bars
-    from market.timeline_builder import MarketData, build_timeline
-
-    bars = synthetic_bars(1_735_689_600_000, MAX_STEPS * 60_000, seed=7, interval="1m")
-    eth, btc = bars.bars["ETHUSDT"], bars.bars["BTCUSDT"]
-    data = MarketData(
-        traded_bars={"1m": eth}, reference_bars={"1m": btc}, synthetic=True, source="synthetic bars (seed 7)"
-    )
-    return build_timeline(data, StateConfig(profile="tiny")), "SYNTHETIC 1m bars (market.synthetic, seed 7)"
-
-
 def main() -> int:
-    timeline, label = load_timeline()
+    timeline, label = kline_timeline("tiny", MAX_STEPS)
     config = EnvConfig(episode_steps=1440, venue={"kind": "perp", "leverage": 5})
     n_steps = K * CALLS
     actions = np.random.default_rng(0).integers(0, 3, (CALLS, K))
@@ -61,11 +41,7 @@ def main() -> int:
             if terminated or truncated:
                 single.reset()
 
-    run_vec()
-    run_single()
-    runs = [(median_seconds(run_vec, 1, 0), median_seconds(run_single, 1, 0)) for _ in range(REPEATS)]
-    t_vec = statistics.median(r[0] for r in runs)
-    t_single = statistics.median(r[1] for r in runs)
+    t_vec, t_single = alternating_medians(run_vec, run_single, REPEATS)
     print(f"data: {label}; state {timeline.layout.size} floats (tiny profile); perp 5x, episodes of 1440 steps")
     print(
         f"vectorised env, K={K}: {CALLS} calls = {n_steps:,} env steps in {t_vec * 1e3:.1f} ms "

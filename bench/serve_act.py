@@ -19,10 +19,8 @@ depend on them).
 # No ``from __future__ import annotations``: FastAPI reads the echo route's ``request: Request`` at runtime.
 import http.client
 import importlib.util
-import io
 import os
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -43,10 +41,9 @@ import torch  # noqa: E402
 from fastapi import FastAPI, Request, Response  # noqa: E402
 from ray import serve  # noqa: E402
 
-from bench._common import SHARED_DATA, rate_line  # noqa: E402
+from bench._common import SHARED_DATA, free_port, kline_timeline, npy_bytes, rate_line  # noqa: E402
 from market.features import gather  # noqa: E402
 from market.layout import AGENT_FEATURES, StateConfig  # noqa: E402
-from market.timeline import MarketTimeline  # noqa: E402
 from policies.checkpoint import save_policy  # noqa: E402
 from policies.cnn_inference import decode_npy  # noqa: E402
 from policies.dqn import QNetwork  # noqa: E402
@@ -67,21 +64,6 @@ NUM_CPUS = 1.0  # per replica: Ray gives it one torch thread, and the in-process
 LIVE_MINUTES = 3  # of the real trade captures replayed into the stream for the latest form
 LIVE_SYMBOLS = ("ETHUSDT", "BTCUSDT")
 LATEST_BODY = b'{"symbol": "ETHUSDT", "latest": true}'
-
-
-def load_timeline() -> tuple[MarketTimeline, str]:
-    """The kline-1m timeline of the real 1m klines, or of synthetic bars when they are absent."""
-    if (SHARED_DATA / "binance" / "klines").is_dir():
-        from market.baselines import real_kline_timeline
-
-        timeline = real_kline_timeline(SHARED_DATA, profile="kline-1m", max_steps=STEPS)
-        return timeline, f"{timeline.source}, first {timeline.n_steps:,} minutes"
-    from market.synthetic import synthetic_bars
-    from market.timeline_builder import MarketData, build_timeline
-
-    bars = synthetic_bars(1_735_689_600_000, STEPS * 60_000, seed=7, interval="1m").bars
-    data = MarketData(traded_bars={"1m": bars["ETHUSDT"]}, reference_bars={"1m": bars["BTCUSDT"]}, synthetic=True)
-    return build_timeline(data, StateConfig(profile="kline-1m")), "SYNTHETIC 1m bars (market.synthetic, seed 7)"
 
 
 echo_api = FastAPI()
@@ -123,14 +105,29 @@ def http_caller(port: int, path: str, content_type: str = "application/x-npy") -
     return call
 
 
-def npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
 def percentiles(times: list[float]) -> tuple[float, float]:
     return float(np.percentile(times, 50)) * 1e3, float(np.percentile(times, 99)) * 1e3
+
+
+def pooled(runs: dict[str, list[tuple[float, list[float]]]]) -> dict[str, dict]:
+    """Per side: the median requests/s of its ``many_clients`` runs and the percentiles of all their calls."""
+    return {
+        side: {"rps": statistics.median(r[0] for r in rs), "lat": percentiles([x for r in rs for x in r[1]])}
+        for side, rs in runs.items()
+    }
+
+
+def policy_config(checkpoint: Path, **shape: object) -> PolicyServeConfig:
+    """The policy app as both cases serve it (batching, one CPU, the key), with ``shape`` on top."""
+    return PolicyServeConfig(
+        checkpoint=checkpoint,
+        max_batch_size=MAX_BATCH,
+        batch_wait_timeout_s=WAIT_S,
+        device="cpu",
+        ray_actor_options={"num_cpus": NUM_CPUS},
+        api_key_env=KEY_ENV,
+        **shape,
+    )
 
 
 def one_client(callers: dict[str, Callable[[object], object]], inputs: dict[str, list[object]]) -> dict[str, dict]:
@@ -252,18 +249,8 @@ def measure_latest(tmp: Path, port: int) -> dict:
 
     network = QNetwork(build_layout(StateConfig(profile="default"))).eval()
     path = save_policy(tmp / "policy-live-untrained.pt", network, version="untrained-live", updates=0)
-    config = PolicyServeConfig(
-        checkpoint=path,
-        max_batch_size=MAX_BATCH,
-        batch_wait_timeout_s=WAIT_S,
-        device="cpu",
-        ray_actor_options={"num_cpus": NUM_CPUS},
-        api_key_env=KEY_ENV,
-        app_name="policy-live",
-        route_prefix="/live",
-    )
-    deploy(config)
-    state_body = npy(np.asarray(live_state.state))
+    deploy(policy_config(path, app_name="policy-live", route_prefix="/live"))
+    state_body = npy_bytes(np.asarray(live_state.state))
     latest_call = http_caller(port, "/live/v1/act", "application/json")
     answer = latest_call(LATEST_BODY)
     assert answer["step_time_ms"] == live_state.step_time_ms, "the answer is not of the live state"
@@ -280,10 +267,7 @@ def measure_latest(tmp: Path, port: int) -> dict:
     for _ in range(RUNS):
         runs["latest"].append(many_clients(port, "/live/v1/act", [LATEST_BODY], "application/json"))
         runs["state"].append(many_clients(port, "/live/v1/act", [state_body]))
-    multi = {
-        side: {"rps": statistics.median(r[0] for r in rs), "lat": percentiles([x for r in rs for x in r[1]])}
-        for side, rs in runs.items()
-    }
+    multi = pooled(runs)
     for handle in out.pop("actors"):
         ray.kill(handle)
     return {
@@ -298,18 +282,16 @@ def measure_latest(tmp: Path, port: int) -> dict:
 
 
 def main() -> int:
-    timeline, label = load_timeline()
+    timeline, label = kline_timeline("kline-1m", STEPS)
     torch.manual_seed(0)
     network = QNetwork(timeline.layout).eval()
     agent = np.zeros((1, len(AGENT_FEATURES)), dtype=np.float32)
     picks = np.random.default_rng(0).choice(timeline.n_steps, STATES, replace=False)
     states = [gather(timeline, np.array([t], dtype=np.int64), agent)[0] for t in picks]
-    bodies = [npy(s) for s in states]
+    bodies = [npy_bytes(s) for s in states]
     with tempfile.TemporaryDirectory() as tmp:
         path = save_policy(Path(tmp) / "policy-untrained.pt", network, version="untrained-bench", updates=0)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        port = free_port()
         ray.init(
             num_cpus=4,
             include_dashboard=False,
@@ -318,17 +300,7 @@ def main() -> int:
             namespace="rayscalp-bench",  # a named one: the live-state actor is looked up by name from Serve
         )
         try:
-            config = PolicyServeConfig(
-                checkpoint=path,
-                max_batch_size=MAX_BATCH,
-                batch_wait_timeout_s=WAIT_S,
-                device="cpu",
-                ray_actor_options={"num_cpus": NUM_CPUS},
-                api_key_env=KEY_ENV,
-                host="127.0.0.1",
-                port=port,
-            )
-            policy = deploy(config)
+            policy = deploy(policy_config(path, host="127.0.0.1", port=port))
             serve.run(Echo.options(ray_actor_options={"num_cpus": NUM_CPUS}).bind(), name="echo", route_prefix="/echo")
             threads = policy.info.remote().result()["torch_threads"]
             torch.set_num_threads(threads)
@@ -353,10 +325,7 @@ def main() -> int:
         finally:
             serve.shutdown()
             ray.shutdown()
-    multi = {
-        side: {"rps": statistics.median(r[0] for r in rs), "lat": percentiles([x for r in rs for x in r[1]])}
-        for side, rs in runs.items()
-    }
+    multi = pooled(runs)
     bare_p50, bare_p99 = single["bare"]["lat"]
     print(f"data: {label}; state {timeline.layout.size:,} floats (kline-1m profile), .npy body {len(bodies[0]):,} B")
     print(
