@@ -781,7 +781,8 @@ def _fill_resting(
     before = fills.qty.copy()
     target = np.where(fill, acc.order_target, np.sign(acc.qty)).astype(np.int8)
     maker = float(config.maker_fee)  # type: ignore[arg-type]
-    traded = rebalance(acc, target, acc.order_price, acc.order_price, config, entry_step, fills, fee=maker)
+    price = np.where(fill, acc.order_price, 1.0)  # the others do not trade: any positive price keeps numpy quiet
+    traded = rebalance(acc, target, price, price, config, entry_step, fills, fee=maker)
     fills.maker |= (fills.qty != before) & fill[:, None]
     _drop_orders(acc, fill)
     return traded & fill
