@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import torch
+
     from market.timeline import MarketTimeline
+    from policies.replay import PrioritizedReplay
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -78,6 +81,36 @@ def kline_timeline(profile: str, max_steps: int) -> tuple[MarketTimeline, str]:
         source="synthetic bars (seed 7)",
     )
     return build_timeline(data, StateConfig(profile=profile)), "SYNTHETIC 1m bars (market.synthetic, seed 7)"
+
+
+def filled_replay(
+    timeline: MarketTimeline, transitions: int, device: torch.device, capacity: int | None = None
+) -> PrioritizedReplay:
+    """A prioritized replay on ``device`` holding ``transitions`` random 3-step transitions over ``timeline``.
+
+    Steps, agent features, actions and small returns are drawn with seed 0, so every benchmark of the learning
+    step samples the same kind of batch (what is timed does not depend on the values).
+    """
+    from market.layout import AGENT_FEATURES
+    from policies.replay import PrioritizedReplay
+    from policies.transitions import Transitions
+
+    n_agent = len(AGENT_FEATURES)
+    replay = PrioritizedReplay(capacity or transitions, n_agent, device=device, seed=0)
+    rng = np.random.default_rng(0)
+    steps = rng.integers(0, timeline.n_steps - 3, transitions)
+    replay.add(
+        Transitions(
+            step=steps,
+            next_step=steps + 3,
+            agent=rng.normal(size=(transitions, n_agent)).astype(np.float32),
+            next_agent=rng.normal(size=(transitions, n_agent)).astype(np.float32),
+            action=rng.integers(0, 3, transitions),
+            n_return=rng.normal(0, 1e-3, transitions).astype(np.float32),
+            discount=np.full(transitions, 0.97, np.float32),
+        )
+    )
+    return replay
 
 
 def free_port() -> int:

@@ -13,17 +13,14 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
-from bench._common import SHARED_DATA, rate_line
-from market.layout import AGENT_FEATURES, StateConfig
+from bench._common import SHARED_DATA, filled_replay, rate_line
+from market.layout import StateConfig
 from market.timeline_builder import build_timeline
 from policies.config import TrainingConfig
 from policies.device import resolve_device, timeline_to_device
 from policies.learning import DQNLearner
-from policies.replay import PrioritizedReplay
-from policies.transitions import Transitions
 
 BATCH = 512
 UPDATES = 10
@@ -40,21 +37,7 @@ def build(profile: str):
 
 def measure(profile: str, device: torch.device, updates: int = UPDATES) -> str:
     timeline, history = build(profile)
-    replay = PrioritizedReplay(200_000, len(AGENT_FEATURES), device=device, seed=0)
-    rng = np.random.default_rng(0)
-    m = 200_000
-    steps = rng.integers(0, timeline.n_steps - 3, m)
-    replay.add(
-        Transitions(
-            step=steps,
-            next_step=steps + 3,
-            agent=rng.normal(size=(m, 6)).astype(np.float32),
-            next_agent=rng.normal(size=(m, 6)).astype(np.float32),
-            action=rng.integers(0, 3, m),
-            n_return=rng.normal(0, 1e-3, m).astype(np.float32),
-            discount=np.full(m, 0.97, np.float32),
-        )
-    )
+    replay = filled_replay(timeline, 200_000, device)
     learner = DQNLearner(
         timeline.layout,
         timeline_to_device(timeline, device),

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench._common import SHARED_DATA, rate_line
+from bench._common import SHARED_DATA, filled_replay, rate_line
 
 REPO = Path(__file__).resolve().parents[1]
 #: Share of a core taken by the driver, the GCS/raylet and the learner's Ray plumbing on the local machine.
@@ -100,27 +100,10 @@ def worker_rate(config: Any, timeline: Any, seconds: float = 3.0) -> float:
 
 def learner_rate(config: Any, timeline: Any, device: torch.device, updates: int = 20) -> float:
     """Updates/s of the learning step at the config's batch size, on ``device``."""
-    from market.layout import AGENT_FEATURES
     from policies.device import timeline_to_device
     from policies.learning import DQNLearner
-    from policies.replay import PrioritizedReplay
-    from policies.transitions import Transitions
 
-    m = 50_000
-    rng = np.random.default_rng(0)
-    steps = rng.integers(0, timeline.n_steps - 3, m)
-    replay = PrioritizedReplay(m, len(AGENT_FEATURES), device=device, seed=0)
-    replay.add(
-        Transitions(
-            step=steps,
-            next_step=steps + 3,
-            agent=rng.normal(size=(m, 6)).astype(np.float32),
-            next_agent=rng.normal(size=(m, 6)).astype(np.float32),
-            action=rng.integers(0, 3, m),
-            n_return=rng.normal(0, 1e-3, m).astype(np.float32),
-            discount=np.full(m, 0.97, np.float32),
-        )
-    )
+    replay = filled_replay(timeline, 50_000, device)
     learner = DQNLearner(
         timeline.layout, timeline_to_device(timeline, device), replay, config.training, config.network, device=device
     )
