@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from market import venue as vn
-from market.env import EnvConfig, TradingEnv
+from market.env import EnvConfig, TradingEnv, VectorTradingEnv
 from market.errors import ConfigError, DataError
 from market.queue import TickTape, arrival_prices, queue_at_rest, queue_fill
 from market.records import BOOK_TICKER_DTYPE, TRADE_DTYPE
@@ -245,3 +245,34 @@ def test_on_the_real_capture_posts_fill_as_maker_only_where_traded_and_latency_z
     for x in market:
         ia, ib = a.step(int(x))[-1], b.step(int(x))[-1]
         assert (ia["cash"], ia["position"], ia["fees"]) == (ib["cash"], ib["position"], ib["fees"])
+
+
+def test_on_the_real_capture_k_vectorised_accounts_fill_as_k_single_envs_given_the_same_actions(real) -> None:
+    timeline, tape = real
+    rng = np.random.default_rng(11)
+    k, n = 3, 120
+    actions = rng.choice(6, p=[0.04, 0.04, 0.52, 0.17, 0.17, 0.06], size=(n, k))
+    config = EnvConfig(
+        venue={"kind": "perp", "leverage": 2.0},
+        actions="scalper",
+        random_start=False,
+        episode_steps=timeline.n_steps - 1,
+        ruin_fraction=0.0,
+    )
+    vec = VectorTradingEnv(timeline, k, config, ticks=tape, observe=False)
+    vec.reset(options={"start_step": 0})
+    singles = [TradingEnv(timeline, config, ticks=tape) for _ in range(k)]
+    for env in singles:
+        env.reset(options={"start_step": 0})
+    makers = 0
+    for row in actions:
+        infos = vec.step(row)[-1]
+        for i, env in enumerate(singles):
+            info = env.step(int(row[i]))[-1]
+            assert (infos["cash"][i], infos["position"][i], infos["fees"][i]) == (
+                info["cash"],
+                info["position"],
+                info["fees"],
+            )
+            makers += sum(f["maker"] for f in info["fills"])
+    assert makers >= 5
