@@ -19,7 +19,7 @@ from actors.stream_store import StreamStore
 from cluster.exchange.capture import load_capture
 from cluster.exchange.server import ExchangeConfig, ExchangeFaults, ForgedTrade, ReplayExchange
 from market.bars import build_timeframes
-from tests.actors.test_ingestion import FAST, _live_ids, _rows, _window
+from tests.actors.test_ingestion import FAST, replay_slice, rows_of
 from tests.actors.test_stream import TIMEFRAMES
 from tests.captures import SYMBOLS, all_capture_paths, load_captures, trades_of
 from tests.market.test_bars import assert_bars_identical
@@ -27,27 +27,14 @@ from tests.market.test_bars import assert_bars_identical
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def capture_files(shared_data: Path) -> tuple[Path, ...]:
-    """Both symbols' capture files, replayed by the exchange."""
-    return all_capture_paths(shared_data)
-
-
-@pytest.fixture(scope="module")
-def recorded(shared_data: Path) -> dict[str, np.ndarray]:
-    """Their trades as the batch path reads them."""
-    return trades_of(load_captures(shared_data))
-
-
 @pytest.mark.timeout(240)
 def test_every_real_trade_arrives_once_with_the_batch_bars_through_all_hostile_faults_at_once(
-    ray_session, capture_files, recorded, tmp_path: Path
+    ray_session, shared_data: Path, tmp_path: Path
 ) -> None:
     ray = ray_session
-    full = load_capture(capture_files)
-    start_ms, end_ms = _window(full, 500, 120)
-    source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
-    live = {s: _live_ids(source, s) for s in SYMBOLS}
+    capture_files = all_capture_paths(shared_data)
+    recorded = trades_of(load_captures(shared_data))
+    start_ms, end_ms, source, live = replay_slice(capture_files, load_capture(capture_files), 500, 120)
     rng = np.random.default_rng(17)  # seeded points of the faults
     forged_at, future_at = (int(x) for x in rng.integers(200, 700, size=2))
     faults = ExchangeFaults(
@@ -66,7 +53,7 @@ def test_every_real_trade_arrives_once_with_the_batch_bars_through_all_hostile_f
     # The stream holds everything up to 50 trades before the replay's first: those come from REST only,
     # whose first answer is a 429 with Retry-After: inf.
     resume = {s: int(live[s][0]) - 51 for s in SYMBOLS}
-    expected = {s: _rows(recorded[s], np.arange(resume[s] + 1, int(live[s][-1]) + 1)) for s in SYMBOLS}
+    expected = {s: rows_of(recorded[s], np.arange(resume[s] + 1, int(live[s][-1]) + 1)) for s in SYMBOLS}
     stream_config = StreamConfig(storage_dir=tmp_path, flush_interval_ms=200)
 
     async def scenario():

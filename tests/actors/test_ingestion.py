@@ -57,18 +57,29 @@ def full_source(capture_files) -> ReplaySource:
     return load_capture(capture_files)
 
 
-def _window(source: ReplaySource, offset_s: float, length_s: float) -> tuple[int, int]:
+def replay_window(source: ReplaySource, offset_s: float, length_s: float) -> tuple[int, int]:
     t0 = int(source.schedule_ns[0]) // 1_000_000
     return t0 + int(offset_s * 1000), t0 + int((offset_s + length_s) * 1000)
 
 
-def _live_ids(source: ReplaySource, symbol: str) -> np.ndarray:
+def live_ids(source: ReplaySource, symbol: str) -> np.ndarray:
     """Ids of the trades the replay sends (those before its start are history that only REST knows)."""
     table = source.trades[symbol]
     return table.trade_id[table.frame_index >= source.first_index]
 
 
-def _rows(recorded: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def replay_slice(
+    capture_files: tuple[Path, ...], full_source: ReplaySource, offset_s: float, length_s: float
+) -> tuple[int, int, ReplaySource, dict[str, np.ndarray]]:
+    """The replay of ``length_s`` seconds from ``offset_s`` into the captures: its window, its source and the ids of
+    the trades it sends per symbol."""
+    start_ms, end_ms = replay_window(full_source, offset_s, length_s)
+    source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
+    return start_ms, end_ms, source, {s: live_ids(source, s) for s in SYMBOLS}
+
+
+def rows_of(recorded: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The recorded trades whose ids are ``ids``."""
     return recorded[np.isin(recorded["trade_id"], ids)]
 
 
@@ -255,9 +266,7 @@ def test_every_recorded_trade_arrives_once_in_id_order_through_disconnects_bad_d
 def test_a_gap_rest_refuses_is_recorded_after_the_bounded_wait_and_release_continues_after_it(
     capture_files, full_source, recorded
 ):
-    start_ms, end_ms = _window(full_source, 60, 60)
-    source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
-    live = {s: _live_ids(source, s) for s in SYMBOLS}
+    start_ms, end_ms, source, live = replay_slice(capture_files, full_source, 60, 60)
     # Resume 50 trades before the replay's first: REST knows them (history) but refuses to serve anything.
     resume = {s: int(live[s][0]) - 51 for s in SYMBOLS}
     faults = ExchangeFaults(disconnect_every=1500)
@@ -281,7 +290,7 @@ def test_a_gap_rest_refuses_is_recorded_after_the_bounded_wait_and_release_conti
         missing = np.concatenate([np.arange(g.first_missing_id, g.last_missing_id + 1) for g in gaps])
         # Released and recorded-missing ids tile the range exactly: nothing lost silently, nothing twice.
         assert np.array_equal(np.sort(np.concatenate([released, missing])), np.arange(resume[s] + 1, released[-1] + 1))
-        assert np.array_equal(got, _rows(recorded[s], released))
+        assert np.array_equal(got, rows_of(recorded[s], released))
         assert released[-1] > first.last_missing_id  # release went on after the gap
         assert released[0] == first.last_missing_id + 1
         _assert_batches_in_order_and_gap_free(sink.batches, s, gaps)
@@ -338,9 +347,7 @@ class LaggingStream:
 def test_after_a_stream_restart_the_unacknowledged_trades_are_resent_and_nothing_before_the_ack(
     capture_files, full_source, recorded
 ):
-    start_ms, end_ms = _window(full_source, 200, 40)
-    source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
-    live = {s: _live_ids(source, s) for s in SYMBOLS}
+    start_ms, end_ms, source, live = replay_slice(capture_files, full_source, 200, 40)
     config = ExchangeConfig(capture_files=capture_files, start_ms=start_ms, end_ms=end_ms, speed="10x")
     sink = LaggingStream(lag=40, die_at=12, rewind_at=24, rewind_by=25)
 
@@ -377,9 +384,7 @@ def test_after_a_stream_restart_the_unacknowledged_trades_are_resent_and_nothing
 
 @pytest.mark.timeout(60)
 def test_connection_renewed_before_its_age_limit_loses_no_trade_even_without_rest(capture_files, full_source, recorded):
-    start_ms, end_ms = _window(full_source, 300, 20)
-    source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
-    live = {s: _live_ids(source, s) for s in SYMBOLS}
+    start_ms, end_ms, source, live = replay_slice(capture_files, full_source, 300, 20)
     config = ExchangeConfig(capture_files=capture_files, start_ms=start_ms, end_ms=end_ms, speed="10x")
     sink = Collector()
 
@@ -403,7 +408,7 @@ def test_connection_renewed_before_its_age_limit_loses_no_trade_even_without_res
     assert stats.proactive_reconnects >= 2 and stats.reconnects == 0
     assert exchange.stats().connections >= stats.proactive_reconnects + 1
     for s in SYMBOLS:
-        assert np.array_equal(sink.trades(s), _rows(recorded[s], live[s]))
+        assert np.array_equal(sink.trades(s), rows_of(recorded[s], live[s]))
     assert stats.unfillable_gaps == 0 and stats.duplicates_dropped > 0  # the overlap was deduplicated
 
 
@@ -416,12 +421,6 @@ def test_retry_after_is_bounded_whatever_the_header_says():
     for header, expected in (("inf", 300.0), ("1e300", 300.0), ("-5", 0.0), ("nan", None), ("soon", None)):
         assert parse_retry_after(header, 300.0) == (expected, True), header
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 300.0) == (None, True)
-
-
-def _slice(capture_files, full_source, offset_s: float, length_s: float):
-    start_ms, end_ms = _window(full_source, offset_s, length_s)
-    source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
-    return start_ms, end_ms, source, {s: _live_ids(source, s) for s in SYMBOLS}
 
 
 @pytest.mark.timeout(90)
@@ -440,7 +439,7 @@ def _slice(capture_files, full_source, offset_s: float, length_s: float):
 def test_a_forged_trade_frame_is_refused_and_counted_and_every_real_trade_is_released_once(
     capture_files, full_source, recorded, forged, reason
 ):
-    start_ms, end_ms, source, live = _slice(capture_files, full_source, 60, 60)
+    start_ms, end_ms, source, live = replay_slice(capture_files, full_source, 60, 60)
     faults = ExchangeFaults(forged=(forged,))
     config = ExchangeConfig(capture_files=capture_files, start_ms=start_ms, end_ms=end_ms, speed="20x", faults=faults)
     sink = Collector()
@@ -457,7 +456,7 @@ def test_a_forged_trade_frame_is_refused_and_counted_and_every_real_trade_is_rel
     assert exchange.stats().faults.get("forged") == 1
     for s in SYMBOLS:
         got = sink.trades(s)
-        assert np.array_equal(got, _rows(recorded[s], live[s])), f"{s}: {got.size} released, {live[s].size} live"
+        assert np.array_equal(got, rows_of(recorded[s], live[s])), f"{s}: {got.size} released, {live[s].size} live"
         assert 9999.0 not in got["price"]
     assert not any(b.gaps for b in sink.batches) and stats.unfillable_gaps == 0
     assert stats.refused.get(reason, 0) == 1, stats.refused
@@ -466,7 +465,7 @@ def test_a_forged_trade_frame_is_refused_and_counted_and_every_real_trade_is_rel
 
 @pytest.mark.timeout(60)
 def test_retry_after_inf_is_capped_and_later_gaps_are_still_backfilled(capture_files, full_source, recorded):
-    start_ms, end_ms, source, live = _slice(capture_files, full_source, 60, 60)
+    start_ms, end_ms, source, live = replay_slice(capture_files, full_source, 60, 60)
     config = ExchangeConfig(capture_files=capture_files, start_ms=start_ms, end_ms=end_ms, speed="20x")
     # The stream holds everything up to 50 trades before the replay's first: those come from REST only.
     resume = {s: int(live[s][0]) - 51 for s in SYMBOLS}
@@ -497,13 +496,13 @@ def test_retry_after_inf_is_capped_and_later_gaps_are_still_backfilled(capture_f
     assert stats.refused.get("retry_after") == 1
     for s in SYMBOLS:
         ids = np.arange(resume[s] + 1, int(live[s][-1]) + 1)
-        assert np.array_equal(sink.trades(s), _rows(recorded[s], ids))
+        assert np.array_equal(sink.trades(s), rows_of(recorded[s], ids))
     assert stats.unfillable_gaps == 0 and stats.backfilled_trades >= 50 * len(SYMBOLS)
 
 
 @pytest.mark.timeout(90)
 def test_a_connection_that_stalls_with_the_socket_open_is_probed_and_reconnected(capture_files, full_source, recorded):
-    start_ms, end_ms, source, live = _slice(capture_files, full_source, 120, 60)
+    start_ms, end_ms, source, live = replay_slice(capture_files, full_source, 120, 60)
     # After 300 frames the server stops sending for two minutes, answering pings: only the watchdog helps.
     faults = ExchangeFaults(stall_every=300, stall_s=120.0, stall_once=True)
     config = ExchangeConfig(capture_files=capture_files, start_ms=start_ms, end_ms=end_ms, speed="20x", faults=faults)
@@ -519,7 +518,7 @@ def test_a_connection_that_stalls_with_the_socket_open_is_probed_and_reconnected
     assert exchange.stats().faults.get("stall") == 1
     assert stats.silences >= 1 and stats.reconnects >= 1
     for s in SYMBOLS:
-        assert np.array_equal(sink.trades(s), _rows(recorded[s], live[s]))
+        assert np.array_equal(sink.trades(s), rows_of(recorded[s], live[s]))
     assert stats.unfillable_gaps == 0 and stats.backfilled_trades > 0
 
 
@@ -530,9 +529,7 @@ def test_a_connection_that_stalls_with_the_socket_open_is_probed_and_reconnected
 @pytest.mark.timeout(120)
 def test_ingestion_actor_feeds_a_stream_actor_every_trade_of_a_slice(ray_session, capture_files, full_source, recorded):
     ray = ray_session
-    start_ms, end_ms = _window(full_source, 400, 60)
-    source = load_capture(capture_files, start_ms=start_ms, end_ms=end_ms)
-    live = {s: _live_ids(source, s) for s in SYMBOLS}
+    start_ms, end_ms, source, live = replay_slice(capture_files, full_source, 400, 60)
 
     @ray.remote(num_cpus=0)
     class StreamStandIn:
@@ -584,7 +581,7 @@ def test_ingestion_actor_feeds_a_stream_actor_every_trade_of_a_slice(ray_session
     running, final, collected = asyncio.run(scenario())
     assert isinstance(running, IngestionStats) and running.connected and running.frames > 0
     for s in SYMBOLS:
-        assert np.array_equal(collected[s], _rows(recorded[s], live[s]))
+        assert np.array_equal(collected[s], rows_of(recorded[s], live[s]))
         assert final.trades_released[s] == live[s].size
     assert (
         final.batches_sent > 0

@@ -4,7 +4,6 @@ serves it from the stream actor with a paper actor attached."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from market.live_timeline import LiveTimeline
 from market.timeline_builder import MarketData, build_timeline
 from market.venue import BUY
 from tests.captures import BTC, ETH, load_captures, merged, trades_of
+from tests.waiting import wait_until
 
 STATE = StateConfig(tick_window=20, bar_window=12, reference_window=12, traded_timeframes=("1s", "1m"), cnn_hidden=16)
 
@@ -128,20 +128,6 @@ def test_a_failing_cnn_leaves_zeros_and_says_why_and_unknown_symbols_or_no_step_
     assert builder.status()["cnn_errors"] == builder.builds > 1  # each step's CNN call failed, each counted
 
 
-def _wait(predicate, timeout_s: float = 60.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # not ready yet
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
-
-
 @pytest.mark.timeout(180)
 def test_the_actor_serves_the_batch_state_of_the_stream_with_the_paper_accounts_agent_features(
     ray_session, capture, tmp_path
@@ -176,7 +162,7 @@ def test_the_actor_serves_the_batch_state_of_the_stream_with_the_paper_accounts_
         done = got.step_time_ms == reference.step_time_ms and got.agent_source == "paper"
         return got if done else None
 
-    got = _wait(served, what="the live state of the last step with the paper account's features")
+    got = wait_until(served, what="the live state of the last step with the paper account's features")
     batch = build_timeline(MarketData(traded_trades=capture[ETH], reference_trades=capture[BTC]), state)
     expected = gather(batch, np.array([got.step]), got.agent[None])[0]
     np.testing.assert_allclose(got.state, expected, rtol=0, atol=1e-6)

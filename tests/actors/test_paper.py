@@ -9,7 +9,6 @@ import asyncio
 import http.server
 import io
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from market.live_timeline import LiveTimeline
 from market.timeline_builder import MarketData, build_timeline
 from market.venue import BUY, CANCEL, HOLD, LEGS, POST_ASK, POST_BID, SELL, VenueConfig, half_spread_at
 from tests.captures import BTC, ETH, SMALL_STATE, load_captures, merged, sorted_books, trades_of
+from tests.waiting import wait_until
 
 MIDNIGHT_MS = 1_723_161_600_000  # 2024-08-09 00:00 UTC, inside the captures (a funding time)
 #: A state the tests can afford (the scripted policy reads none, so its size only sets the timeline's work).
@@ -251,6 +251,13 @@ def flips(step_times: np.ndarray, every: int = 3) -> dict[int, int]:
     return {int(t): (BUY if (k // every) % 2 == 0 else SELL) for k, t in enumerate(step_times) if k % every == 0}
 
 
+def flipped_through_the_replay(capture, step_times: np.ndarray, root: Path, risk: RiskConfig, seed: int) -> PaperTrader:
+    """A paper trader under ``risk`` whose policy flips every 3 steps, run over the whole replay (seeded batches)."""
+    trader = PaperTrader(paper_config(root / "paper", risk=risk), ScriptedPolicy(flips(step_times)))
+    Replay(capture, root / "stream", seed=seed).run(trader)
+    return trader
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("limit", ["max_position", "max_leverage"])
 def test_size_limits_refuse_every_open_beyond_them_and_cut_a_reversal_to_its_close(
@@ -297,10 +304,7 @@ def test_a_held_position_whose_leverage_drifts_past_the_limit_is_closed_by_a_de_
 
 @pytest.mark.timeout(120)
 def test_the_daily_loss_closes_at_once_and_nothing_opens_again_that_utc_day(capture, step_times, tmp_path) -> None:
-    trader = PaperTrader(
-        paper_config(tmp_path / "paper", risk=RiskConfig(max_daily_loss=5.0)), ScriptedPolicy(flips(step_times))
-    )
-    Replay(capture, tmp_path / "stream", seed=3).run(trader)
+    trader = flipped_through_the_replay(capture, step_times, tmp_path, RiskConfig(max_daily_loss=5.0), seed=3)
     fills = trader.fills()
     day = fills["time_ms"] // 86_400_000
     forced = fills["reason"] == REASONS.index("max_daily_loss")
@@ -316,10 +320,7 @@ def test_the_daily_loss_closes_at_once_and_nothing_opens_again_that_utc_day(capt
 
 @pytest.mark.timeout(120)
 def test_policy_orders_in_any_minute_stay_within_the_rate_limit(capture, step_times, tmp_path) -> None:
-    trader = PaperTrader(
-        paper_config(tmp_path / "paper", risk=RiskConfig(max_orders_per_minute=3)), ScriptedPolicy(flips(step_times))
-    )
-    Replay(capture, tmp_path / "stream", seed=4).run(trader)
+    trader = flipped_through_the_replay(capture, step_times, tmp_path, RiskConfig(max_orders_per_minute=3), seed=4)
     fills = trader.fills()
     orders = np.unique(fills["time_ms"][fills["reason"] == REASONS.index("policy")])
     assert orders.size >= 20
@@ -421,20 +422,6 @@ def test_every_paper_metric_is_recorded_with_the_catalogs_tags_and_the_status_va
 # --------------------------------------------------------------------------------------- the Ray actor
 
 
-def _wait(predicate, timeout_s: float = 60.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # the actor restarting
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
-
-
 @pytest.mark.timeout(180)
 def test_the_actor_restarted_by_ray_kill_restores_positions_and_pnl_and_its_kill_switch_flattens(
     ray_session, capture, step_times, tmp_path
@@ -471,7 +458,7 @@ def test_the_actor_restarted_by_ray_kill_restores_positions_and_pnl_and_its_kill
         status = ray.get(paper.status.remote(), timeout=10)
         return status if status["last_step_ms"] == expected_last else None
 
-    before = _wait(caught_up, what=f"paper to reach step {expected_last}")
+    before = wait_until(caught_up, what=f"paper to reach step {expected_last}")
     assert before["position"] > 0 and before["fills"] >= 1 and before["polls"] > 0
 
     ray.kill(paper, no_restart=False)
@@ -480,7 +467,7 @@ def test_the_actor_restarted_by_ray_kill_restores_positions_and_pnl_and_its_kill
         status = caught_up()
         return status if status and status["pid"] != before["pid"] else None
 
-    after = _wait(restarted, what="the restarted paper actor")
+    after = wait_until(restarted, what="the restarted paper actor")
     for key in ("position", "entry_price", "cash", "equity", "pnl", "fees", "orders", "fills", "risk", "cursor"):
         assert after[key] == before[key], key
 

@@ -6,7 +6,6 @@ Transitions here are synthetic (random numbers shaped like compact transitions);
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +26,8 @@ GPU = [pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA)]
 DEVICES = ["cpu", pytest.param("cuda", marks=GPU)]
 DEVICE_PAIRS = [("cpu", "cpu"), pytest.param("cpu", "cuda", marks=GPU), pytest.param("cuda", "cpu", marks=GPU)]
 A = 6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Batches of hundreds run faster on one thread than fanned out to cores other work is using."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Batches of hundreds run faster on one thread than fanned out to cores other work is using.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic(n: int, seed: int = 0, start: int = 0, agent_dim: int = A) -> dict[str, np.ndarray]:

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from market.env import EnvConfig, VectorTradingEnv
 from market.errors import ConfigError, DataError
 from market.layout import StateConfig
-from market.records import BAR_DTYPE
 from market.timeline import MarketTimeline
 from market.timeline_builder import MarketData, build_timeline
 from market.trade_outcomes import OUTCOME_FEATURES, TradeLedger
@@ -30,6 +29,10 @@ from policies.sensitivity import (
     SensitivityGate,
     change_confidence,
 )
+from tests.market.test_env import bars_from
+
+#: The learner's batches are tiny: on a shared CPU, more intra-op threads only wait on each other.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MINUTE = 60_000
 #: 2025-01-01 08:00 UTC is a funding time; paths start an hour before it so perp episodes cross one.
@@ -39,29 +42,13 @@ EQUITY = 10_000.0
 QFn = Callable[[int, float], np.ndarray]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The learner's batches are tiny: on a shared CPU, more intra-op threads only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def closes_timeline(close: np.ndarray, spread: float = 0.002) -> MarketTimeline:
-    """A ``tiny``-profile timeline (the real builder) of 1m bars closing at ``close`` (synthetic)."""
-    n = close.shape[0]
-    bars = np.zeros(n, dtype=BAR_DTYPE)
-    bars["open_time_ms"] = START_MS + np.arange(n, dtype=np.int64) * MINUTE
-    bars["close_time_ms"] = bars["open_time_ms"] + MINUTE - 1
-    bars["open"] = np.r_[close[0], close[:-1]]
-    bars["close"] = close
-    bars["high"] = np.maximum(bars["open"], close) * (1 + spread)
-    bars["low"] = np.minimum(bars["open"], close) * (1 - spread)
-    bars["volume"] = 10.0
-    bars["tick_count"] = 10
-    bars["buy_volume"] = bars["sell_volume"] = 5.0
-    bars["vwap"] = (bars["high"] + bars["low"] + close) / 3
+    """A ``tiny``-profile timeline (the real builder) of 1m bars closing at ``close`` (synthetic), each bar's
+    extremes ``spread`` beyond its open and close."""
+    opens = np.r_[close[0], close[:-1]]
+    high = np.maximum(opens, close) * (1 + spread)
+    low = np.minimum(opens, close) * (1 - spread)
+    bars = bars_from(close, high, low, start_ms=START_MS)
     ref = bars.copy()
     for key in ("open", "high", "low", "close", "vwap"):
         ref[key] = 20.0 * bars[key]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -43,15 +42,8 @@ def backend_of(case: str) -> str:
 
 # Shapes that give a flat top only, one K-level under the top, and several.
 SHAPES = st.sampled_from([(2, 1), (2, 8), (4, 4), (16, 4096), (16, 16), (32, 2)])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Batches of hundreds run faster on one thread than fanned out to cores other work is using."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Batches of hundreds run faster on one thread than fanned out to cores other work is using.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tree(values: np.ndarray, fanout: int, top_width: int, device: str) -> SumMinTree:
