@@ -18,6 +18,7 @@ import orjson
 import pyarrow.fs as pafs
 
 from market.errors import ConfigError, DataError
+from market.shared_json import parse_json
 
 META = "meta.json"
 """Written last: a checkpoint folder without it is incomplete (a write cut short) and is never read."""
@@ -178,14 +179,7 @@ class CheckpointStore:
         DataError
             When it is not valid JSON.
         """
-        raw = self.read_bytes(info, META)
-        try:
-            meta = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"checkpoint file {info.file_uri(META)} is not valid JSON: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise DataError(f"checkpoint file {info.file_uri(META)}: expected a JSON object")
-        return meta
+        return parse_json(self.read_bytes(info, META), dict, f"checkpoint file {info.file_uri(META)}")
 
     def local_path(self, info: CheckpointInfo, filename: str, scratch: Path) -> Path:
         """A local path holding one file of a checkpoint: the file itself for local storage, else a copy

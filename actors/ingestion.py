@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import orjson
 import ray
 from websockets.asyncio.client import connect
 
@@ -29,6 +28,7 @@ from market.clock import wall_ms
 from market.errors import DataError
 from market.records import BOOK_TICKER_DTYPE, TRADE_DTYPE
 from market.seeding import derive_seed
+from market.shared_json import SNIPPET_CHARS, parse_json
 
 from .ingestion_config import IngestionConfig
 from .messages import StreamAck, TickBatch, TradeGap
@@ -52,7 +52,6 @@ Sink = Callable[[TickBatch], Awaitable[StreamAck | None]]
 _EMPTY_TRADES = np.empty(0, TRADE_DTYPE)
 _EMPTY_I64 = np.empty(0, np.int64)
 _EMPTY_BOOL = np.empty(0, bool)
-_SNIPPET = 160
 #: Reasons a trade or a header was refused (keys of ``IngestionStats.refused``).
 REFUSAL_REASONS = ("clock_skew", "unconfirmed_id", "rest_override", "retry_after", "unconfirmed_overflow")
 # Fewer trades than this in one step do not move the estimate of the exchange clock's offset.
@@ -83,18 +82,14 @@ def parse_historical_trades(body: bytes | str, where: str) -> np.ndarray:
         Naming ``where``, the row and the value, when the body is not such a list, or a row lacks a field,
         has a non-integer id or time, a non-finite or non-positive price, or a negative quantity.
     """
-    try:
-        rows = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise DataError(f"{where}: body is not JSON ({exc}): {body[:_SNIPPET]!r}") from None
-    if not isinstance(rows, list):
-        raise DataError(f"{where}: expected a JSON list of trades, got {str(rows)[:_SNIPPET]!r}")
+    rows = parse_json(body, list, f"{where}: body")
     out: list[tuple[int, int, float, float, bool]] = []
     for i, row in enumerate(rows):
         try:
             tid, t_ms, price, qty, maker = row["id"], row["time"], row["price"], row["qty"], row["isBuyerMaker"]
         except (KeyError, TypeError):
-            raise DataError(f"{where}: row {i} lacks id/time/price/qty/isBuyerMaker: {str(row)[:_SNIPPET]!r}") from None
+            snippet = str(row)[:SNIPPET_CHARS]
+            raise DataError(f"{where}: row {i} lacks id/time/price/qty/isBuyerMaker: {snippet!r}") from None
         if type(tid) is not int or type(t_ms) is not int or tid < 0 or t_ms <= 0:
             raise DataError(f"{where}: row {i} has id {tid!r} and time {t_ms!r}; expected non-negative integers")
         if type(maker) is not bool:
@@ -201,7 +196,7 @@ class _RestClient:
             raise RestError(None, f"{where}: no answer ({type(exc).__name__}: {exc})") from None
         if status != 200:
             wait, refused = parse_retry_after(retry_after, self._max_retry_after_s)
-            reason = f"{where}: HTTP {status} {body[:_SNIPPET].decode(errors='replace')}"
+            reason = f"{where}: HTTP {status} {body[:SNIPPET_CHARS].decode(errors='replace')}"
             raise RestError(status, reason, wait, refused)
         try:
             return parse_historical_trades(body, where)

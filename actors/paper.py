@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import tempfile
 import threading
 import urllib.request
 from collections import deque
@@ -34,6 +33,7 @@ from market.config import StrictModel, SymbolsConfig
 from market.datasets import read_parquet, write_parquet
 from market.errors import ConfigError, DataError
 from market.layout import AGENT_FEATURES, StateConfig, StateLayout, build_layout
+from market.shared_json import write_json
 
 from .live_state import LIVE_STATE_ACTOR, LiveState
 from .risk import RiskConfig, RiskManager, RiskState
@@ -83,6 +83,22 @@ API_KEY_HEADER = "X-API-Key"
 _ACCOUNT_FILE = "account.json"
 _FILLS_DIR = "fills"
 _FORMAT = 1
+#: The ``market.venue.Accounts`` fields kept in ``account.json``: name, type, and the value a file written before
+#: the field existed reads as (None: the field is required). ``order_queue`` is not kept: tick fills only.
+_ACCOUNT_FIELDS: tuple[tuple[str, type[float] | type[int], float | int | None], ...] = (
+    ("cash", float, None),
+    ("qty", float, None),
+    ("entry_price", float, None),
+    ("entry_step", int, None),
+    ("fees", float, None),
+    ("funding", float, None),
+    ("trades", int, None),
+    ("refusals", int, 0),
+    ("margin_lost", float, 0.0),
+    ("order_side", int, 0),
+    ("order_price", float, 0.0),
+    ("order_target", int, 0),
+)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -135,7 +151,8 @@ class CheckpointPolicy:
         self.device = device
         self._predictor: Any = None
 
-    def _load(self) -> Any:
+    def load(self) -> Any:
+        """The ``PolicyPredictor`` (loaded on first use, in the process that acts)."""
         if self._predictor is None:
             from policies.policy_inference import PolicyPredictor
 
@@ -144,10 +161,10 @@ class CheckpointPolicy:
 
     @property
     def version(self) -> str:
-        return self._load().version
+        return self.load().version
 
     def prepare(self, layout: StateLayout) -> None:
-        theirs = self._load().layout
+        theirs = self.load().layout
         if theirs != layout:
             raise ConfigError(
                 f"policy checkpoint {self.path}: its state layout ({theirs.config.profile!r}, {theirs.size} floats) "
@@ -155,7 +172,7 @@ class CheckpointPolicy:
             )
 
     def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
-        return int(self._load().act(state).actions[0])
+        return int(self.load().act(state).actions[0])
 
 
 class HttpPolicy:
@@ -299,21 +316,6 @@ def agent_features(acc: vn.Accounts, step: int, price: float, equity0: float) ->
 # ---------------------------------------------------------------------------------------------------
 # The plain trader
 # ---------------------------------------------------------------------------------------------------
-
-
-def _write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as JSON atomically (temp file beside it, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(orjson.dumps(value))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _float(value: Any) -> float:
@@ -754,27 +756,14 @@ class PaperTrader:
                 self.fills_written += int(rows.size)
                 self._unsaved = []
             acc = self.acc
-            _write_json(
+            write_json(
                 self.root / _ACCOUNT_FILE,
                 {
                     "format": _FORMAT,
                     "symbol": self.config.symbols.traded,
                     "venue": self.config.venue.kind,
                     "initial_equity": self.equity0,
-                    "account": {
-                        "cash": float(acc.cash[0]),
-                        "qty": float(acc.qty[0]),
-                        "entry_price": float(acc.entry_price[0]),
-                        "entry_step": int(acc.entry_step[0]),
-                        "fees": float(acc.fees[0]),
-                        "funding": float(acc.funding[0]),
-                        "trades": int(acc.trades[0]),
-                        "refusals": int(acc.refusals[0]),
-                        "margin_lost": float(acc.margin_lost[0]),
-                        "order_side": int(acc.order_side[0]),
-                        "order_price": float(acc.order_price[0]),
-                        "order_target": int(acc.order_target[0]),
-                    },
+                    "account": {name: kind(getattr(acc, name)[0]) for name, kind, _ in _ACCOUNT_FIELDS},
                     "risk": self.risk.state.to_dict(),
                     "last_step_ms": self.last_step_ms,
                     "last_close": self.last_close,
@@ -811,18 +800,8 @@ class PaperTrader:
                 )
         try:
             a = raw["account"]
-            self.acc.cash[0] = float(a["cash"])
-            self.acc.qty[0] = float(a["qty"])
-            self.acc.entry_price[0] = float(a["entry_price"])
-            self.acc.entry_step[0] = int(a["entry_step"])
-            self.acc.fees[0] = float(a["fees"])
-            self.acc.funding[0] = float(a["funding"])
-            self.acc.trades[0] = int(a["trades"])
-            self.acc.refusals[0] = int(a.get("refusals", 0))
-            self.acc.margin_lost[0] = float(a.get("margin_lost", 0.0))
-            self.acc.order_side[0] = int(a.get("order_side", 0))
-            self.acc.order_price[0] = float(a.get("order_price", 0.0))
-            self.acc.order_target[0] = int(a.get("order_target", 0))
+            for name, kind, default in _ACCOUNT_FIELDS:
+                getattr(self.acc, name)[0] = kind(a[name] if default is None else a.get(name, default))
             self.last_step_ms = int(raw["last_step_ms"])
             self.last_close = _float(raw["last_close"])
             self.last_half_spread = _float(raw.get("last_half_spread"))

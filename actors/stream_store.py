@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from market.datasets import fsync_dir, fsync_file, read_parquet, read_parquet_metadata, write_parquet
+from market.datasets import fsync_dir, read_parquet, read_parquet_metadata, write_parquet
 from market.errors import DataError
 from market.records import BAR_DTYPE, TRADE_DTYPE
+from market.shared_json import write_json
 from market.timeframes import timeframe_ms
 
 __all__ = ["DAY_MS", "CorruptChunk", "StreamStore", "utc_day"]
@@ -353,19 +353,7 @@ class StreamStore:
 
     def write_json(self, name: str, value: object) -> Path:
         """Write ``<root>/<name>.json`` atomically."""
-        path = self.root / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(orjson.dumps(value, option=orjson.OPT_INDENT_2))
-            fsync_file(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
-        return path
+        return write_json(self.root / f"{name}.json", value, indent=True)
 
     def read_json(self, name: str) -> object | None:
         """The value of ``<root>/<name>.json``, or None when absent."""
