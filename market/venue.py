@@ -799,10 +799,13 @@ def _queue_fills(
 ) -> np.ndarray:
     """Tick fills: run each resting order through the queue model over ``(since, until]``; return where one filled."""
     k = acc.qty.shape[0]
+    fill = np.zeros(k, dtype=bool)
+    resting = np.flatnonzero(acc.order_side != 0)
+    if resting.size == 0:
+        return fill
     since = np.broadcast_to(np.asarray(since_ms, dtype=np.int64), (k,))
     until = np.broadcast_to(np.asarray(until_ms, dtype=np.int64), (k,))
-    fill = np.zeros(k, dtype=bool)
-    for i in np.flatnonzero(acc.order_side != 0):
+    for i in resting:
         side, price = int(acc.order_side[i]), float(acc.order_price[i])
         when, acc.order_queue[i] = queue_fill(tape, side, price, float(acc.order_queue[i]), since[i], until[i])
         fill[i] = when >= 0
