@@ -11,6 +11,7 @@ trades and the quotes as depth events. Prints ``backtest: ours X/s, peer[hftback
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import sys
 import time
@@ -304,6 +305,9 @@ def main() -> int:
 
     if not (SHARED_DATA / "binance" / "ws").is_dir():
         print(f"backtest: skipped, no real captures under {SHARED_DATA}")
+        return 0
+    if importlib.util.find_spec("hftbacktest") is None:
+        print("backtest: skipped, hftbacktest is not installed (the bench extra: pip install -e '.[bench]')")
         return 0
     timeline, tape = load_real(SHARED_DATA)
     script = Script()
