@@ -17,6 +17,13 @@ _DEFAULT_ENDPOINTS = EndpointsConfig()
 _DEFAULT_SYMBOLS = SymbolsConfig()
 
 
+def _base_url(value: str, schemes: tuple[str, ...]) -> str:
+    """``value`` without a trailing slash, when it starts with one of ``schemes``."""
+    if not value.startswith(schemes):
+        raise ValueError(f"must start with {' or '.join(schemes)} (got {value!r})")
+    return value.rstrip("/")
+
+
 class IngestionConfig(StrictModel):
     """Live ingestion of Binance's combined stream (``<sym>@trade`` and ``<sym>@bookTicker`` per symbol).
 
@@ -121,9 +128,7 @@ class IngestionConfig(StrictModel):
     @field_validator("ws_url")
     @classmethod
     def _ws_url(cls, value: str) -> str:
-        if not value.startswith(("ws://", "wss://")):
-            raise ValueError(f"must start with ws:// or wss:// (got {value!r})")
-        value = value.rstrip("/")
+        value = _base_url(value, ("ws://", "wss://"))
         if "?" in value or value.endswith(("/stream", "/ws")):
             raise ValueError(f"must be the endpoint's base, without /stream or a query (got {value!r})")
         return value
@@ -131,9 +136,7 @@ class IngestionConfig(StrictModel):
     @field_validator("rest_url")
     @classmethod
     def _rest_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https:// (got {value!r})")
-        return value.rstrip("/")
+        return _base_url(value, ("http://", "https://"))
 
     @model_validator(mode="after")
     def _backoff_order(self) -> IngestionConfig:
