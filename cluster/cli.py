@@ -6,8 +6,12 @@ Commands parse options and print; the work lives in the modules they import (laz
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -190,6 +194,57 @@ def _utc_ms(text: str | None) -> int | None:
     return int(when.replace(tzinfo=dt.UTC).timestamp() * 1000)
 
 
+@dataclass(frozen=True, slots=True)
+class DataSpan:
+    """The data a scoring command reads: named files (else the configured history) and a UTC span of it.
+
+    The fields are keyword arguments of ``cluster.evaluate.evaluate`` and ``cluster.train_cnn.evaluate_cnn``.
+    """
+
+    data_paths: list[Path] | None
+    start_ms: int | None
+    end_ms: int | None
+    allow_short_warmup: bool
+
+
+def span_options(verb: str, data_help: str, warmup_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--data``, ``--start``, ``--end`` and ``--allow-short-warmup``, handed to the command as ``span: DataSpan``.
+
+    ``verb`` says what happens to the steps in the span ("evaluated", "scored") in the options' help.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def with_span(
+            *args: Any,
+            data_paths: tuple[Path, ...],
+            start: str | None,
+            end: str | None,
+            allow_short_warmup: bool,
+            **kwargs: Any,
+        ) -> Any:
+            span = DataSpan(list(data_paths) or None, _utc_ms(start), _utc_ms(end), allow_short_warmup)
+            return command(*args, span=span, **kwargs)
+
+        options = (
+            click.option(
+                "--data",
+                "data_paths",
+                multiple=True,
+                type=click.Path(exists=True, path_type=Path),
+                help=data_help,
+            ),
+            click.option("--start", "start", default=None, help=f"First {verb} instant, YYYY-MM-DD[THH:MM] UTC."),
+            click.option("--end", "end", default=None, help=f"First instant not {verb} (exclusive)."),
+            click.option("--allow-short-warmup", is_flag=True, help=warmup_help),
+        )
+        for option in reversed(options):
+            with_span = option(with_span)
+        return with_span
+
+    return decorate
+
+
 @main.command()
 @CONFIG_OPTION
 @SET_OPTION
@@ -259,20 +314,11 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
     help="The CNN the policy was trained with, when its checkpoint does not name one.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] or auto.")
-@click.option(
-    "--data",
-    "data_paths",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Kline files or folders (CSV, Parquet, public-data zips) to evaluate on, all of it after the warm-up "
+@span_options(
+    "evaluated",
+    data_help="Kline files or folders (CSV, Parquet, public-data zips) to evaluate on, all of it after the warm-up "
     "(repeatable). Default: the recorded evaluation span of the configured data.",
-)
-@click.option("--start", "start", default=None, help="First evaluated instant, YYYY-MM-DD[THH:MM] UTC.")
-@click.option("--end", "end", default=None, help="First instant not evaluated (exclusive).")
-@click.option(
-    "--allow-short-warmup",
-    is_flag=True,
-    help="Evaluate steps whose state windows are not yet full (counted and printed) instead of refusing.",
+    warmup_help="Evaluate steps whose state windows are not yet full (counted and printed) instead of refusing.",
 )
 def evaluate_command(
     checkpoint: Path,
@@ -284,10 +330,7 @@ def evaluate_command(
     resamples: int,
     cnn_checkpoint: Path | None,
     device: str,
-    data_paths: tuple[Path, ...],
-    start: str | None,
-    end: str | None,
-    allow_short_warmup: bool,
+    span: DataSpan,
 ) -> None:
     """Evaluate a policy greedily on the evaluation span beside the baselines, with bootstrap intervals."""
     import datetime as dt
@@ -306,10 +349,7 @@ def evaluate_command(
         cnn_checkpoint=cnn_checkpoint,
         device=device,
         log=lambda line: click.echo(line, err=True),
-        data_paths=list(data_paths) or None,
-        start_ms=_utc_ms(start),
-        end_ms=_utc_ms(end),
-        allow_short_warmup=allow_short_warmup,
+        **asdict(span),
     )
     click.echo(format_report(report))
 
@@ -323,25 +363,17 @@ def evaluate_command(
 )
 @CONFIG_OPTION
 @SET_OPTION
-@click.option(
-    "--data",
-    "data_paths",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Kline files or folders to score on (repeatable). Default: the configured history.",
+@span_options(
+    "scored",
+    data_help="Kline files or folders to score on (repeatable). Default: the configured history.",
+    warmup_help="Score steps whose windows are not yet full.",
 )
-@click.option("--start", "start", default=None, help="First scored instant, YYYY-MM-DD[THH:MM] UTC.")
-@click.option("--end", "end", default=None, help="First instant not scored (exclusive).")
-@click.option("--allow-short-warmup", is_flag=True, help="Score steps whose windows are not yet full.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default=None, help="Write the scores as JSON.")
 def evaluate_cnn_command(
     checkpoint: Path,
     config_path: Path | None,
     overrides: tuple[str, ...],
-    data_paths: tuple[Path, ...],
-    start: str | None,
-    end: str | None,
-    allow_short_warmup: bool,
+    span: DataSpan,
     out_path: Path | None,
 ) -> None:
     """Score a CNN's direction predictions on new data beside its training span's majority class and persistence."""
@@ -353,10 +385,7 @@ def evaluate_cnn_command(
     result = evaluate_cnn(
         checkpoint,
         cfg,
-        data_paths=list(data_paths) or None,
-        start_ms=_utc_ms(start),
-        end_ms=_utc_ms(end),
-        allow_short_warmup=allow_short_warmup,
+        **asdict(span),
         log=click.echo,
     )
     if out_path is not None:
