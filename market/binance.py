@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -266,39 +266,54 @@ def _text(d: dict, key: str, what: str) -> str:
     return value
 
 
+#: What each record reads from its frame, in the record's order: (key, reader). A reader checks the
+#: value and raises FrameError naming the key, so the first bad field of a frame is the one reported.
+_Fields = tuple[tuple[str, Callable[[dict, str, str], Any]], ...]
+_TRADE_FIELDS: _Fields = (("T", _time), ("t", _count), ("p", _price), ("q", _qty), ("m", _flag))
+_AGG_TRADE_FIELDS: _Fields = (
+    ("T", _time),
+    ("a", _count),
+    ("f", _count),
+    ("l", _count),
+    ("p", _price),
+    ("q", _qty),
+    ("m", _flag),
+)
+_BOOK_FIELDS: _Fields = (("u", _count), ("b", _price), ("B", _qty), ("a", _price), ("A", _qty))
+_KLINE_FIELDS: _Fields = (
+    ("i", _text),
+    ("t", _time),
+    ("T", _time),
+    ("o", _price),
+    ("h", _price),
+    ("l", _price),
+    ("c", _price),
+    ("v", _qty),
+    ("n", _count),
+    ("V", _qty),
+    ("q", _qty),
+    ("x", _flag),
+)
+
+
+def _read(d: dict, fields: _Fields, what: str) -> list[Any]:
+    """The checked values of ``fields`` in ``d``, in order."""
+    return [read(d, key, what) for key, read in fields]
+
+
 def _trade(d: dict, recv_ms: int) -> tuple[str, str, str | tuple[str, str], bytes]:
     raw = _text(d, "s", "trade")
-    row = _pack_trade(
-        _time(d, "T", "trade"),
-        _count(d, "t", "trade"),
-        _price(d, "p", "trade"),
-        _qty(d, "q", "trade"),
-        _flag(d, "m", "trade"),
-    )
-    return TRADE, raw, raw.upper(), row
+    return TRADE, raw, raw.upper(), _pack_trade(*_read(d, _TRADE_FIELDS, "trade"))
 
 
 def _agg_trade(d: dict, recv_ms: int) -> tuple[str, str, str | tuple[str, str], bytes]:
     raw = _text(d, "s", "aggTrade")
-    row = _PACKERS[AGG_TRADE].pack(
-        _time(d, "T", "aggTrade"),
-        _count(d, "a", "aggTrade"),
-        _count(d, "f", "aggTrade"),
-        _count(d, "l", "aggTrade"),
-        _price(d, "p", "aggTrade"),
-        _qty(d, "q", "aggTrade"),
-        _flag(d, "m", "aggTrade"),
-    )
-    return AGG_TRADE, raw, raw.upper(), row
+    return AGG_TRADE, raw, raw.upper(), _PACKERS[AGG_TRADE].pack(*_read(d, _AGG_TRADE_FIELDS, "aggTrade"))
 
 
 def _book_ticker(d: dict, recv_ms: int) -> tuple[str, str, str | tuple[str, str], bytes]:
     raw = _text(d, "s", "bookTicker")
-    update_id = _count(d, "u", "bookTicker")
-    bid = _price(d, "b", "bookTicker")
-    bid_qty = _qty(d, "B", "bookTicker")
-    ask = _price(d, "a", "bookTicker")
-    ask_qty = _qty(d, "A", "bookTicker")
+    update_id, bid, bid_qty, ask, ask_qty = _read(d, _BOOK_FIELDS, "bookTicker")
     # USD-M frames carry the transaction time "T" and the event time "E"; spot frames carry neither.
     if "T" in d:
         t_ms = _time(d, "T", "bookTicker")
@@ -316,18 +331,7 @@ def _kline(d: dict, recv_ms: int) -> tuple[str, str, str | tuple[str, str], byte
     k = _get(d, "k", "kline")
     if type(k) is not dict:
         raise FrameError("not_an_object", f"kline 'k' is {k!r}, not an object")
-    interval = _text(k, "i", "kline")
-    open_ms = _time(k, "t", "kline")
-    close_ms = _time(k, "T", "kline")
-    o = _price(k, "o", "kline")
-    h = _price(k, "h", "kline")
-    lo = _price(k, "l", "kline")
-    c = _price(k, "c", "kline")
-    v = _qty(k, "v", "kline")
-    n = _count(k, "n", "kline")
-    buy = _qty(k, "V", "kline")
-    quote = _qty(k, "q", "kline")
-    closed = _flag(k, "x", "kline")
+    interval, open_ms, close_ms, o, h, lo, c, v, n, buy, quote, closed = _read(k, _KLINE_FIELDS, "kline")
     if close_ms < open_ms:
         raise FrameError("inconsistent", f"kline closes at {close_ms} before it opens at {open_ms}")
     if not (lo <= min(o, c) and h >= max(o, c)):
