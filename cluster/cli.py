@@ -31,6 +31,8 @@ SET_OPTION = click.option(
     metavar="KEY.PATH=VALUE",
     help="Override one config key, e.g. --set training.lr=3e-4 (repeatable).",
 )
+#: A file that must exist (a checkpoint, a model); the value is a ``Path``.
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 def _load(config_path: Path | None, overrides: tuple[str, ...]):
@@ -286,7 +288,7 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
 @click.option(
     "--checkpoint",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     help="Policy checkpoint written by policies.checkpoint.save_policy.",
 )
 @CONFIG_OPTION
@@ -309,7 +311,7 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Block-bootstrap resamples.")
 @click.option(
     "--cnn-checkpoint",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     default=None,
     help="The CNN the policy was trained with, when its checkpoint does not name one.",
 )
@@ -355,12 +357,7 @@ def evaluate_command(
 
 
 @main.command("evaluate-cnn")
-@click.option(
-    "--checkpoint",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CNN checkpoint written by rayscalp train-cnn.",
-)
+@click.option("--checkpoint", required=True, type=EXISTING_FILE, help="CNN checkpoint written by rayscalp train-cnn.")
 @CONFIG_OPTION
 @SET_OPTION
 @span_options(
@@ -466,7 +463,7 @@ def trials_command(
 @click.option(
     "--policy",
     "policy_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     default=None,
     help="A policy checkpoint (policies.checkpoint) to act with.",
 )
