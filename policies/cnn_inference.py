@@ -26,6 +26,7 @@ from .cnn import MultiTimeframeCNN, load_checkpoint
 from .device import resolve_device
 from .npy import PayloadError as PayloadError  # re-exported: the codecs here raise it too
 from .npy import decode_npy as decode_npy  # re-exported: the one .npy request decoder
+from .state_check import check_states
 
 #: Media types of the binary payload, in and out.
 NPY_MEDIA_TYPES = ("application/x-npy", "application/octet-stream")
@@ -135,31 +136,7 @@ class CnnPredictor:
 
         A request is 1 to ``max_rows`` states of this layout's width, float32, every value finite.
         """
-        if not isinstance(states, np.ndarray):
-            raise PayloadError(
-                f"states must be a numpy array [B, {self.state_size}] float32, got {type(states).__name__}"
-            )
-        if states.dtype.kind != "f" or states.dtype.itemsize != 4 or states.dtype.fields is not None:
-            raise PayloadError(f"states must be float32, got dtype {states.dtype.str!r}")
-        if states.ndim != 2:
-            raise PayloadError(f"states must be 2-D [B, {self.state_size}], got shape {tuple(states.shape)}")
-        rows, width = states.shape
-        if width != self.state_size:
-            raise PayloadError(
-                f"states have {width} columns, the {self.layout.config.profile!r} layout has {self.state_size}"
-            )
-        if rows < 1:
-            raise PayloadError("states are empty (0 rows); send at least one state")
-        if rows > self.max_rows:
-            raise PayloadError(f"{rows} states in one request, at most {self.max_rows}")
-        finite = np.isfinite(states)
-        if not finite.all():
-            row, col = (int(i) for i in np.argwhere(~finite)[0])
-            raise PayloadError(
-                f"states[{row}, {col}] is {states[row, col]} (component {self.layout.component_at(col)}): "
-                "every value must be finite"
-            )
-        return np.ascontiguousarray(states, dtype=np.float32)
+        return check_states(states, self.layout, self.max_rows, single=False)
 
     # ----------------------------------------------------------------------------------------- forward
 

@@ -26,6 +26,7 @@ from .cnn_inference import batch_offsets
 from .device import resolve_device
 from .dqn import N_ACTIONS, QNetwork
 from .npy import PayloadError, decode_npy
+from .state_check import check_states
 
 #: Action names as the HTTP answer spells them, index = the action's id (BUY 0, SELL 1, HOLD 2).
 ACTIONS: tuple[str, ...] = tuple(name.upper() for name in ACTION_NAMES)
@@ -220,40 +221,7 @@ class PolicyPredictor:
             Not an array, not float32, not 1-D or 2-D, the wrong width, no rows, too many rows, or a value
             that is not finite (the message names the row, the column and its layout component).
         """
-        if not isinstance(states, np.ndarray):
-            raise PayloadError(f"state must be a numpy array [S] or [B, S] float32, got {type(states).__name__}")
-        if states.dtype.kind != "f" or states.dtype.itemsize != 4 or states.dtype.fields is not None:
-            raise PayloadError(f"states must be float32, got dtype {states.dtype.str!r}")
-        if states.ndim == 1:
-            states = states.reshape(1, -1)
-        if states.ndim != 2:
-            raise PayloadError(
-                f"state must be [{self.state_size}] or [B, {self.state_size}], got shape {tuple(states.shape)}"
-            )
-        rows, width = states.shape
-        if width != self.state_size:
-            raise PayloadError(
-                f"state has {width} values, the {self.layout.config.profile!r} layout has {self.state_size}"
-            )
-        if rows < 1:
-            raise PayloadError("states are empty (0 rows); send at least one state")
-        if rows > self.max_rows:
-            raise PayloadError(f"{rows} states in one request, at most {self.max_rows}")
-        finite = np.isfinite(states)
-        if not finite.all():
-            row, col = (int(i) for i in np.argwhere(~finite)[0])
-            raise PayloadError(
-                f"states[{row}, {col}] is {states[row, col]} (component {self.layout.component_at(col)}): "
-                "every value must be finite"
-            )
-        large = np.abs(states) > MAX_ABS_VALUE
-        if large.any():
-            row, col = (int(i) for i in np.argwhere(large)[0])
-            raise PayloadError(
-                f"states[{row}, {col}] is {states[row, col]:g} (component {self.layout.component_at(col)}): "
-                f"|value| must be at most {MAX_ABS_VALUE:g} (states are normalised features)"
-            )
-        return np.ascontiguousarray(states, dtype=np.float32)
+        return check_states(states, self.layout, self.max_rows, single=True, max_abs=MAX_ABS_VALUE)
 
     def with_agent(self, states: np.ndarray, agent: object) -> np.ndarray:
         """A copy of checked ``states`` [B, S] whose agent slot holds ``agent`` ([A] for every row, or [B, A]).
