@@ -37,6 +37,7 @@ __all__ = [
     "SyntheticBars",
     "SyntheticConfig",
     "SyntheticMarket",
+    "SyntheticProduct",
     "synthetic_bars",
     "synthetic_trades",
 ]
@@ -115,48 +116,59 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class SyntheticMarket:
+class SyntheticProduct:
+    """What every synthetic product carries: its seed, start, regime path and the synthetic label."""
+
+    seed: int
+    start_ms: int
+    regimes: np.ndarray
+    regime_names: tuple[str, ...]
+    synthetic: bool = field(default=True, init=False)
+    label: str = field(default=SYNTHETIC_LABEL, init=False)
+
+    @property
+    def spacing(self) -> dict[str, int]:
+        """The product's own time step, by name (overridden by each product)."""
+        return {}
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Key/values to store beside anything written from this product (e.g. Parquet metadata)."""
+        fixed = {"synthetic": "true", "label": self.label, "seed": str(self.seed)}
+        return fixed | {name: str(value) for name, value in self.spacing.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticMarket(SyntheticProduct):
     """Synthetic trades per symbol, with the regime path that made them. Labelled synthetic.
 
     ``regimes[k]`` is the regime index during ``[start_ms + k step_ms, start_ms + (k + 1) step_ms)``.
     """
 
-    seed: int
-    start_ms: int
     duration_ms: int
     step_ms: int
     trades: Mapping[str, np.ndarray]
-    regimes: np.ndarray
-    regime_names: tuple[str, ...]
-    synthetic: bool = field(default=True, init=False)
-    label: str = field(default=SYNTHETIC_LABEL, init=False)
 
     @property
-    def metadata(self) -> dict[str, str]:
-        """Key/values to store beside anything written from this product (e.g. Parquet metadata)."""
-        return {"synthetic": "true", "label": self.label, "seed": str(self.seed), "step_ms": str(self.step_ms)}
+    def spacing(self) -> dict[str, int]:
+        """The step of the regime path."""
+        return {"step_ms": self.step_ms}
 
 
 @dataclass(frozen=True, slots=True)
-class SyntheticBars:
+class SyntheticBars(SyntheticProduct):
     """Synthetic bars per symbol (``BAR_DTYPE``), one regime index per bar. Labelled synthetic.
 
     A bar's ``vwap`` is its typical price ``(high + low + close) / 3``, as for klines without quote volume.
     """
 
-    seed: int
-    start_ms: int
     interval_ms: int
     bars: Mapping[str, np.ndarray]
-    regimes: np.ndarray
-    regime_names: tuple[str, ...]
-    synthetic: bool = field(default=True, init=False)
-    label: str = field(default=SYNTHETIC_LABEL, init=False)
 
     @property
-    def metadata(self) -> dict[str, str]:
-        """Key/values to store beside anything written from this product (e.g. Parquet metadata)."""
-        return {"synthetic": "true", "label": self.label, "seed": str(self.seed), "interval_ms": str(self.interval_ms)}
+    def spacing(self) -> dict[str, int]:
+        """The bar interval."""
+        return {"interval_ms": self.interval_ms}
 
 
 # --------------------------------------------------------------------------------------------- model
