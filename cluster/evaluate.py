@@ -66,6 +66,7 @@ from policies.dqn import QNetwork
 
 from .config import ExperimentConfig
 from .data.history import History, load_history
+from .plots import figure, save
 from .runinfo import make_run_record, new_run_id, write_run_record
 from .trials import TrialRow, append_trial, new_row, read_trials, registry_path, returns_matrix, summarize
 
@@ -1473,13 +1474,9 @@ def format_trial_stats(report: EvaluationReport) -> list[str]:
 
 def plot_equity(report: EvaluationReport, path: Path) -> Path:
     """Equity of the greedy policy against buy-and-hold over the evaluation span, and the policy's position."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     c = report.curves
     when = np.array(c["time_ms"], dtype="datetime64[ms]")
-    fig = Figure(figsize=(11, 6.5), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = figure(11, 6.5, dpi=110)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     start = c["policy"][0]
     top.plot(when[: len(c["policy"])], np.array(c["policy"]) / start, label=f"greedy policy {report.policy_version}")
@@ -1503,8 +1500,4 @@ def plot_equity(report: EvaluationReport, path: Path) -> Path:
     bottom.set_ylabel("policy position")
     bottom.set_yticks([-1, 0, 1])
     bottom.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save(fig, path, dates=True)

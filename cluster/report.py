@@ -22,6 +22,7 @@ from .evaluate import (
     format_trial_stats,
     lag_name,
 )
+from .plots import figure, save
 
 #: The curves drawn, in order, with their labels.
 CURVES: tuple[tuple[str, str], ...] = (
@@ -35,15 +36,6 @@ def _utc(ms: Any) -> str:
     return dt.datetime.fromtimestamp(int(ms) / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def drawdown(equity: np.ndarray) -> np.ndarray:
     """``1 - e / running peak`` at every mark."""
     e = np.maximum(np.asarray(equity, dtype=np.float64), 1e-12)
@@ -54,7 +46,7 @@ def plot_equity_drawdown(report: EvaluationReport, path: Path) -> Path:
     """Equity (relative to its start) and drawdown of the policy, the baseline to beat and buy-and-hold."""
     c = report.curves
     when = np.array(c["time_ms"], dtype="datetime64[ms]")
-    fig = _figure(11, 6.5)
+    fig = figure(11, 6.5)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     for key, label in CURVES:
         if key not in c:
@@ -70,10 +62,7 @@ def plot_equity_drawdown(report: EvaluationReport, path: Path) -> Path:
     bottom.set_ylabel("drawdown")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save(fig, path, dates=True)
 
 
 def plot_regimes(report: EvaluationReport, path: Path) -> Path | None:
@@ -82,7 +71,7 @@ def plot_regimes(report: EvaluationReport, path: Path) -> Path | None:
     if not reg.get("available"):
         return None
     names = list(reg["regimes"])
-    fig = _figure(9, 4.5)
+    fig = figure(9, 4.5)
     ax = fig.subplots()
     width = 0.27
     for k, (key, label) in enumerate(CURVES):
@@ -101,16 +90,14 @@ def plot_regimes(report: EvaluationReport, path: Path) -> Path | None:
     ax.set_title(reg["line"], fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save(fig, path)
 
 
 def plot_lags(report: EvaluationReport, path: Path) -> Path:
     """Equity of the policy with its actions sent 0, 1 and 2 steps late."""
     c = report.curves
     when = np.array(c["time_ms"], dtype="datetime64[ms]")
-    fig = _figure(9, 4)
+    fig = figure(9, 4)
     ax = fig.subplots()
     for lag in LAGS:
         key = lag_name(lag)
@@ -121,10 +108,7 @@ def plot_lags(report: EvaluationReport, path: Path) -> Path:
     ax.set_title("lag test: a real edge shrinks when acted on late", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save(fig, path, dates=True)
 
 
 def write_report(report: EvaluationReport) -> Path:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,6 +22,9 @@ from market.errors import ConfigError
 from market.seeding import derive_seed
 
 from .config import RUN_NAME_PATTERN, ExperimentConfig, resolved_dict
+
+if TYPE_CHECKING:
+    from .train import TrainingMarket
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: A run name is one safe path component: a letter or digit first (so never ``.`` or ``..``), then letters,
@@ -144,6 +147,22 @@ def make_run_record(
         host={"hostname": socket.gethostname(), "python": platform.python_version(), "platform": platform.platform()},
         extra=dict(extra or {}),
     )
+
+
+def policy_meta(config: ExperimentConfig, market: TrainingMarket, run_id: str, **extra: Any) -> dict[str, Any]:
+    """What a policy checkpoint records of the run that wrote it: its spans, CNN checkpoint, data and run id.
+
+    ``extra`` (counters such as ``env_steps``) is added as is.
+    """
+    checkpoint = config.apex.cnn.checkpoint
+    return {
+        "spans": market.spans,
+        "cnn_checkpoint": None if checkpoint is None else str(checkpoint),
+        "data_fingerprint": market.fingerprint,
+        "synthetic": market.synthetic,
+        "run_id": run_id,
+        **extra,
+    }
 
 
 def write_run_record(record: RunRecord, directory: Path) -> Path:

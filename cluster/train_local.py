@@ -36,7 +36,7 @@ from policies.replay import PrioritizedReplay
 
 from .config import ExperimentConfig
 from .curves import write_curves
-from .runinfo import make_run_record, new_run_id, write_run_record
+from .runinfo import make_run_record, new_run_id, policy_meta, write_run_record
 from .train import Evaluation, TrainingMarket, evaluate_greedy, head_timeline, prepare_market
 
 # --------------------------------------------------------------------------------------------- 1. settings
@@ -262,14 +262,7 @@ def train_local(
         version=f"{config.name}-local-u{learner.updates}",
         updates=learner.updates,
         cnn_version=market.cnn_version,
-        meta={
-            "spans": market.spans,
-            "cnn_checkpoint": None if config.apex.cnn.checkpoint is None else str(config.apex.cnn.checkpoint),
-            "data_fingerprint": market.fingerprint,
-            "synthetic": market.synthetic,
-            "run_id": run_id,
-            "env_steps": env_steps,
-        },
+        meta=policy_meta(config, market, run_id, env_steps=env_steps),
     )
     result = LocalResult(
         run_id, run_dir, policy_path, curves, env_steps, learner.updates, episodes, wall, evaluation, learner

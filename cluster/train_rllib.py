@@ -36,7 +36,7 @@ from policies.rllib_export import export_rllib_policy, qnet_weights
 
 from .config import ExperimentConfig
 from .rllib_modules import QNET_KEY, STATE_PROFILE_KEY, QNetworkAPPOModule, QNetworkDQNModule, QNetworkPolicyModule
-from .runinfo import make_run_record, new_run_id, write_run_record
+from .runinfo import make_run_record, new_run_id, policy_meta, write_run_record
 from .train import Evaluation, TrainingMarket, evaluate_greedy, head_timeline, prepare_market
 
 Algo = Literal["DQN", "PPO", "APPO"]
@@ -322,14 +322,7 @@ def train_rllib(
         version=f"{config.name}-rllib-{settings.algo.lower()}-s{env_steps}",
         updates=updates,
         cnn_version=market.cnn_version,
-        meta={
-            "spans": market.spans,
-            "cnn_checkpoint": None if config.apex.cnn.checkpoint is None else str(config.apex.cnn.checkpoint),
-            "data_fingerprint": market.fingerprint,
-            "synthetic": market.synthetic,
-            "run_id": run_id,
-            "env_steps": env_steps,
-        },
+        meta=policy_meta(config, market, run_id, env_steps=env_steps),
     )
     out = RllibResult(run_id, run_dir, policy_path, settings.algo, env_steps, updates, iterations, wall, evaluation)
     (run_dir / "result.json").write_bytes(

@@ -26,6 +26,7 @@ from market.timeline_builder import build_timeline
 from .config import ExperimentConfig
 from .data.history import History, load_history
 from .evaluate import EvaluationReport, evaluate, json_ready
+from .plots import figure, save
 from .train import TrainingMarket
 
 
@@ -181,11 +182,7 @@ def walkforward(
 
 
 def _plot(wf: WalkForward, path: Path, *, synthetic: bool) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 5), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = figure(11, 5)
     ax = fig.subplots()
     when = np.array(wf.time_ms, dtype="datetime64[ms]")
     for key, label in (
@@ -202,7 +199,4 @@ def _plot(wf: WalkForward, path: Path, *, synthetic: bool) -> Path:
     ax.set_ylabel("equity (chained, 1 at the first test step)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save(fig, path, dates=True)
