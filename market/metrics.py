@@ -7,7 +7,7 @@ reads a price, never touches global random state (every resample draws from a ge
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -66,6 +66,26 @@ def _ratio(mean: np.ndarray, scale: np.ndarray, flat: np.ndarray) -> np.ndarray:
     return np.where(flat, np.where(moving, np.copysign(np.inf, mean), 0.0), ratio)
 
 
+def _sharpe_per_step(r: np.ndarray) -> np.ndarray:
+    mean = r.mean(axis=-1)
+    sd = r.std(axis=-1, ddof=1)
+    return _ratio(mean, sd, sd <= np.maximum(_REL_FLAT * np.abs(mean), _ABS_FLAT))
+
+
+def _sortino_per_step(r: np.ndarray) -> np.ndarray:
+    mean = r.mean(axis=-1)
+    downside = np.sqrt(np.mean(np.minimum(r, 0.0) ** 2, axis=-1))
+    return _ratio(mean, downside, downside <= _ABS_FLAT)
+
+
+def _annualised(returns: Any, step_ms: float, per_step: Callable[[np.ndarray], np.ndarray]) -> Any:
+    """``per_step(r) * annualisation(step_ms)`` per series (0 under two returns; a float for one series)."""
+    r = np.asarray(returns, dtype=np.float64)
+    ann = annualisation(step_ms)
+    out = np.zeros(r.shape[:-1]) if r.shape[-1] < 2 else per_step(r) * ann
+    return float(out) if out.ndim == 0 else out
+
+
 def sharpe(returns: Any, step_ms: float) -> Any:
     """Annualised Sharpe ratio of per-step log returns (risk-free rate 0), along the last axis.
 
@@ -84,16 +104,7 @@ def sharpe(returns: Any, step_ms: float) -> Any:
     -------
     float, or an array [...] for more than one series
     """
-    r = np.asarray(returns, dtype=np.float64)
-    ann = annualisation(step_ms)
-    if r.shape[-1] < 2:
-        out = np.zeros(r.shape[:-1])
-    else:
-        mean = r.mean(axis=-1)
-        sd = r.std(axis=-1, ddof=1)
-        flat = sd <= np.maximum(_REL_FLAT * np.abs(mean), _ABS_FLAT)
-        out = _ratio(mean, sd, flat) * ann
-    return float(out) if out.ndim == 0 else out
+    return _annualised(returns, step_ms, _sharpe_per_step)
 
 
 def sortino(returns: Any, step_ms: float) -> Any:
@@ -112,15 +123,7 @@ def sortino(returns: Any, step_ms: float) -> Any:
     -------
     float, or an array [...] for more than one series
     """
-    r = np.asarray(returns, dtype=np.float64)
-    ann = annualisation(step_ms)
-    if r.shape[-1] < 2:
-        out = np.zeros(r.shape[:-1])
-    else:
-        mean = r.mean(axis=-1)
-        downside = np.sqrt(np.mean(np.minimum(r, 0.0) ** 2, axis=-1))
-        out = _ratio(mean, downside, downside <= _ABS_FLAT) * ann
-    return float(out) if out.ndim == 0 else out
+    return _annualised(returns, step_ms, _sortino_per_step)
 
 
 def max_drawdown(equity: Any) -> float:
@@ -253,16 +256,7 @@ class ConfidenceInterval:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        return {
-            "estimate": self.estimate,
-            "low": self.low,
-            "high": self.high,
-            "alpha": self.alpha,
-            "block": self.block,
-            "n_resamples": self.n_resamples,
-            "method": self.method,
-            "seed": self.seed,
-        }
+        return asdict(self)
 
 
 def block_bootstrap_cis(
