@@ -29,6 +29,22 @@ OUTCOME_FEATURES: tuple[str, ...] = (
 #: A position this small (relative to its largest size) is flat: the venue closes with ``-qty`` exactly, this
 #: only absorbs a caller that sums partial closes.
 _FLAT_RTOL = 1e-9
+#: The open position's state, in the order :meth:`TradeLedger.state_dict` saves it under ``"open"``.
+_OPEN_FIELDS = (
+    "qty",
+    "_peak_qty",
+    "_cash",
+    "_fees",
+    "_funding",
+    "_margin_lost",
+    "_open_step",
+    "_direction",
+    "_in_qty",
+    "_in_notional",
+    "_out_qty",
+    "_out_notional",
+    "_equity_at_open",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,21 +321,7 @@ class TradeLedger:
             "peak_equity": self.peak_equity,
             "closed_count": self.closed_count,
             "unattributed_funding": self.unattributed_funding,
-            "open": [
-                self.qty,
-                self._peak_qty,
-                self._cash,
-                self._fees,
-                self._funding,
-                self._margin_lost,
-                self._open_step,
-                self._direction,
-                self._in_qty,
-                self._in_notional,
-                self._out_qty,
-                self._out_notional,
-                self._equity_at_open,
-            ],
+            "open": [getattr(self, name) for name in _OPEN_FIELDS],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -327,8 +329,8 @@ class TradeLedger:
         try:
             trades = [ClosedTrade(*row) for row in state["trades"]]
             opened = [float(v) for v in state["open"]]
-            if len(opened) != 13:
-                raise ValueError(f"open has {len(opened)} values, expected 13")
+            if len(opened) != len(_OPEN_FIELDS):
+                raise ValueError(f"open has {len(opened)} values, expected {len(_OPEN_FIELDS)}")
             self.initial_equity = float(state["initial_equity"])
             realised, peak = float(state["realised_equity"]), float(state["peak_equity"])
             count, unattributed = int(state["closed_count"]), float(state["unattributed_funding"])
@@ -338,20 +340,7 @@ class TradeLedger:
         self.trades.extend(trades)
         self.realised_equity, self.peak_equity = realised, peak
         self.closed_count, self.unattributed_funding = count, unattributed
-        (
-            self.qty,
-            self._peak_qty,
-            self._cash,
-            self._fees,
-            self._funding,
-            self._margin_lost,
-            open_step,
-            direction,
-            self._in_qty,
-            self._in_notional,
-            self._out_qty,
-            self._out_notional,
-            self._equity_at_open,
-        ) = opened
-        self._open_step = int(open_step)
-        self._direction = int(direction)
+        for name, value in zip(_OPEN_FIELDS, opened, strict=True):
+            setattr(self, name, value)
+        self._open_step = int(self._open_step)
+        self._direction = int(self._direction)
