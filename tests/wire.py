@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 
 import numpy as np
@@ -20,3 +21,12 @@ def npy_bytes(array: np.ndarray, **kwargs: object) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, **kwargs)
     return buf.getvalue()
+
+
+def api_key_in_env(env: str, prefix: str = "test-key-") -> str:
+    """The key the tests' apps require, from ``env``; a fresh random one is set there first when it is unset.
+
+    Set at import, before the session's Ray starts, so the replicas inherit it through the environment.
+    """
+    os.environ.setdefault(env, prefix + os.urandom(12).hex())
+    return os.environ[env]

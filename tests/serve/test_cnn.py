@@ -7,8 +7,6 @@ with the bare model of the version each answer names, so the tests hold whicheve
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from market.features import gather
 from market.layout import AGENT_FEATURES
 from policies.cnn_inference import CnnPredictor, PayloadError, decode_answer_npy
 from tests.policies.test_cnn_inference import make_checkpoint, random_states, tiny_timeline
+from tests.serve.clients import clients_through_reload
 from tests.wire import free_port, npy_bytes
 
 pytestmark = pytest.mark.ray
@@ -189,53 +188,23 @@ def test_bad_http_payloads_get_422_with_the_reason_and_never_500(app: App) -> No
     assert r.status_code == 200
 
 
-def _clients_through_reload(app: App, url: str, reload: Callable[[str], None]) -> tuple[str, str]:
+def versions_through_reload(app: App, url: str, reload: Callable[[str], None]) -> tuple[str, str]:
     """8 threads post one state each in a loop while ``reload(new_version)`` runs; asserts on what they saw."""
     width = app.predictors["v1"].state_size
     old = requests.get(f"{url}/info", timeout=30).json()["version"]
     new = "v2" if old == "v1" else "v1"
-    stop = threading.Event()
-    seen: dict[int, list[str]] = {i: [] for i in range(8)}
-    failures: list[str] = []
-    mismatched: list[str] = []
+    states = [random_states(1, width, seed=100 + i) for i in range(8)]
+    bodies = [npy_bytes(s) for s in states]
+    expected = [{v: p.predict(s).hidden for v, p in app.predictors.items()} for s in states]
 
-    def client(i: int) -> None:
-        states = random_states(1, width, seed=100 + i)
-        body = npy_bytes(states)
-        expected = {v: p.predict(states).hidden for v, p in app.predictors.items()}
-        with requests.Session() as session:
-            while not stop.is_set():
-                try:
-                    r = session.post(f"{url}/infer", data=body, headers=NPY, timeout=60)
-                except requests.RequestException as exc:
-                    failures.append(f"client {i}: {exc!r}")
-                    continue
-                if r.status_code != 200:
-                    failures.append(f"client {i}: HTTP {r.status_code} {r.text[:200]}")
-                    continue
-                version = r.headers["x-cnn-version"]
-                seen[i].append(version)
-                # the answer is the model of the version it names: a swap never mixes two checkpoints
-                if not np.allclose(decode_answer_npy(r.content)[0], expected[version], atol=1e-5):
-                    mismatched.append(f"client {i}: answer does not match {version}")
+    def ask(session: requests.Session, i: int) -> requests.Response:
+        return session.post(f"{url}/infer", data=bodies[i], headers=NPY, timeout=60)
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(8)]
-    for t in threads:
-        t.start()
-    try:
-        deadline = time.monotonic() + 30
-        while min(len(v) for v in seen.values()) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        reload(new)
-        deadline = time.monotonic() + 60
-        while min(v[-5:].count(new) if v else 0 for v in seen.values()) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-    assert not failures, failures[:5]
-    assert not mismatched, mismatched[:5]
+    def read(i: int, r: requests.Response) -> tuple[str, bool]:
+        version = r.headers["x-cnn-version"]
+        return version, np.allclose(decode_answer_npy(r.content)[0], expected[i][version], atol=1e-5)
+
+    seen = clients_through_reload(ask, read, lambda: reload(new), new)
     for i, versions in seen.items():
         assert versions[0] == old, (i, versions[:3])
         assert versions[-1] == new, (i, versions[-3:])
@@ -255,7 +224,7 @@ def test_redeploy_under_8_http_clients_fails_no_request_and_versions_only_move_f
     def redeploy(version: str) -> None:
         deploy(CnnServeConfig(checkpoint=app.checkpoints[version], ray_actor_options={"num_cpus": 0.5}))
 
-    _clients_through_reload(app, app.url, redeploy)
+    versions_through_reload(app, app.url, redeploy)
     assert requests.get(f"{app.url}/info", timeout=30).json()["replica"] != before
 
 
@@ -283,7 +252,7 @@ def test_user_config_reload_in_place_under_8_http_clients_fails_no_request(app: 
     url = app.url.replace("/cnn", "/cnn-live")
     before = requests.get(f"{url}/info", timeout=30).json()
     assert before["version"] == "v1"
-    _clients_through_reload(
+    versions_through_reload(
         app, url, lambda version: apply(config.live().model_copy(update={"checkpoint": app.checkpoints[version]}))
     )
     after = requests.get(f"{url}/info", timeout=30).json()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from serve.auth import API_KEY_HEADER, ApiKeyAuth
 from serve.common import check_same_origin, read_body
 from tests.policies.test_cnn_inference import make_checkpoint
 from tests.policies.test_policy_inference import forged_policy, make_policy
-from tests.wire import free_port, npy_bytes
+from tests.wire import api_key_in_env, free_port, npy_bytes
 
 pytestmark = pytest.mark.ray
 
@@ -34,8 +33,7 @@ requests = pytest.importorskip("requests")
 ray_serve = pytest.importorskip("ray.serve")
 
 KEY_ENV = "RAYSCALP_TEST_HARDENING_KEY"
-os.environ.setdefault(KEY_ENV, "hardening-key-" + os.urandom(12).hex())
-KEY = os.environ[KEY_ENV]
+KEY = api_key_in_env(KEY_ENV, "hardening-key-")
 AUTH = {API_KEY_HEADER: KEY}
 BODY_CAP = 256 * 1024
 

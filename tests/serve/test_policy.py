@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ from market.layout import AGENT_FEATURES
 from policies.policy_inference import ACTIONS, PolicyPredictor
 from serve.auth import API_KEY_HEADER, ApiKeyAuth, AuthError, check_bind, is_loopback
 from tests.policies.test_policy_inference import make_policy, random_states
-from tests.wire import free_port, npy_bytes
+from tests.serve.clients import clients_through_reload
+from tests.wire import api_key_in_env, free_port, npy_bytes
 
 pytestmark = pytest.mark.ray
 
@@ -36,8 +36,7 @@ requests = pytest.importorskip("requests")
 ray_serve = pytest.importorskip("ray.serve")
 
 KEY_ENV = "RAYSCALP_TEST_POLICY_KEY"
-os.environ.setdefault(KEY_ENV, "test-key-" + os.urandom(12).hex())
-KEY = os.environ[KEY_ENV]
+KEY = api_key_in_env(KEY_ENV)
 AUTH = {API_KEY_HEADER: KEY}
 NPY = {"content-type": "application/x-npy", **AUTH}
 JSON = {"content-type": "application/json", **AUTH}
@@ -427,51 +426,23 @@ def test_latest_answers_503_with_the_reason_until_a_live_state_actor_exists_then
     assert r.status_code == 503 and "live state unavailable" in r.json()["detail"], r.text
 
 
-def clients_through_reload(app: App, reload: Callable[[], None], expect: str) -> None:
+def versions_through_reload(app: App, reload: Callable[[], None], expect: str) -> None:
     """8 threads post one state each in a loop while ``reload()`` runs; none fails, versions only move forward."""
     width = app.predictors["v1"].state_size
     old = model_info(app)["version"]
-    stop = threading.Event()
-    seen: dict[int, list[str]] = {i: [] for i in range(8)}
-    failures: list[str] = []
-    mismatched: list[str] = []
+    states = [random_states(1, width, seed=100 + i) for i in range(8)]
+    bodies = [npy_bytes(s) for s in states]
+    expected = [{v: p.act(s).q_values[0] for v, p in app.predictors.items()} for s in states]
 
-    def client(i: int) -> None:
-        states = random_states(1, width, seed=100 + i)
-        body = npy_bytes(states)
-        expected = {v: p.act(states).q_values[0] for v, p in app.predictors.items()}
-        with requests.Session() as session:
-            while not stop.is_set():
-                try:
-                    r = session.post(f"{app.url}/v1/act", data=body, headers=NPY, timeout=60)
-                except requests.RequestException as exc:
-                    failures.append(f"client {i}: {exc!r}")
-                    continue
-                if r.status_code != 200:
-                    failures.append(f"client {i}: HTTP {r.status_code} {r.text[:200]}")
-                    continue
-                doc = r.json()
-                seen[i].append(doc["model_version"])
-                if not np.allclose(doc["decisions"][0]["q_values"], expected[doc["model_version"]], atol=1e-5):
-                    mismatched.append(f"client {i}: answer is not {doc['model_version']}'s")
+    def ask(session: requests.Session, i: int) -> requests.Response:
+        return session.post(f"{app.url}/v1/act", data=bodies[i], headers=NPY, timeout=60)
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(8)]
-    for t in threads:
-        t.start()
-    try:
-        deadline = time.monotonic() + 30
-        while min(len(v) for v in seen.values()) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        reload()
-        deadline = time.monotonic() + 60
-        while min(v[-5:].count(expect) if v else 0 for v in seen.values()) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-    assert not failures, failures[:5]
-    assert not mismatched, mismatched[:5]
+    def read(i: int, r: requests.Response) -> tuple[str, bool]:
+        doc = r.json()
+        version = doc["model_version"]
+        return version, np.allclose(doc["decisions"][0]["q_values"], expected[i][version], atol=1e-5)
+
+    seen = clients_through_reload(ask, read, reload, expect)
     for i, versions in seen.items():
         assert versions[0] == old and versions[-1] == expect, (i, versions[:3], versions[-3:])
         steps = [app.updates[v] for v in versions]
@@ -491,9 +462,9 @@ def test_reloads_under_8_http_clients_fail_no_request_and_versions_only_move_for
     before = model_info(app)
     assert before["version"] == "v1"
     # the learner publishes v2 into the watched directory
-    clients_through_reload(app, lambda: publish(app, "v2"), "v2")
+    versions_through_reload(app, lambda: publish(app, "v2"), "v2")
     # an operator points user_config at v3: the running replica loads it and swaps in place
-    clients_through_reload(app, lambda: app.apply(checkpoint=app.checkpoints["v3"]), "v3")
+    versions_through_reload(app, lambda: app.apply(checkpoint=app.checkpoints["v3"]), "v3")
     after = model_info(app)
     assert after["replica"] == before["replica"], "the replica was replaced, not reconfigured"
     assert [(h["version"], h["source"]) for h in after["history"]] == [
