@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +61,10 @@ class CnnReport:
     run_record: Path
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (what ``report.json`` holds)."""
+        """JSON-ready (what ``report.json`` holds): every field but the output folder and the report's own path."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("out_dir", "report_path")}
         return {
-            "version": self.version,
-            "data_label": self.data_label,
-            "data_description": self.data_description,
-            "synthetic": self.synthetic,
-            "data_fingerprint": self.data_fingerprint,
-            "profile": self.profile,
-            "spans": self.spans,
-            "fit": self.fit,
-            "budget": self.budget,
+            **out,
             "stated_goal_accuracy": STATED_GOAL_ACCURACY,
             "validation": [s.as_dict() for s in self.validation],
             "evaluation": [s.as_dict() for s in self.evaluation],
@@ -297,16 +290,11 @@ class CnnEvaluation:
     notes: tuple[str, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
+        """JSON-ready: every field, marked as a CNN evaluation."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         return {
             "kind": "cnn_evaluation",
-            "version": self.version,
-            "data_label": self.data_label,
-            "data_description": self.data_description,
-            "data_fingerprint": self.data_fingerprint,
-            "span": self.span,
-            "warmup": self.warmup,
-            "majority_source": self.majority_source,
+            **out,
             "scores": [sc.as_dict() for sc in self.scores],
             "notes": list(self.notes),
         }
