@@ -516,6 +516,7 @@ class FrameParser:
             # that decode and is re-read by orjson below); without it, orjson's dict is read.
             try:
                 is_trade = is_book = False
+                row = None
                 if wire is not None:
                     w = wire[0](frame)
                     d = w.data
@@ -544,15 +545,7 @@ class FrameParser:
                         q = float(q)
                         if (m is True or m is False) and 0.0 < p < inf and 0.0 <= q < inf and t_ms > 0 and tid >= 0:
                             row = pack_trade(t_ms, tid, p, q, m)
-                            buf = trade_by_raw.get(s)
-                            if buf is None and s in symbols:
-                                buf = trades.get(symbols[s])
-                                if buf is None:
-                                    buf = trades[symbols[s]] = bytearray()
-                                trade_by_raw[s] = buf
-                            if buf is not None:
-                                buf += row
-                                continue
+                            by_raw, by_symbol = trade_by_raw, trades
                 elif (
                     is_book
                     and type(b) is str
@@ -574,15 +567,17 @@ class FrameParser:
                         and recv > 0
                     ):
                         row = pack_book(recv, uid, b, bq, a, aq)
-                        buf = book_by_raw.get(s)
-                        if buf is None and s in symbols:
-                            buf = books.get(symbols[s])
-                            if buf is None:
-                                buf = books[symbols[s]] = bytearray()
-                            book_by_raw[s] = buf
-                        if buf is not None:
-                            buf += row
-                            continue
+                        by_raw, by_symbol = book_by_raw, books
+                if row is not None:
+                    buf = by_raw.get(s)
+                    if buf is None and s in symbols:
+                        buf = by_symbol.get(symbols[s])
+                        if buf is None:
+                            buf = by_symbol[symbols[s]] = bytearray()
+                        by_raw[s] = buf
+                    if buf is not None:
+                        buf += row
+                        continue
             except Exception:  # any surprise is re-examined, and explained, below
                 pass
 
