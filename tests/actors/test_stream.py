@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,44 +101,63 @@ def assert_matches_batch(stream: UnifiedStream, trades: dict[str, np.ndarray], k
             assert_bars_identical(got[tf], tail, f"{symbol} {tf}")
 
 
-def kill_and_wait_for_restart(ray, actor, epoch: int) -> None:
-    """Kill the stream actor (Ray restarts it) and wait until the new instance answers with a new epoch."""
-    ray.kill(actor, no_restart=False)
-    # the kill is asynchronous: the old instance may still answer a call or two
-    deadline = time.monotonic() + 60
-    while ray.get(actor.ready.remote(), timeout=60) == epoch:
-        assert time.monotonic() < deadline, "the killed actor did not restart"
-        time.sleep(0.05)
+@dataclass(frozen=True, slots=True)
+class HalfFed:
+    """A real stream actor (flushing only when the test says so) fed the first half of seeded random batches of
+    ``trades``, with one flush after the first quarter (``quarter_ack``): what the restart tests kill and resume."""
 
+    ray: Any
+    root: Path
+    trades: dict[str, np.ndarray]
+    actor: Any
+    epoch: int
+    batches: list[TickBatch]
+    half: int
+    quarter_ack: Any
 
-def unpersisted(sent: list[TickBatch], ack) -> dict[str, np.ndarray]:
-    """The trades of ``sent`` after the last persisted id of ``ack``: what ingestion resends after a restart."""
-    trades = {s: np.concatenate([b.trades[s] for b in sent]) for s in sent[0].trades}
-    return {s: a[a["trade_id"] > ack.last_persisted_trade_id[s]] for s, a in trades.items()}
+    @classmethod
+    def start(cls, ray, root: Path, trades: dict[str, np.ndarray], seed: int, resend_p: float) -> HalfFed:
+        from actors.stream import UnifiedStreamActor
 
+        actor = UnifiedStreamActor.remote(config(root, flush_interval_ms=60_000))  # flushed within the test's span
+        epoch = ray.get(actor.ready.remote())
+        batches, _ = make_batches(trades, np.random.default_rng(seed), resend_p=resend_p)
+        quarter, half = len(batches) // 4, len(batches) // 2
+        for i, batch in enumerate(batches[:half]):
+            ray.get(actor.ingest.remote(batch))
+            if i == quarter:
+                quarter_ack = ray.get(actor.flush.remote())
+        return cls(ray, root, trades, actor, epoch, batches, half, quarter_ack)
 
-def resume_and_check_bars(
-    ray,
-    actor,
-    resend: dict[str, np.ndarray],
-    batches: list[TickBatch],
-    half: int,
-    trades: dict[str, np.ndarray],
-    root: Path,
-) -> None:
-    """Ingest the resent trades (as batch ``half``) and the batches from ``half`` on into the restarted actor; its
-    bars and stored ticks must then equal the batch path's over all of ``trades``. Ends the actor."""
-    ray.get(actor.ingest.remote(TickBatch(source="capture", seq=half, trades=resend)))
-    for batch in batches[half:]:
-        ray.get(actor.ingest.remote(batch))
-    ray.get(actor.flush.remote())
-    got = {s: ray.get(actor.bars.remote(s)) for s in trades}
-    for symbol, arr in trades.items():
-        want = build_timeframes(arr, TIMEFRAMES)
-        for tf in TIMEFRAMES:
-            assert_bars_identical(got[symbol][tf], want[tf][-301:], f"{symbol} {tf} after restart")
-        assert StreamStore(root).read_ticks(symbol).tobytes() == arr.tobytes()
-    ray.kill(actor, no_restart=True)
+    def kill_and_wait_for_restart(self) -> None:
+        """Kill the actor (Ray restarts it) and wait until the new instance answers with a new epoch."""
+        self.ray.kill(self.actor, no_restart=False)
+        # the kill is asynchronous: the old instance may still answer a call or two
+        deadline = time.monotonic() + 60
+        while self.ray.get(self.actor.ready.remote(), timeout=60) == self.epoch:
+            assert time.monotonic() < deadline, "the killed actor did not restart"
+            time.sleep(0.05)
+
+    def unpersisted(self, ack) -> dict[str, np.ndarray]:
+        """The trades sent before the restart after the last persisted id of ``ack``: what ingestion resends."""
+        sent = {s: np.concatenate([b.trades[s] for b in self.batches[: self.half]]) for s in self.trades}
+        return {s: a[a["trade_id"] > ack.last_persisted_trade_id[s]] for s, a in sent.items()}
+
+    def resume_and_check_bars(self, resend: dict[str, np.ndarray]) -> None:
+        """Ingest the resent trades and the second half of the batches into the restarted actor; its bars and
+        stored ticks must then equal the batch path's over all the trades. Ends the actor."""
+        ray, actor = self.ray, self.actor
+        ray.get(actor.ingest.remote(TickBatch(source="capture", seq=self.half, trades=resend)))
+        for batch in self.batches[self.half :]:
+            ray.get(actor.ingest.remote(batch))
+        ray.get(actor.flush.remote())
+        got = {s: ray.get(actor.bars.remote(s)) for s in self.trades}
+        for symbol, arr in self.trades.items():
+            want = build_timeframes(arr, TIMEFRAMES)
+            for tf in TIMEFRAMES:
+                assert_bars_identical(got[symbol][tf], want[tf][-301:], f"{symbol} {tf} after restart")
+            assert StreamStore(self.root).read_ticks(symbol).tobytes() == arr.tobytes()
+        ray.kill(actor, no_restart=True)
 
 
 def config(tmp: Path, **overrides: object) -> StreamConfig:
@@ -279,28 +300,18 @@ def test_bars_written_ahead_of_a_failed_tick_write_are_dropped_on_restore(
 def test_ray_actor_killed_mid_stream_restarts_restores_and_ends_with_the_batch_bars(
     ray_session, captures: dict[str, object], tmp_path: Path
 ) -> None:
-    from actors.stream import UnifiedStreamActor
-
     ray = ray_session
-    trades = trades_of(captures)
-    cfg = config(tmp_path, flush_interval_ms=60_000)  # flushed when the test says so, within the test's span
-    actor = UnifiedStreamActor.remote(cfg)
-    epoch = ray.get(actor.ready.remote())
-    batches, _ = make_batches(trades, np.random.default_rng(5), resend_p=0.1)
-    quarter, half = len(batches) // 4, len(batches) // 2
-    for i, batch in enumerate(batches[:half]):
-        ray.get(actor.ingest.remote(batch))
-        if i == quarter:
-            flushed = ray.get(actor.flush.remote())
-    kill_and_wait_for_restart(ray, actor, epoch)
+    fed = HalfFed.start(ray, tmp_path, trades_of(captures), seed=5, resend_p=0.1)
+    actor, flushed = fed.actor, fed.quarter_ack
+    fed.kill_and_wait_for_restart()
     ack = ray.get(actor.ack.remote())
     # what was on disk at the kill, and nothing after it; a new epoch tells ingestion to resend
     assert (ack.last_persisted_trade_id, ack.last_seq) == (flushed.last_persisted_trade_id, flushed.last_seq)
     assert ack.epoch_ms != flushed.epoch_ms
     stats = ray.get(actor.stats.remote())
     assert sum(s.restored_trades for s in stats.symbols.values()) > 0
-    resend = unpersisted(batches[:half], ack)
-    resume_and_check_bars(ray, actor, resend, batches, half, trades, tmp_path)
+    resend = fed.unpersisted(ack)
+    fed.resume_and_check_bars(resend)
 
 
 # ------------------------------------------------------------------------------------------ consumers
@@ -625,24 +636,14 @@ def _newest_tick_chunk(root: Path, symbol: str) -> Path:
 def test_a_corrupt_newest_chunk_is_set_aside_as_a_gap_and_the_restarted_actor_serves_the_batch_bars(
     ray_session, captures: dict[str, object], tmp_path: Path
 ) -> None:
-    from actors.stream import UnifiedStreamActor
-
     ray = ray_session
-    trades = trades_of(captures)
-    cfg = config(tmp_path, flush_interval_ms=60_000)
-    actor = UnifiedStreamActor.remote(cfg)
-    epoch = ray.get(actor.ready.remote())
-    batches, _ = make_batches(trades, np.random.default_rng(7), resend_p=0.0)
-    quarter, half = len(batches) // 4, len(batches) // 2
-    for i, batch in enumerate(batches[:half]):
-        ray.get(actor.ingest.remote(batch))
-        if i == quarter:
-            first = ray.get(actor.flush.remote())
+    fed = HalfFed.start(ray, tmp_path, trades_of(captures), seed=7, resend_p=0.0)
+    actor, first = fed.actor, fed.quarter_ack
     second = ray.get(actor.flush.remote())
     newest = _newest_tick_chunk(tmp_path, ETH)
     lost_first, lost_last = (int(x) for x in newest.name.split("-")[:2])
     newest.write_bytes(b"PAR1 this is not a parquet file" * 10)
-    kill_and_wait_for_restart(ray, actor, epoch)
+    fed.kill_and_wait_for_restart()
     # Restarted (not DEAD): the unreadable chunk is set aside, its ids are a gap, the ack goes back to
     # what can be read, so ingestion resends (and refills over REST) from there.
     ack = ray.get(actor.ack.remote())
@@ -653,9 +654,9 @@ def test_a_corrupt_newest_chunk_is_set_aside_as_a_gap_and_the_restarted_actor_se
     assert ack.last_persisted_trade_id[BTC] == second.last_persisted_trade_id[BTC]
     assert not newest.exists() and (tmp_path / "corrupt" / newest.relative_to(tmp_path)).exists()
     assert stats.symbols[ETH].gaps == 1 and stats.symbols[ETH].gap_trade_ids == lost_last - lost_first + 1
-    resend = unpersisted(batches[:half], ack)
+    resend = fed.unpersisted(ack)
     assert resend[ETH]["trade_id"][0] == lost_first and lost_last in resend[ETH]["trade_id"]
-    resume_and_check_bars(ray, actor, resend, batches, half, trades, tmp_path)
+    fed.resume_and_check_bars(resend)
 
 
 @pytest.mark.timeout(60)

@@ -132,27 +132,10 @@ def test_evaluate_data_reads_both_files_says_the_warmup_and_equals_the_api(train
 def test_a_short_warmup_is_refused_unless_allowed_and_then_counted(trained, tmp_path: Path) -> None:
     config = trained["config"]
     times = np.asarray(trained["api"].step_time_ms)
-    start_ms = int(times[200])
+    span = {"data_paths": [trained["folder"]], "start_ms": int(times[200]), "n_resamples": 100, "folds": 1}
     with pytest.raises(DataError, match="would see padded windows"):
-        evaluate(
-            trained["policy"],
-            config,
-            out_dir=tmp_path / "a",
-            data_paths=[trained["folder"]],
-            start_ms=start_ms,
-            n_resamples=100,
-            folds=1,
-        )
-    report = evaluate(
-        trained["policy"],
-        config,
-        out_dir=tmp_path / "b",
-        data_paths=[trained["folder"]],
-        start_ms=start_ms,
-        n_resamples=100,
-        folds=1,
-        allow_short_warmup=True,
-    )
+        evaluate(trained["policy"], config, out_dir=tmp_path / "a", **span)
+    report = evaluate(trained["policy"], config, out_dir=tmp_path / "b", allow_short_warmup=True, **span)
     warm = report.spans["warmup"]
     assert report.spans["eval"]["start"] == 200 and warm["padded_steps"] == warm["first_full"] - 200 > 0
     assert any(f"{warm['padded_steps']} of" in n and "padded windows" in n for n in report.notes)

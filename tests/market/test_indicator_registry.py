@@ -25,7 +25,7 @@ from market.indicators import FEATURE_NAMES, IndicatorSet, close_features, formi
 from market.layout import AGENT_FEATURES, BAR_FEATURES, StateConfig, build_layout
 from market.live_timeline import LiveTimeline
 from market.timeline_builder import MarketData, build_timeline
-from tests.captures import BTC, ETH, load_captures, merged, trades_of, warm_klines
+from tests.captures import BTC, ETH, merged
 
 ATR_WINDOW = 14
 STATE = StateConfig(
@@ -102,18 +102,6 @@ def atr() -> Iterator[Indicator]:
         yield ATR
     finally:
         unregister(ATR.name)
-
-
-@pytest.fixture(scope="module")
-def capture(shared_data: Path) -> dict[str, np.ndarray]:
-    """Real ETHUSDT and BTCUSDT trades of the recorded websocket captures (same 11 minutes)."""
-    return trades_of(load_captures(shared_data))
-
-
-@pytest.fixture(scope="module")
-def warm_bars(shared_data: Path) -> dict[str, np.ndarray]:
-    """Real ETH hourly and daily klines reaching months back before the captures."""
-    return warm_klines(shared_data)
 
 
 # ------------------------------------------------------------------------------------------ the gate

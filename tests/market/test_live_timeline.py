@@ -4,8 +4,6 @@ memory, late and out-of-order trades."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,25 +17,13 @@ from market.layout import AGENT_FEATURES, StateConfig
 from market.live_timeline import LiveTimeline, LiveTimelineConfig
 from market.records import TRADE_DTYPE
 from market.timeline_builder import MarketData, build_timeline
-from tests.captures import BTC, ETH, load_captures, merged, trades_of, warm_klines
+from tests.captures import BTC, ETH, merged
 
 #: The parity profile: the default one's components and timeframes with windows the test can afford.
 PARITY_STATE = StateConfig(
     tick_window=50, bar_window=30, reference_window=30, traded_timeframes=("1s", "1m", "1h", "1d"), cnn_hidden=8
 )
 TOLERANCE = 1e-6
-
-
-@pytest.fixture(scope="module")
-def capture(shared_data: Path) -> dict[str, np.ndarray]:
-    """Real ETHUSDT and BTCUSDT trades of the recorded websocket captures (same 11 minutes)."""
-    return trades_of(load_captures(shared_data))
-
-
-@pytest.fixture(scope="module")
-def warm_bars(shared_data: Path) -> dict[str, np.ndarray]:
-    """Real ETH hourly and daily klines reaching months back before the captures."""
-    return warm_klines(shared_data)
 
 
 def component_of(layout, column: int) -> str:
