@@ -7,7 +7,13 @@ span (``cluster.evaluate``, whose deflated Sharpe ratio counts every trial of th
 and the plot. Training itself is ``cluster.train_local`` (``--local``) or the Ape-X ``cluster.train``.
 
 No trial can read the evaluation span: each one trains on a market whose timeline is cut at the end of the DQN
-span, and its validation window is that span's tail. The steps a trial could read are recorded in its row.
+span, and its validation window is that span's tail. The steps a trial could read are recorded in its row, and
+each trial writes what it was given (``trials/<trial id>/market.json``) from inside its own process.
+
+ASHA's decisions are reproducible when trials run one at a time (``max_concurrent_trials: 1``): the draws are
+seeded, each trial trains with the base config's seed, and each reaches a rung after every earlier trial has,
+so the rung rule sees the same values in the same order. With more at a time, which trial reaches a rung first
+depends on timing, and so can the stops.
 """
 
 from __future__ import annotations
@@ -307,6 +313,24 @@ def trial_market(market: TrainingMarket, validation_steps: int) -> TrainingMarke
     )
 
 
+def market_reach(market: TrainingMarket) -> dict[str, Any]:
+    """What a market lets a run read: its steps, the last step's time, the highest row of each window component
+    any of its steps knows, the CNN component's rows and the window of its end-of-run greedy check."""
+    timeline = market.timeline
+    return {
+        "steps": timeline.n_steps,
+        "last_step_ms": int(timeline.step_time_ms[-1]),
+        "rows_known": {name: int(np.max(src.last)) for name, src in timeline.windows.items()},
+        "cnn_rows": None if market.cnn_hidden is None else len(market.cnn_hidden),
+        "check_steps": [market.eval_start, market.eval_start + market.eval_steps + 1],
+    }
+
+
+def _span(times: np.ndarray, start: int, end: int) -> dict[str, int]:
+    """Steps ``[start, end)`` with the times of their first and last step."""
+    return {"start": start, "end": end, "start_ms": int(times[start]), "end_ms": int(times[min(end, times.size) - 1])}
+
+
 def _run_trial(params: dict[str, Any], *, base: dict[str, Any], market: TrainingMarket, local: bool, root: str) -> None:
     """One Tune trial: train with ``params`` applied, reporting each new curve point to Tune (ASHA reads it)."""
     import torch
@@ -314,6 +338,8 @@ def _run_trial(params: dict[str, Any], *, base: dict[str, Any], market: Training
 
     torch.set_num_threads(1)  # trials share the cores the cluster gave them
     trial_dir = Path(root) / "trials" / tune.get_context().get_trial_id()
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / "market.json").write_bytes(orjson.dumps(market_reach(market), option=orjson.OPT_INDENT_2))
     config = trial_config(ExperimentConfig.model_validate(base), params)
     config = config.model_copy(update={"output_dir": trial_dir})
     console = Console(file=open(trial_dir.with_suffix(".log"), "a"), soft_wrap=True)  # noqa: SIM115 (lives with the trial)
@@ -367,6 +393,7 @@ class TrialOutcome:
     points: int
     stopped_early: bool
     policy: Path | None
+    error: str | None = None  # why the trial failed (its worker died, or training raised)
 
     @property
     def score(self) -> float:
@@ -383,12 +410,23 @@ class TuneResult:
     trials: tuple[TrialOutcome, ...]
     best: TrialOutcome
     evaluation: Any
-    table_path: Path
-    plot_path: Path
-    results_path: Path
     wall_seconds: float
-    read_steps: tuple[int, int]
-    eval_steps: tuple[int, int]
+    spans: dict[str, Any]  # the steps trials read, the validation tail and the held-out evaluation span
+
+    @property
+    def table_path(self) -> Path:
+        """The results table (``results.md``)."""
+        return self.tune_dir / "results.md"
+
+    @property
+    def plot_path(self) -> Path:
+        """Validation return per trial and per hyperparameter (``trials.png``)."""
+        return self.tune_dir / "trials.png"
+
+    @property
+    def results_path(self) -> Path:
+        """Everything above as JSON (``results.json``)."""
+        return self.tune_dir / "results.json"
 
 
 def _params(trial_path: str) -> dict[str, Any]:
@@ -522,6 +560,7 @@ def tune_search(
                 points=len(values),
                 stopped_early=policy is None and result.error is None,  # ASHA ended it before its budget
                 policy=policy,
+                error=None if result.error is None else str(result.error).strip().splitlines()[-1][:500],
             )
         )
     finished = [o for o in outcomes if o.policy is not None]
@@ -529,27 +568,20 @@ def tune_search(
         raise ConfigError(f"tune {tune_id}: no trial finished its budget (see {tune_dir / 'trials'})")
     best = max(finished, key=lambda o: o.score)
 
+    # The last row of each window component known before the evaluation span: a trial that knew none past it
+    # could gather nothing of that span.
+    before = {name: int(src.last[eval_steps[0] - 1]) for name, src in market.timeline.windows.items()}
     span_ms = {
-        "read": {"start": read[0], "end": read[1], "start_ms": int(times[read[0]]), "end_ms": int(times[read[1] - 1])},
-        "validation": {
-            "start": val[0],
-            "end": val[1],
-            "start_ms": int(times[val[0]]),
-            "end_ms": int(times[val[1] - 1]),
-        },
+        "read": _span(times, *read),
+        "validation": _span(times, *val),
         "train": {"start": market.train_start, "end": val[0]},
-        "eval_held_out": {
-            "start": eval_steps[0],
-            "end": eval_steps[1],
-            "start_ms": int(times[eval_steps[0]]),
-            "end_ms": int(times[min(eval_steps[1], times.size) - 1]),
-        },
+        "eval_held_out": {**_span(times, *eval_steps), "rows_known_before": before},
     }
     for o in outcomes:
         append_trial(
             config.output_dir,
             new_row(
-                trial_config(config, o.params),
+                trial_config(config, {k: v for k, v in o.params.items() if v is not None}),
                 kind="tune",
                 run_id=o.run_id,
                 data_fingerprint=fingerprint,
@@ -565,6 +597,7 @@ def tune_search(
                     "best": o is best,
                     "engine": "local" if local else "apex",
                     "policy": None if o.policy is None else str(o.policy),
+                    "error": o.error,
                 },
             ),
         )
@@ -579,12 +612,11 @@ def tune_search(
         **dict(evaluate_kwargs or {}),
     )
     wall = time.monotonic() - started
+    done = TuneResult(tune_id, tune_dir, tuple(outcomes), best, evaluation, wall, span_ms)
     table = format_table(outcomes, best, search)
-    table_path = tune_dir / "results.md"
-    table_path.write_text(table + "\n\n" + evaluation.stats.get("dsr_line", "") + "\n")
-    plot_path = plot_trials(outcomes, search, tune_dir / "trials.png")
-    results_path = tune_dir / "results.json"
-    results_path.write_bytes(
+    done.table_path.write_text(table + "\n\n" + evaluation.stats.get("dsr_line", "") + "\n")
+    plot_trials(outcomes, search, done.plot_path)
+    done.results_path.write_bytes(
         orjson.dumps(
             {
                 "tune_id": tune_id,
@@ -609,21 +641,10 @@ def tune_search(
     console.print(f"evaluation of the best trial: {evaluation.stats.get('dsr_line', '')}")
     console.print(
         f"{len(outcomes)} trials in {wall:,.0f} s ({len(outcomes) / wall * 3600:,.0f} trials/hour); "
-        f"wrote {table_path}, {plot_path}, {results_path}; TensorBoard: tensorboard --logdir {tune_dir / 'tune'}"
+        f"wrote {done.table_path}, {done.plot_path}, {done.results_path}; "
+        f"TensorBoard: tensorboard --logdir {tune_dir / 'tune'}"
     )
-    return TuneResult(
-        tune_id,
-        tune_dir,
-        tuple(outcomes),
-        best,
-        evaluation,
-        table_path,
-        plot_path,
-        results_path,
-        wall,
-        read,
-        eval_steps,
-    )
+    return done
 
 
 def format_table(outcomes: list[TrialOutcome], best: TrialOutcome, search: SearchSpace) -> str:
@@ -637,8 +658,9 @@ def format_table(outcomes: list[TrialOutcome], best: TrialOutcome, search: Searc
         cells = "".join(f"{(f'{v:.4g}' if isinstance(v, float) else str(v))[:22]:>24}" for v in o.params.values())
         score = f"{o.score:+.4f}" if o.validation else "n/a"
         mark = " *" if o is best else ""
+        stopped = "failed" if o.error else "yes" if o.stopped_early else "no"
         lines.append(
-            f"{o.trial_id[:12]:<14}{cells}{score:>12}{o.points:>8}{('yes' if o.stopped_early else 'no'):>9}{mark}"
+            f"{o.trial_id[:12]:<14}{cells}{score:>12}{o.points:>8}{stopped:>9}{mark}"
         )
     lines.append(f"{len(outcomes)} trial(s), {sum(o.stopped_early for o in outcomes)} stopped early by ASHA; * best")
     return "\n".join(lines)
