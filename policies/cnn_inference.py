@@ -26,7 +26,7 @@ from .cnn import MultiTimeframeCNN, load_checkpoint
 from .device import resolve_device
 from .npy import PayloadError as PayloadError  # re-exported: the codecs here raise it too
 from .npy import decode_npy as decode_npy  # re-exported: the one .npy request decoder
-from .state_check import check_states
+from .state_check import check_states, json_body, json_numbers
 
 #: Media types of the binary payload, in and out.
 NPY_MEDIA_TYPES = ("application/x-npy", "application/octet-stream")
@@ -258,21 +258,11 @@ def decode_json_states(body: bytes) -> np.ndarray:
     PayloadError
         Empty body, invalid JSON, another shape of object, ragged rows, or values that are not numbers.
     """
-    if not body:
-        raise PayloadError('empty body: expected JSON {"states": [[...], ...]}')
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"body is not valid JSON ({exc})") from None
+    obj = json_body(body, '{"states": [[...], ...]}')
     if not isinstance(obj, dict) or set(obj) != {"states"}:
         keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise PayloadError(f'JSON body must be an object with the one key "states", got {keys}')
-    try:
-        array = np.asarray(obj["states"])
-    except (ValueError, TypeError) as exc:
-        raise PayloadError(f'"states" is not a rectangular array of numbers ({exc})') from None
-    if array.dtype.kind not in "iuf":
-        raise PayloadError(f'"states" must hold numbers only, got {array.dtype.str!r} values')
+    array = json_numbers(obj["states"], "states")
     with np.errstate(over="ignore"):
         return array.astype(np.float32)  # a value beyond float32 becomes inf and is rejected as non-finite
 

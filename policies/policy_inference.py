@@ -26,7 +26,7 @@ from .cnn_inference import batch_offsets
 from .device import resolve_device
 from .dqn import N_ACTIONS, QNetwork
 from .npy import PayloadError, decode_npy
-from .state_check import check_states
+from .state_check import check_states, json_body, json_numbers
 
 #: Action names as the HTTP answer spells them, index = the action's id (BUY 0, SELL 1, HOLD 2).
 ACTIONS: tuple[str, ...] = tuple(name.upper() for name in ACTION_NAMES)
@@ -328,12 +328,7 @@ def _numbers(value: object, key: str, ndim: int) -> np.ndarray:
     shape = "[...]" if ndim == 1 else "[[...], ...]"
     if not isinstance(value, list):
         raise PayloadError(f'"{key}" must be a JSON array {shape} of numbers, got {type(value).__name__}')
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise PayloadError(f'"{key}" is not a rectangular array of numbers ({exc})') from None
-    if array.dtype.kind not in "iuf":
-        raise PayloadError(f'"{key}" must hold numbers only, got {array.dtype.str!r} values')
+    array = json_numbers(value, key)
     if array.ndim != ndim:
         raise PayloadError(f'"{key}" must be {ndim}-D {shape}, got shape {tuple(array.shape)}')
     large = np.abs(array.astype(np.float64)) > MAX_ABS_VALUE
@@ -357,12 +352,7 @@ def decode_act_json(body: bytes, symbols: Collection[str]) -> StateQuery | Lates
         Empty body, invalid JSON, not an object, unknown keys, none or several of the forms, values that
         are not numbers, ``latest`` not ``true``, or a symbol not in ``symbols``.
     """
-    if not body:
-        raise PayloadError('empty body: expected JSON {"state": [...]}, {"states": [[...]]} or {"symbol", "latest"}')
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"body is not valid JSON ({exc})") from None
+    obj = json_body(body, '{"state": [...]}, {"states": [[...]]} or {"symbol", "latest"}')
     if not isinstance(obj, dict):
         raise PayloadError(f"JSON body must be an object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - JSON_KEYS)

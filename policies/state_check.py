@@ -1,19 +1,53 @@
-"""The one check of a batch of states sent to a served model: type, width, row count and values.
+"""The checks a served model's request passes before any model sees it: its JSON body and its states.
 
-Owns the rule that a request's states fit the layout before any model sees them. Never copies a good
-array twice and never trusts the caller: every refusal is a ``PayloadError`` naming the row, the column
-and its layout component.
+Owns the reading of a JSON body into arrays and the rule that a request's states fit the layout. Never
+trusts the caller: every refusal is a ``PayloadError`` naming the key, or the row, the column and its
+layout component.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import orjson
 
 from market.layout import StateLayout
 
 from .npy import PayloadError
 
-__all__ = ["check_states"]
+__all__ = ["check_states", "json_body", "json_numbers"]
+
+
+def json_body(body: bytes, form: str) -> object:
+    """The JSON value of a request ``body``; ``form`` says what the endpoint takes, for the empty-body message.
+
+    Raises
+    ------
+    PayloadError
+        An empty body, or one that is not valid JSON.
+    """
+    if not body:
+        raise PayloadError(f"empty body: expected JSON {form}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"body is not valid JSON ({exc})") from None
+
+
+def json_numbers(value: object, key: str) -> np.ndarray:
+    """``value`` (from a JSON body's ``key``) as a rectangular numeric array, its dtype as numpy reads it.
+
+    Raises
+    ------
+    PayloadError
+        Ragged rows, or values that are not numbers.
+    """
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise PayloadError(f'"{key}" is not a rectangular array of numbers ({exc})') from None
+    if array.dtype.kind not in "iuf":
+        raise PayloadError(f'"{key}" must hold numbers only, got {array.dtype.str!r} values')
+    return array
 
 
 def check_states(
