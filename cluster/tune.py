@@ -294,6 +294,19 @@ def trial_config(config: ExperimentConfig, params: Mapping[str, Any], *, source:
 # --------------------------------------------------------------------------------------------- the trials
 
 
+def check_budget(config: ExperimentConfig, asha: AshaSettings) -> None:
+    """Refuse a budget of more curve points than ASHA's ``max_t``: ASHA would end every trial at ``max_t``, before
+    its run had written a policy, and no trial would finish."""
+    planned = LocalSettings.from_config(config).planned_updates()
+    points = math.ceil(planned / config.apex.curves.every_updates)
+    if points > asha.max_t:
+        raise ConfigError(
+            f"apex.budget: {planned} updates make {points} curve points of apex.curves.every_updates="
+            f"{config.apex.curves.every_updates}, more than tune.asha.max_t={asha.max_t}: ASHA would stop every trial "
+            f"before it finished (set apex.budget.updates to at most {asha.max_t * config.apex.curves.every_updates})"
+        )
+
+
 def trial_market(market: TrainingMarket, validation_steps: int) -> TrainingMarket:
     """The market a trial trains on: the timeline (and CNN component) cut at the DQN span's end, and its
     end-of-run greedy check on the validation tail. The evaluation span is not in it at all."""
@@ -487,6 +500,7 @@ def tune_search(
     console = console or Console(soft_wrap=True)
     started = time.monotonic()
     config = with_curves(config, search.settings)
+    check_budget(config, search.settings.asha)
     market = market or prepare_market(config, config.apex, log=console.print)
     validation_steps = config.apex.curves.validation_steps
     cut = trial_market(market, validation_steps)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from cluster.cli import main
 from cluster.config import load_config
 from cluster.trials import read_trials
-from cluster.tune import parse_search
+from cluster.tune import AshaSettings, check_budget, load_search, parse_search, with_curves
 from market.errors import ConfigError
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
@@ -35,6 +35,19 @@ TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 def test_search_file_errors_name_the_key(search: dict, names: str) -> None:
     with pytest.raises(ConfigError, match=names.replace(".", r"\.").replace("(", r"\(")):
         parse_search(search, load_config(TINY))
+
+
+def test_a_budget_past_ashas_max_t_is_refused_and_the_shipped_sweeps_fit() -> None:
+    short = load_config(TINY, ["apex.budget.updates=80", "apex.curves.every_updates=20"])
+    check_budget(short, AshaSettings(max_t=4))  # 4 points: the last is max_t
+    longer = load_config(TINY, ["apex.budget.updates=81", "apex.curves.every_updates=20"])
+    with pytest.raises(ConfigError, match=r"81 updates make 5 curve points.*tune\.asha\.max_t=4.*at most 80"):
+        check_budget(longer, AshaSettings(max_t=4))
+    for config, search in [(TINY, "search-tiny.yaml"), (TINY.parent / "tune.yaml", "search.yaml")]:
+        sets = ["apex.budget.updates=80"] if config == TINY else []  # as README's command line sets it
+        base = load_config(config, sets)
+        space = load_search(TINY.parent / search, base)
+        check_budget(with_curves(base, space.settings), space.settings.asha)
 
 
 def asha_stops(values: list[list[float]], grace_period: int, reduction_factor: int, max_t: int) -> list[bool]:
