@@ -38,6 +38,7 @@ from .config import ExperimentConfig
 from .rllib_modules import QNET_KEY, STATE_PROFILE_KEY, QNetworkAPPOModule, QNetworkDQNModule, QNetworkPolicyModule
 from .runinfo import make_run_record, new_run_id, policy_meta, write_run_record
 from .train import Evaluation, TrainingMarket, evaluate_greedy, head_timeline, prepare_market
+from .train_local import LocalSettings
 
 Algo = Literal["DQN", "PPO", "APPO"]
 ALGOS: tuple[Algo, ...] = ("DQN", "PPO", "APPO")
@@ -71,17 +72,9 @@ class RllibSettings:
             if apex.budget.updates is None:
                 raise ConfigError("train --engine rllib: apex.budget needs env_steps or updates (wall_seconds alone)")
             budget = apex.learning_starts + int(apex.budget.updates / apex.replay_ratio)
-        return RllibSettings(
-            algo=algo,  # type: ignore[arg-type]
-            num_envs=apex.envs_per_worker,
-            env_steps=int(budget),
-            learning_starts=apex.learning_starts,
-            replay_ratio=apex.replay_ratio,
-            eps_start=apex.exploration.decay_start,
-            eps_end=apex.exploration.decay_end,
-            eps_decay_fraction=apex.exploration.decay_fraction,
-            validation_steps=apex.curves.validation_steps,
-        )
+        local = dataclasses.asdict(LocalSettings.from_config(config))  # envs, learning starts, epsilons, tail
+        shared = {f.name: local[f.name] for f in dataclasses.fields(RllibSettings) if f.name in local}
+        return RllibSettings(**{**shared, "algo": algo, "env_steps": int(budget)})
 
 
 @dataclass(frozen=True, slots=True)
