@@ -25,13 +25,13 @@ from policies.dqn import QNetworkConfig
 from policies.policy_inference import PolicyPredictor
 from policies.rllib_export import export_rllib_policy
 from tests.policies.test_policy_inference import make_policy
-from tests.wire import free_port, npy_bytes
+from tests.wire import api_key_in_env, free_port, npy_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.yaml"
 SMALL = QNetworkConfig(window_channels=4, window_kernel=3, vector_width=16, trunk=64)
 KEY_ENV = "RAYSCALP_TEST_RLLIB_KEY"
-os.environ.setdefault(KEY_ENV, "test-key-" + os.urandom(12).hex())
+api_key_in_env(KEY_ENV)
 
 
 def policy_module(cls: type, profile: str = "tiny"):

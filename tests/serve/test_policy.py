@@ -85,8 +85,6 @@ class StandInLiveStateActor:
 @dataclass
 class App:
     url: str
-    port: int
-    root: Path
     watch_dir: Path
     checkpoints: dict[str, Path]
     predictors: dict[str, PolicyPredictor]
@@ -135,8 +133,6 @@ def start_app(ray_session, root: Path, **overrides: object) -> App:
     apply()
     return App(
         url=f"http://127.0.0.1:{port}",
-        port=port,
-        root=root,
         watch_dir=watch_dir,
         checkpoints=checkpoints,
         predictors={v: PolicyPredictor.from_checkpoint(p, "cpu") for v, p in checkpoints.items()},
