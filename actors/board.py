@@ -13,11 +13,13 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import ray
+
+from .paper import CheckpointPolicy
 
 __all__ = ["BOARD_ACTOR", "Board", "BoardActor", "RecordingPolicy"]
 
@@ -109,7 +111,7 @@ class Board:
         spread = f"; confidence {min(conf):.4g}..{max(conf):.4g} (Q gap)" if conf else ""
         counts = ", ".join(f"{a} {c}" for a, c in sorted(self.actions.items()))
         if set(self.actions) <= {"HOLD"}:
-            return f"HOLD on every step so far ({counts}){spread}"
+            return f"HOLD on every step so far ({counts}){hold_margins(self.decisions)}{spread}"
         flat = not float(self.paper.get("position", 0.0) or 0.0)
         if flat and self.paper.get("venue") == "spot" and set(self.actions) <= {"HOLD", "SELL"}:
             return f"SELL or HOLD on every step while flat on spot (long or flat: nothing to sell; {counts}){spread}"
@@ -166,6 +168,23 @@ class Board:
         }
 
 
+def hold_margins(decisions: Iterable[Mapping[str, Any]]) -> str:
+    """How far BUY's and SELL's Q-values stayed below HOLD's over ``decisions`` (the closest each came), or "".
+
+    The policy is greedy: an order needs its action's Q-value above HOLD's, so the closest approach says how far
+    the policy was from trading. Decisions carry ``q_values`` in the order BUY, SELL, HOLD.
+    """
+    q = np.array([d["q_values"] for d in decisions if len(d.get("q_values", ())) == 3], dtype=np.float64)
+    if not q.size:
+        return ""
+    below = q[:, 2:3] - q[:, :2]  # > 0: HOLD led
+    closest = below.min(axis=0)
+    return (
+        f": Q(BUY) stayed below Q(HOLD) by {closest[0]:.4g} at the closest, Q(SELL) by {closest[1]:.4g} "
+        f"over the last {q.shape[0]} decisions"
+    )
+
+
 def risk_use(risk: Mapping[str, Any], paper: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every configured risk limit with its current use, as rows ``{"limit", "value", "use"}``."""
     limits = dict(risk.get("limits", {}) or {})
@@ -190,11 +209,11 @@ def risk_use(risk: Mapping[str, Any], paper: Mapping[str, Any]) -> list[dict[str
     return rows
 
 
-class RecordingPolicy:
+class RecordingPolicy(CheckpointPolicy):
     """A policy checkpoint, greedy, that sends each decision (action, Q-values, confidence) to the board actor.
 
-    Implements ``actors.paper.Policy``. The board is told without waiting for it (a board that is down loses the
-    record, never the decision).
+    ``actors.paper.CheckpointPolicy`` (the same loading and layout check) that also tells the board. The board is
+    told without waiting for it (a board that is down loses the record, never the decision).
 
     Parameters
     ----------
@@ -204,41 +223,13 @@ class RecordingPolicy:
     device : str
     """
 
-    kind = "checkpoint"
-    needs_state = True
-
     def __init__(self, path: str, board_actor: str = BOARD_ACTOR, device: str = "cpu") -> None:
-        self.path = str(path)
+        super().__init__(path, device)
         self.board_actor = board_actor
-        self.device = device
-        self.predictor: Any = None
         self.board: Any = None
 
-    def load(self) -> Any:
-        """The predictor (loaded once)."""
-        if self.predictor is None:
-            from policies.policy_inference import PolicyPredictor
-
-            self.predictor = PolicyPredictor.from_checkpoint(self.path, self.device)
-        return self.predictor
-
-    @property
-    def version(self) -> str:
-        return self.load().version
-
-    def prepare(self, layout: Any) -> None:
-        from market.errors import ConfigError
-
-        theirs = self.load().layout
-        if theirs != layout:
-            raise ConfigError(
-                f"policy checkpoint {self.path}: its state layout ({theirs.size} floats) is not paper trading's "
-                f"({layout.size} floats): the state must be the same"
-            )
-
     def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
-        answer = self.load().act(state)
-        decision = answer.decisions()[0]
+        decision = self.load().act(state).decisions()[0]
         decision["step_time_ms"] = int(step_time_ms)
         with contextlib.suppress(Exception):  # no board: the decision stands, unrecorded
             if self.board is None:

@@ -33,6 +33,7 @@ from .demo_live import (
     train_cnn_for_demo,
     train_policy,
 )
+from .demo_progress import stage_bar
 from .runinfo import make_run_record, new_run_id, write_run_record
 
 
@@ -128,7 +129,8 @@ def _stage_state(console: Console, history: History, config: ExperimentConfig, s
             source=data.source,
         )
     started = time.perf_counter()
-    timeline = build_timeline(data, state, config.indicators)
+    with stage_bar(console, "building the market timeline"):
+        timeline = build_timeline(data, state, config.indicators)
     built_s = time.perf_counter() - started
     console.print(timeline.layout.describe())
     steps = np.linspace(0, timeline.n_steps - 1, 512).astype(np.int64)
@@ -166,7 +168,8 @@ def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = Fals
     out_dir = config.output_dir / run_id
     console.rule(f"rayscalp demo: {run_id}")
     started = time.perf_counter()
-    history = load_history(config.data, config.symbols, synthetic_days=3 if smoke else 14)
+    with stage_bar(console, "loading history"):
+        history = load_history(config.data, config.symbols, synthetic_days=3 if smoke else 14)
     console.print(f"[bold]data[/]: {history.description} ({history.label()})")
     if history.synthetic:
         console.print("[yellow]No recorded or fetched data found: every figure below is from SYNTHETIC data.[/]")
@@ -211,8 +214,14 @@ def _stage_live(
     # OpenMP threads spin-wait against them (measured many times slower on two cores).
     torch.set_num_threads(1)
     sizes = DemoSizes.of(smoke)
+    # address="local": the demo's own Ray, even where another one was started with `ray start` on this machine
     context = ray.init(
-        namespace=DEMO_NAMESPACE, include_dashboard=not smoke, configure_logging=False, log_to_driver=False, num_cpus=4
+        address="local",
+        namespace=DEMO_NAMESPACE,
+        include_dashboard=not smoke,
+        configure_logging=False,
+        log_to_driver=False,
+        num_cpus=4,
     )
     port = free_port() if (smoke or once) else 8000
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -221,8 +230,9 @@ def _stage_live(
     result = train_policy(demo_cfg, console)
     policy = Path(result.last_checkpoint.file_uri("policy.pt"))
     console.print(f"[bold]policy[/]: {policy} ({result.updates} updates, {result.env_steps} env steps)")
-    evaluation = evaluate_policy(policy, demo_cfg, out_dir, sizes, cnn)
-    live = start_live(demo_cfg, policy, out_dir, sizes, port, console, history)
+    evaluation = evaluate_policy(policy, demo_cfg, out_dir, sizes, cnn, console)
+    with stage_bar(console, "starting the live replay, paper trading and serving"):
+        live = start_live(demo_cfg, policy, out_dir, sizes, port, console, history)
     from .run_summary import run_summary
 
     # the training panel: this run's curves and evaluation (the learner has finished, so it is not running)

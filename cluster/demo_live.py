@@ -22,6 +22,7 @@ import requests
 from rich.console import Console
 
 from .config import ExperimentConfig
+from .demo_progress import stage_bar
 
 DEMO_NAMESPACE = "rayscalp"
 
@@ -125,14 +126,15 @@ def train_cnn_for_demo(
     from cluster.train_cnn import train_cnn
     from market.layout import StateConfig
 
-    report = train_cnn(
-        config,
-        state=StateConfig(profile="tiny"),
-        max_steps=sizes.cnn_steps,
-        out_dir=run_dir / "cnn",
-        history=first_minutes(history, sizes.history_steps),
-        log=lambda line: None,
-    )
+    with stage_bar(console, "training the CNN", sizes.cnn_steps) as bar:
+        report = train_cnn(
+            config,
+            state=StateConfig(profile="tiny"),
+            max_steps=sizes.cnn_steps,
+            out_dir=run_dir / "cnn",
+            history=first_minutes(history, sizes.history_steps),
+            log=bar.line,
+        )
     console.print(f"[bold]cnn[/]: trained {report.version} for {sizes.cnn_steps} steps on the earliest span")
     return run_dir / "cnn" / "cnn.pt"
 
@@ -141,22 +143,27 @@ def train_policy(config: ExperimentConfig, console: Console) -> Any:
     """Ape-X on the running Ray to the demo's budget; return the :class:`cluster.train.TrainResult`."""
     from cluster.train import train
 
-    return train(config, config.apex, console=console)
+    with stage_bar(console, "training the policy (Ape-X)", config.apex.budget.updates) as bar:
+        return train(config, config.apex, console=console, on_progress=lambda p, _: bar.advance_to(p.updates))
 
 
-def evaluate_policy(policy: Path, config: ExperimentConfig, run_dir: Path, sizes: DemoSizes, cnn: Path | None) -> str:
+def evaluate_policy(
+    policy: Path, config: ExperimentConfig, run_dir: Path, sizes: DemoSizes, cnn: Path | None, console: Console
+) -> str:
     """The evaluation table (greedy policy beside the baselines, with bootstrap intervals)."""
     from cluster.evaluate import evaluate, format_report
 
-    report = evaluate(
-        policy,
-        config,
-        out_dir=run_dir / "evaluation",
-        seeds=(0, 1, 2),
-        folds=2,
-        n_resamples=sizes.resamples,
-        cnn_checkpoint=cnn,
-    )
+    with stage_bar(console, "evaluating beside the baselines") as bar:
+        report = evaluate(
+            policy,
+            config,
+            out_dir=run_dir / "evaluation",
+            seeds=(0, 1, 2),
+            folds=2,
+            n_resamples=sizes.resamples,
+            cnn_checkpoint=cnn,
+            log=bar.line,
+        )
     return format_report(report)
 
 
@@ -241,7 +248,7 @@ def start_live(
     )
     import ray
 
-    bars, warm_source = warm_bars_for(history, config, stream)
+    bars, warm_source = warm_bars_before(history, config, capture_start_ms(stream))
     warm = ray.get(live.live_state.warm_start.remote(bars, warm_source), timeout=60)
     warm_line = (
         "warm windows: " + ", ".join(f"{tf} ({n:,} bars)" for tf, n in warm["windows"].items()) + f" from {warm_source}"
@@ -321,16 +328,29 @@ def training_period(history: Any) -> str:
     return f"{day(first)} -> {day(last)} ({'SYNTHETIC' if history.synthetic else 'real'} 1m klines)"
 
 
-def warm_bars_for(history: Any, config: ExperimentConfig, stream: Any) -> tuple[dict[str, np.ndarray], str]:
-    """The recorded bars of the layout's higher timeframes closed before the replay's first trade, and their source.
-
-    Only the real captures get them: ticks synthesized inside klines start where those klines do (no earlier bars).
-    """
+def capture_start_ms(stream: Any) -> int | None:
+    """The time of the replay's first trade when it replays the real captures (``None`` for synthetic ticks)."""
     exchange = getattr(stream, "exchange", None)
-    if exchange is None or exchange.config.source != "capture" or history.synthetic:
+    if exchange is None or exchange.config.source != "capture":
+        return None
+    return replay_start_ms(exchange.exchange.source)
+
+
+def replay_start_ms(source: Any) -> int:
+    """The receive time (ms) of the first frame a ``cluster.exchange.capture.ReplaySource`` sends."""
+    return int(source.schedule_ns[source.first_index]) // 1_000_000
+
+
+def warm_bars_before(
+    history: Any, config: ExperimentConfig, start_ms: int | None
+) -> tuple[dict[str, np.ndarray], str]:
+    """The recorded bars of the layout's higher timeframes closed before ``start_ms``, and their source.
+
+    Only a replay of the real captures (``start_ms`` set) gets them: ticks synthesized inside klines start where
+    those klines do (no earlier bars).
+    """
+    if start_ms is None or history.synthetic:
         return {}, "no recorded bars before a synthetic replay"
-    src = exchange.exchange.source
-    start_ms = int(src.schedule_ns[src.first_index]) // 1_000_000
     traded = history.bars[config.symbols.traded]
     out, names = {}, []
     for tf in config.state.traded_timeframes:
