@@ -6,7 +6,7 @@ Owns only step-index arithmetic on the step times; never reads prices or labels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -63,14 +63,7 @@ class Span:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: name, step indices (end exclusive), first/last step times and the count."""
-        return {
-            "name": self.name,
-            "start": self.start,
-            "end": self.end,
-            "start_ms": self.start_ms,
-            "end_ms": self.end_ms,
-            "n_steps": self.n_steps,
-        }
+        return asdict(self) | {"n_steps": self.n_steps}
 
 
 @dataclass(frozen=True, slots=True)

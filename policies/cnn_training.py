@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -102,18 +102,7 @@ class FitResult:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {
-            "steps": self.steps,
-            "epochs": self.epochs,
-            "best_step": self.best_step,
-            "selected_on": self.selected_on,
-            "best_validation": self.best_validation,
-            "stop_reason": self.stop_reason,
-            "seconds": self.seconds,
-            "device": self.device,
-            "class_weights": self.class_weights,
-            "history": self.history,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,17 +121,7 @@ class DirectionScore:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {
-            "horizon": self.horizon,
-            "n": self.n,
-            "accuracy": self.accuracy,
-            "balanced_accuracy": self.balanced_accuracy,
-            "majority_accuracy": self.majority_accuracy,
-            "majority_balanced_accuracy": self.majority_balanced_accuracy,
-            "persistence_accuracy": self.persistence_accuracy,
-            "persistence_balanced_accuracy": self.persistence_balanced_accuracy,
-            "class_frequencies": list(self.class_frequencies),
-        }
+        return asdict(self) | {"class_frequencies": list(self.class_frequencies)}
 
 
 def build_model(layout: StateLayout, config: CnnConfig | None, seed: int) -> MultiTimeframeCNN:
