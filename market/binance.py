@@ -270,24 +270,13 @@ def _text(d: dict, key: str, what: str) -> str:
 #: value and raises FrameError naming the key, so the first bad field of a frame is the one reported.
 _Fields = tuple[tuple[str, Callable[[dict, str, str], Any]], ...]
 _TRADE_FIELDS: _Fields = (("T", _time), ("t", _count), ("p", _price), ("q", _qty), ("m", _flag))
-_AGG_TRADE_FIELDS: _Fields = (
-    ("T", _time),
-    ("a", _count),
-    ("f", _count),
-    ("l", _count),
-    ("p", _price),
-    ("q", _qty),
-    ("m", _flag),
-)
+_AGG_TRADE_FIELDS: _Fields = (("T", _time), *[(k, _count) for k in "afl"], ("p", _price), ("q", _qty), ("m", _flag))
 _BOOK_FIELDS: _Fields = (("u", _count), ("b", _price), ("B", _qty), ("a", _price), ("A", _qty))
 _KLINE_FIELDS: _Fields = (
     ("i", _text),
     ("t", _time),
     ("T", _time),
-    ("o", _price),
-    ("h", _price),
-    ("l", _price),
-    ("c", _price),
+    *[(k, _price) for k in "ohlc"],
     ("v", _qty),
     ("n", _count),
     ("V", _qty),
