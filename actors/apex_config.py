@@ -17,7 +17,8 @@ class BudgetConfig(StrictModel):
     """When a run ends: the first of these limits to be reached (at least one must be given).
 
     ``env_steps`` and ``updates`` are totals of the experiment, so a resumed run does what is left of them;
-    ``wall_seconds`` counts the current driver only.
+    ``wall_seconds`` counts the current driver's training only (not the time its learner takes to be placed and
+    built, or restored after a lost node).
     """
 
     env_steps: int | None = Field(1_000_000, gt=0)
@@ -76,12 +77,17 @@ class LearnerResources(StrictModel):
     custom resource asked for one unit of (the ``ray_cluster.yaml`` GPU node offers ``{"learner": 1}``).
     ``torch_threads`` ``None`` is the CPU allotment rounded down (at least 1): more intra-op threads than
     cores makes torch's OpenMP workers spin against each other (small steps measured 17x slower).
+    When the learner's node is lost, the driver waits up to ``recover_wait_s`` for a node offering what the
+    learner asks for and restores it there from the last checkpoint, at most ``max_recoveries`` times a run
+    (0: the run stops and asks for ``--resume``, as it does when the learner dies on a node that lives on).
     """
 
     num_cpus: float = Field(1.0, gt=0.0, le=256.0)
     num_gpus: float | None = Field(None, ge=0.0, le=8.0)
     resource: str | None = Field(None, min_length=1, max_length=64)
     torch_threads: int | None = Field(None, ge=1, le=256)
+    recover_wait_s: float = Field(900.0, gt=0.0, le=86_400.0)
+    max_recoveries: int = Field(3, ge=0, le=100)
 
     @property
     def threads(self) -> int:
@@ -110,6 +116,9 @@ class ApexConfig(StrictModel):
         Rollout actors, and the vector envs each steps.
     worker_num_cpus : float
         CPUs a worker asks for (fractions let several share a core in small setups).
+    worker_resource : str, optional
+        A custom resource a worker asks one unit of (the ``ray_cluster.yaml`` rollout nodes offer ``rollout``),
+        so that workers never take the learner node's CPUs.
     max_worker_restarts : int
         Ray restarts of a killed worker (-1: forever); a restarted worker continues with fresh envs.
     weight_sync_every : int
@@ -139,6 +148,7 @@ class ApexConfig(StrictModel):
     num_workers: int = Field(2, ge=1, le=1024)
     envs_per_worker: int = Field(8, ge=1, le=4096)
     worker_num_cpus: float = Field(1.0, ge=0.0, le=64.0)
+    worker_resource: str | None = Field(None, min_length=1, max_length=64)
     max_worker_restarts: int = Field(-1, ge=-1)
     weight_sync_every: int = Field(400, gt=0)
     send_every: int = Field(256, gt=0)

@@ -445,6 +445,9 @@ class LearnerActor:
     ratio by more than ``lead_env_steps`` worth; a learner ahead of the data simply waits for it.
     Lockstep mode: the driver calls :meth:`step_round` with every worker's batch, in worker order.
 
+    Never restarted by Ray (``max_restarts=0``): a restart would rebuild it from its constructor arguments, not from
+    the latest checkpoint. Its driver restores a lost learner from the checkpoint store instead.
+
     ``timeline`` and ``cnn`` arrive resolved (pass their ``ray.put`` refs); ``worker_arrays`` is the list of
     those same refs, ``[timeline_ref, cnn_ref or None]``, nested so that Ray keeps them refs: the learner hands
     them to workers (:meth:`worker_arrays`), so that no worker has an object-store constructor argument.
@@ -685,8 +688,8 @@ class LearnerActor:
 
     # ------------------------------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
-        """Counters, the latest figures, the workers seen (pids per start, epsilon, env steps) and whether the
-        learning thread is done or failed."""
+        """Counters, the latest figures, the workers seen (pids per start, epsilon, env steps), whether the
+        learning thread is done or failed, and the Ray node it runs on."""
         with self._state:
             status = self.core.status()
         with self._cond:
@@ -697,6 +700,7 @@ class LearnerActor:
             done=self._done.is_set(),
             error=self._error,
             latest_policy=self.core.latest_policy(),
+            node_id=ray.get_runtime_context().get_node_id(),
         )
         return status
 

@@ -315,7 +315,8 @@ class RolloutWorker:
                 pending = self.learner.add.remote(batch)
             if pending is not None:
                 ray.get(pending)
-        except ray.exceptions.RayActorError:
+        except (ray.exceptions.RayActorError, ray.exceptions.OwnerDiedError):
+            # OwnerDiedError: the weights' owner, the learner, died with its node before the worker read them.
             logger.warning("rollout worker %d: the learner is gone; stopping", self.setup.index)
         except Exception:
             self._error = traceback.format_exc()

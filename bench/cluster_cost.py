@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -88,16 +86,7 @@ def _rss(proc: Any) -> int:
 
 
 def _driver(box: ClusterBox, args: list[str]) -> tuple[subprocess.Popen, list[tuple[int, int, int]], list[str]]:
-    env = {**os.environ, "RAY_ADDRESS": box.address, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.train", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = box.start_driver(args)
     progress: list[tuple[int, int, int]] = []
     lines: list[str] = []
 
@@ -308,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "apex.learning_starts=256",
         "apex.progress_every_s=1",
         "apex.learner.resource=learner",
+        "apex.worker_resource=rollout",
         f"apex.num_workers={num_workers}",
         f"apex.replay_ratio={replay_ratio}",
         "apex.budget.env_steps=null",

@@ -187,6 +187,15 @@ def _alive(proc: Any) -> bool:
         return False
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (not a zombie)."""
+    psutil = _psutil()
+    try:
+        return _alive(psutil.Process(pid))
+    except psutil.Error:
+        return False
+
+
 def _terminate(procs: list[Any], grace_s: float) -> None:
     """SIGTERM then, after ``grace_s``, SIGKILL (``grace_s`` 0: SIGKILL at once, as a preempted node)."""
     psutil = _psutil()
@@ -277,6 +286,28 @@ class ClusterBox:
         """The job server and state API (``rayscalp submit --address``)."""
         return f"http://127.0.0.1:{self.dashboard_port}"
 
+    def driver_env(self) -> dict[str, str]:
+        """This process's environment for a driver joining the box: its ``RAY_ADDRESS``, no token auth, no usage
+        reporting, one OpenMP thread unless set (two shared cores)."""
+        return {
+            **os.environ,
+            "RAY_ADDRESS": self.address,
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        }
+
+    def start_driver(self, args: list[str], module: str = "cluster.train") -> subprocess.Popen[str]:
+        """``python -m <module> ARGS`` from the repo, joined to the box; stdout and stderr together, as text lines."""
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=REPO,
+            env=self.driver_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
     # ------------------------------------------------------------------------------------------ nodes
     def _next_name(self, role: str) -> str:
         if role == "head":
@@ -297,9 +328,10 @@ class ClusterBox:
         resources = node_type.resource_dict
         head = role == "head"
         if head and cfg.one_node:
-            # Everything on one raylet: the CPUs of every node of the box and the learner's resource.
+            # Everything on one raylet: the CPUs of every node of the box and the custom resources of each type.
             cpus = cfg.head_cpus + cfg.learner_cpus + cfg.rollout_cpus * cfg.rollout_nodes
-            resources = {**resources, **self.types["learner"].resource_dict}
+            for other in self.types.values():
+                resources = {**resources, **other.resource_dict}
         cmd = [
             str(VENV_BIN / "ray"),
             "start",
@@ -349,6 +381,8 @@ class ClusterBox:
     def add_node(self, role: str = "rollout", *, wait: bool = True, timeout_s: float = 120.0) -> BoxNode:
         """Start one more node of ``role`` (``rollout`` or ``learner``), as the autoscaler adds one on demand.
 
+        A node whose ``ray start`` exits while joining is started once more (under the next name).
+
         Raises
         ------
         BoxError
@@ -356,9 +390,20 @@ class ClusterBox:
         """
         if role not in ("rollout", "learner"):
             raise BoxError(f"box: cannot add a node of role {role!r} (rollout or learner)")
-        node = self._launch(role)
-        if wait:
-            self.wait_alive([node.name], timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for attempt in range(2):
+            node = self._launch(role)
+            if not wait:
+                break
+            try:
+                self.wait_alive([node.name], max(10.0, deadline - time.monotonic()))
+                break
+            except BoxError:
+                # On a loaded machine a joining `ray start` can give up on a GCS call ("Deadline Exceeded") and
+                # exit; such a node is started once more under a new name. A node still running is not retried.
+                if attempt or _pid_alive(node.pid):
+                    raise
+                self.remove_node(node.name)
         self.save()
         return node
 
@@ -421,16 +466,11 @@ class ClusterBox:
         BoxError
             When a node's ``ray start`` exited, or ``timeout_s`` passed (quoting the node's log).
         """
-        psutil = _psutil()
         deadline = time.monotonic() + timeout_s
         while True:
             for name in names:
                 node = self.nodes[name]
-                try:
-                    running = _alive(psutil.Process(node.pid))
-                except psutil.Error:
-                    running = False
-                if not running:
+                if not _pid_alive(node.pid):
                     raise BoxError(f"box: node {name} exited while starting:\n{_tail(node.log_path)}")
             with contextlib.suppress(BoxError):
                 rows = self.node_rows(timeout_s=5)
@@ -520,14 +560,9 @@ def _tail(path: Path, chars: int = 2500) -> str:
 
 def _wait_head(box: ClusterBox, timeout_s: float) -> None:
     head = box.nodes["head"]
-    psutil = _psutil()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            running = _alive(psutil.Process(head.pid))
-        except psutil.Error:
-            running = False
-        if not running:
+        if not _pid_alive(head.pid):
             raise BoxError(f"box: the head's ray start exited:\n{_tail(head.log_path)}")
         try:
             with urllib.request.urlopen(f"{box.dashboard_url}/api/version", timeout=2) as resp:

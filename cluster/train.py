@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ from rich.table import Table
 
 from actors.apex_config import ApexConfig, CnnSourceConfig, apex_epsilon
 from actors.checkpoints import CheckpointInfo, CheckpointStore
-from actors.learner import LearnerActor, LearnerReply, LearnerSetup, ValidationWindow
+from actors.learner import LEARNER_FILE, LearnerActor, LearnerReply, LearnerSetup, ValidationWindow, weights_digest
 from actors.metrics import record
 from actors.rollout import RolloutWorker, WorkerSetup, worker_seed
 from market.baselines import run_baselines
@@ -47,6 +48,8 @@ from .runinfo import make_run_record, new_run_id, write_run_record
 
 #: Seconds between status polls of the driver loop (progress lines are printed every ``progress_every_s``).
 POLL_S = 0.25
+#: Seconds between the lines a driver prints while it waits for a node for the learner.
+WAIT_EVERY_S = 5.0
 
 
 class TrainingError(RayscalpError):
@@ -335,13 +338,30 @@ class _Meter:
 
     def __init__(self, apex: ApexConfig) -> None:
         self.started = time.monotonic()
+        self.excluded_s = 0.0
+        self.learner_node: str | None = None
         self.last: tuple[float, int, int] | None = None
         self.rates = (0.0, 0.0)
         self.first: tuple[float, int, int] | None = None
         self.window_s = min(apex.progress_every_s, 2.0)
 
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` (spent starting or restoring the learner) out of the training time."""
+        self.excluded_s += max(0.0, seconds)
+
+    def training_s(self) -> float:
+        """Seconds this driver has trained: since it started, less the time its learner took to start or to be
+        restored (what ``budget.wall_seconds`` counts, so a slow node start does not eat the budget)."""
+        return time.monotonic() - self.started - self.excluded_s
+
+    def rebase(self) -> None:
+        """Start the rates afresh (a restored learner's counters are those of its checkpoint, not the last seen)."""
+        self.first = self.last = None
+        self.rates = (0.0, 0.0)
+
     def __call__(self, status: dict[str, Any]) -> Progress:
         now = time.monotonic()
+        self.learner_node = status.get("node_id") or self.learner_node
         env, upd = int(status["env_steps"]), int(status["updates"])
         if self.first is None:
             self.first = (now, env, upd)
@@ -354,7 +374,7 @@ class _Meter:
         workers = status.get("workers", {})
         eps = [float(w["epsilon"]) for w in workers.values()]
         return Progress(
-            elapsed_s=now - self.started,
+            elapsed_s=now - self.started - self.excluded_s,
             env_steps=env,
             updates=upd,
             transitions=int(status["transitions"]),
@@ -393,8 +413,10 @@ def progress_line(p: Progress) -> str:
     )
 
 
-def _export(p: Progress) -> None:
-    """The driver's share of the training metrics (the learner and workers export the rest)."""
+def _report(p: Progress, console: Console) -> None:
+    """Print the progress line, and export the driver's share of the training metrics (the learner and workers
+    export the rest)."""
+    console.print(progress_line(p))
     if p.epsilon_min is not None and p.epsilon_max is not None:
         record("rayscalp_train_epsilon_min", p.epsilon_min)
         record("rayscalp_train_epsilon_max", p.epsilon_max)
@@ -447,6 +469,66 @@ def _learner_options(apex: ApexConfig) -> dict[str, Any]:
     return options
 
 
+def _worker_options(apex: ApexConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": apex.worker_num_cpus, "max_restarts": apex.max_worker_restarts}
+    if apex.worker_resource:
+        options["resources"] = {apex.worker_resource: 1.0}
+    return options
+
+
+def actor_demand(options: dict[str, Any]) -> dict[str, float]:
+    """What an actor of ``options`` (``num_cpus``, ``num_gpus``, ``resources``) needs a node to offer."""
+    demand = {"CPU": float(options.get("num_cpus") or 0.0), "GPU": float(options.get("num_gpus") or 0.0)}
+    demand.update({k: float(v) for k, v in (options.get("resources") or {}).items()})
+    return {k: v for k, v in demand.items() if v > 0}
+
+
+def node_lost(node_id: str | None, settle_s: float = 15.0) -> bool:
+    """Whether the node ``node_id`` is gone from the cluster (``None``, unknown: taken as gone). A node that still
+    looks alive is watched for ``settle_s``: the death of an actor on a lost node can be heard before the GCS has
+    declared the node itself dead."""
+    if node_id is None:
+        return True
+    deadline = time.monotonic() + settle_s
+    while True:
+        alive = any(n.get("NodeID") == node_id and n.get("Alive") for n in ray.nodes())
+        if not alive:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
+
+
+def wait_for_node(demand: dict[str, float], timeout_s: float, console: Console) -> str:
+    """Wait until an alive node offers ``demand`` (in total: what runs there now is not counted against it);
+    print a line every ``WAIT_EVERY_S`` while none does. Returns the node's id.
+
+    Raises
+    ------
+    TrainingError
+        When no such node is alive within ``timeout_s``.
+    """
+    wanted = ", ".join(f"{k}: {v:g}" for k, v in sorted(demand.items()))
+    started = time.monotonic()
+    said = started
+    console.print(f"waiting up to {timeout_s:.0f} s for a node offering {{{wanted}}}")
+    while True:
+        for node in ray.nodes():
+            offered = node.get("Resources") or {}
+            if node.get("Alive") and all(offered.get(k, 0.0) >= v for k, v in demand.items()):
+                console.print(
+                    f"node {node['NodeID'][:12]} offers {{{wanted}}} after {time.monotonic() - started:.0f} s"
+                )
+                return str(node["NodeID"])
+        now = time.monotonic()
+        if now - started >= timeout_s:
+            raise TrainingError(f"no node offering {{{wanted}}} within {timeout_s:.0f} s (apex.learner.recover_wait_s)")
+        if now - said >= WAIT_EVERY_S:
+            said = now
+            console.print(f"  still no node offering {{{wanted}}}: {now - started:.0f} s of {timeout_s:.0f} s")
+        time.sleep(1.0)
+
+
 def _check_resources(apex: ApexConfig, console: Console) -> None:
     """Warn (not fail: an autoscaling cluster adds nodes) when the actors ask for more CPUs than Ray has."""
     wanted = apex.learner.num_cpus + apex.num_workers * apex.worker_num_cpus
@@ -477,6 +559,7 @@ class TrainResult:
     updates_per_s: float
     weights: dict[str, torch.Tensor]
     cnn_version: str
+    recoveries: tuple[Recovery, ...] = ()
 
     @property
     def updates(self) -> int:
@@ -487,6 +570,159 @@ class TrainResult:
     def env_steps(self) -> int:
         """Env steps received by the learner at the end (over every session)."""
         return int(self.counters["env_steps"])
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """One restore of a lost learner: why, from which checkpoint, how long the driver waited for a node, where
+    the new learner runs, its counters as restored, and the digest (:func:`weights_digest`) and version of the
+    first weights it published, which the driver checked bit for bit against the checkpoint's."""
+
+    cause: str
+    checkpoint: str | None
+    waited_s: float
+    node_id: str
+    counters: dict[str, int]
+    updates: int
+    weights_digest: str
+    weights_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActorLauncher:
+    """Starts, stops and restores the actors of one run (a lost learner node needs all three again).
+
+    ``arrays`` is ``(timeline_ref, cnn_ref, worker_timeline_ref)``: owned by the driver, so they outlive any node.
+    """
+
+    setup: LearnerSetup
+    learner_name: str
+    arrays: tuple[Any, Any, Any]
+    worker_setups: tuple[WorkerSetup, ...]
+    apex: ApexConfig
+    store: CheckpointStore
+
+    def start_learner(self, resume_from: CheckpointInfo | None) -> RunHandles:
+        """Create the learner (restored from ``resume_from`` when given); no workers yet."""
+        timeline_ref, cnn_ref, worker_timeline_ref = self.arrays
+        setup = dataclasses.replace(self.setup, resume_from=resume_from)
+        learner = LearnerActor.options(name=self.learner_name, **_learner_options(self.apex)).remote(
+            setup, timeline_ref, cnn_ref, [worker_timeline_ref, cnn_ref]
+        )
+        return RunHandles(learner, [], self.store)
+
+    def start_workers(self, handles: RunHandles) -> RunHandles:
+        """Create the rollout workers; they find the learner by its name."""
+        workers = [
+            RolloutWorker.options(**_worker_options(self.apex)).remote(
+                ws, self.learner_name, autostart=not self.apex.deterministic
+            )
+            for ws in self.worker_setups
+        ]
+        return dataclasses.replace(handles, workers=workers)
+
+    @staticmethod
+    def stop(handles: RunHandles) -> None:
+        """Kill the workers (no restart), let the learner remove its scratch files, kill it."""
+        for worker in handles.workers:
+            ray.kill(worker, no_restart=True)
+        with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
+            ray.get(handles.learner.close.remote(), timeout=30)
+        ray.kill(handles.learner, no_restart=True)
+
+    def recover(
+        self, cause: Exception, attempt: int, handles: RunHandles, console: Console
+    ) -> tuple[RunHandles, Recovery]:
+        """After the learner's death: stop the workers, wait for a node the learner fits, restore the learner there
+        from the latest checkpoint, check its counters and its first published weights against the checkpoint's,
+        and start the workers again. Every step is printed.
+
+        Raises
+        ------
+        TrainingError
+            When no node comes within ``apex.learner.recover_wait_s``, the restored learner does not start in that
+            time, or what it restored differs from the checkpoint.
+        """
+        limit = self.apex.learner.recover_wait_s
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        console.print(
+            f"[red]the learner died[/] ({type(cause).__name__}: {first_line[:200]}); "
+            f"recovery {attempt} of {self.apex.learner.max_recoveries}"
+        )
+        self.stop(handles)
+        console.print(
+            f"recovery: stopped the {len(handles.workers)} rollout workers (their unsent transitions are lost)"
+        )
+        latest = self.store.latest()
+        if latest is None:
+            console.print(f"recovery: no checkpoint in {self.store.uri} yet: the learner starts again from nothing")
+        else:
+            console.print(f"recovery: last checkpoint {latest.uri} ({latest.updates:,} updates)")
+        started = time.monotonic()
+        wait_for_node(actor_demand(_learner_options(self.apex)), limit, console)
+        self._wait_name_free(limit)
+        handles = self.start_learner(latest)
+        left = max(10.0, limit - (time.monotonic() - started))
+        try:
+            status = ray.get(handles.learner.status.remote(), timeout=left)
+            reply: LearnerReply = ray.get(handles.learner.latest_weights.remote(), timeout=left)
+            first = ray.get(reply.weights[0], timeout=left)
+        except ray.exceptions.GetTimeoutError:
+            self.stop(handles)
+            raise TrainingError(f"recovery: the restored learner did not start within {left:.0f} s") from None
+        waited = time.monotonic() - started
+        digest = weights_digest(first)
+        restored = status.get("restored") or {}
+        counters = {k: int(v) for k, v in (restored.get("counters") or {}).items()}
+        if latest is not None:
+            self._check_restored(latest, counters, digest, handles)
+        console.print(
+            f"recovery: learner restored on node {status['node_id'][:12]} after {waited:.0f} s: "
+            f"{status['updates']:,} updates, {counters.get('env_steps', 0):,} env steps, "
+            f"{counters.get('transitions', 0):,} transitions, {counters.get('episodes', 0):,} episodes; first weights "
+            f"(version {reply.version}) sha256 {digest[:16]}"
+            + (" equal the checkpoint's" if latest is not None else "")
+        )
+        handles = self.start_workers(handles)
+        console.print(f"recovery: started {len(handles.workers)} rollout workers again; training goes on")
+        recovery = Recovery(
+            cause=type(cause).__name__,
+            checkpoint=None if latest is None else latest.uri,
+            waited_s=waited,
+            node_id=str(status["node_id"]),
+            counters=counters,
+            updates=int(status["updates"]),
+            weights_digest=digest,
+            weights_version=int(reply.version),
+        )
+        return handles, recovery
+
+    def _wait_name_free(self, timeout_s: float) -> None:
+        """Wait until the dead learner's name is released (the GCS marks it dead a moment after its node)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(self.learner_name)
+            except ValueError:
+                return
+            time.sleep(0.5)
+        raise TrainingError(f"recovery: the name {self.learner_name} of the lost learner was not released")
+
+    def _check_restored(
+        self, latest: CheckpointInfo, counters: dict[str, int], digest: str, handles: RunHandles
+    ) -> None:
+        saved = torch.load(
+            io.BytesIO(self.store.read_bytes(latest, LEARNER_FILE)), map_location="cpu", weights_only=True
+        )
+        expected = {k: int(v) for k, v in saved["counters"].items()}
+        problems = []
+        if counters != expected:
+            problems.append(f"counters {counters} against the checkpoint's {expected}")
+        if digest != weights_digest(saved["learner"]["online"]):
+            problems.append("its first weights are not the checkpoint's")
+        if problems:
+            self.stop(handles)
+            raise TrainingError(f"recovery from {latest.uri}: " + "; ".join(problems))
 
 
 def default_storage(config: ExperimentConfig) -> str:
@@ -556,7 +792,9 @@ def train(
     Raises
     ------
     TrainingError
-        The learner died (rerun with ``resume=True`` to go on from the last checkpoint) or failed.
+        The learner failed, died on a node that lives on, or was lost with its node more than
+        ``apex.learner.max_recoveries`` times or with no node for it within ``recover_wait_s`` (rerun with
+        ``resume=True`` to go on from the last checkpoint).
     ConfigError
         A bad combination of settings, or a storage that does not fit ``resume``.
     """
@@ -672,12 +910,11 @@ def _train(
         },
         validation=validation,
     )
-    learner_name = f"rayscalp-learner-{run_id}"
-    learner = LearnerActor.options(name=learner_name, **_learner_options(apex)).remote(
-        setup, timeline_ref, cnn_ref, [worker_timeline_ref, cnn_ref]
-    )
-    workers = [
-        RolloutWorker.options(num_cpus=apex.worker_num_cpus, max_restarts=apex.max_worker_restarts).remote(
+    launcher = ActorLauncher(
+        setup=setup,
+        learner_name=f"rayscalp-learner-{run_id}",
+        arrays=(timeline_ref, cnn_ref, worker_timeline_ref),
+        worker_setups=tuple(
             WorkerSetup(
                 i,
                 apex.num_workers,
@@ -687,42 +924,37 @@ def _train(
                 apex,
                 config.seed,
                 priority_eps=config.replay.priority_eps,
-            ),
-            learner_name,
-            autostart=not apex.deterministic,
-        )
-        for i in range(apex.num_workers)
-    ]
-    handles = RunHandles(learner, workers, store)
+            )
+            for i in range(apex.num_workers)
+        ),
+        apex=apex,
+        store=store,
+    )
+    handles = launcher.start_workers(launcher.start_learner(resume_from))
     meter = _Meter(apex)
     loop = _run_lockstep if apex.deterministic else _run_async
+    recoveries: list[Recovery] = []
     try:
-        try:
-            progress = loop(handles, apex, meter, console, on_progress)
-        except KeyboardInterrupt:
-            console.print("interrupted: writing a last checkpoint")
-            if apex.deterministic:
-                ray.get(learner.finish.remote())
-            else:
-                ray.get(learner.stop.remote())
-                ray.get(learner.wait.remote(600))
-            raise
-        weights = ray.get(learner.weights.remote())
-        status = ray.get(learner.status.remote())
-        curves = LearningCurves.from_dict(ray.get(learner.curves.remote()))
-    except ray.exceptions.RayActorError as exc:
-        latest = store.latest()
-        where = latest.uri if latest is not None else "none yet"
-        raise TrainingError(
-            f"the learner died ({type(exc).__name__}); rerun with --resume to continue from the last checkpoint "
-            f"({where})"
-        ) from exc
+        while True:
+            try:
+                progress, weights, status, curves = _drive(handles, loop, apex, meter, console, on_progress)
+                break
+            except ray.exceptions.RayActorError as exc:
+                # Died, or Unavailable: a node killed at once can be heard of as either.
+                if len(recoveries) >= apex.learner.max_recoveries or not node_lost(meter.learner_node):
+                    latest = store.latest()
+                    where = latest.uri if latest is not None else "none yet"
+                    raise TrainingError(
+                        f"the learner died ({type(exc).__name__}); rerun with --resume to continue from the last "
+                        f"checkpoint ({where})"
+                    ) from exc
+                lost_at = time.monotonic()
+                handles, recovery = launcher.recover(exc, len(recoveries) + 1, handles, console)
+                recoveries.append(recovery)
+                meter.exclude(time.monotonic() - lost_at)
+                meter.rebase()
     finally:
-        for worker in workers:
-            ray.kill(worker, no_restart=True)
-        with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
-            ray.get(learner.close.remote(), timeout=30)
-        ray.kill(learner, no_restart=True)
+        launcher.stop(handles)
     evaluation = evaluate_greedy(weights, config, market, env_config)
     write_curves(curves, run_dir, title=f"run {run_id} (Ape-X, {apex.num_workers} workers, {market.label})")
     first = meter.first or (meter.started, 0, 0)
@@ -741,6 +973,7 @@ def _train(
         updates_per_s=(progress.updates - first[2]) / elapsed,
         weights=weights,
         cnn_version=cnn_version,
+        recoveries=tuple(recoveries),
     )
     (run_dir / "result.json").write_bytes(
         orjson.dumps(
@@ -755,6 +988,7 @@ def _train(
                 "env_steps_per_s": result.env_steps_per_s,
                 "updates_per_s": result.updates_per_s,
                 "cnn_version": cnn_version,
+                "recoveries": [dataclasses.asdict(r) for r in recoveries],
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -774,6 +1008,33 @@ def _train(
     return result
 
 
+def _drive(
+    handles: RunHandles,
+    loop: Callable[..., Progress],
+    apex: ApexConfig,
+    meter: _Meter,
+    console: Console,
+    on_progress: Callable[[Progress, RunHandles], None] | None,
+) -> tuple[Progress, dict[str, torch.Tensor], dict[str, Any], LearningCurves]:
+    """Run the driver loop to its end; return the last progress and the learner's weights, status and curves.
+    On Ctrl-C the learner writes a last checkpoint first."""
+    learner = handles.learner
+    try:
+        progress = loop(handles, apex, meter, console, on_progress)
+    except KeyboardInterrupt:
+        console.print("interrupted: writing a last checkpoint")
+        if apex.deterministic:
+            ray.get(learner.finish.remote())
+        else:
+            ray.get(learner.stop.remote())
+            ray.get(learner.wait.remote(600))
+        raise
+    weights = ray.get(learner.weights.remote())
+    status = ray.get(learner.status.remote())
+    curves = LearningCurves.from_dict(ray.get(learner.curves.remote()))
+    return progress, weights, status, curves
+
+
 def _check_workers(workers: list[Any]) -> None:
     """Raise when a worker's loop failed with an error (a restarting worker is not an error)."""
     refs = [w.info.remote() for w in workers]
@@ -787,6 +1048,16 @@ def _check_workers(workers: list[Any]) -> None:
             raise TrainingError(f"rollout worker {info['index']} failed:\n{info['error']}")
 
 
+def _wait_learner(call: Any, meter: _Meter, console: Console) -> None:
+    """Wait for a first call to a new learner (which returns once Ray has placed and built it), and leave that time
+    out of the training time."""
+    started = time.monotonic()
+    ray.get(call)
+    waited = time.monotonic() - started
+    meter.exclude(waited)
+    console.print(f"learner ready after {waited:.1f} s (placed and built; not counted as training time)")
+
+
 def _run_async(
     handles: RunHandles,
     apex: ApexConfig,
@@ -795,7 +1066,7 @@ def _run_async(
     on_progress: Callable[[Progress, RunHandles], None] | None,
 ) -> Progress:
     learner = handles.learner
-    ray.get(learner.start.remote())
+    _wait_learner(learner.start.remote(), meter, console)
     printed = checked = time.monotonic()
     stopping = False
     while True:
@@ -807,13 +1078,11 @@ def _run_async(
         if on_progress is not None:
             on_progress(progress, handles)
         if progress.done:
-            console.print(progress_line(progress))
-            _export(progress)
+            _report(progress, console)
             return progress
         if now - printed >= apex.progress_every_s:
             printed = now
-            console.print(progress_line(progress))
-            _export(progress)
+            _report(progress, console)
         if now - checked >= max(5.0, apex.progress_every_s):
             checked = now
             _check_workers(handles.workers)
@@ -832,6 +1101,7 @@ def _run_lockstep(
     on_progress: Callable[[Progress, RunHandles], None] | None,
 ) -> Progress:
     learner, workers = handles.learner, handles.workers
+    _wait_learner(learner.status.remote(), meter, console)
     printed = time.monotonic()
     while True:
         batches = [w.collect.remote() for w in workers]
@@ -846,7 +1116,7 @@ def _run_lockstep(
         for w in workers:
             w.sync.remote(dataclasses.replace(reply, status={}))
         wall = apex.budget.wall_seconds
-        out_of_time = wall is not None and time.monotonic() - meter.started >= wall
+        out_of_time = wall is not None and meter.training_s() >= wall
         if out_of_time and not reply.stop:
             reply = ray.get(learner.finish.remote())
         progress = meter(reply.status if not out_of_time else ray.get(learner.status.remote()))
@@ -854,13 +1124,11 @@ def _run_lockstep(
             on_progress(progress, handles)
         now = time.monotonic()
         if reply.stop or out_of_time:
-            console.print(progress_line(progress))
-            _export(progress)
+            _report(progress, console)
             return progress
         if now - printed >= apex.progress_every_s:
             printed = now
-            console.print(progress_line(progress))
-            _export(progress)
+            _report(progress, console)
 
 
 def _summary(result: TrainResult, market: TrainingMarket) -> Table:
