@@ -339,6 +339,29 @@ def market_reach(market: TrainingMarket) -> dict[str, Any]:
     }
 
 
+def trial_resources(config: ExperimentConfig, settings: TuneSettings, *, local: bool) -> Any:
+    """What one trial reserves: its driver's CPUs and GPUs, and for an Ape-X trial a bundle for the learner and
+    one per rollout worker, since Tune places a trial's actors inside the trial's placement group."""
+    import ray
+    from ray.tune import PlacementGroupFactory
+
+    driver = {"CPU": settings.cpus_per_trial, "GPU": settings.gpus_per_trial}
+    if local:
+        return PlacementGroupFactory([driver])
+    apex = config.apex
+    gpus = apex.learner.num_gpus
+    if gpus is None:  # as the trainer resolves it: one GPU when the cluster has one
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0.0) >= 1.0 else 0.0
+    learner = {"CPU": apex.learner.num_cpus, "GPU": gpus}
+    if apex.learner.resource:
+        learner[apex.learner.resource] = 1.0
+    worker = {"CPU": apex.worker_num_cpus}
+    if apex.worker_resource:
+        worker[apex.worker_resource] = 1.0
+    bundles = [{k: v for k, v in b.items() if v > 0} for b in [driver, learner] + [worker] * apex.num_workers]
+    return PlacementGroupFactory([b for b in bundles if b])  # an actor asking for nothing fits any bundle
+
+
 def _span(times: np.ndarray, start: int, end: int) -> dict[str, int]:
     """Steps ``[start, end)`` with the times of their first and last step."""
     return {"start": start, "end": end, "start_ms": int(times[start]), "end_ms": int(times[min(end, times.size) - 1])}
@@ -525,7 +548,7 @@ def tune_search(
     try:
         trainable = tune.with_resources(
             tune.with_parameters(_run_trial, base=resolved_dict(config), market=cut, local=local, root=str(tune_dir)),
-            {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+            trial_resources(config, settings, local=local),
         )
         asha = settings.asha
         tuner = tune.Tuner(

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from cluster.cli import main
 from cluster.config import load_config
 from cluster.trials import read_trials
-from cluster.tune import AshaSettings, check_budget, load_search, parse_search, with_curves
+from cluster.tune import AshaSettings, check_budget, load_search, parse_search, trial_resources, with_curves
 from market.errors import ConfigError
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
@@ -48,6 +48,15 @@ def test_a_budget_past_ashas_max_t_is_refused_and_the_shipped_sweeps_fit() -> No
         base = load_config(config, sets)
         space = load_search(TINY.parent / search, base)
         check_budget(with_curves(base, space.settings), space.settings.asha)
+
+
+def test_an_ape_x_trial_reserves_its_learner_and_workers_and_a_local_one_its_driver() -> None:
+    config = load_config(TINY.parent / "tune.yaml")
+    settings = load_search(TINY.parent / "search.yaml", config).settings
+    bundles = trial_resources(config, settings, local=False).bundles
+    assert bundles[:2] == [{"CPU": 1.0}, {"CPU": 4.0, "GPU": 1.0, "learner": 1.0}]
+    assert bundles[2:] == [{"CPU": 1.0, "rollout": 1.0}] * 10  # on rollout nodes only, never the learner's CPUs
+    assert trial_resources(config, settings, local=True).bundles == [{"CPU": 1.0}]
 
 
 def asha_stops(values: list[list[float]], grace_period: int, reduction_factor: int, max_t: int) -> list[bool]:
@@ -145,3 +154,18 @@ def test_tune_four_tiny_trials(own_ray, tmp_path: Path) -> None:
     assert results["dsr"]["n_trials"] == 4
     assert (tune_dir / "trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((tune_dir / "tune").glob("*/events.out.tfevents.*"))
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_tune_runs_ape_x_trials_whose_actors_fit_the_trials_reservation(own_ray, tmp_path: Path) -> None:
+    sets = ["apex.history_steps=6000", "apex.budget.updates=80", f"output_dir={tmp_path}"]
+    sets += ["apex.learner.num_cpus=0.5", "apex.worker_num_cpus=0.25"]  # 1 + 0.5 + 2 x 0.25: the 2 cores
+    args = ["tune", "--config", str(TINY), "--search", str(TINY.parent / "search-tiny.yaml"), "--samples", "2"]
+    result = CliRunner().invoke(main, args + [x for s in sets for x in ("--set", s)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = read_trials(tmp_path, kind="tune")
+    assert len(rows) == 2 and all(r.extra["engine"] == "apex" and r.extra["error"] is None for r in rows)
+    best = next(r for r in rows if r.extra["best"])
+    assert best.extra["policy"] is not None and best.metrics["updates"] == 80
+    assert len(read_trials(tmp_path, kind="evaluate")) == 1
