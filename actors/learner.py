@@ -103,6 +103,24 @@ def weights_digest(weights: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def read_learner_state(store: CheckpointStore, info: CheckpointInfo) -> dict[str, Any]:
+    """The learner's saved state in checkpoint ``info``: tensors only, never code, its format checked.
+
+    Raises
+    ------
+    DataError
+        The file is corrupt, foreign, or of another format.
+    """
+    raw = store.read_bytes(info, LEARNER_FILE)
+    try:
+        saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types on a corrupt or foreign file
+        raise DataError(f"checkpoint file {info.file_uri(LEARNER_FILE)} is not readable: {exc}") from exc
+    if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
+        raise DataError(f"checkpoint file {info.file_uri(LEARNER_FILE)}: unknown format (expected {_FORMAT})")
+    return saved
+
+
 def planned_updates(apex: ApexConfig) -> int:
     """Updates the budget allows (the beta anneal's length): ``budget.updates``, else what ``env_steps`` at the
     replay ratio gives, else a million."""
@@ -230,14 +248,7 @@ class LearnerCore:
 
     @staticmethod
     def _read(store: CheckpointStore, info: CheckpointInfo) -> dict[str, Any]:
-        raw = store.read_bytes(info, LEARNER_FILE)
-        try:
-            saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types on a corrupt or foreign file
-            raise DataError(f"checkpoint file {info.file_uri(LEARNER_FILE)} is not readable: {exc}") from exc
-        if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
-            raise DataError(f"checkpoint file {info.file_uri(LEARNER_FILE)}: unknown format (expected {_FORMAT})")
-        return saved
+        return read_learner_state(store, info)
 
     # ------------------------------------------------------------------------------------------ counters
     @property

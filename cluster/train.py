@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import os
 import sys
 import time
@@ -28,7 +27,14 @@ from rich.table import Table
 
 from actors.apex_config import ApexConfig, CnnSourceConfig, apex_epsilon
 from actors.checkpoints import CheckpointInfo, CheckpointStore
-from actors.learner import LEARNER_FILE, LearnerActor, LearnerReply, LearnerSetup, ValidationWindow, weights_digest
+from actors.learner import (
+    LearnerActor,
+    LearnerReply,
+    LearnerSetup,
+    ValidationWindow,
+    read_learner_state,
+    weights_digest,
+)
 from actors.metrics import record
 from actors.rollout import RolloutWorker, WorkerSetup, worker_seed
 from market.baselines import run_baselines
@@ -711,9 +717,7 @@ class ActorLauncher:
     def _check_restored(
         self, latest: CheckpointInfo, counters: dict[str, int], digest: str, handles: RunHandles
     ) -> None:
-        saved = torch.load(
-            io.BytesIO(self.store.read_bytes(latest, LEARNER_FILE)), map_location="cpu", weights_only=True
-        )
+        saved = read_learner_state(self.store, latest)
         expected = {k: int(v) for k, v in saved["counters"].items()}
         problems = []
         if counters != expected:
