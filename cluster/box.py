@@ -252,7 +252,25 @@ class NodeRow:
     spot: bool
 
 
-class ClusterBox:
+class HeadAddresses:
+    """The addresses of a Ray head on 127.0.0.1, from its GCS and dashboard ports (the box's head, or any head
+    started on this machine with ``ray start --head``)."""
+
+    gcs_port: int
+    dashboard_port: int | None
+
+    @property
+    def address(self) -> str:
+        """The GCS address a driver joins (``RAY_ADDRESS`` / ``ray.init(address=...)``)."""
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The job server and state API (``rayscalp submit --address``)."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+
+class ClusterBox(HeadAddresses):
     """A running box: its head's addresses and its nodes. Built by :func:`start_box` or :meth:`load`.
 
     Parameters
@@ -275,17 +293,7 @@ class ClusterBox:
         self.nodes: dict[str, BoxNode] = {n.name: n for n in nodes or []}
         self.removed: list[str] = []
 
-    # ------------------------------------------------------------------------------------------ addresses
-    @property
-    def address(self) -> str:
-        """The GCS address a driver joins (``RAY_ADDRESS`` / ``ray.init(address=...)``)."""
-        return f"127.0.0.1:{self.gcs_port}"
-
-    @property
-    def dashboard_url(self) -> str:
-        """The job server and state API (``rayscalp submit --address``)."""
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
+    # ------------------------------------------------------------------------------------------ drivers
     def driver_env(self) -> dict[str, str]:
         """This process's environment for a driver joining the box: its ``RAY_ADDRESS``, no token auth, no usage
         reporting, one OpenMP thread unless set (two shared cores)."""

@@ -22,16 +22,11 @@ from pathlib import Path
 
 import ray  # noqa: F401 - importing ray puts its bundled psutil (ray/thirdparty_files) on sys.path
 
+from cluster.box import HeadAddresses, free_port
+
 psutil = importlib.import_module("psutil")
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -50,8 +45,9 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 
 @dataclass
-class PrivateRayHead:
-    """A running ``ray start --head --block`` and every process under it."""
+class PrivateRayHead(HeadAddresses):
+    """A running ``ray start --head --block`` and every process under it (``address`` and ``dashboard_url`` as
+    the box's head gives them)."""
 
     temp_dir: Path
     gcs_port: int
@@ -61,16 +57,6 @@ class PrivateRayHead:
     log_path: Path
     env: dict[str, str]
     _seen: dict[int, psutil.Process] = field(default_factory=dict)
-
-    @property
-    def address(self) -> str:
-        """The GCS address a driver passes to ``ray.init``."""
-        return f"127.0.0.1:{self.gcs_port}"
-
-    @property
-    def dashboard_url(self) -> str:
-        """The dashboard (job submission) address."""
-        return f"http://127.0.0.1:{self.dashboard_port}"
 
     @property
     def session_dir(self) -> Path:
