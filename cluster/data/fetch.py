@@ -40,6 +40,7 @@ __all__ = [
     "FailedFile",
     "FetchReport",
     "FetchedFile",
+    "PublicDataRequest",
     "PublicFile",
     "fetch_public_data",
     "public_data_files",
@@ -152,21 +153,27 @@ def _periods(start: dt.date, end: dt.date, period: str) -> list[str]:
     return months
 
 
-def public_data_files(
-    symbols: Iterable[str],
-    kind: str,
-    start: str | dt.date,
-    end: str | dt.date,
-    *,
-    interval: str | None = None,
-    market: str = "spot",
-    period: str = "daily",
-    data_dir: str | os.PathLike[str],
-    base_url: str = "https://data.binance.vision",
-) -> list[PublicFile]:
-    """List the archives :func:`fetch_public_data` would fetch, with their URLs and Parquet targets.
+@dataclass(frozen=True, slots=True)
+class PublicDataRequest:
+    """The archives one fetch covers: symbols, kind, first and last day (or month), market, period and where to.
 
-    Parameters are those of :func:`fetch_public_data`.
+    The fields are the arguments of :func:`fetch_public_data` of the same names; :func:`public_data_files`
+    checks them.
+    """
+
+    symbols: tuple[str, ...]
+    kind: str
+    start: str | dt.date
+    end: str | dt.date
+    data_dir: Path
+    interval: str | None = None
+    market: str = "spot"
+    period: str = "daily"
+    base_url: str = "https://data.binance.vision"
+
+
+def public_data_files(request: PublicDataRequest) -> list[PublicFile]:
+    """List the archives :func:`fetch_public_data` would fetch for ``request``, with their URLs and Parquet targets.
 
     Raises
     ------
@@ -175,6 +182,7 @@ def public_data_files(
         an interval (or a trades request with one), a date that is not ``YYYY-MM-DD``/``YYYY-MM``, a start
         after the end, no symbol.
     """
+    kind, market, period, interval = request.kind, request.market, request.period, request.interval
     if kind not in KINDS:
         raise ConfigError(f"kind: expected one of {list(KINDS)}, got {kind!r}")
     if market not in MARKETS:
@@ -190,18 +198,18 @@ def public_data_files(
             raise ConfigError(f"interval: {exc}") from None
     elif interval:
         raise ConfigError(f"interval: only for kind 'klines', got {interval!r} with kind {kind!r}")
-    names = [s.strip().upper() for s in symbols if s and s.strip()]
+    names = [s.strip().upper() for s in request.symbols if s and s.strip()]
     if not names:
         raise ConfigError("symbols: at least one symbol is needed")
     bad = [s for s in names if not s.isalnum()]
     if bad:
         raise ConfigError(f"symbols: not a Binance symbol: {bad!r}")
-    first, last = _parse_day(start, "start"), _parse_day(end, "end")
+    first, last = _parse_day(request.start, "start"), _parse_day(request.end, "end")
     if first > last:
         raise ConfigError(f"start {first} is after end {last}")
 
-    root = Path(data_dir)
-    base = base_url.rstrip("/")
+    root = request.data_dir
+    base = request.base_url.rstrip("/")
     files = []
     for symbol in names:
         for date in _periods(first, last, period):
@@ -353,17 +361,8 @@ def fetch_public_data(
         For bad arguments (see :func:`public_data_files`). Network and data problems never raise: they are
         recorded in the report.
     """
-    files = public_data_files(
-        symbols,
-        kind,
-        start,
-        end,
-        interval=interval,
-        market=market,
-        period=period,
-        data_dir=data_dir,
-        base_url=base_url,
-    )
+    request = PublicDataRequest(tuple(symbols), kind, start, end, Path(data_dir), interval, market, period, base_url)
+    files = public_data_files(request)
     say = progress or (lambda _msg: None)
     downloaded: list[FetchedFile] = []
     skipped: list[Path] = []

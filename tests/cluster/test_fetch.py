@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster.data.fetch import fetch_public_data, public_data_files
+from cluster.data.fetch import PublicDataRequest, fetch_public_data, public_data_files
 from market.datasets import load_klines, load_trades, read_parquet, read_parquet_metadata
 from market.errors import ConfigError
 from market.records import BAR_DTYPE, TRADE_DTYPE
@@ -266,19 +266,23 @@ def test_unreachable_server_is_a_failure_naming_the_url(tmp_path: Path) -> None:
 
 def test_urls_and_targets_follow_the_public_data_layout(tmp_path: Path) -> None:
     (monthly,) = public_data_files(
-        ["BTCUSDT"], "klines", "2022-09", "2022-09", interval="1h", market="um", period="monthly",
-        data_dir=tmp_path, base_url="https://example.test/",
+        PublicDataRequest(
+            ("BTCUSDT",), "klines", "2022-09", "2022-09", tmp_path, interval="1h", market="um", period="monthly",
+            base_url="https://example.test/",
+        )
     )  # fmt: skip
     assert monthly.url == "https://example.test/data/futures/um/monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2022-09.zip"
     assert monthly.checksum_url == monthly.url + ".CHECKSUM"
     assert monthly.target == tmp_path / "um" / "monthly" / "klines" / "BTCUSDT" / "1h" / "2022-09.parquet"
 
-    agg = public_data_files(["ETHUSDT"], "aggTrades", "2024-12-31", "2025-01-01", data_dir=tmp_path)
+    agg = public_data_files(PublicDataRequest(("ETHUSDT",), "aggTrades", "2024-12-31", "2025-01-01", tmp_path))
     assert [f.url for f in agg] == [
         "https://data.binance.vision/data/spot/daily/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-12-31.zip",
         "https://data.binance.vision/data/spot/daily/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2025-01-01.zip",
     ]
-    months = public_data_files(["ETHUSDT"], "trades", "2024-11", "2025-02", period="monthly", data_dir=tmp_path)
+    months = public_data_files(
+        PublicDataRequest(("ETHUSDT",), "trades", "2024-11", "2025-02", tmp_path, period="monthly")
+    )
     assert [f.date for f in months] == ["2024-11", "2024-12", "2025-01", "2025-02"]
 
 
