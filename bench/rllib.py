@@ -127,7 +127,7 @@ class Ours:
 
         from rich.console import Console
 
-        from actors.apex_config import BudgetConfig, CurvesConfig, ExplorationConfig
+        from actors.apex_config import BudgetConfig, CurvesConfig
         from cluster.train_local import train_local
 
         apex = self.config.apex.model_copy(
@@ -136,9 +136,7 @@ class Ours:
                 "learning_starts": cfg.learning_starts,
                 "replay_ratio": cfg.updates_per_env_step,
                 "budget": BudgetConfig(env_steps=cfg.env_steps),
-                "exploration": ExplorationConfig(
-                    decay_start=cfg.eps_start, decay_end=cfg.eps_end, decay_fraction=cfg.eps_decay_frac
-                ),
+                "exploration": cfg.exploration,
                 "curves": CurvesConfig(every_updates=10**9),
                 "progress_every_s": 10**6,
             }

@@ -24,6 +24,7 @@ from ray.rllib.algorithms.dqn import DQNConfig
 from ray.rllib.algorithms.dqn.dqn import calculate_rr_weights
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+from actors.apex_config import ExplorationConfig
 from cluster.rllib_modules import QNET_KEY, STATE_PROFILE_KEY, QNetworkDQNModule
 from market.baselines import real_kline_timeline
 from market.env import EnvConfig, TradingEnv
@@ -35,15 +36,28 @@ from policies.dqn import QNetworkConfig
 
 @dataclass(frozen=True, slots=True)
 class RunShape:
-    """Budget and exploration of one side's run (ours: ``cluster.train_local``'s ``apex`` settings)."""
+    """Budget and exploration of one side's run, each one of ours (``cluster.train_local``'s ``apex`` settings).
+
+    Attributes
+    ----------
+    env_steps : int
+        ``apex.budget.env_steps``.
+    num_envs : int
+        ``apex.envs_per_worker``; RLlib: envs per env runner.
+    learning_starts : int
+        ``apex.learning_starts``.
+    updates_per_env_step : float
+        ``apex.replay_ratio``.
+    exploration : ExplorationConfig
+        ``apex.exploration``: epsilon decays linearly from ``decay_start`` to ``decay_end`` over the first
+        ``decay_fraction`` of ``env_steps``.
+    """
 
     env_steps: int = 20_000
     num_envs: int = 8
     learning_starts: int = 1_000
     updates_per_env_step: float = 0.25
-    eps_start: float = 1.0
-    eps_end: float = 0.02
-    eps_decay_frac: float = 0.5
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
 
 
 #: The name the trading env is registered under with ``ray.tune.register_env``.
@@ -143,7 +157,7 @@ def peer_config(setup: PeerSetup) -> DQNConfig:
         tau, sync_every_updates = training.target_tau, 1
     else:
         tau, sync_every_updates = 1.0, training.target_sync_every
-    decay_steps = max(1, int(run.eps_decay_frac * run.env_steps))
+    decay_steps = max(1, int(run.exploration.decay_fraction * run.env_steps))
     env_config = {
         "shared_dir": setup.shared_dir,
         "profile": setup.profile,
@@ -183,7 +197,7 @@ def peer_config(setup: PeerSetup) -> DQNConfig:
             target_network_update_freq=max(1, round(sync_every_updates / run.updates_per_env_step)),
             num_steps_sampled_before_learning_starts=run.learning_starts,
             training_intensity=training_intensity(setup),
-            epsilon=[[0, run.eps_start], [decay_steps, run.eps_end]],
+            epsilon=[[0, run.exploration.decay_start], [decay_steps, run.exploration.decay_end]],
             replay_buffer_config={
                 "type": "PrioritizedEpisodeReplayBuffer",
                 "capacity": min(setup.replay.capacity, run.env_steps + run.num_envs),
