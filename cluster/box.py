@@ -743,17 +743,12 @@ def box_down(root: Path) -> None:
 
 
 def main() -> None:
-    """``python -m cluster.box``: the box commands, with the project's errors as one line and exit code 2."""
-    try:
-        box.main(standalone_mode=False)
-    except RayscalpError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    """``python -m cluster.box ARGS``: ``rayscalp box ARGS``, through the one entry point that turns the project's
+    errors into one line and exit code 2."""
+    from cluster.cli import entry
+
+    sys.argv.insert(1, "box")
+    entry()
 
 
 if __name__ == "__main__":
