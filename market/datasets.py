@@ -553,6 +553,31 @@ def _times(df: pd.DataFrame, column: int, source: str) -> np.ndarray:
     return t
 
 
+def _read_trade_columns(
+    path: str | os.PathLike[str], kind: str, dtype: np.dtype, ids: tuple[tuple[str, int, str], ...], time_column: int
+) -> tuple[np.ndarray, str]:
+    """Read the columns of a trades or aggTrades file into ``dtype``; return them and the file's name for errors.
+
+    Both layouts are ``<id>,price,qty,...,time,is_buyer_maker[,is_best_match]``. ``ids`` holds the id columns
+    as ``(field, column, label)``, the first at column 0 and the others after qty. Columns are read in file
+    order (the first bad field of a row is the one reported); prices must be positive, quantities non-negative.
+    """
+    width = time_column + 2  # time and is_buyer_maker end the layout, is_best_match may follow
+    df, source = _trade_frame(path, (width, width + 1), kind)
+    out = np.empty(len(df), dtype=dtype)
+    (first_name, first_column, first_label), *later_ids = ids
+    out[first_name] = _ids(df, first_column, source, first_label)
+    out["price"] = _numeric(df, 1, source, "price")
+    out["qty"] = _numeric(df, 2, source, "qty")
+    for name, column, label in later_ids:
+        out[name] = _ids(df, column, source, label)
+    out["time_ms"] = _times(df, time_column, source)
+    out["is_buyer_maker"] = _bool_column(df, time_column + 1, source, "is_buyer_maker")
+    _nonnegative(out["price"], source, "price", strictly=True)
+    _nonnegative(out["qty"], source, "qty")
+    return out, source
+
+
 def load_trades(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a Binance public-data trades file into ``TRADE_DTYPE``.
 
@@ -571,15 +596,7 @@ def load_trades(path: str | os.PathLike[str]) -> np.ndarray:
         non-positive price, a negative quantity, a trade id that does not increase, a time going
         backwards, an ``is_buyer_maker`` that is not true/false, a corrupt archive.
     """
-    df, source = _trade_frame(path, (6, 7), "trades")
-    out = np.empty(len(df), dtype=TRADE_DTYPE)
-    out["trade_id"] = _ids(df, 0, source, "id")
-    out["price"] = _numeric(df, 1, source, "price")
-    out["qty"] = _numeric(df, 2, source, "qty")
-    out["time_ms"] = _times(df, 4, source)
-    out["is_buyer_maker"] = _bool_column(df, 5, source, "is_buyer_maker")
-    _nonnegative(out["price"], source, "price", strictly=True)
-    _nonnegative(out["qty"], source, "qty")
+    out, source = _read_trade_columns(path, "trades", TRADE_DTYPE, (("trade_id", 0, "id"),), time_column=4)
     _check_increasing_ids(out["trade_id"], source, "id")
     _check_sorted(out["time_ms"], source, "time")
     return out
@@ -589,29 +606,12 @@ def load_agg_trades(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a Binance public-data aggTrades file into ``AGG_TRADE_DTYPE``.
 
     Layout ``agg_id,price,qty,first_id,last_id,time,is_buyer_maker[,is_best_match]``, with or
-    without a header, times in ms or us.
-
-    Parameters
-    ----------
-    path : path-like
-        CSV, ``.gz`` or one-member ``.zip``.
-
-    Raises
-    ------
-    DataError
-        As :func:`load_trades`, and when ``last_id < first_id``.
+    without a header, times in ms or us. ``path`` is as for :func:`load_trades` (CSV, ``.gz`` or
+    one-member ``.zip``), and so are the ``DataError`` raised, with one more: a ``last_id`` below its
+    ``first_id``.
     """
-    df, source = _trade_frame(path, (7, 8), "aggTrades")
-    out = np.empty(len(df), dtype=AGG_TRADE_DTYPE)
-    out["agg_id"] = _ids(df, 0, source, "agg_id")
-    out["price"] = _numeric(df, 1, source, "price")
-    out["qty"] = _numeric(df, 2, source, "qty")
-    out["first_trade_id"] = _ids(df, 3, source, "first_id")
-    out["last_trade_id"] = _ids(df, 4, source, "last_id")
-    out["time_ms"] = _times(df, 5, source)
-    out["is_buyer_maker"] = _bool_column(df, 6, source, "is_buyer_maker")
-    _nonnegative(out["price"], source, "price", strictly=True)
-    _nonnegative(out["qty"], source, "qty")
+    ids = (("agg_id", 0, "agg_id"), ("first_trade_id", 3, "first_id"), ("last_trade_id", 4, "last_id"))
+    out, source = _read_trade_columns(path, "aggTrades", AGG_TRADE_DTYPE, ids, time_column=5)
     bad = np.flatnonzero(out["last_trade_id"] < out["first_trade_id"])
     if bad.size:
         i = int(bad[0])
