@@ -44,7 +44,7 @@ from policies.replay import PrioritizedReplay
 
 from .apex_config import ApexConfig
 from .checkpoints import CheckpointInfo, CheckpointStore
-from .metrics import record
+from .metrics import LEARNING_METRICS, record
 from .rollout import RolloutBatch
 
 logger = logging.getLogger(__name__)
@@ -245,6 +245,8 @@ class LearnerCore:
             }
         self.counters.sessions += 1
         self._checkpointed_at = self.updates
+        # where this session started: the ETA is paced by what this session did, not by a previous one's
+        self._session_start = (time.monotonic(), self.updates, self.counters.env_steps)
 
     @staticmethod
     def _read(store: CheckpointStore, info: CheckpointInfo) -> dict[str, Any]:
@@ -407,8 +409,54 @@ class LearnerCore:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     # ------------------------------------------------------------------------------------------ status
+    def progress(self, now: float | None = None) -> dict[str, Any]:
+        """How far the run is through its budget, and when it should end at this session's pace.
+
+        Parameters
+        ----------
+        now : float, optional
+            ``time.monotonic()`` of the reading (now by default).
+
+        Returns
+        -------
+        dict
+            ``updates``, ``env_steps``, ``budget`` (the limits, ``None`` where not set), ``fraction`` (of the
+            limit nearest its end, 0 to 1), ``elapsed_s`` (this session), ``updates_per_s`` and ``env_steps_per_s``
+            (this session's mean), ``eta_s`` (seconds until the first limit is reached; ``None`` before this
+            session has made progress towards any).
+        """
+        started, updates0, env_steps0 = self._session_start
+        elapsed = max(0.0, (time.monotonic() if now is None else now) - started)
+        budget = self.apex.budget
+        rates = {
+            "updates": (self.updates - updates0) / elapsed if elapsed > 0 else None,
+            "env_steps": (self.counters.env_steps - env_steps0) / elapsed if elapsed > 0 else None,
+            "wall_seconds": 1.0,
+        }
+        done = {"updates": self.updates, "env_steps": self.counters.env_steps, "wall_seconds": elapsed}
+        limits = {"updates": budget.updates, "env_steps": budget.env_steps, "wall_seconds": budget.wall_seconds}
+        fractions, etas = [], []
+        for key, limit in limits.items():
+            if limit is None:
+                continue
+            left = max(0.0, limit - done[key])
+            fractions.append(min(1.0, done[key] / limit))
+            rate = rates[key]
+            if rate:
+                etas.append(left / rate)
+        return {
+            "updates": self.updates,
+            "env_steps": self.counters.env_steps,
+            "budget": limits,
+            "fraction": max(fractions) if fractions else None,
+            "elapsed_s": elapsed,
+            "updates_per_s": rates["updates"],
+            "env_steps_per_s": rates["env_steps"],
+            "eta_s": (0.0 if self.finished() else min(etas)) if etas else None,
+        }
+
     def status(self) -> dict[str, Any]:
-        """Counters and figures for progress lines and metrics (plain JSON-ready values)."""
+        """Counters and figures for progress lines and metrics (plain JSON-ready values), with :meth:`progress`."""
         stats = self.last_stats
         return {
             **self.counters.as_dict(),
@@ -423,6 +471,8 @@ class LearnerCore:
             "resumed_from": None if self.resumed_from is None else self.resumed_from.uri,
             "restored": self.restored,
             "device": str(self.device),
+            "run_id": self.run_meta.get("run_id"),
+            "progress": self.progress(),
         }
 
 
@@ -495,6 +545,8 @@ class LearnerActor:
             validation=setup.validation,
         )
         self.apex = setup.apex
+        self._run = str(setup.run_meta.get("run_id") or setup.run_meta.get("name") or "run")
+        self._exported_points = 0
         # _cond guards the queue, the worker registry and the waits of add(); _state is held by whoever
         # touches the core (the learning thread, or a status/weights call from another thread).
         self._cond = threading.Condition()
@@ -506,6 +558,7 @@ class LearnerActor:
         self._metrics_at = time.monotonic()
         self._weights: tuple[int, list[Any]] = (-1, [None])
         self._publish()
+        self._export_curves()  # a resumed run's curves are seen at once
         self._stop = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -623,12 +676,27 @@ class LearnerActor:
         started = time.perf_counter()
         core.learn(1)
         record("rayscalp_train_update_seconds", time.perf_counter() - started)
+        self._export_curves()
         self._pending_metrics["updates"] += 1
         if core.updates % self.apex.publish_every == 0:
             self._publish()
         if core.checkpoint_due():
             core.checkpoint()
             self._pending_metrics["checkpoints"] += 1
+
+    def _export_curves(self) -> None:
+        """A new curve point goes to the ``rayscalp_learning_*`` gauges (tag ``run``); a series without a value at
+        that point (no episode ended yet, no validation window) keeps its previous one."""
+        curves = self.core.curves
+        if len(curves) == self._exported_points:
+            return
+        tags = {"run": self._run}
+        for series, value in curves.last_values().items():
+            if value is not None:
+                record(LEARNING_METRICS[series], value, tags)
+        record("rayscalp_learning_points", len(curves), tags)
+        record("rayscalp_learning_updates", curves.updates[-1], tags)
+        self._exported_points = len(curves)
 
     def _finish(self) -> None:
         """Last weights and a last checkpoint when anything changed since the previous one."""

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from market.errors import RayscalpError
+from policies.curves import SERIES, SERIES_TITLES
 
 if TYPE_CHECKING:
     from ray.util.metrics import Metric
@@ -24,6 +25,7 @@ __all__ = [
     "CATALOG",
     "GROUPS",
     "LATENCY_MS_BOUNDARIES",
+    "LEARNING_METRICS",
     "PROJECT_PREFIX",
     "RAY_EXPORT_PREFIX",
     "MetricKind",
@@ -82,7 +84,7 @@ class MetricSpec:
     description : str
         What is measured and in which unit.
     group : str
-        ``training``, ``stream``, ``serving`` or ``paper``: the dashboard row it belongs to.
+        ``training``, ``learning``, ``stream``, ``serving`` or ``paper``: the dashboard row it belongs to.
     tag_keys : tuple of str
         The tag keys every record must give, no more and no fewer.
     boundaries : tuple of float
@@ -160,6 +162,18 @@ _SPECS: tuple[MetricSpec, ...] = (
         _UPDATE_SECONDS_BOUNDARIES,
         unit="s",
     ),
+    # Learning curves: the learner's curve points (policies.curves), per run, as they are made.
+    *(
+        _g(
+            f"learning_{series}",
+            "learning",
+            f"Learning curve, {SERIES_TITLES[series]}, at the run's newest point (one every K learner updates).",
+            ("run",),
+        )
+        for series in SERIES
+    ),
+    _g("learning_points", "learning", "Learning-curve points the run has so far.", ("run",)),
+    _g("learning_updates", "learning", "Learner updates at the run's newest learning-curve point.", ("run",)),
     # Stream: ingestion and the unified stream.
     _c("stream_ticks_received", "stream", "Trades received from the exchange, per symbol.", ("symbol",)),
     _c("stream_bars_closed", "stream", "Bars closed, per symbol and timeframe.", ("symbol", "timeframe")),
@@ -218,8 +232,11 @@ _SPECS: tuple[MetricSpec, ...] = (
 CATALOG: Mapping[str, MetricSpec] = MappingProxyType({s.name: s for s in _SPECS})
 """Every project metric by name, in dashboard order."""
 
-GROUPS: tuple[str, ...] = ("training", "stream", "serving", "paper")
+GROUPS: tuple[str, ...] = ("training", "learning", "stream", "serving", "paper")
 """The metric groups in dashboard order."""
+
+LEARNING_METRICS: Mapping[str, str] = MappingProxyType({s: f"{PROJECT_PREFIX}learning_{s}" for s in SERIES})
+"""The catalog gauge of each learning-curve series (``policies.curves.SERIES``), tagged ``run``."""
 
 _created: dict[str, Metric] = {}
 _lock = threading.Lock()

@@ -9,15 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from policies.curves import SERIES, LearningCurves
-
-_TITLES = {
-    "loss": "loss (importance-weighted Huber)",
-    "mean_q": "mean Q(s, a)",
-    "mean_abs_td": "mean |TD error|",
-    "episode_return": "episode log return (last 100, training)",
-    "validation_return": "greedy validation log return",
-}
+from policies.curves import SERIES, SERIES_TITLES, LearningCurves
 
 
 def write_curves(curves: LearningCurves, run_dir: Path, title: str = "") -> tuple[Path, Path]:
@@ -37,7 +29,7 @@ def write_curves(curves: LearningCurves, run_dir: Path, title: str = "") -> tupl
             ax.plot(*zip(*points, strict=True), marker=".", linewidth=1)
         else:
             ax.text(0.5, 0.5, "no points", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(_TITLES[name], fontsize=9)
+        ax.set_title(SERIES_TITLES[name], fontsize=9)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("learner updates")
     if title:

@@ -7,13 +7,27 @@ Owns the series and their JSON form; a point averages the learning steps since t
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
-from .learning import LearnStats
+if TYPE_CHECKING:  # the figures only: importing the curves (metric catalog, dashboard) needs no torch
+    from .learning import LearnStats
 
 #: The series of every point, in the order they are plotted.
 SERIES = ("loss", "mean_q", "mean_abs_td", "episode_return", "validation_return")
+
+#: What each series measures, as the PNG's panels, the metric catalog and the Grafana panels title it.
+SERIES_TITLES: Mapping[str, str] = MappingProxyType(
+    {
+        "loss": "loss (importance-weighted Huber)",
+        "mean_q": "mean Q(s, a)",
+        "mean_abs_td": "mean |TD error|",
+        "episode_return": "episode log return (last 100, training)",
+        "validation_return": "greedy validation log return",
+    }
+)
 
 
 @dataclass
@@ -64,6 +78,10 @@ class LearningCurves:
         self.updates.append(int(updates))
         self.env_steps.append(int(env_steps))
         self._sums, self._count = [0.0, 0.0, 0.0], 0
+
+    def last_values(self, index: int = -1) -> dict[str, float | None]:
+        """The value of each series at point ``index`` (the newest by default); ``None`` where it had none."""
+        return {name: values[index] for name, values in self.series.items()}
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: ``every_updates``, ``updates``, ``env_steps``, one list per series (``None`` = no value) and

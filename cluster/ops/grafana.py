@@ -35,6 +35,7 @@ DASHBOARD_UID = "rayscalp-main"
 
 _GROUP_TITLES = {
     "training": "Training",
+    "learning": "Learning curves",
     "stream": "Market stream",
     "serving": "Serving",
     "paper": "Paper trading",
@@ -203,7 +204,8 @@ def build_dashboard(
     uid: str = DASHBOARD_UID,
     ray_panels: Iterable[RayPanel] = RAY_METRICS,
 ) -> dict[str, Any]:
-    """The dashboard JSON: a row per catalog group (training, stream, serving, paper) and a row of Ray's metrics.
+    """The dashboard JSON: a row per catalog group (training, learning curves, stream, serving, paper) and a row of
+    Ray's metrics. The learning-curves row has a panel per curve series, one line per run (its ``run`` tag).
 
     Panels query the ``datasource`` template variable (any Prometheus data source). Every catalog metric gets
     exactly one panel.
