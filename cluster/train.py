@@ -459,7 +459,10 @@ def connect_ray(namespace: str = "rayscalp") -> bool:
     return True
 
 
-def _learner_options(apex: ApexConfig) -> dict[str, Any]:
+def learner_actor_options(apex: ApexConfig) -> dict[str, Any]:
+    """The Ray options of a run's learner actor: its CPUs, its GPU (``apex.learner.num_gpus``; ``None`` takes one
+    when the connected cluster has one), one unit of ``apex.learner.resource`` when named, and no restarts
+    (a lost learner is restored from its checkpoint by the driver). Tune reserves a trial's bundles from these."""
     resources = apex.learner
     gpus = resources.num_gpus
     if gpus is None:
@@ -475,7 +478,9 @@ def _learner_options(apex: ApexConfig) -> dict[str, Any]:
     return options
 
 
-def _worker_options(apex: ApexConfig) -> dict[str, Any]:
+def worker_actor_options(apex: ApexConfig) -> dict[str, Any]:
+    """The Ray options of each rollout worker actor: ``apex.worker_num_cpus``, Ray's restarts of a killed worker,
+    and one unit of ``apex.worker_resource`` when named (so that workers stay off the learner's node)."""
     options: dict[str, Any] = {"num_cpus": apex.worker_num_cpus, "max_restarts": apex.max_worker_restarts}
     if apex.worker_resource:
         options["resources"] = {apex.worker_resource: 1.0}
@@ -612,7 +617,7 @@ class ActorLauncher:
         """Create the learner (restored from ``resume_from`` when given); no workers yet."""
         timeline_ref, cnn_ref, worker_timeline_ref = self.arrays
         setup = dataclasses.replace(self.setup, resume_from=resume_from)
-        learner = LearnerActor.options(name=self.learner_name, **_learner_options(self.apex)).remote(
+        learner = LearnerActor.options(name=self.learner_name, **learner_actor_options(self.apex)).remote(
             setup, timeline_ref, cnn_ref, [worker_timeline_ref, cnn_ref]
         )
         return RunHandles(learner, [], self.store)
@@ -620,7 +625,7 @@ class ActorLauncher:
     def start_workers(self, handles: RunHandles) -> RunHandles:
         """Create the rollout workers; they find the learner by its name."""
         workers = [
-            RolloutWorker.options(**_worker_options(self.apex)).remote(
+            RolloutWorker.options(**worker_actor_options(self.apex)).remote(
                 ws, self.learner_name, autostart=not self.apex.deterministic
             )
             for ws in self.worker_setups
@@ -665,7 +670,7 @@ class ActorLauncher:
         else:
             console.print(f"recovery: last checkpoint {latest.uri} ({latest.updates:,} updates)")
         started = time.monotonic()
-        wait_for_node(actor_demand(_learner_options(self.apex)), limit, console)
+        wait_for_node(actor_demand(learner_actor_options(self.apex)), limit, console)
         self._wait_name_free(limit)
         handles = self.start_learner(latest)
         left = max(10.0, limit - (time.monotonic() - started))

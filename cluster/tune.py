@@ -37,7 +37,15 @@ from market.fingerprint import array_fingerprint
 
 from .config import ExperimentConfig, format_validation_error, resolved_dict
 from .runinfo import new_run_id
-from .train import TrainingMarket, connect_ray, head_timeline, prepare_market
+from .train import (
+    TrainingMarket,
+    actor_demand,
+    connect_ray,
+    head_timeline,
+    learner_actor_options,
+    prepare_market,
+    worker_actor_options,
+)
 from .train_local import LocalSettings
 from .trials import append_trial, new_row
 
@@ -342,23 +350,16 @@ def market_reach(market: TrainingMarket) -> dict[str, Any]:
 def trial_resources(config: ExperimentConfig, settings: TuneSettings, *, local: bool) -> Any:
     """What one trial reserves: its driver's CPUs and GPUs, and for an Ape-X trial a bundle for the learner and
     one per rollout worker, since Tune places a trial's actors inside the trial's placement group."""
-    import ray
     from ray.tune import PlacementGroupFactory
 
     driver = {"CPU": settings.cpus_per_trial, "GPU": settings.gpus_per_trial}
     if local:
         return PlacementGroupFactory([driver])
     apex = config.apex
-    gpus = apex.learner.num_gpus
-    if gpus is None:  # as the trainer resolves it: one GPU when the cluster has one
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0.0) >= 1.0 else 0.0
-    learner = {"CPU": apex.learner.num_cpus, "GPU": gpus}
-    if apex.learner.resource:
-        learner[apex.learner.resource] = 1.0
-    worker = {"CPU": apex.worker_num_cpus}
-    if apex.worker_resource:
-        worker[apex.worker_resource] = 1.0
-    bundles = [{k: v for k, v in b.items() if v > 0} for b in [driver, learner] + [worker] * apex.num_workers]
+    # The actors' own options, so that a bundle asks for exactly what the trainer's actor will.
+    learner = actor_demand(learner_actor_options(apex))
+    worker = actor_demand(worker_actor_options(apex))
+    bundles = [{k: v for k, v in driver.items() if v > 0}, learner, *[worker] * apex.num_workers]
     return PlacementGroupFactory([b for b in bundles if b])  # an actor asking for nothing fits any bundle
 
 
