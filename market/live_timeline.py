@@ -28,7 +28,6 @@ from .layout import (
     ROLE_REGIME,
     ROLE_STRUCTURE,
     ROLE_TICKS,
-    TICK_FEATURES,
     TRADED,
     StateConfig,
     StateLayout,
@@ -42,7 +41,7 @@ from .timeframes import TIMEFRAME_MS
 from .timeline import MarketTimeline, WindowSource
 
 # The builder's own definitions of the rows and of the forming bar: one definition, read here for one step.
-from .timeline_builder import bar_rows, padded, tick_rows
+from .timeline_builder import bar_rows, bar_window, tick_rows, tick_window
 
 __all__ = ["MARKETS", "LiveTimeline", "LiveTimelineConfig", "LiveTimelineStats"]
 
@@ -487,14 +486,8 @@ class LiveTimeline:
             if tf == self.base_tf:
                 series = self._base_series[market]
                 rows = self._rows(series.bars, series.rows, market)
-                pad = comp.rows
-                windows[comp.name] = WindowSource(
-                    rows=padded(rows, pad),
-                    last=np.array([pad + series.bars.size - 1], dtype=np.int64),
-                    pad=pad,
-                    price_columns=4,
-                    ref=market,
-                )
+                last = np.array([comp.rows + series.bars.size - 1], dtype=np.int64)
+                windows[comp.name] = bar_window(rows, last, comp.rows, market)
             else:
                 windows[comp.name] = self._higher_window(tf, comp.rows, close_ms)
         vectors: dict[str, np.ndarray] = {}
@@ -560,25 +553,15 @@ class LiveTimeline:
         ticks = self._ticks
         known = int(np.searchsorted(ticks["time_ms"], close_ms, side="right"))
         n = min(window, known)
+        start = known
         if n:
             first = int(ticks["time_ms"][known - n])
             start = min(known - n - _TICK_CONTEXT, int(np.searchsorted(ticks["time_ms"], first - _TICK_CONTEXT_MS)))
-            context = ticks[max(start, 0) : known]
-            rows = tick_rows(context, self._anchor[TRADED])[:, context.size - n :]
-            times = ticks["time_ms"][known - n : known]
-        else:
-            rows = np.zeros((len(TICK_FEATURES), 0), dtype=np.float32)
-            times = np.zeros(0, dtype=np.int64)
+        context = ticks[max(start, 0) : known]
+        rows = tick_rows(context, self._anchor[TRADED])[:, context.size - n :]
+        times = ticks["time_ms"][known - n : known]
         pad_time = int(times[0]) if n else close_ms
-        return WindowSource(
-            rows=padded(rows, window),
-            last=np.array([window + n - 1], dtype=np.int64),
-            pad=window,
-            price_columns=2,
-            ref=TRADED,
-            times_ms=np.concatenate([np.full(window, pad_time, dtype=np.int64), times]),
-            age_column=TICK_FEATURES.index("age_s"),
-        )
+        return tick_window(rows, times, np.array([window + n - 1], dtype=np.int64), window, pad_time)
 
     def _higher_window(self, tf: str, window: int, close_ms: int) -> WindowSource:
         series = self._closed[tf]
@@ -590,15 +573,8 @@ class LiveTimeline:
         forming = bar_rows(*one, ind, self._anchor[TRADED]).T.copy()
         if not ok:
             forming[:] = 0.0
-        return WindowSource(
-            rows=padded(rows, pad),
-            last=np.array([pad + series.bars.size - 1], dtype=np.int64),
-            pad=pad,
-            forming=forming,
-            forming_valid=np.array([ok]),
-            price_columns=4,
-            ref=TRADED,
-        )
+        last = np.array([pad + series.bars.size - 1], dtype=np.int64)
+        return bar_window(rows, last, pad, TRADED, forming, np.array([ok]))
 
     def stats(self) -> LiveTimelineStats:
         """Counters of this session."""

@@ -151,6 +151,43 @@ def padded(rows: np.ndarray, pad: int) -> np.ndarray:
     return out
 
 
+def tick_window(rows: np.ndarray, times_ms: np.ndarray, last: np.ndarray, pad: int, pad_time_ms: int) -> WindowSource:
+    """The source of the tick window: ``rows`` [F, N] of :func:`tick_rows` at ``times_ms`` [N], after ``pad`` zero
+    rows stamped ``pad_time_ms``; ``last`` [T] indexes the padded rows. Price and VWAP are the two price columns,
+    relative to the traded market."""
+    return WindowSource(
+        rows=padded(rows, pad),
+        last=last,
+        pad=pad,
+        price_columns=2,
+        ref=TRADED,
+        times_ms=np.concatenate([np.full(pad, pad_time_ms, dtype=np.int64), times_ms]),
+        age_column=TICK_FEATURES.index("age_s"),
+    )
+
+
+def bar_window(
+    rows: np.ndarray,
+    last: np.ndarray,
+    pad: int,
+    ref: str,
+    forming: np.ndarray | None = None,
+    forming_valid: np.ndarray | None = None,
+) -> WindowSource:
+    """The source of a bar window: ``rows`` [F, N] of :func:`bar_rows` after ``pad`` zero rows; ``last`` [T] indexes
+    the padded rows; ``forming`` [T, F] fills the last slot where the bars close after the step. Open, high, low and
+    close are the four price columns, relative to the ``ref`` market."""
+    return WindowSource(
+        rows=padded(rows, pad),
+        last=last,
+        pad=pad,
+        forming=forming,
+        forming_valid=forming_valid,
+        price_columns=4,
+        ref=ref,
+    )
+
+
 def _known_index(close_time_ms: np.ndarray, step_time_ms: np.ndarray) -> np.ndarray:
     """Index of the last row whose close time is <= each step's time (-1 when none)."""
     return np.searchsorted(close_time_ms, step_time_ms, side="right").astype(np.int64) - 1
@@ -230,22 +267,14 @@ def _bar_window(
     )
     last = _known_index(bars_closed["close_time_ms"], step_time_ms)
     if interval == base_ms:
-        return WindowSource(rows=padded(rows, window), last=last + window, pad=window, price_columns=4, ref=ref)
+        return bar_window(rows, last + window, window, ref)
     pad = window - 1
     o, h, lo, c, v, valid = _forming(base, interval, step_time_ms, int(base["open_time_ms"][0]))
     now = {"open": o, "high": h, "low": lo, "close": c, "volume": v}
     ind = forming_features(bars_closed, last, now, indicator_config)
     forming = bar_rows(o, h, lo, c, v, ind, anchor).T.copy()
     forming[~valid] = 0.0
-    return WindowSource(
-        rows=padded(rows, pad),
-        last=last + pad,
-        pad=pad,
-        forming=forming,
-        forming_valid=valid,
-        price_columns=4,
-        ref=ref,
-    )
+    return bar_window(rows, last + pad, pad, ref, forming, valid)
 
 
 def _base_bars(trades: np.ndarray | None, bars: dict[str, np.ndarray], base_tf: str, who: str) -> np.ndarray:
@@ -314,18 +343,10 @@ def build_timeline(
             if data.traded_trades is None or not data.traded_trades.size:
                 raise DataError("the state has a tick window but the data has no trades of the traded market")
             trades = data.traded_trades
+            times = trades["time_ms"]
             pad = comp.rows
-            last = _known_index(trades["time_ms"], step_time) + pad
-            times = np.concatenate([np.full(pad, trades["time_ms"][0], dtype=np.int64), trades["time_ms"]])
-            windows[comp.name] = WindowSource(
-                rows=padded(tick_rows(trades, anchors[TRADED]), pad),
-                last=last,
-                pad=pad,
-                price_columns=2,
-                ref=TRADED,
-                times_ms=times,
-                age_column=TICK_FEATURES.index("age_s"),
-            )
+            last = _known_index(times, step_time) + pad
+            windows[comp.name] = tick_window(tick_rows(trades, anchors[TRADED]), times, last, pad, int(times[0]))
             continue
         market, timeframe = comp.market, comp.timeframe
         closed = base[market] if timeframe == base_tf else _closed_bars(files[market], base[market], timeframe)
