@@ -1,9 +1,10 @@
 """What the dashboard shows of the policy at work: its decisions, the paper account's curve, the replay clock, the run.
 
-``Board`` is the plain class (tested without Ray): decisions (action, Q-values, confidence per live step) sent by
-:class:`RecordingPolicy`, the paper account's equity per step beside buy-and-hold from the same start, its fills,
-the replay exchange's clock and loop count, and the training run's summary. ``BoardActor`` ("rayscalp-board") is
-the thin Ray shell that polls the paper account. Never invents a figure: what it was not told, it says it lacks.
+``Board`` is the plain class (tested without Ray): decisions (action, Q-values, confidence per live step, named in
+the policy's action set) sent by :class:`RecordingPolicy`, the paper account's equity per step beside buy-and-hold
+from the same start, its fills, the replay exchange's clock and loop count, and the training run's summary.
+``BoardActor`` ("rayscalp-board") is the thin Ray shell that polls the paper account. Never invents a figure:
+what it was not told, it says it lacks.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import ray
+
+from market.venue import ACTION_NAMES
 
 from .paper import CheckpointPolicy
 
@@ -57,11 +60,18 @@ class Board:
         self.run: dict[str, Any] = {}
         self.notes: dict[str, Any] = {}
         self.actions: dict[str, int] = {}
+        self.action_names: list[str] = []  # the policy's action set, by index (from its decisions)
         self._feed = (-1, 0)  # (newest data time, wall ms it was first seen)
 
     def add_decision(self, decision: Mapping[str, Any]) -> None:
-        """One decision: ``step_time_ms``, ``action``, ``q_values``, ``confidence`` (and ``close`` when known)."""
+        """One decision: ``step_time_ms``, ``action``, ``q_values``, ``confidence`` (and ``close`` when known).
+
+        ``actions`` (the action names by index, the order of ``q_values``), when given, names the table's columns.
+        """
         d = dict(decision)
+        names = d.pop("actions", None)
+        if names is not None:
+            self.action_names = [str(n) for n in names]
         self.decisions.append(d)
         self.actions[str(d["action"])] = self.actions.get(str(d["action"]), 0) + 1
 
@@ -111,7 +121,7 @@ class Board:
         spread = f"; confidence {min(conf):.4g}..{max(conf):.4g} (Q gap)" if conf else ""
         counts = ", ".join(f"{a} {c}" for a, c in sorted(self.actions.items()))
         if set(self.actions) <= {"HOLD"}:
-            return f"HOLD on every step so far ({counts}){hold_margins(self.decisions)}{spread}"
+            return f"HOLD on every step so far ({counts}){hold_margins(self.decisions, self.action_names)}{spread}"
         flat = not float(self.paper.get("position", 0.0) or 0.0)
         if flat and self.paper.get("venue") == "spot" and set(self.actions) <= {"HOLD", "SELL"}:
             return f"SELL or HOLD on every step while flat on spot (long or flat: nothing to sell; {counts}){spread}"
@@ -146,6 +156,7 @@ class Board:
             "decisions": list(self.decisions)[-50:][::-1],
             "decision_count": sum(self.actions.values()),
             "actions": dict(self.actions),
+            "action_names": list(self.action_names),
             "equity": list(self.equity),
             "start": self.start,
             "fills": list(self.fills)[-200:],
@@ -168,21 +179,22 @@ class Board:
         }
 
 
-def hold_margins(decisions: Iterable[Mapping[str, Any]]) -> str:
-    """How far BUY's and SELL's Q-values stayed below HOLD's over ``decisions`` (the closest each came), or "".
+def hold_margins(decisions: Iterable[Mapping[str, Any]], names: Sequence[str] = ()) -> str:
+    """How far every other action's Q-value stayed below HOLD's over ``decisions`` (the closest each came), or "".
 
     The policy is greedy: an order needs its action's Q-value above HOLD's, so the closest approach says how far
-    the policy was from trading. Decisions carry ``q_values`` in the order BUY, SELL, HOLD.
+    the policy was from trading. Decisions carry ``q_values`` in the order of ``names`` (the policy's action set;
+    empty: the ``market`` set, BUY, SELL, HOLD).
     """
-    q = np.array([d["q_values"] for d in decisions if len(d.get("q_values", ())) == 3], dtype=np.float64)
+    names = list(names) or [n.upper() for n in ACTION_NAMES]
+    q = np.array([d["q_values"] for d in decisions if len(d.get("q_values", ())) == len(names)], dtype=np.float64)
     if not q.size:
         return ""
-    below = q[:, 2:3] - q[:, :2]  # > 0: HOLD led
-    closest = below.min(axis=0)
-    return (
-        f": Q(BUY) stayed below Q(HOLD) by {closest[0]:.4g} at the closest, Q(SELL) by {closest[1]:.4g} "
-        f"over the last {q.shape[0]} decisions"
-    )
+    hold = names.index("HOLD")
+    closest = (q[:, hold : hold + 1] - q).min(axis=0)  # > 0: HOLD led
+    others = [f"Q({n}) by {closest[i]:.4g}" for i, n in enumerate(names) if i != hold]
+    first = others[0].replace(" by ", " stayed below Q(HOLD) by ", 1)
+    return f": {', '.join([first + ' at the closest', *others[1:]])} over the last {q.shape[0]} decisions"
 
 
 def risk_use(risk: Mapping[str, Any], paper: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -229,8 +241,10 @@ class RecordingPolicy(CheckpointPolicy):
         self.board: Any = None
 
     def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
-        decision = self.load().act(state).decisions()[0]
+        answer = self.load().act(state)
+        decision = answer.decisions()[0]
         decision["step_time_ms"] = int(step_time_ms)
+        decision["actions"] = list(answer.names)
         with contextlib.suppress(Exception):  # no board: the decision stands, unrecorded
             if self.board is None:
                 self.board = ray.get_actor(self.board_actor)

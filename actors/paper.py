@@ -163,6 +163,11 @@ class CheckpointPolicy:
     def version(self) -> str:
         return self.load().version
 
+    @property
+    def action_set(self) -> str:
+        """The action set the checkpoint's network answers in (paper trading's ``actions`` must be it)."""
+        return self.load().action_set
+
     def prepare(self, layout: StateLayout) -> None:
         theirs = self.load().layout
         if theirs != layout:
@@ -349,7 +354,8 @@ class PaperTrader:
     Raises
     ------
     ConfigError
-        The policy reads another layout, or ``account.json`` belongs to another symbol, venue or starting equity.
+        The policy reads another layout or answers in another action set, or ``account.json`` belongs to another
+        symbol, venue or starting equity.
     DataError
         ``account.json`` or a fills file is unreadable.
     """
@@ -361,6 +367,12 @@ class PaperTrader:
         self._lock = threading.RLock()
         self.layout = build_layout(config.state)
         policy.prepare(self.layout)
+        served = getattr(policy, "action_set", None)  # a checkpoint says its set; HTTP answers are checked per step
+        if served is not None and served != config.actions:
+            raise ConfigError(
+                f"policy {policy.kind} answers in the {served!r} action set, paper trading's actions is "
+                f"{config.actions!r}: set actions: {served} (the env's actions the policy was trained with)"
+            )
         self.base_ms = _base_ms(config.state)
         self.equity0 = float(config.initial_equity)
         self.acc = vn.Accounts.open(1, self.equity0)

@@ -27,7 +27,7 @@ from market.timeline import MarketTimeline
 from policies.acting import act
 from policies.collector import TransitionCollector, next_states
 from policies.config import ReplayConfig, TrainingConfig
-from policies.dqn import QNetwork, QNetworkConfig
+from policies.dqn import QNetwork, QNetworkConfig, check_action_set
 from policies.learning import double_dqn_target
 from policies.transitions import Transitions
 
@@ -117,6 +117,7 @@ class RolloutWorkerCore:
         incarnation: int = 0,
         priority_eps: float = ReplayConfig().priority_eps,
     ) -> None:
+        check_action_set(network.actions, env_config.actions, f"rollout worker {index}: env.actions")
         self.index = index
         self.priority_eps = float(priority_eps)
         self.incarnation = incarnation

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from actors.apex_config import ApexConfig
 from market.config import (
@@ -31,6 +31,7 @@ from policies.cnn import CnnConfig
 from policies.cnn_training import CnnTrainingConfig
 from policies.config import ReplayConfig, TrainingConfig
 from policies.dqn import QNetworkConfig
+from policies.sensitivity import SensitivityConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -40,7 +41,11 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 
 class ExperimentConfig(StrictModel):
-    """One experiment: identity, seed and every concern's settings."""
+    """One experiment: identity, seed and every concern's settings.
+
+    ``network.actions`` follows ``env.actions`` (the Q-network has one output per action of the env's action set):
+    left out, it is set from it; given, it must equal it.
+    """
 
     name: str = Field("default", pattern=RUN_NAME_PATTERN)
     seed: int = Field(0, ge=0, lt=2**63)
@@ -59,6 +64,23 @@ class ExperimentConfig(StrictModel):
     training: TrainingConfig = TrainingConfig()
     replay: ReplayConfig = ReplayConfig()
     apex: ApexConfig = ApexConfig()
+    sensitivity: SensitivityConfig = SensitivityConfig()
+
+    @field_validator("network")
+    @classmethod
+    def _network_acts_in_the_env_action_set(cls, network: QNetworkConfig, info: ValidationInfo) -> QNetworkConfig:
+        env = info.data.get("env")
+        if env is None:  # env itself was invalid: that error is reported
+            return network
+        if "actions" not in network.model_fields_set:
+            return network.model_copy(update={"actions": env.actions})
+        if network.actions != env.actions:
+            raise ValueError(
+                f"network.actions is {network.actions!r} but env.actions is {env.actions!r}: the Q-network has one "
+                "output per action of the env's action set; leave network.actions out to follow env.actions "
+                f"(got network.actions={network.actions}, env.actions={env.actions})"
+            )
+        return network
 
 
 _MESSAGES = {

@@ -10,7 +10,8 @@ unchanged into a policy checkpoint (``policies.rllib_export``):
 - :class:`QNetworkAPPOModule` (APPO): the same, plus the old-policy copy APPO's learner asks for.
 
 ``model_config`` carries ``state_profile`` (the ``StateConfig`` profile whose layout the network is built on;
-the observation space must have that layout's size) and ``qnet`` (a ``QNetworkConfig`` as a dict); DQN also
+the observation space must have that layout's size) and ``qnet`` (a ``QNetworkConfig`` as a dict, whose action set
+the action space must have as many actions as); DQN also
 ``double_q`` and ``epsilon`` (a constant or RLlib's ``[[t, value], ...]`` schedule over env steps).
 """
 
@@ -35,7 +36,7 @@ from torch import nn
 
 from market.errors import ConfigError
 from market.layout import StateConfig, build_layout
-from policies.dqn import N_ACTIONS, QNetwork, QNetworkConfig
+from policies.dqn import QNetwork, QNetworkConfig
 
 STATE_PROFILE_KEY = "state_profile"
 QNET_KEY = "qnet"
@@ -54,9 +55,13 @@ def build_qnet(module: TorchRLModule, extra_keys: tuple[str, ...] = ()) -> QNetw
             f"{type(module).__name__}: observation space shape {shape} does not match the "
             f"{cfg[STATE_PROFILE_KEY]!r} layout's size ({layout.size},)"
         )
-    if getattr(module.action_space, "n", None) != N_ACTIONS:
-        raise ConfigError(f"{type(module).__name__}: action space {module.action_space} is not Discrete({N_ACTIONS})")
-    return QNetwork(layout, QNetworkConfig.model_validate(cfg[QNET_KEY]))
+    network = QNetworkConfig.model_validate(cfg[QNET_KEY])
+    if getattr(module.action_space, "n", None) != network.n_actions:
+        raise ConfigError(
+            f"{type(module).__name__}: action space {module.action_space} is not Discrete({network.n_actions}), "
+            f"the {network.actions!r} action set of model_config[{QNET_KEY!r}]"
+        )
+    return QNetwork(layout, network)
 
 
 def trunk_features(qnet: QNetwork, obs: torch.Tensor) -> torch.Tensor:
@@ -105,7 +110,7 @@ class QNetworkDQNModule(TorchRLModule, QNetAPI, TargetNetworkAPI, InferenceOnlyA
             greedy = self.qnet(batch[Columns.OBS]).argmax(dim=-1)
         self.epsilon_schedule.update(t)
         explore = torch.rand(greedy.shape, device=greedy.device) < self.epsilon_schedule.get_current_value()
-        random = torch.randint(0, N_ACTIONS, greedy.shape, device=greedy.device)
+        random = torch.randint(0, self.qnet.config.n_actions, greedy.shape, device=greedy.device)
         return {Columns.ACTIONS: torch.where(explore, random, greedy)}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -123,9 +128,10 @@ class QNetworkDQNModule(TorchRLModule, QNetAPI, TargetNetworkAPI, InferenceOnlyA
 
 
 class QNetworkPolicyModule(TorchRLModule, ValueFunctionAPI):
-    """PPO RLModule: ``qnet``'s three outputs are the logits of a categorical policy; a value head on its trunk.
+    """PPO RLModule: ``qnet``'s outputs (one per action) are the logits of a categorical policy; a value head on its
+    trunk.
 
-    RLlib's default action distribution for ``Discrete(3)`` (``TorchCategorical``) reads the logits; the greedy
+    RLlib's default action distribution for ``Discrete(A)`` (``TorchCategorical``) reads the logits; the greedy
     action (inference) is their argmax, the same rule the policy service applies to the exported network.
     """
 

@@ -3,7 +3,8 @@
 A checkpoint is data, never code: tensors plus JSON-able metadata, loaded with ``weights_only=True``.
 Written by the learner (with each full checkpoint) and read by rollout workers, evaluation and serving.
 Never trusted: its sizes and counters are checked against bounds, and its network counted on the meta
-device, before a single parameter is allocated.
+device, before a single parameter is allocated. It records the action set its network's outputs are over
+(``network_config.actions``); one written before action sets existed reads as ``market``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from market.errors import DataError
 from market.layout import StateConfig, StateLayout, build_layout, upgrade_component_name
 
-from .dqn import QNetwork, QNetworkConfig
+from .dqn import QNetwork, QNetworkConfig, check_action_set
 
 #: A policy network with more parameters than this is refused before it is built (400 MB of float32).
 MAX_POLICY_PARAMETERS = 100_000_000
@@ -43,6 +44,11 @@ class PolicyInfo:
     def layout(self) -> StateLayout:
         """The state layout the network reads."""
         return build_layout(self.state_config)
+
+    @property
+    def actions(self) -> str:
+        """The action set the network's outputs are the Q-values of (``market.venue.ACTION_SETS``)."""
+        return self.network_config.actions
 
 
 def save_policy(
@@ -72,8 +78,26 @@ def save_policy(
     return path
 
 
-def load_policy(path: Path, device: torch.device | str = "cpu") -> tuple[QNetwork, PolicyInfo]:
-    """Rebuild the Q-network of a policy checkpoint (``weights_only=True``) in eval mode on ``device``."""
+def load_policy(
+    path: Path, device: torch.device | str = "cpu", *, actions: str | None = None
+) -> tuple[QNetwork, PolicyInfo]:
+    """Rebuild the Q-network of a policy checkpoint (``weights_only=True``) in eval mode on ``device``.
+
+    Parameters
+    ----------
+    path : Path
+    device : torch.device or str
+    actions : str, optional
+        The action set the caller acts in (its env's or paper account's ``actions``); a checkpoint of another
+        action set is refused. None takes the checkpoint's.
+
+    Raises
+    ------
+    ConfigError
+        The checkpoint's action set is not ``actions``.
+    DataError
+        A counter, size or weight outside what the checkpoint's configs allow.
+    """
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     updates = payload["updates"]
     if type(updates) is not int or not 0 <= updates <= MAX_UPDATES:
@@ -87,6 +111,14 @@ def load_policy(path: Path, device: torch.device | str = "cpu") -> tuple[QNetwor
         meta=dict(payload.get("meta", {})),
     )
     check_network_bounds(info, path)
+    if actions is not None:
+        check_action_set(info.actions, actions, f"policy checkpoint {path}")
+    head = payload["weights"].get("advantage.weight")
+    if head is None or tuple(head.shape[:1]) != (info.network_config.n_actions,):
+        raise DataError(
+            f"{path}: weights advantage.weight has shape {None if head is None else tuple(head.shape)}; the "
+            f"{info.actions!r} action set has {info.network_config.n_actions} actions"
+        )
     network = QNetwork(info.layout, info.network_config)
     # checkpoints written before the roles rename key their encoders by market (``eth_1m``): map, then load
     network.load_state_dict({upgrade_component_name(k): v for k, v in payload["weights"].items()})

@@ -14,22 +14,51 @@ from pydantic import Field
 from torch import nn
 
 from market.config import StrictModel
+from market.errors import ConfigError
 from market.layout import StateLayout
+from market.venue import ACTION_SETS
 
 from .cnn import WindowEncoder
 
-N_ACTIONS = 3
+#: The action sets a Q-network can act in (``market.venue.ACTION_SETS``; the env's ``actions``).
+ActionSet = Literal["market", "scalper"]
 
 
 class QNetworkConfig(StrictModel):
-    """Shape of the Q-network."""
+    """Shape of the Q-network.
 
+    ``actions`` is the action set its outputs are the Q-values of (one output per action, in
+    ``market.venue.ACTION_SETS`` order); the experiment config sets it from ``env.actions``.
+    """
+
+    actions: ActionSet = "market"
     encoder: Literal["structured", "mlp"] = "structured"
     window_channels: int = Field(16, ge=2, le=256)
     window_kernel: int = Field(5, ge=3, le=15)
     vector_width: int = Field(64, ge=4, le=1024)
     trunk: int = Field(1024, ge=8, le=8192)
     mlp_hidden: tuple[int, ...] = (1024, 512)
+
+    @property
+    def n_actions(self) -> int:
+        """How many actions (outputs) the network has."""
+        return len(ACTION_SETS[self.actions])
+
+
+def check_action_set(policy: str, acting: str, where: str) -> None:
+    """Refuse a policy of the ``policy`` action set where the env or paper account acts in ``acting``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``where``, both action sets and their actions.
+    """
+    if policy != acting:
+        raise ConfigError(
+            f"{where}: the policy acts in the {policy!r} action set ({', '.join(ACTION_SETS[policy])}) but "
+            f"actions is {acting!r} ({', '.join(ACTION_SETS[acting])}): train a policy on that action set "
+            f"or set actions: {policy}"
+        )
 
 
 class StructuredEncoder(nn.Module):
@@ -64,7 +93,7 @@ class StructuredEncoder(nn.Module):
 
 
 class QNetwork(nn.Module):
-    """Dueling Q-network: ``Q(s, a) = V(s) + A(s, a) - mean_a A(s, a)`` over BUY / SELL / HOLD."""
+    """Dueling Q-network: ``Q(s, a) = V(s) + A(s, a) - mean_a A(s, a)`` over the config's action set."""
 
     def __init__(self, layout: StateLayout, config: QNetworkConfig | None = None) -> None:
         super().__init__()
@@ -82,10 +111,10 @@ class QNetwork(nn.Module):
             self.encoder = nn.Sequential(*layers)
         self.trunk = nn.Sequential(nn.Linear(width, self.config.trunk), nn.GELU())
         self.value = nn.Linear(self.config.trunk, 1)
-        self.advantage = nn.Linear(self.config.trunk, N_ACTIONS)
+        self.advantage = nn.Linear(self.config.trunk, self.config.n_actions)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        """Q-values ``[B, 3]`` for states ``[B, S]``."""
+        """Q-values ``[B, A]`` (A = ``config.n_actions``) for states ``[B, S]``."""
         h = self.trunk(self.encoder(states))
         advantage = self.advantage(h)
         return self.value(h) + advantage - advantage.mean(dim=1, keepdim=True)

@@ -1,7 +1,8 @@
 """Policy inference without Serve: load a policy checkpoint, check request states, answer Q-values and actions.
 
 Owns the ``/v1/act`` payload decoding (JSON forms; ``.npy`` through ``policies.cnn_inference.decode_npy``), the
-agent-slot override, the greedy action with its confidence, and the batching arithmetic; ``serve.policy`` is a
+agent-slot override, the greedy action with its confidence (named in the checkpoint's action set), and the
+batching arithmetic; ``serve.policy`` is a
 thin shell around it. Never imports Ray, never trusts a payload (each rejection is a ``PayloadError`` naming
 what was wrong), never changes the network's weights.
 """
@@ -19,17 +20,23 @@ import torch
 
 from market.errors import DataError
 from market.layout import AGENT_FEATURES, StateLayout
-from market.venue import ACTION_NAMES
+from market.venue import ACTION_SETS
 
 from .checkpoint import PolicyInfo, load_policy
 from .cnn_inference import batch_offsets
 from .device import resolve_device
-from .dqn import N_ACTIONS, QNetwork
+from .dqn import QNetwork
 from .npy import PayloadError, decode_npy
 from .state_check import check_states, json_body, json_numbers
 
-#: Action names as the HTTP answer spells them, index = the action's id (BUY 0, SELL 1, HOLD 2).
-ACTIONS: tuple[str, ...] = tuple(name.upper() for name in ACTION_NAMES)
+
+def action_names(action_set: str) -> tuple[str, ...]:
+    """The actions of ``action_set`` as the HTTP answer spells them, index = the action's id (``BUY`` 0, ...)."""
+    return tuple(name.upper() for name in ACTION_SETS[action_set])
+
+
+#: The ``market`` action set's names (BUY 0, SELL 1, HOLD 2); every set starts with them.
+ACTIONS: tuple[str, ...] = action_names("market")
 #: What ``confidence`` means, said once for the docs and ``/v1/model``.
 CONFIDENCE_DEFINITION = (
     "Q(chosen action) - Q(runner-up): the gap between the two largest Q-values, in the Q-values' own units "
@@ -68,14 +75,16 @@ class PolicyAnswer:
 
     Attributes
     ----------
-    q_values : array [B, 3] float32
-        Q-values in action order BUY, SELL, HOLD.
+    q_values : array [B, A] float32
+        Q-values in the action set's order (``names``: BUY, SELL, HOLD, then the scalper's POST_BID, ...).
     actions : array [B] int64
         The greedy action per state (argmax, the lower index on a tie).
     confidence : array [B] float32
         See :data:`CONFIDENCE_DEFINITION`.
     version, cnn_version, updates
         The checkpoint's.
+    action_set : str
+        The checkpoint's action set (``market.venue.ACTION_SETS``), which names the actions.
     """
 
     q_values: np.ndarray
@@ -84,18 +93,24 @@ class PolicyAnswer:
     version: str
     cnn_version: str | None
     updates: int
+    action_set: str = "market"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The action names by index (:func:`action_names` of ``action_set``)."""
+        return action_names(self.action_set)
 
     def decisions(self) -> list[dict[str, Any]]:
         """One ``{"action", "action_index", "q_values", "confidence"}`` per state, JSON-ready."""
-        q = self.q_values.tolist()
+        q, names = self.q_values.tolist(), self.names
         return [
-            {"action": ACTIONS[a], "action_index": a, "q_values": q[i], "confidence": c}
+            {"action": names[a], "action_index": a, "q_values": q[i], "confidence": c}
             for i, (a, c) in enumerate(zip(self.actions.tolist(), self.confidence.tolist(), strict=True))
         ]
 
 
 def decide(q_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy actions and their confidence for Q-values ``[B, 3]``.
+    """Greedy actions and their confidence for Q-values ``[B, A]`` (A: the actions of an action set).
 
     Returns
     -------
@@ -105,8 +120,10 @@ def decide(q_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         The largest Q-value minus the second largest (>= 0), see :data:`CONFIDENCE_DEFINITION`.
     """
     q = np.asarray(q_values, dtype=np.float32)
-    if q.ndim != 2 or q.shape[1] != N_ACTIONS:
-        raise ValueError(f"q_values must be [B, {N_ACTIONS}], got shape {q.shape}")
+    widths = {name: len(names) for name, names in ACTION_SETS.items()}
+    if q.ndim != 2 or q.shape[1] not in widths.values():
+        sets = " or ".join(f"[B, {n}] ({name})" for name, n in widths.items())
+        raise ValueError(f"q_values must be {sets}: one per action of an action set, got shape {q.shape}")
     actions = q.argmax(axis=1).astype(np.int64)
     top2 = np.sort(q, axis=1)[:, -2:]
     return actions, (top2[:, 1] - top2[:, 0]).astype(np.float32)
@@ -133,7 +150,7 @@ class PolicyPredictor:
     network : QNetwork
         In eval mode, on ``device``.
     info : PolicyInfo
-        The checkpoint's description (version, CNN version, updates, layout).
+        The checkpoint's description (version, CNN version, updates, layout, action set).
     device : torch.device
     max_rows : int
         The most states one request may carry.
@@ -165,6 +182,8 @@ class PolicyPredictor:
         self.state_size = self.layout.size
         self.agent_slice = self.layout["agent"].slice
         self.agent_size = self.layout["agent"].size
+        self.action_set = info.actions
+        self.action_names = action_names(self.action_set)
         for name, tensor in [*network.named_parameters(), *network.named_buffers()]:
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise DataError(f"policy checkpoint {path or info.version}: {name} holds non-finite values")
@@ -264,8 +283,8 @@ class PolicyPredictor:
     # ----------------------------------------------------------------------------------------- forward
 
     def q_values(self, states: np.ndarray) -> np.ndarray:
-        """Q-values ``[B, 3]`` float32 of checked ``states`` ``[B, S]``, in chunks of ``chunk_rows``."""
-        out = np.empty((states.shape[0], N_ACTIONS), dtype=np.float32)
+        """Q-values ``[B, A]`` float32 of checked ``states`` ``[B, S]``, in chunks of ``chunk_rows``."""
+        out = np.empty((states.shape[0], len(self.action_names)), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, states.shape[0], self.chunk_rows):
                 block = np.ascontiguousarray(states[start : start + self.chunk_rows])
@@ -277,7 +296,7 @@ class PolicyPredictor:
 
     def _answer(self, q: np.ndarray) -> PolicyAnswer:
         actions, confidence = decide(q)
-        return PolicyAnswer(q, actions, confidence, self.version, self.cnn_version, self.updates)
+        return PolicyAnswer(q, actions, confidence, self.version, self.cnn_version, self.updates, self.action_set)
 
     def act(self, states: object) -> PolicyAnswer:
         """Answer one request of ``[S]`` or ``[B, S]`` float32 states (checked here, and so are the Q-values)."""
@@ -297,12 +316,13 @@ class PolicyPredictor:
                 self.version,
                 self.cnn_version,
                 self.updates,
+                self.action_set,
             )
             for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
         ]
 
     def describe(self) -> dict[str, Any]:
-        """What is being served: versions, updates, layout, sizes, device, checkpoint path."""
+        """What is being served: versions, updates, layout, sizes, action set and names, device, checkpoint path."""
         return {
             "version": self.version,
             "cnn_version": self.cnn_version,
@@ -311,7 +331,8 @@ class PolicyPredictor:
             "state_size": self.state_size,
             "agent_features": list(AGENT_FEATURES),
             "agent_slot": [self.agent_slice.start, self.agent_slice.stop],
-            "actions": list(ACTIONS),
+            "action_set": self.action_set,
+            "actions": list(self.action_names),
             "confidence": CONFIDENCE_DEFINITION,
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
@@ -407,7 +428,8 @@ def encode_act_json(answer: PolicyAnswer, *, single: bool, extra: dict[str, Any]
         "q_values": None,
         "confidence": None,
         "decisions": decisions,
-        "actions": list(ACTIONS),
+        "action_set": answer.action_set,
+        "actions": list(answer.names),
         "model_version": answer.version,
         "cnn_version": answer.cnn_version,
         "updates": answer.updates,

@@ -14,12 +14,14 @@ Routes (``route_prefix`` ``/``):
   ``{"states": [[...], ...]}`` with an optional ``"agent": [...]`` that overrides the states' agent slot, or
   ``{"symbol": "ETHUSDT", "latest": true}``: the live state of the symbol (unified stream, the paper account's
   agent features, the CNN part from the CNN deployment) from the Ray actor ``rayscalp-live-state``. The JSON
-  answer carries the action (name and index), the Q-values (BUY, SELL, HOLD), the confidence (the gap between
+  answer carries the action (name and index), the Q-values (one per action of the checkpoint's action set:
+  BUY, SELL, HOLD for ``market``, then POST_BID, POST_ASK, CANCEL for ``scalper``), the confidence (the gap between
   the two largest Q-values, see ``policies.policy_inference.CONFIDENCE_DEFINITION``), the model and CNN
   versions, for ``latest`` the data time, and the server-side latency. 422 names what is wrong with a payload;
   503 says why ``latest`` cannot be answered (no live-state actor, no answer in time, a state of another
   layout or CNN).
-- ``GET /v1/health`` (never needs the key), ``GET /v1/model``, ``GET /docs``, ``GET /openapi.json``.
+- ``GET /v1/health`` (never needs the key), ``GET /v1/model``, ``GET /docs``, ``GET /openapi.json``; health and
+  model say the action set served.
 
 With a key in ``$RAYSCALP_API_KEY`` (``api_key_env``) on the replicas' nodes, every route but health answers
 401 without ``X-API-Key`` or with a wrong one. Without a key the replicas refuse to start unless Serve's HTTP
@@ -27,7 +29,8 @@ host is a loopback address.
 
 Reloads: a new ``user_config`` (``checkpoint``) or a newer ``policy-*.pt`` in ``watch_dir`` loads beside the
 serving network and swaps whole; a checkpoint with fewer learner updates than the served one is refused (kept
-serving, the refusal shown by ``/v1/model``) unless ``allow_rollback``. With one replica (the default) a client
+serving, the refusal shown by ``/v1/model``) unless ``allow_rollback``, and so is one of another layout or action
+set (deploy it as a new app). With one replica (the default) a client
 therefore sees versions only move forward; several replicas each swap on their own.
 """
 
@@ -50,6 +53,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from market.errors import ConfigError, RayscalpError
+from market.venue import ACTION_SETS
 from policies.cnn_inference import JSON_MEDIA_TYPE, NPY_MEDIA_TYPES, PayloadError
 from policies.policy_inference import (
     CONFIDENCE_DEFINITION,
@@ -57,6 +61,7 @@ from policies.policy_inference import (
     LatestQuery,
     PolicyAnswer,
     PolicyPredictor,
+    action_names,
     check_answer,
     decode_act_json,
     decode_act_npy,
@@ -75,6 +80,10 @@ LIVE_STATE_ACTOR = "rayscalp-live-state"
 #: How long a missing live-state actor is remembered before it is looked up again.
 _LIVE_LOOKUP_BACKOFF_S = 1.0
 _HISTORY = 20
+#: Every action name an answer may carry (the ``scalper`` set holds the ``market`` one).
+ActionName = Literal[action_names("scalper")]  # type: ignore[valid-type]
+#: The action sets a checkpoint may act in.
+ActionSetName = Literal[tuple(ACTION_SETS)]  # type: ignore[valid-type]
 
 
 class UnavailableError(RayscalpError):
@@ -178,20 +187,25 @@ class ErrorDetail(BaseModel):
 class Decision(BaseModel):
     """The policy's answer for one state."""
 
-    action: Literal["BUY", "SELL", "HOLD"]
-    action_index: int = Field(ge=0, le=2)
-    q_values: list[float] = Field(min_length=3, max_length=3, description="Q(BUY), Q(SELL), Q(HOLD)")
+    action: ActionName
+    action_index: int = Field(ge=0, le=len(action_names("scalper")) - 1)
+    q_values: list[float] = Field(
+        min_length=len(action_names("market")),
+        max_length=len(action_names("scalper")),
+        description="one Q-value per action of the action set, in ``actions`` order (Q(BUY), Q(SELL), Q(HOLD), ...)",
+    )
     confidence: float = Field(ge=0.0, description=CONFIDENCE_DEFINITION)
 
 
 class ActResponse(BaseModel):
     """``POST /v1/act``: ``decisions`` per state; the flat fields repeat the one decision of a one-state request."""
 
-    action: Literal["BUY", "SELL", "HOLD"] | None
+    action: ActionName | None
     action_index: int | None
     q_values: list[float] | None
     confidence: float | None
     decisions: list[Decision]
+    action_set: ActionSetName = Field(description="the served checkpoint's action set (market.venue.ACTION_SETS)")
     actions: list[str] = Field(description="action names by index")
     model_version: str
     cnn_version: str | None = Field(description="the CNN the policy was trained under")
@@ -216,6 +230,7 @@ class ModelInfo(BaseModel):
     updates: int
     profile: str
     state_size: int
+    action_set: ActionSetName
     actions: list[str]
     confidence: str
 
@@ -225,6 +240,7 @@ class Health(BaseModel):
 
     status: Literal["ok"]
     loaded: bool
+    action_set: ActionSetName | None = Field(None, description="the served checkpoint's action set (None: none yet)")
 
 
 def act_request_schema(state_size: int, agent_size: int, symbols: list[str], max_rows: int) -> dict[str, Any]:
@@ -317,7 +333,8 @@ def newest_checkpoint(
 
 ingress = FastAPI(
     title="rayscalp policy",
-    description="Greedy actions and Q-values of the learned scalping policy (BUY / SELL / HOLD).",
+    description="Greedy actions and Q-values of the learned scalping policy (its action set: BUY / SELL / HOLD, "
+    "and with scalper actions POST_BID / POST_ASK / CANCEL).",
     docs_url=None,
     redoc_url=None,
     openapi_url=None,  # served by the replica itself, behind the key (see http_openapi)
@@ -434,6 +451,13 @@ class PolicyDeployment:
         """Swap ``new`` in unless its layout differs or it is behind the served one; say whether it was taken."""
         current = self._predictor
         if current is not None:
+            if new.action_set != current.action_set:
+                self._refuse(
+                    Path(new.path),
+                    f"action set {new.action_set!r} ({', '.join(new.action_names)}) differs from the served "
+                    f"{current.action_set!r} ({', '.join(current.action_names)}); deploy it as a new app",
+                )
+                return False
             if new.layout != current.layout:
                 self._refuse(
                     Path(new.path),
@@ -532,8 +556,8 @@ class PolicyDeployment:
         Returns
         -------
         dict
-            ``q_values`` [B, 3], ``actions`` [B] int64, ``confidence`` [B] float32, ``version``,
-            ``cnn_version`` and ``updates`` of the checkpoint that answered.
+            ``q_values`` [B, A] (the A actions of ``action_set``), ``actions`` [B] int64, ``confidence`` [B]
+            float32, ``version``, ``cnn_version``, ``updates`` and ``action_set`` of the checkpoint that answered.
 
         Raises
         ------
@@ -548,6 +572,7 @@ class PolicyDeployment:
         return {
             "q_values": a.q_values,
             "actions": a.actions,
+            "action_set": a.action_set,
             "confidence": a.confidence,
             "version": a.version,
             "cnn_version": a.cnn_version,
@@ -697,8 +722,9 @@ class PolicyDeployment:
 
     @ingress.get("/v1/health", responses={200: {"model": Health}}, summary="Liveness (no key needed)")
     async def http_health(self) -> dict[str, Any]:
-        """``{"status": "ok", "loaded": <a checkpoint is served>}``."""
-        return {"status": "ok", "loaded": self._predictor is not None}
+        """``{"status": "ok", "loaded": <a checkpoint is served>, "action_set": <its action set or None>}``."""
+        predictor = self._predictor
+        return {"status": "ok", "loaded": predictor is not None, "action_set": predictor and predictor.action_set}
 
     @ingress.get("/v1/model", responses={200: {"model": ModelInfo}, 401: _ERRORS[401]}, summary="What is served")
     async def http_model(self, request: Request) -> dict[str, Any]:

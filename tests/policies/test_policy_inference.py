@@ -119,8 +119,10 @@ def test_decide_takes_the_first_largest_q_and_confidence_is_the_gap_to_the_runne
 def test_decide_breaks_an_exact_tie_towards_buy_then_sell() -> None:
     actions, confidence = decide(np.array([[1, 1, 1], [0, 2, 2], [3, 1, 2]], dtype=np.float32))
     assert actions.tolist() == [0, 1, 0] and confidence.tolist() == [0.0, 0.0, 1.0]
-    with pytest.raises(ValueError, match=r"\[B, 3\]"):
+    with pytest.raises(ValueError, match=r"\[B, 3\] \(market\) or \[B, 6\] \(scalper\)"):
         decide(np.zeros((2, 4), dtype=np.float32))
+    scalper, _ = decide(np.array([[0, 1, 2, 3, 5, 4], [1, 0, 0, 0, 0, 0]], dtype=np.float32))
+    assert scalper.tolist() == [4, 0]  # POST_ASK, BUY: the scalper set's six actions
 
 
 @settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -364,7 +364,7 @@ def test_every_route_but_health_answers_401_without_the_key_or_with_a_wrong_one(
                 timeout=30,
             )
             if path == "/v1/health":
-                assert r.status_code == 200 and r.json() == {"status": "ok", "loaded": True}
+                assert r.status_code == 200 and r.json() == {"status": "ok", "loaded": True, "action_set": "market"}
                 continue
             assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
             assert reason in r.json()["detail"]
