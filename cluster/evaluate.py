@@ -872,8 +872,8 @@ def evaluate(
     Raises
     ------
     ConfigError
-        Fewer than three seeds, a bad fold or bootstrap setting, a layout that is not the policy's, or a policy
-        that names a CNN this cannot load.
+        Fewer than three seeds, a bad fold or bootstrap setting, a layout or action set that is not the policy's,
+        or a policy that names a CNN this cannot load.
     DataError
         When the data holds no evaluation span.
     """
@@ -889,7 +889,7 @@ def evaluate(
     if not checkpoint.is_file():
         raise ConfigError(f"policy checkpoint {checkpoint} does not exist")
     dev = resolve_device(device)
-    qnet, info = load_policy(checkpoint, dev)
+    qnet, info = load_policy(checkpoint, dev, actions=config.env.actions)  # its action set is the env's
     data = _data(config, info, timeline, history, data_paths)
     tl = data.timeline
     times = np.asarray(tl.step_time_ms, dtype=np.int64)
