@@ -1,16 +1,24 @@
 """The real websocket captures the replay tests read (``binance/ws`` under ``../shared/data``: ETHUSDT and BTCUSDT,
-the same 11 minutes, split over two files each), the ways the tests cut them, and the small state they build.
+the same 11 minutes, split over two files each), the ways the tests cut them (and replay them through a stream),
+and the small state they build.
 
-Loads and cuts only: what a test asserts about them stays in the test."""
+Loads, cuts and replays only: what a test asserts about them stays in the test."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from actors.messages import TickBatch
 from market.datasets import WsCapture, load_klines, load_ws_capture
 from market.layout import StateConfig
+
+if TYPE_CHECKING:
+    from actors.stream import UnifiedStream
+    from market.live_timeline import LiveTimeline
 
 ETH, BTC = "ETHUSDT", "BTCUSDT"
 SYMBOLS = (ETH, BTC)
@@ -74,3 +82,39 @@ def warm_klines(shared_data: Path) -> dict[str, np.ndarray]:
         "1h": load_klines(klines / "ETHUSDT-1h-2024-05-13_2025-02-04.csv", interval="1h"),
         "1d": load_klines(klines / "ETHUSDT-1d-2022-11-11_2025-02-04.csv", interval="1d"),
     }
+
+
+def replay_stream(storage_dir: Path, packet_ticks: int) -> UnifiedStream:
+    """A stream for a replay of the captures: it never flushes during a test and keeps a minute of ticks."""
+    from actors.stream import StreamConfig, UnifiedStream
+
+    return UnifiedStream(
+        StreamConfig(storage_dir=storage_dir, flush_interval_ms=10**12, tick_cache_s=60, packet_ticks=packet_ticks)
+    )
+
+
+def replay_into_live(
+    stream: UnifiedStream,
+    live: LiveTimeline,
+    traded: np.ndarray,
+    reference: np.ndarray,
+    rng: np.random.Generator,
+    max_batch: int = 600,
+) -> Iterator[int]:
+    """Replay both markets' trades through ``stream`` in random batches of 1 to ``max_batch - 1`` trades (about
+    1 ms to 20 s of the captures), feed what a ``ticks`` consumer polls to ``live``, and yield the index of every
+    step ``live`` closes. Each poll must come back complete."""
+    consumer = stream.register_consumer("replay-into-live", ["ticks"])
+    trades, is_reference = merged(traded, reference)
+    seq, at = 0, 0
+    while at < trades.size:
+        n = int(rng.integers(1, max_batch))
+        part, ref = trades[at : at + n], is_reference[at : at + n]
+        at += n
+        stream.ingest(TickBatch("replay", at, {ETH: part[~ref], BTC: part[ref]}))
+        reply = stream.poll(consumer, seq)
+        assert reply.complete
+        seq = reply.seq
+        live.feed(traded=reply.items["ticks"][ETH], reference=reply.items["ticks"][BTC])
+        while live.next_step():
+            yield live.steps - 1

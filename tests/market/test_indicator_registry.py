@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actors.messages import TickBatch
-from actors.stream import StreamConfig, UnifiedStream
 from market.bars import ticks_to_bars
 from market.config import IndicatorConfig
 from market.datasets import load_klines
@@ -25,7 +23,7 @@ from market.indicators import FEATURE_NAMES, IndicatorSet, close_features, formi
 from market.layout import AGENT_FEATURES, BAR_FEATURES, StateConfig, build_layout
 from market.live_timeline import LiveTimeline
 from market.timeline_builder import MarketData, build_timeline
-from tests.captures import BTC, ETH, merged
+from tests.captures import BTC, ETH, replay_into_live, replay_stream
 
 ATR_WINDOW = 14
 STATE = StateConfig(
@@ -149,34 +147,21 @@ def test_the_atr_reaches_the_batch_timeline_and_the_gathered_state(atr: Indicato
 def test_live_state_with_the_atr_equals_batch_gather_on_the_real_capture(atr: Indicator, capture, warm_bars, tmp_path):
     eth, btc = capture[ETH], capture[BTC]
     batch = build_timeline(MarketData(traded_trades=eth, reference_trades=btc, traded_bars=warm_bars), STATE)
-    stream = UnifiedStream(
-        StreamConfig(storage_dir=tmp_path / "stream", flush_interval_ms=10**12, tick_cache_s=60, packet_ticks=20)
-    )
-    consumer = stream.register_consumer("atr-registry-test", ["ticks"])
+    stream = replay_stream(tmp_path / "stream", packet_ticks=20)
     live = LiveTimeline(STATE, warm_bars=warm_bars)
-    trades, is_btc = merged(eth, btc)
     rng = np.random.default_rng(14)
     j = BAR_FEATURES.index("atr_pct")
-    seq, at, checked, worst, atr_seen = 0, 0, 0, 0.0, 0
-    while at < trades.size:
-        n = int(rng.integers(1, 600))
-        part, b = trades[at : at + n], is_btc[at : at + n]
-        at += n
-        stream.ingest(TickBatch("replay", at, {ETH: part[~b], BTC: part[b]}))
-        reply = stream.poll(consumer, seq)
-        seq = reply.seq
-        live.feed(traded=reply.items["ticks"][ETH], reference=reply.items["ticks"][BTC])
-        while live.next_step():
-            k = live.steps - 1
-            agent = rng.normal(size=len(AGENT_FEATURES)).astype(np.float32)
-            ours = live.state(agent)
-            theirs = gather(batch, np.array([k]), agent[None])[0]
-            worst = max(worst, float(np.abs(ours.astype(np.float64) - theirs).max()))
-            for name in ("traded_1h", "traded_1d"):
-                comp = batch.layout[name]
-                atr_slots = ours[comp.slice].reshape(comp.features, comp.rows)[j]
-                atr_seen += int(np.count_nonzero(atr_slots))
-            checked += 1
+    checked, worst, atr_seen = 0, 0.0, 0
+    for k in replay_into_live(stream, live, eth, btc, rng):
+        agent = rng.normal(size=len(AGENT_FEATURES)).astype(np.float32)
+        ours = live.state(agent)
+        theirs = gather(batch, np.array([k]), agent[None])[0]
+        worst = max(worst, float(np.abs(ours.astype(np.float64) - theirs).max()))
+        for name in ("traded_1h", "traded_1d"):
+            comp = batch.layout[name]
+            atr_slots = ours[comp.slice].reshape(comp.features, comp.rows)[j]
+            atr_seen += int(np.count_nonzero(atr_slots))
+        checked += 1
     assert checked == batch.n_steps - 1
     assert worst <= TOLERANCE, f"live state with the ATR differs from the batch gather by {worst}"
     assert atr_seen > 0  # the ATR slots of the hourly and daily windows are filled (from the real klines)

@@ -9,15 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.messages import TickBatch
-from actors.stream import StreamConfig, UnifiedStream
 from market.errors import DataError
 from market.features import gather
 from market.layout import AGENT_FEATURES, StateConfig
 from market.live_timeline import LiveTimeline, LiveTimelineConfig
 from market.records import TRADE_DTYPE
 from market.timeline_builder import MarketData, build_timeline
-from tests.captures import BTC, ETH, merged
+from tests.captures import BTC, ETH, SMALL_STATE, merged, replay_into_live, replay_stream
 
 #: The parity profile: the default one's components and timeframes with windows the test can afford.
 PARITY_STATE = StateConfig(
@@ -39,44 +37,30 @@ def test_live_state_equals_batch_gather_on_every_step_of_the_real_capture_replay
 ) -> None:
     eth, btc = capture[ETH], capture[BTC]
     batch = build_timeline(MarketData(traded_trades=eth, reference_trades=btc, traded_bars=warm_bars), PARITY_STATE)
-    stream = UnifiedStream(
-        StreamConfig(storage_dir=tmp_path / "stream", flush_interval_ms=10**12, tick_cache_s=60, packet_ticks=50)
-    )
-    consumer = stream.register_consumer("live-timeline-test", ["ticks"])
+    stream = replay_stream(tmp_path / "stream", packet_ticks=50)
     live = LiveTimeline(PARITY_STATE, warm_bars=warm_bars)
     rng = np.random.default_rng(20240809)
-    trades, is_btc = merged(eth, btc)
     hidden_size = PARITY_STATE.cnn_hidden
     pred_size = PARITY_STATE.cnn_predictions
-    seq, at, checked, worst, where = 0, 0, 0, 0.0, ""
-    while at < trades.size:
-        n = int(rng.integers(1, 600))  # ~1 ms to ~20 s of trades per batch
-        part, btc_part = trades[at : at + n], is_btc[at : at + n]
-        at += n
-        stream.ingest(TickBatch("replay", at, {ETH: part[~btc_part], BTC: part[btc_part]}))
-        reply = stream.poll(consumer, seq)
-        assert reply.complete
-        seq = reply.seq
-        live.feed(traded=reply.items["ticks"][ETH], reference=reply.items["ticks"][BTC])
-        while live.next_step():
-            k = live.steps - 1
-            assert live.step_time_ms == int(batch.step_time_ms[k])
-            agent = rng.normal(size=len(AGENT_FEATURES)).astype(np.float32)
-            hidden = rng.normal(size=hidden_size).astype(np.float32)
-            pred = rng.normal(size=pred_size).astype(np.float32)
-            ours = live.state(agent, hidden, pred)
-            theirs = gather(
-                batch,
-                np.array([k]),
-                agent[None],
-                hidden[None].repeat(batch.n_steps, 0),
-                pred[None].repeat(batch.n_steps, 0),
-            )[0]
-            diff = np.abs(ours.astype(np.float64) - theirs)
-            if diff.max() > worst:
-                worst = float(diff.max())
-                where = f"step {k}, {component_of(batch.layout, int(diff.argmax()))}"
-            checked += 1
+    checked, worst, where = 0, 0.0, ""
+    for k in replay_into_live(stream, live, eth, btc, rng):
+        assert live.step_time_ms == int(batch.step_time_ms[k])
+        agent = rng.normal(size=len(AGENT_FEATURES)).astype(np.float32)
+        hidden = rng.normal(size=hidden_size).astype(np.float32)
+        pred = rng.normal(size=pred_size).astype(np.float32)
+        ours = live.state(agent, hidden, pred)
+        theirs = gather(
+            batch,
+            np.array([k]),
+            agent[None],
+            hidden[None].repeat(batch.n_steps, 0),
+            pred[None].repeat(batch.n_steps, 0),
+        )[0]
+        diff = np.abs(ours.astype(np.float64) - theirs)
+        if diff.max() > worst:
+            worst = float(diff.max())
+            where = f"step {k}, {component_of(batch.layout, int(diff.argmax()))}"
+        checked += 1
     assert worst <= TOLERANCE, f"live state differs from the batch gather by {worst} at {where}"
     # every step but the last closes live (the last waits for a trade after it, which never comes)
     assert checked == batch.n_steps - 1 == 650
@@ -159,15 +143,8 @@ def two_markets(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, list[int]]:
     return eth, btc, cuts
 
 
-SMALL = StateConfig(
-    tick_window=6,
-    bar_window=5,
-    reference_window=4,
-    traded_timeframes=("1s", "1m"),
-    cnn_hidden=0,
-    cnn_predictions=0,
-    regime=0,
-)
+#: The replay tests' small state with windows that random markets of a few minutes fill, and a Williams part.
+SMALL = SMALL_STATE.model_copy(update={"tick_window": 6, "bar_window": 5, "reference_window": 4, "williams": 250})
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
