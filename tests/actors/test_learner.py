@@ -5,6 +5,7 @@ the next updates are bit-identical to an uninterrupted run. The saw-tooth market
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,27 @@ def test_the_learner_records_a_curve_point_every_k_updates_with_a_greedy_validat
     assert len(set(series["validation_return"])) > 1 or len(set(series["loss"])) > 1  # the points move
     assert series["episode_return"][-1] == pytest.approx(core.mean_return())
     assert _core(timeline, _apex()).validate() is None  # no window, no validation return
+
+
+@pytest.mark.timeout(60)
+def test_progress_reports_the_budget_used_and_an_eta_from_this_sessions_pace(timeline, batches) -> None:
+    apex = _apex(budget=BudgetConfig(env_steps=None, updates=200, wall_seconds=3_600.0))
+    core = _core(timeline, apex)
+    started = core.progress()
+    assert started["updates"] == 0 and started["budget"] == {"updates": 200, "env_steps": None, "wall_seconds": 3600.0}
+    for batch in batches[:4]:
+        core.add(batch)
+        core.learn_owed()
+    assert 0 < core.updates < 200
+    now = time.monotonic()
+    progress = core.progress(now)
+    elapsed = progress["elapsed_s"]
+    assert progress["updates"] == core.updates and progress["env_steps"] == core.counters.env_steps
+    assert progress["fraction"] == pytest.approx(max(core.updates / 200, elapsed / 3600.0))
+    assert progress["updates_per_s"] == pytest.approx(core.updates / elapsed)
+    # the first limit to be reached ends the run: here the update budget, at this session's pace
+    assert progress["eta_s"] == pytest.approx(min((200 - core.updates) / progress["updates_per_s"], 3600.0 - elapsed))
+    assert core.status()["progress"]["updates"] == core.updates and core.status()["run_id"] == "t-run"
+    # no limit on updates or wall time, and no env step yet in this session: no ETA to give
+    idle = _core(timeline, _apex(budget=BudgetConfig(env_steps=10_000)))
+    assert idle.progress()["eta_s"] is None and idle.progress()["fraction"] == 0.0

@@ -33,6 +33,15 @@ REQUIRED = {
         "rayscalp_train_replay_fill",
         "rayscalp_train_checkpoints",
     ],
+    "learning": [
+        "rayscalp_learning_loss",
+        "rayscalp_learning_mean_q",
+        "rayscalp_learning_mean_abs_td",
+        "rayscalp_learning_episode_return",
+        "rayscalp_learning_validation_return",
+        "rayscalp_learning_points",
+        "rayscalp_learning_updates",
+    ],
     "stream": [
         "rayscalp_stream_ticks_received",
         "rayscalp_stream_bars_closed",
@@ -67,6 +76,17 @@ def test_catalog_covers_every_metric_the_issue_names_in_its_group() -> None:
             assert name in CATALOG, name
             assert CATALOG[name].group == group
     assert {s.group for s in CATALOG.values()} == set(GROUPS)
+
+
+def test_every_learning_curve_series_has_one_gauge_tagged_by_run() -> None:
+    from policies.curves import SERIES
+
+    assert list(metrics.LEARNING_METRICS) == list(SERIES)
+    for series, name in metrics.LEARNING_METRICS.items():
+        entry = CATALOG[name]
+        assert entry.kind is MetricKind.GAUGE and entry.tag_keys == ("run",) and entry.group == "learning", series
+    with pytest.raises(MetricUsageError, match="run"):
+        record("rayscalp_learning_loss", 0.5)
 
 
 def test_bars_are_counted_per_timeframe_and_serving_errors_by_status() -> None:
