@@ -11,6 +11,10 @@ from market.features import gather
 from market.layout import AGENT_FEATURES, StateConfig, build_layout, upgrade_component_name
 from market.timeline import MarketTimeline, WindowSource
 
+#: The state profiles, each of which the layout and the gather must hold under (as a strategy: ``PROFILES``).
+PROFILE_NAMES = ("default", "kline-1m", "tiny")
+PROFILES = st.sampled_from(PROFILE_NAMES)
+
 
 def random_timeline(profile: str, n_steps: int, seed: int, **sizes: int) -> MarketTimeline:
     """A timeline of random rows whose per-step indices are monotone, as a real one's are."""
@@ -58,7 +62,13 @@ def random_timeline(profile: str, n_steps: int, seed: int, **sizes: int) -> Mark
     return timeline
 
 
-@pytest.mark.parametrize("profile", ["default", "kline-1m", "tiny"])
+def small_random_timeline(profile: str, seed: int, n_steps: int = 40) -> MarketTimeline:
+    """``random_timeline`` with windows a property can afford to draw often (the tiny profile's are small already)."""
+    sizes = {"tick_window": 7, "bar_window": 5, "reference_window": 4, "cnn_hidden": 8} if profile != "tiny" else {}
+    return random_timeline(profile, n_steps, seed, **sizes)
+
+
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
 def test_layout_slices_cover_the_state_exactly_once(profile: str) -> None:
     layout = build_layout(StateConfig(profile=profile))
     covered = np.zeros(layout.size, dtype=np.int64)
@@ -85,15 +95,10 @@ def test_kline_profile_masks_ticks_and_1s_and_says_so() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(
-    profile=st.sampled_from(["default", "kline-1m", "tiny"]),
-    seed=st.integers(0, 10_000),
-    batch=st.integers(1, 9),
-)
+@given(profile=PROFILES, seed=st.integers(0, 10_000), batch=st.integers(1, 9))
 def test_gather_on_numpy_equals_gather_on_torch(profile: str, seed: int, batch: int) -> None:
     torch = pytest.importorskip("torch")
-    sizes = {"tick_window": 7, "bar_window": 5, "reference_window": 4, "cnn_hidden": 8} if profile != "tiny" else {}
-    timeline = random_timeline(profile, 40, seed, **sizes)
+    timeline = small_random_timeline(profile, seed)
     rng = np.random.default_rng(seed + 1)
     steps = rng.integers(0, timeline.n_steps, size=batch).astype(np.int64)
     agent = rng.normal(size=(batch, len(AGENT_FEATURES))).astype(np.float32)

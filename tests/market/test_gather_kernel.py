@@ -11,14 +11,15 @@ from hypothesis import strategies as st
 
 from market import gather_kernel
 from market.features import gather
-from market.layout import AGENT_FEATURES, StateConfig
-from tests.market.test_features import assert_reads_only_rows_up_to_the_last_known_index, random_timeline
+from market.layout import AGENT_FEATURES
+from tests.market.test_features import (
+    PROFILES,
+    assert_reads_only_rows_up_to_the_last_known_index,
+    random_timeline,
+    small_random_timeline,
+)
 
 pytest.importorskip("numba")
-
-# The reference market's window size, under whichever name the config gives it.
-_REF_WINDOW = next(k for k in ("reference_window", "btc_window") if k in StateConfig.model_fields)
-SMALL = {"tick_window": 7, "bar_window": 5, _REF_WINDOW: 4, "cnn_hidden": 8}
 
 
 def _age_columns(timeline) -> np.ndarray:
@@ -33,16 +34,11 @@ def _age_columns(timeline) -> np.ndarray:
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    profile=st.sampled_from(["default", "kline-1m", "tiny"]),
-    seed=st.integers(0, 10_000),
-    batch=st.integers(1, 9),
-)
+@given(profile=PROFILES, seed=st.integers(0, 10_000), batch=st.integers(1, 9))
 def test_kernel_equals_reference_numpy_and_torch(profile: str, seed: int, batch: int) -> None:
     torch = pytest.importorskip("torch")
     assert gather_kernel.available()
-    sizes = {"tick_window": 7, "bar_window": 5, "reference_window": 4, "cnn_hidden": 8} if profile != "tiny" else {}
-    timeline = random_timeline(profile, 40, seed, **sizes)
+    timeline = small_random_timeline(profile, seed)
     rng = np.random.default_rng(seed + 1)
     # Early steps too: their windows start before the data and must be zero-filled alike.
     steps = np.concatenate([rng.integers(0, timeline.n_steps, size=batch), [0]]).astype(np.int64)
