@@ -63,6 +63,7 @@ __all__ = [
     "flatten",
     "jsonable",
     "pick_fields",
+    "thin_curves",
 ]
 
 logger = logging.getLogger("ray.serve")
@@ -127,6 +128,8 @@ class DashboardConfig(StrictModel):
     stream_actor, paper_actor, learner_actor, live_state_actor : str
         Names of the source actors; each is optional at run time (its panel says when it is absent). The
         live-state panel shows the live-state actor's latest ``LiveState`` (the one state built per step).
+        The learner is the actor named ``learner_actor``, else the newest named ``<learner_actor>-<run id>``
+        (what ``rayscalp train`` names a run's learner).
     refresh_ms : int
         How often the page fetches ``/api/state`` (1 to 5 s); a page URL may ask ``?refresh_ms=`` in that range.
     chart_timeframe : str
@@ -143,6 +146,8 @@ class DashboardConfig(StrictModel):
         Samples of the training and tick-rate series kept for the sparklines.
     max_list_items : int
         Lists in a source's answer (e.g. recent fills) are cut to their last this-many items.
+    curve_points : int
+        Most learning-curve points sent per refresh; a longer run's curves are thinned evenly, the newest kept.
     """
 
     namespace: str = "rayscalp"
@@ -158,6 +163,7 @@ class DashboardConfig(StrictModel):
     min_interval_ms: int = Field(200, ge=0, le=5_000)
     history_len: int = Field(600, ge=2, le=100_000)
     max_list_items: int = Field(50, ge=1, le=10_000)
+    curve_points: int = Field(500, ge=2, le=100_000)
     num_cpus: float = Field(0.1, ge=0.0, le=8.0)
     app_name: str = "dashboard"
     route_prefix: str = "/dashboard"
@@ -193,6 +199,23 @@ def live_state_summary(live: Any) -> Any:
     if isinstance(live, str) or not dataclasses.is_dataclass(live):
         return live
     return {f.name: getattr(live, f.name) for f in dataclasses.fields(live) if f.name not in ("state", "agent")}
+
+
+def thin_curves(curves: Mapping[str, Any], max_points: int) -> dict[str, Any]:
+    """The learner's ``curves()`` (``LearningCurves.as_dict``) with at most ``max_points`` points: every k-th one,
+    counted back from the newest so that the newest is always kept; ``points`` says how many there were."""
+    updates = list(curves.get("updates") or [])
+    n = len(updates)
+    stride = max(1, math.ceil(n / max_points))
+    keep = list(range(n - 1, -1, -stride))[::-1]
+    series = curves.get("series") or {}
+    return {
+        "every_updates": curves.get("every_updates"),
+        "points": n,
+        "updates": [updates[i] for i in keep],
+        "env_steps": [jsonable(curves["env_steps"][i]) for i in keep] if "env_steps" in curves else [],
+        "series": {name: [jsonable(values[i]) for i in keep] for name, values in series.items()},
+    }
 
 
 def jsonable(value: Any, max_items: int = 50) -> Any:
@@ -359,6 +382,8 @@ class DashboardState:
         paper: Any,
         learner: Any,
         live_state: Any = "not read",
+        learner_curves: Any = None,
+        learner_actor: str | None = None,
     ) -> dict[str, Any]:
         """The whole document ``GET /api/state`` answers.
 
@@ -370,9 +395,13 @@ class DashboardState:
             ``{"ui": UIDataPacket, "stats": StreamStats, "bars": {symbol: {timeframe: bars} or reason}}``, or
             the reason the stream could not be read.
         paper, learner : object or str
-            The answer of ``status()`` / ``stats()``, or the reason it could not be had (a str).
+            The answer of the paper trader's / the learner's ``status()``, or the reason it could not be had (a str).
         live_state : object or str
             The live-state actor's ``LiveState`` of the traded symbol, or the reason there is none (a str).
+        learner_curves : mapping or str, optional
+            The learner's ``curves()`` (``LearningCurves.as_dict``), or the reason there are none.
+        learner_actor : str, optional
+            The name of the learner actor read (default ``learner_actor`` of the config).
         """
         cfg = self.config
         return {
@@ -387,7 +416,7 @@ class DashboardState:
             },
             "stream": self._stream(now_ms, stream),
             "paper": self._panel(cfg.paper_actor, paper, PAPER_FIELDS, now_ms, history=False),
-            "learner": self._panel(cfg.learner_actor, learner, LEARNER_FIELDS, now_ms, history=True),
+            "learner": self._learner(learner_actor or cfg.learner_actor, learner, learner_curves, now_ms),
             "live_state": self._panel(
                 cfg.live_state_actor, live_state_summary(live_state), LIVE_STATE_FIELDS, now_ms, history=False
             ),
@@ -453,6 +482,22 @@ class DashboardState:
             "charts": charts,
             "history": {"ticks_per_s": list(self._history["ticks_per_s"])},
         }
+
+    def _learner(self, actor: str, status: Any, curves: Any, now_ms: int) -> dict[str, Any]:
+        """The training panel of a live learner: its headline values, ``progress`` (updates and env steps against
+        the budget, the ETA) and ``curves`` so far (``None``, with ``curves_missing`` saying why, when unread)."""
+        panel = self._panel(actor, status, LEARNER_FIELDS, now_ms, history=True)
+        if not panel["available"]:
+            return panel
+        raw = panel["raw"]
+        panel["progress"] = raw.get("progress") if isinstance(raw, Mapping) else None
+        panel["run_id"] = raw.get("run_id") if isinstance(raw, Mapping) else None
+        if isinstance(curves, Mapping):
+            panel["curves"] = thin_curves(curves, self.config.curve_points)
+        else:
+            panel["curves"] = None
+            panel["curves_missing"] = curves if isinstance(curves, str) else "not read"
+        return panel
 
     def _panel(
         self,
@@ -529,6 +574,45 @@ class _Source:
             return f"error: {self.name}.{method}() raised {type(exc).__name__}: {str(exc)[:300]}"
 
 
+class _RunSource(_Source):
+    """The actor named ``name``, else the newest alive one named ``<name>-<run id>`` (a training run's learner).
+
+    Run ids sort by their start time (``<name>-YYYYmmdd-HHMMSS-<pid>``), so the newest is the greatest name.
+    """
+
+    def __init__(self, name: str, namespace: str, timeout_s: float) -> None:
+        super().__init__(name, namespace, timeout_s)
+        self.found = name
+
+    def _lookup(self) -> Any:
+        prefix = self.name + "-"
+        runs = sorted(
+            (a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == self.namespace),
+            reverse=True,
+        )
+        for name in [self.name, *(n for n in runs if n.startswith(prefix))]:
+            try:
+                handle = ray.get_actor(name, namespace=self.namespace)
+            except ValueError:  # gone between the listing and the lookup
+                continue
+            self.found = name
+            return handle
+        self.found = self.name
+        return None
+
+    async def find(self) -> Any:
+        """The handle of the learner, or None when none runs in the namespace."""
+        if self._handle is None:
+            self._handle = await asyncio.to_thread(self._lookup)
+        return self._handle
+
+    def absent(self) -> str:
+        return (
+            f"not running (no actor named {self.name!r} or {self.name + '-<run id>'!r} "
+            f"in namespace {self.namespace!r})"
+        )
+
+
 ingress = FastAPI(title="rayscalp dashboard", description="The live scalping dashboard and the JSON it draws.")
 
 
@@ -546,7 +630,7 @@ class DashboardDeployment:
         cfg = self.config
         self._stream = _Source(cfg.stream_actor, cfg.namespace, cfg.call_timeout_s)
         self._paper = _Source(cfg.paper_actor, cfg.namespace, cfg.call_timeout_s)
-        self._learner = _Source(cfg.learner_actor, cfg.namespace, cfg.call_timeout_s)
+        self._learner = _RunSource(cfg.learner_actor, cfg.namespace, cfg.call_timeout_s)
         self._live_state = _Source(cfg.live_state_actor, cfg.namespace, cfg.call_timeout_s)
         # the policy at work (decisions, paper curve, replay clock, the run): ``actors.board``, optional
         self._board = _Source("rayscalp-board", cfg.namespace, cfg.call_timeout_s)
@@ -569,8 +653,8 @@ class DashboardDeployment:
 
     async def state(self) -> dict[str, Any]:
         """Read every source now and build the state document (see :meth:`DashboardState.build`)."""
-        stream, paper, learner = await asyncio.gather(
-            self._read_stream(), self._paper.call("status"), self._learner.call("stats")
+        stream, paper, learner, curves = await asyncio.gather(
+            self._read_stream(), self._paper.call("status"), self._learner.call("status"), self._learner.call("curves")
         )
         live: Any = "no traded symbol known (the stream is not readable)"
         data_time = None
@@ -578,7 +662,9 @@ class DashboardDeployment:
             live = await self._live_state.call("latest_state", stream["ui"].traded.symbol)
             data_time = int(stream["ui"].traded.last_trade_ms)
         board, warm = await asyncio.gather(self._board.call("snapshot", data_time), self._live_state.call("status"))
-        document = self._builder.build(time.time_ns() // 1_000_000, stream, paper, learner, live)
+        document = self._builder.build(
+            time.time_ns() // 1_000_000, stream, paper, learner, live, curves, learner_actor=self._learner.found
+        )
         ok = not isinstance(board, str)
         document["board"] = {"available": True, **jsonable(board, 5_000)} if ok else {"available": False, "why": board}
         document["warm"] = None if isinstance(warm, str) else jsonable(warm.get("warm"))

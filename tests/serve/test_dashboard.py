@@ -478,7 +478,7 @@ def test_paper_and_learner_panels_show_their_actors_and_the_kill_switch_reaches_
         def __init__(self) -> None:
             self.calls = 0
 
-        def stats(self) -> LearnerStats:
+        def status(self) -> LearnerStats:
             self.calls += 1
             return LearnerStats(0.5 / self.calls, 0.01 * self.calls, 0.4, 0.125, 1_000 * self.calls, 10 * self.calls)
 
