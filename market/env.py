@@ -142,8 +142,31 @@ def _tick_fill_base(
 
 @dataclass(frozen=True, slots=True)
 class MarketInputs:
-    """What an env reads beside the timeline, each optional (see :class:`TradingEnv`'s parameters)."""
+    """What an env reads beside the timeline, each optional: the keyword arguments of both envs.
 
+    Parameters
+    ----------
+    cnn_hidden, cnn_pred : array [T, H] / [T, P], optional
+        The CNN component per step (see ``market.features.gather``).
+    cnn_signal : array [T], optional
+        The CNN's directional prediction at each step in [-1, 1], for the alignment reward term.
+    spread : array [T], optional
+        Quoted spread per step (``market.venue.half_spread_at`` of the bookTicker stream, doubled); half of it
+        is the slippage, NaN where no quote is known (overrides ``timeline.meta["spread"]``).
+    base_open : array [T], optional
+        The base bars' opens, where orders fill after the venue's latency (overrides
+        ``timeline.meta["base_open"]``; without either the env fills at ``close[t]``, see ``fill_model``).
+    base_volume : array [T], optional
+        The base bars' traded volume, which caps resting orders' fills (``scalper`` actions; overrides
+        ``timeline.meta["base_volume"]``).
+    ticks : market.queue.TickTape, optional
+        The trades and bookTicker quotes of the traded symbol: fills are then read from ticks (``venue.fill_data``
+        ``ticks``, unless it says ``bars``): market orders at the first trade after the latency, resting orders
+        by the risk-averse queue model.
+    """
+
+    cnn_hidden: Any | None = None
+    cnn_pred: Any | None = None
     cnn_signal: Any | None = None
     spread: Any | None = None
     base_open: Any | None = None
@@ -380,45 +403,18 @@ class TradingEnv(gym.Env):
     timeline : MarketTimeline
         numpy arrays; its ``meta`` may carry ``spread`` [T] (quote units) and ``funding_rate`` [T].
     config : EnvConfig, optional
-    cnn_hidden, cnn_pred : array [T, H] / [T, P], optional
-        The CNN component per step (see ``market.features.gather``).
-    cnn_signal : array [T], optional
-        The CNN's directional prediction at each step in [-1, 1], for the alignment reward term.
-    spread : array [T], optional
-        Quoted spread per step (``market.venue.half_spread_at`` of the bookTicker stream, doubled); half of it
-        is the slippage, NaN where no quote is known (overrides ``timeline.meta["spread"]``).
-    base_open : array [T], optional
-        The base bars' opens, where orders fill after the venue's latency (overrides
-        ``timeline.meta["base_open"]``; without either the env fills at ``close[t]``, see ``fill_model``).
-    base_volume : array [T], optional
-        The base bars' traded volume, which caps resting orders' fills (``scalper`` actions; overrides
-        ``timeline.meta["base_volume"]``).
-    ticks : market.queue.TickTape, optional
-        The trades and bookTicker quotes of the traded symbol: fills are then read from ticks (``venue.fill_data``
-        ``ticks``, unless it says ``bars``): market orders at the first trade after the latency, resting orders
-        by the risk-averse queue model.
+    **inputs
+        Keyword only: the fields of :class:`MarketInputs` (``cnn_hidden``, ``cnn_pred``, ``cnn_signal``,
+        ``spread``, ``base_open``, ``base_volume``, ``ticks``); an unknown keyword raises ``TypeError``.
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(
-        self,
-        timeline: MarketTimeline,
-        config: EnvConfig | None = None,
-        *,
-        cnn_hidden: Any | None = None,
-        cnn_pred: Any | None = None,
-        cnn_signal: Any | None = None,
-        spread: Any | None = None,
-        base_open: Any | None = None,
-        base_volume: Any | None = None,
-        ticks: TickTape | None = None,
-    ) -> None:
+    def __init__(self, timeline: MarketTimeline, config: EnvConfig | None = None, **inputs: Any) -> None:
         self.config = config or EnvConfig()
         self.timeline = timeline
-        inputs = MarketInputs(cnn_signal, spread, base_open, base_volume, ticks)
-        self._engine = _Engine(timeline, self.config, 1, inputs)
-        self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
+        self.inputs = MarketInputs(**inputs)
+        self._engine = _Engine(timeline, self.config, 1, self.inputs)
         self.fill_model = self._engine.venue.describe()
         self.action_space = spaces.Discrete(self._engine.n_actions)
         self.observation_space = _observation_space(timeline)
@@ -450,7 +446,7 @@ class TradingEnv(gym.Env):
 
     def _observe(self) -> tuple[np.ndarray, np.ndarray]:
         agent = self._engine.agent_features()
-        obs = gather(self.timeline, self._engine.t, agent, self._cnn_hidden, self._cnn_pred)
+        obs = gather(self.timeline, self._engine.t, agent, self.inputs.cnn_hidden, self.inputs.cnn_pred)
         return obs[0], agent[0]
 
     def _info(self, agent: np.ndarray) -> dict[str, Any]:
@@ -508,8 +504,9 @@ class VectorTradingEnv(VectorEnv):
     ``refusals`` and ``margin_lost`` (``market.venue.Accounts``), and when some env finished ``final_obs``
     [K, S], ``final_step``, ``final_agent`` [K, 6].
 
-    ``observe=False`` skips the gather (observations are ``None``) for callers that only need the books,
-    such as the baselines.
+    Parameters are those of :class:`TradingEnv` (the keyword ``inputs`` the fields of :class:`MarketInputs`),
+    with ``num_envs`` and ``observe``: ``observe=False`` skips the gather (observations are ``None``) for
+    callers that only need the books, such as the baselines.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -520,23 +517,16 @@ class VectorTradingEnv(VectorEnv):
         num_envs: int,
         config: EnvConfig | None = None,
         *,
-        cnn_hidden: Any | None = None,
-        cnn_pred: Any | None = None,
-        cnn_signal: Any | None = None,
-        spread: Any | None = None,
-        base_open: Any | None = None,
-        base_volume: Any | None = None,
-        ticks: TickTape | None = None,
         observe: bool = True,
+        **inputs: Any,
     ) -> None:
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1 (got {num_envs})")
         self.config = config or EnvConfig()
         self.timeline = timeline
         self.num_envs = int(num_envs)
-        inputs = MarketInputs(cnn_signal, spread, base_open, base_volume, ticks)
-        self._engine = _Engine(timeline, self.config, self.num_envs, inputs)
-        self._cnn_hidden, self._cnn_pred = cnn_hidden, cnn_pred
+        self.inputs = MarketInputs(**inputs)
+        self._engine = _Engine(timeline, self.config, self.num_envs, self.inputs)
         self._observe = bool(observe)
         self.fill_model = self._engine.venue.describe()
         n_actions = self._engine.n_actions
@@ -606,7 +596,7 @@ class VectorTradingEnv(VectorEnv):
         """The one gather of a step (``None`` when the env was built with ``observe=False``)."""
         if not self._observe:
             return None
-        return gather(self.timeline, steps, agent, self._cnn_hidden, self._cnn_pred)
+        return gather(self.timeline, steps, agent, self.inputs.cnn_hidden, self.inputs.cnn_pred)
 
     def _snapshot(self) -> dict[str, np.ndarray]:
         """The books as the step left them, before finished envs are reset."""
