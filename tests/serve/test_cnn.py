@@ -31,6 +31,8 @@ NPY = {"content-type": "application/x-npy"}
 
 @dataclass
 class App:
+    """The module's CNN app: its URL and Serve handle, and the bare predictor and the checkpoint of each version."""
+
     url: str
     handle: object
     predictors: dict[str, CnnPredictor]

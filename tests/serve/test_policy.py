@@ -84,6 +84,9 @@ class StandInLiveStateActor:
 
 @dataclass
 class App:
+    """The module's policy app: its URL, the folder it watches, each version's checkpoint, bare predictor and update
+    count, and ``apply(**changes)``, which redeploys it with a changed live config."""
+
     url: str
     watch_dir: Path
     checkpoints: dict[str, Path]
