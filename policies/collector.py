@@ -86,21 +86,17 @@ class TransitionCollector:
             self._count[full] -= 1
         for i in np.flatnonzero(ended):
             length = int(self._count[i])
-            term = np.zeros(length, bool)
-            trunc = np.zeros(length, bool)
-            term[-1], trunc[-1] = bool(terminated[i]), not bool(terminated[i])
             out.append(
                 nstep_transitions(
                     self._steps[i, :length],
                     self._agents[i, :length],
                     self._actions[i, :length],
                     self._rewards[i, :length],
-                    term,
-                    trunc,
                     int(next_steps[i]),
                     np.asarray(next_agents[i], np.float32),
-                    self.gamma,
-                    self.n,
+                    terminated=bool(terminated[i]),
+                    gamma=self.gamma,
+                    n=self.n,
                 )
             )
             self._count[i] = 0

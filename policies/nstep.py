@@ -16,14 +16,14 @@ def nstep_transitions(
     agents: np.ndarray,
     actions: np.ndarray,
     rewards: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
     next_step_last: int,
     next_agent_last: np.ndarray,
+    *,
+    terminated: bool,
     gamma: float,
     n: int,
 ) -> Transitions:
-    """n-step transitions of one finished trajectory segment.
+    """n-step transitions of one trajectory segment, whose episode may end after its last step.
 
     Parameters
     ----------
@@ -31,10 +31,11 @@ def nstep_transitions(
         Timeline step and agent features of each state s_0 .. s_{L-1} where an action was taken.
     actions, rewards : [L]
         The action at s_i and the reward r_i received after it.
-    terminated, truncated : [L] bool
-        Whether the episode ended after step i (only the last may be true).
     next_step_last, next_agent_last : int, [A]
         The state s_L reached after the last action (the bootstrap state of the tail).
+    terminated : bool
+        Whether the episode terminated after the last step: then no return bootstraps from s_L. A truncated
+        episode, or one still running, keeps the bootstrap (the market goes on).
     gamma : float
     n : int
 
@@ -47,8 +48,6 @@ def nstep_transitions(
     length = steps.size
     if length == 0:
         return Transitions.empty(agents.shape[1] if agents.ndim == 2 else 0)
-    if np.any(terminated[:-1] | truncated[:-1]):
-        raise ValueError("only the last step of a segment may end the episode")
     all_steps = np.append(steps, next_step_last)
     all_agents = np.vstack([agents, next_agent_last[None, :]])
     idx = np.arange(length)
@@ -59,7 +58,7 @@ def nstep_transitions(
         valid = k < horizon
         ret[valid] += gamma**k * rewards[idx[valid] + k]
     discount = gamma ** horizon.astype(np.float64)
-    if terminated[-1]:
+    if terminated:
         discount[idx + horizon == length] = 0.0
     boot = idx + horizon
     return Transitions(

@@ -55,12 +55,11 @@ def test_collector_equals_nstep_over_each_whole_episode(seed: int, k: int, n: in
                 np.stack([e[1] for e in ep]),
                 np.array([e[2] for e in ep]),
                 np.array([e[3] for e in ep]),
-                np.array([e[4] for e in ep]),
-                np.array([e[5] for e in ep]),
                 int(ep[-1][6]),
                 ep[-1][7],
-                gamma,
-                n,
+                terminated=bool(ep[-1][4]),
+                gamma=gamma,
+                n=n,
             )
             for j in range(len(ref)):
                 expected.setdefault(int(ref.step[j]), []).append(

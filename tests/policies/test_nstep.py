@@ -36,21 +36,16 @@ def test_nstep_returns_equal_the_plain_definition(rewards: list[float], gamma: f
     length = len(rewards)
     steps = np.arange(100, 100 + length)
     agents = np.arange(length * 2, dtype=np.float32).reshape(length, 2)
-    terminated = np.zeros(length, bool)
-    truncated = np.zeros(length, bool)
-    terminated[-1] = ending == "terminated"
-    truncated[-1] = ending == "truncated"
     out = nstep_transitions(
         steps,
         agents,
         np.zeros(length, np.int64),
         np.array(rewards),
-        terminated,
-        truncated,
         100 + length,
         np.array([-1.0, -2.0], np.float32),
-        gamma,
-        n,
+        terminated=ending == "terminated",
+        gamma=gamma,
+        n=n,
     )
     returns, discounts, boots = plain(rewards, gamma, n, ending == "terminated")
     np.testing.assert_allclose(out.n_return, returns, rtol=1e-5, atol=1e-6)
@@ -69,9 +64,8 @@ def test_truncation_keeps_the_bootstrap_and_termination_drops_it() -> None:
         gamma=0.9,
         n=2,
     )
-    ended = np.array([False, False, True])
-    term = nstep_transitions(terminated=ended, truncated=~ended & False, **kwargs)
-    trunc = nstep_transitions(terminated=ended & False, truncated=ended, **kwargs)
+    term = nstep_transitions(terminated=True, **kwargs)
+    trunc = nstep_transitions(terminated=False, **kwargs)
     np.testing.assert_allclose(term.discount, [0.81, 0.0, 0.0], rtol=1e-6)
     np.testing.assert_allclose(trunc.discount, [0.81, 0.81, 0.9], rtol=1e-6)
     np.testing.assert_allclose(term.n_return, trunc.n_return)
