@@ -240,7 +240,24 @@ def _env(node_type: NodeType, name: str, config: BoxConfig, head: bool) -> dict[
 
 @dataclass(frozen=True, slots=True)
 class NodeRow:
-    """One Ray node as the state API reports it, with the box's name of it."""
+    """One Ray node as the state API reports it, with the box's name of it.
+
+    Attributes
+    ----------
+    name : str
+        The box's name of the node (its ``rayscalp/box-node`` label: ``head``, ``rollout-2``, ...), ``?`` if unlabelled.
+    node_type : str
+        Its ``ray_cluster.yaml`` node type (Ray's ``ray.io/node-group`` label), ``?`` if unlabelled.
+    node_id, state : str
+        Ray's node id, and ``ALIVE`` or ``DEAD``.
+    is_head : bool
+    cpus : float
+        Logical CPUs it offers.
+    resources : dict
+        Its custom resources (CPU, GPU, memory and Ray's own ``node:`` resources left out).
+    spot : bool
+        Whether its ``ray.io/market-type`` label says spot.
+    """
 
     name: str
     node_type: str
