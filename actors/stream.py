@@ -40,11 +40,14 @@ from .packets import (
 from .stream_store import StreamStore
 
 __all__ = [
+    "BarCounts",
     "ConsumerStats",
     "PollReply",
+    "Quote",
     "StreamConfig",
     "StreamStats",
     "SymbolStats",
+    "TradeIdStats",
     "UnifiedStream",
     "UnifiedStreamActor",
     "UnknownConsumerError",
@@ -54,6 +57,8 @@ _EMPTY_BARS = np.zeros(0, dtype=BAR_DTYPE)
 _EMPTY_TRADES = np.zeros(0, dtype=TRADE_DTYPE)
 _EMPTY_BOOKS = np.zeros(0, dtype=BOOK_TICKER_DTYPE)
 _NAN = float("nan")
+#: How the gap of a persisted tick chunk that could not be read (and was set aside) begins its reason.
+CORRUPT_CHUNK_REASON = "persisted chunk unreadable"
 
 
 def _read_only(arr: np.ndarray) -> np.ndarray:
@@ -185,8 +190,33 @@ class PollReply:
     epoch_ms: int
 
 
-#: How the gap of a persisted tick chunk that could not be read (and was set aside) begins its reason.
-CORRUPT_CHUNK_REASON = "persisted chunk unreadable"
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The last best bid and ask of a symbol and their spread (NaN until its first book ticker)."""
+
+    bid: float
+    ask: float
+    spread: float
+
+
+@dataclass(frozen=True, slots=True)
+class BarCounts:
+    """Bars of one symbol and timeframe: closed since start, held in memory, and warm-start bars taken."""
+
+    closed: int
+    kept: int
+    warm: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradeIdStats:
+    """Where the trade ids of one symbol stand: the last applied, the last on disk, and the holes found."""
+
+    last_applied: int
+    last_persisted: int
+    gaps: int
+    gap_ids: int
+    unannounced_missing: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,23 +226,20 @@ class SymbolStats:
     ticks_received: int
     duplicates_dropped: int
     rejected_trades: int
+    future_refused: int
+    out_of_sequence_refused: int
     restored_trades: int
     tick_cache_count: int
-    last_trade_id: int
-    last_persisted_id: int
     last_trade_ms: int
     lag_ms: int
-    bars_closed: Mapping[str, int]
-    bars_kept: Mapping[str, int]
-    warm_bars: Mapping[str, int]
-    gaps: int
-    gap_trade_ids: int
-    unannounced_missing_ids: int
-    out_of_sequence_refused: int
-    bid: float
-    ask: float
-    spread: float
-    future_refused: int = 0
+    bars: Mapping[str, BarCounts]
+    ids: TradeIdStats
+    quote: Quote
+
+    @property
+    def bars_closed(self) -> dict[str, int]:
+        """Bars closed since start, per timeframe."""
+        return {tf: counts.closed for tf, counts in self.bars.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -622,50 +649,48 @@ class _SymbolState:
             ticks=_read_only(self.ticks.tail(n_ticks)),
         )
 
-    def quote(self) -> tuple[float, float, float]:
+    def quote(self) -> Quote:
         if self.book.size == 0:
-            return _NAN, _NAN, _NAN
+            return Quote(_NAN, _NAN, _NAN)
         bid, ask = float(self.book["bid"][0]), float(self.book["ask"][0])
-        return bid, ask, ask - bid
+        return Quote(bid, ask, ask - bid)
 
     def status(self) -> SymbolStatus:
-        bid, ask, spread = self.quote()
+        quote = self.quote()
         return SymbolStatus(
             symbol=self.symbol,
             tick_cache_count=len(self.ticks),
             bars_1s=len(self.series["1s"]) if "1s" in self.series else 0,
             last_price=self.last_price,
             last_trade_ms=self.last_time_ms,
-            bid=bid,
-            ask=ask,
-            spread=spread,
+            bid=quote.bid,
+            ask=quote.ask,
+            spread=quote.spread,
             gaps=len(self.gaps),
             missing_trade_ids=self.gap_ids + self.unannounced_missing,
         )
 
     def stats(self, now_ms: int) -> SymbolStats:
-        bid, ask, spread = self.quote()
+        ids = TradeIdStats(
+            last_applied=self.last_id,
+            last_persisted=self.persisted_id,
+            gaps=len(self.gaps),
+            gap_ids=self.gap_ids,
+            unannounced_missing=self.unannounced_missing,
+        )
         return SymbolStats(
             ticks_received=self.received,
             duplicates_dropped=self.duplicates,
             rejected_trades=self.rejected,
+            future_refused=self.future,
+            out_of_sequence_refused=self.out_of_sequence,
             restored_trades=self.restored,
             tick_cache_count=len(self.ticks),
-            last_trade_id=self.last_id,
-            last_persisted_id=self.persisted_id,
             last_trade_ms=self.last_time_ms,
             lag_ms=now_ms - self.last_time_ms if self.last_time_ms >= 0 else -1,
-            bars_closed={tf: s.closed for tf, s in self.series.items()},
-            bars_kept={tf: len(s) for tf, s in self.series.items()},
-            warm_bars={tf: s.warm_used for tf, s in self.series.items()},
-            gaps=len(self.gaps),
-            gap_trade_ids=self.gap_ids,
-            unannounced_missing_ids=self.unannounced_missing,
-            out_of_sequence_refused=self.out_of_sequence,
-            bid=bid,
-            ask=ask,
-            spread=spread,
-            future_refused=self.future,
+            bars={tf: BarCounts(s.closed, len(s), s.warm_used) for tf, s in self.series.items()},
+            ids=ids,
+            quote=self.quote(),
         )
 
 

@@ -119,4 +119,4 @@ def test_every_real_trade_arrives_once_with_the_batch_bars_through_all_hostile_f
     assert ingestion_stats.silences >= 1 and ingestion_stats.restarts_detected + ingestion_stats.sink_errors >= 1
     assert ingestion_stats.unfillable_gaps == 0
     assert stream_stats.corrupt_chunks == 1
-    assert stream_stats.symbols[SYMBOLS[0]].gaps == 1  # the set-aside chunk's ids, recorded (then refilled)
+    assert stream_stats.symbols[SYMBOLS[0]].ids.gaps == 1  # the set-aside chunk's ids, recorded (then refilled)

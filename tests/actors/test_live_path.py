@@ -57,7 +57,7 @@ def _run_live_path(ray, tmp_path: Path, captures, recorded, *, kill_stream_after
                 time.sleep(1.0)
                 continue
             if killed or kill_stream_after is None:
-                last = {s: stats.symbols[s].last_trade_id for s in SYMBOLS}
+                last = {s: stats.symbols[s].ids.last_applied for s in SYMBOLS}
                 if all(last[s] == int(recorded[s]["trade_id"][-1]) for s in SYMBOLS):
                     break
             time.sleep(0.2)
@@ -92,7 +92,7 @@ def test_every_trade_reaches_the_stream_once_through_faults_and_its_bars_equal_t
     for symbol in SYMBOLS:
         s = final.symbols[symbol]
         assert s.ticks_received == recorded[symbol].size  # once each
-        assert s.gaps == 0 and s.out_of_sequence_refused == 0
+        assert s.ids.gaps == 0 and s.out_of_sequence_refused == 0
     _assert_bars_equal_batch(bars, recorded)
 
 

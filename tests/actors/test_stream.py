@@ -451,7 +451,7 @@ def test_warm_start_klines_lead_the_windows_and_survive_a_restart(
         assert bars.size == 301 and (np.diff(bars["open_time_ms"]) == ms).all(), f"{tf} window is not contiguous"
         live = bars[bars["close_time_ms"] >= first_trade]
         assert_bars_identical(live, build_timeframes(half[ETH], TIMEFRAMES)[tf], f"live {tf} after the klines")
-    assert stream.stats().symbols[ETH].warm_bars["1d"] == 600  # bars_kept + indicator_warmup_bars, all closed
+    assert stream.stats().symbols[ETH].bars["1d"].warm == 600  # bars_kept + indicator_warmup_bars, all closed
     packet = stream.training_packet()
 
     restored = UnifiedStream(cfg, clock=FakeClock())
@@ -556,9 +556,9 @@ def test_gaps_and_unannounced_missing_ids_are_recorded_and_kept_across_a_restart
     trades["trade_id"][1] = 10  # 8 and 9 never announced
     stream.ingest(TickBatch(source="synthetic", seq=2, trades={ETH: trades}, gaps=(gap, gap)))
     stats = stream.stats().symbols[ETH]
-    assert (stats.gaps, stats.gap_trade_ids, stats.unannounced_missing_ids) == (1, 3, 2)
+    assert (stats.ids.gaps, stats.ids.gap_ids, stats.ids.unannounced_missing) == (1, 3, 2)
     assert stream.ui_packet().traded.missing_trade_ids == 5
-    assert UnifiedStream(cfg, clock=FakeClock()).stats().symbols[ETH].gaps == 1
+    assert UnifiedStream(cfg, clock=FakeClock()).stats().symbols[ETH].ids.gaps == 1
 
 
 @pytest.mark.timeout(10)
@@ -583,9 +583,9 @@ def test_a_batch_that_skips_ids_no_gap_covers_is_refused_until_the_resend_fills_
     # a stream restart lost trades 100..199 in memory: the next batch jumps
     stream.ingest(TickBatch(source="capture", seq=3, trades={ETH: eth[200:300]}))
     assert stream.stats().symbols[ETH].out_of_sequence_refused == 100
-    assert stream.stats().symbols[ETH].last_trade_id == int(eth["trade_id"][99])
+    assert stream.stats().symbols[ETH].ids.last_applied == int(eth["trade_id"][99])
     stream.ingest(TickBatch(source="capture", seq=4, trades={ETH: eth[100:300]}))
-    assert stream.stats().symbols[ETH].last_trade_id == int(eth["trade_id"][299])
+    assert stream.stats().symbols[ETH].ids.last_applied == int(eth["trade_id"][299])
     want = build_timeframes(eth[:300], TIMEFRAMES)
     assert_bars_identical(stream.bars(ETH)["1s"], want["1s"][-301:], "1s after the resend")
 
@@ -653,7 +653,7 @@ def test_a_corrupt_newest_chunk_is_set_aside_as_a_gap_and_the_restarted_actor_se
     assert ack.last_persisted_trade_id[ETH] >= first.last_persisted_trade_id[ETH]
     assert ack.last_persisted_trade_id[BTC] == second.last_persisted_trade_id[BTC]
     assert not newest.exists() and (tmp_path / "corrupt" / newest.relative_to(tmp_path)).exists()
-    assert stats.symbols[ETH].gaps == 1 and stats.symbols[ETH].gap_trade_ids == lost_last - lost_first + 1
+    assert stats.symbols[ETH].ids.gaps == 1 and stats.symbols[ETH].ids.gap_ids == lost_last - lost_first + 1
     resend = fed.unpersisted(ack)
     assert resend[ETH]["trade_id"][0] == lost_first and lost_last in resend[ETH]["trade_id"]
     fed.resume_and_check_bars(resend)
@@ -672,7 +672,7 @@ def test_a_corrupt_older_chunk_never_stops_later_flushes_and_its_ids_become_a_ga
         stream.ingest(TickBatch(source="capture", seq=seq, trades={ETH: real[cut : cut + 250]}))
     stats = stream.stats()
     assert stats.flush_errors == 0 and stats.corrupt_chunks == 1
-    assert stats.symbols[ETH].last_persisted_id == int(real["trade_id"][-1])
-    assert stats.symbols[ETH].gap_trade_ids == 500 and stats.symbols[ETH].gaps == 1
+    assert stats.symbols[ETH].ids.last_persisted == int(real["trade_id"][-1])
+    assert stats.symbols[ETH].ids.gap_ids == 500 and stats.symbols[ETH].ids.gaps == 1
     on_disk = StreamStore(tmp_path).read_ticks(ETH)
     assert np.array_equal(on_disk, real[500:])
