@@ -3,8 +3,10 @@ lose and double nothing, the real Ray actor surviving a kill, consumers, and the
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,13 @@ class HalfFed:
         ray.kill(actor, no_restart=True)
 
 
+@pytest.fixture
+def half_fed(ray_session, captures: dict[str, object], tmp_path: Path) -> Callable[..., HalfFed]:
+    """``half_fed(seed=..., resend_p=...)``: :meth:`HalfFed.start` on the session's Ray, in the test's folder, with
+    the real captures' trades."""
+    return functools.partial(HalfFed.start, ray_session, tmp_path, trades_of(captures))
+
+
 def config(tmp: Path, **overrides: object) -> StreamConfig:
     return StreamConfig(storage_dir=tmp, **overrides)
 
@@ -297,12 +306,9 @@ def test_bars_written_ahead_of_a_failed_tick_write_are_dropped_on_restore(
 
 @pytest.mark.timeout(90)
 @pytest.mark.ray
-def test_ray_actor_killed_mid_stream_restarts_restores_and_ends_with_the_batch_bars(
-    ray_session, captures: dict[str, object], tmp_path: Path
-) -> None:
-    ray = ray_session
-    fed = HalfFed.start(ray, tmp_path, trades_of(captures), seed=5, resend_p=0.1)
-    actor, flushed = fed.actor, fed.quarter_ack
+def test_ray_actor_killed_mid_stream_restarts_restores_and_ends_with_the_batch_bars(half_fed) -> None:
+    fed = half_fed(seed=5, resend_p=0.1)
+    ray, actor, flushed = fed.ray, fed.actor, fed.quarter_ack
     fed.kill_and_wait_for_restart()
     ack = ray.get(actor.ack.remote())
     # what was on disk at the kill, and nothing after it; a new epoch tells ingestion to resend
@@ -634,11 +640,10 @@ def _newest_tick_chunk(root: Path, symbol: str) -> Path:
 @pytest.mark.ray
 @pytest.mark.timeout(180)
 def test_a_corrupt_newest_chunk_is_set_aside_as_a_gap_and_the_restarted_actor_serves_the_batch_bars(
-    ray_session, captures: dict[str, object], tmp_path: Path
+    half_fed, tmp_path: Path
 ) -> None:
-    ray = ray_session
-    fed = HalfFed.start(ray, tmp_path, trades_of(captures), seed=7, resend_p=0.0)
-    actor, first = fed.actor, fed.quarter_ack
+    fed = half_fed(seed=7, resend_p=0.0)
+    ray, actor, first = fed.ray, fed.actor, fed.quarter_ack
     second = ray.get(actor.flush.remote())
     newest = _newest_tick_chunk(tmp_path, ETH)
     lost_first, lost_last = (int(x) for x in newest.name.split("-")[:2])
