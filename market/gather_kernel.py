@@ -21,95 +21,90 @@ from typing import Any
 import numpy as np
 from array_api_compat import is_torch_array
 
+from .jit import compile_kernels
+
 #: Set ``RAYSCALP_GATHER_KERNEL=0`` to run the reference array-API path everywhere.
 _ENV = "RAYSCALP_GATHER_KERNEL"
 _state: dict[str, Any] = {"enabled": os.environ.get(_ENV, "1") != "0", "kernels": None}
 
 
-def _compile() -> Any:
-    """The numba kernels, compiled (and cached on disk) on first use; ``False`` when numba does not import."""
-    try:
-        import numba
-    except ImportError:
-        return False
+def _window_kernel(
+    rows: np.ndarray,
+    last: np.ndarray,
+    pad: int,
+    forming: np.ndarray,
+    forming_valid: np.ndarray,
+    has_forming: bool,
+    price_columns: int,
+    ref: np.ndarray,
+    times: np.ndarray,
+    age_column: int,
+    step_time: np.ndarray,
+    steps: np.ndarray,
+    n_closed: int,
+    out: np.ndarray,
+    offset: int,
+) -> None:
+    """One window component of every step of a batch, written into ``out`` (compiled by :func:`_kernels`)."""
+    # 1-d C slices indexed from 0: LLVM then drops numba's negative-index wrap and vectorises the loops
+    # (indexing a flat array at ``d + j`` keeps the wrap check and runs ~8x slower).
+    features, total = rows.shape
+    width = n_closed + (1 if has_forming else 0)
+    state = out.shape[1]
+    flat_out = out.reshape(-1)
+    flat_rows = rows.reshape(-1)
+    zero = np.float32(0.0)
+    for b in range(steps.shape[0]):
+        t = steps[b]
+        start = last[t] - (n_closed - 1)
+        # ``ref``'s own dtype: float32 - float32 (or float64) as numpy computes it, cast on the store.
+        r = ref[t]
+        # Rows before the first known one (and a forming bar that does not exist yet) are zeros, written
+        # as value * 0 so that the sign of each zero matches the reference path.
+        lo = min(max(pad - start, 0), n_closed)
+        for f in range(features):
+            d = b * state + offset + f * width
+            dst = flat_out[d : d + width]
+            src = flat_rows[f * total + start : f * total + start + n_closed]
+            if f == age_column:
+                tt = step_time[t]
+                row_t = times[start : start + n_closed]
+                for j in range(n_closed):
+                    age = max(tt - row_t[j], 0)
+                    dst[j] = np.log1p(np.float32(age) / np.float32(1000.0))
+                for j in range(lo):
+                    dst[j] = dst[j] * zero
+            elif f < price_columns:
+                for j in range(n_closed):
+                    dst[j] = src[j] - r
+                for j in range(lo):
+                    dst[j] = dst[j] * zero
+            else:
+                for j in range(n_closed):
+                    dst[j] = src[j]
+                for j in range(lo):
+                    dst[j] = dst[j] * zero
+            if has_forming:
+                v = forming[t, f]
+                if f < price_columns:
+                    v = v - r
+                dst[n_closed] = v if forming_valid[t] else v * zero
 
-    @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def window_kernel(
-        rows: np.ndarray,
-        last: np.ndarray,
-        pad: int,
-        forming: np.ndarray,
-        forming_valid: np.ndarray,
-        has_forming: bool,
-        price_columns: int,
-        ref: np.ndarray,
-        times: np.ndarray,
-        age_column: int,
-        step_time: np.ndarray,
-        steps: np.ndarray,
-        n_closed: int,
-        out: np.ndarray,
-        offset: int,
-    ) -> None:
-        # 1-d C slices indexed from 0: LLVM then drops numba's negative-index wrap and vectorises the loops
-        # (indexing a flat array at ``d + j`` keeps the wrap check and runs ~8x slower).
-        features, total = rows.shape
-        width = n_closed + (1 if has_forming else 0)
-        state = out.shape[1]
-        flat_out = out.reshape(-1)
-        flat_rows = rows.reshape(-1)
-        zero = np.float32(0.0)
-        for b in range(steps.shape[0]):
-            t = steps[b]
-            start = last[t] - (n_closed - 1)
-            # ``ref``'s own dtype: float32 - float32 (or float64) as numpy computes it, cast on the store.
-            r = ref[t]
-            # Rows before the first known one (and a forming bar that does not exist yet) are zeros, written
-            # as value * 0 so that the sign of each zero matches the reference path.
-            lo = min(max(pad - start, 0), n_closed)
-            for f in range(features):
-                d = b * state + offset + f * width
-                dst = flat_out[d : d + width]
-                src = flat_rows[f * total + start : f * total + start + n_closed]
-                if f == age_column:
-                    tt = step_time[t]
-                    row_t = times[start : start + n_closed]
-                    for j in range(n_closed):
-                        age = max(tt - row_t[j], 0)
-                        dst[j] = np.log1p(np.float32(age) / np.float32(1000.0))
-                    for j in range(lo):
-                        dst[j] = dst[j] * zero
-                elif f < price_columns:
-                    for j in range(n_closed):
-                        dst[j] = src[j] - r
-                    for j in range(lo):
-                        dst[j] = dst[j] * zero
-                else:
-                    for j in range(n_closed):
-                        dst[j] = src[j]
-                    for j in range(lo):
-                        dst[j] = dst[j] * zero
-                if has_forming:
-                    v = forming[t, f]
-                    if f < price_columns:
-                        v = v - r
-                    dst[n_closed] = v if forming_valid[t] else v * zero
 
-    @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def rows_kernel(source: np.ndarray, steps: np.ndarray, out: np.ndarray, offset: int) -> None:
-        width = source.shape[1]
-        for b in range(steps.shape[0]):
-            row = source[steps[b]]
-            dst = out[b, offset : offset + width]
-            for k in range(width):
-                dst[k] = row[k]
-
-    return window_kernel, rows_kernel
+def _rows_kernel(source: np.ndarray, steps: np.ndarray, out: np.ndarray, offset: int) -> None:
+    """One per-step row component of every step of a batch, copied into ``out`` (compiled by :func:`_kernels`)."""
+    width = source.shape[1]
+    for b in range(steps.shape[0]):
+        row = source[steps[b]]
+        dst = out[b, offset : offset + width]
+        for k in range(width):
+            dst[k] = row[k]
 
 
 def _kernels() -> Any:
+    """``(window, rows)`` compiled on first use (and cached on disk), or ``False`` without numba."""
     if _state["kernels"] is None:
-        _state["kernels"] = _compile()
+        _state["kernels"] = compile_kernels(_window_kernel, _rows_kernel)
     return _state["kernels"]
 
 
