@@ -51,8 +51,7 @@ def scrape_learning(port: int, run: str) -> dict[str, float]:
 def test_a_short_run_writes_its_curves_png_and_exports_every_point_as_ray_metrics(
     ray_session, shared_data: Path, tmp_path: Path
 ) -> None:
-    ray = ray_session
-    port = metrics_export_port(ray)
+    port = metrics_export_port(ray_session)
     sets = [
         f"output_dir={tmp_path}",
         "apex.budget.updates=40",
@@ -70,7 +69,7 @@ def test_a_short_run_writes_its_curves_png_and_exports_every_point_as_ray_metric
         if not progress.done or exported:
             return
         run = progress.status["run_id"]
-        points = len(ray.get(handles.learner.curves.remote(), timeout=30)["updates"])
+        points = len(ray_session.get(handles.learner.curves.remote(), timeout=30)["updates"])
         deadline = time.monotonic() + 90
         while True:
             seen = scrape_learning(port, run)

@@ -116,19 +116,18 @@ def _learner(ray: Any, name: str, run_id: str) -> Any:
 def test_the_training_panel_shows_the_live_runs_progress_and_curves_while_its_learner_trains(
     ray_session, dashboard: tuple[str, DashboardConfig], tmp_path: Path
 ) -> None:
-    ray = ray_session
     url, cfg = dashboard
     assert "not running" in _state(url)["learner"]["reason"]
     run_id = f"t-{uuid.uuid4().hex[:6]}"
     name = f"{cfg.learner_actor}-{run_id}"  # as the training driver names a run's learner
-    learner = _learner(ray, name, run_id)
+    learner = _learner(ray_session, name, run_id)
     worker = RolloutWorkerCore(0, 1, sawtooth_timeline(500), sawtooth_env(40, 20), NETWORK, TRAINING, APEX, seed=4)
     try:
         seen: list[dict[str, Any]] = []
         for _ in range(2):  # two stretches of training, the panel read after each
             for _ in range(3):
-                status = ray.get(learner.step_round.remote(worker.collect()), timeout=60).status
-            curves = ray.get(learner.curves.remote(), timeout=30)
+                status = ray_session.get(learner.step_round.remote(worker.collect()), timeout=60).status
+            curves = ray_session.get(learner.curves.remote(), timeout=30)
             panel = _state(url)["learner"]
             seen.append(panel)
 
@@ -150,7 +149,7 @@ def test_the_training_panel_shows_the_live_runs_progress_and_curves_while_its_le
         assert seen[1]["curves"]["points"] > seen[0]["curves"]["points"]
         _draws_in_chromium(url, seen[1], tmp_path)
     finally:
-        ray.kill(learner)
+        ray_session.kill(learner)
     deadline = time.monotonic() + 30
     while _state(url)["learner"]["available"]:  # the next refreshes notice the learner is gone
         assert time.monotonic() < deadline, "the panel still shows a killed learner"
