@@ -330,48 +330,35 @@ def build_layout(config: StateConfig) -> StateLayout:
     Order: traded-market ticks, traded bars by increasing timeframe, reference bars (base timeframe), CNN
     hidden, CNN predictions, Williams structure, regime, agent. A component of size 0 is masked (listed, not stored).
     """
-    # (name, kind, rows, features, role, market, timeframe)
-    specs: list[tuple[str, str, int, int, str, str, str]] = []
+    components: list[Component] = []
     masked: list[tuple[str, str]] = []
+
+    def add(name: str, kind: str, rows: int, features: int, role: str, market: str = "", timeframe: str = "") -> None:
+        """Append a component right after the last one."""
+        offset = components[-1].offset + components[-1].size if components else 0
+        components.append(Component(name, kind, rows, features, offset, role, market, timeframe))  # type: ignore[arg-type]
+
     if config.tick_window:
-        specs.append(
-            (tick_component_name(), "window", config.tick_window, len(TICK_FEATURES), ROLE_TICKS, TRADED, "ticks")
-        )
+        add(tick_component_name(), "window", config.tick_window, len(TICK_FEATURES), ROLE_TICKS, TRADED, "ticks")
     else:
         masked.append((tick_component_name(), "no tick data in this profile"))
     for tf in ("1s", "1m", "1h", "1d"):
         name = bar_component_name(TRADED, tf)
         if tf in config.traded_timeframes:
-            specs.append((name, "window", config.bar_window, len(BAR_FEATURES), ROLE_BARS, TRADED, tf))
+            add(name, "window", config.bar_window, len(BAR_FEATURES), ROLE_BARS, TRADED, tf)
         else:
             masked.append((name, f"timeframe not in profile {config.profile!r}"))
     if config.reference_window:
         tf = str(config.base_timeframe)
         name = bar_component_name(REFERENCE, tf)
-        specs.append((name, "window", config.reference_window, len(BAR_FEATURES), ROLE_BARS, REFERENCE, tf))
+        add(name, "window", config.reference_window, len(BAR_FEATURES), ROLE_BARS, REFERENCE, tf)
     else:
         masked.append((REFERENCE, "reference market disabled"))
     for vector in VECTOR_COMPONENTS:
         size = int(getattr(config, vector.size_key))
         if size:
-            specs.append((vector.name, "vector", 1, size, vector.role, "", ""))
+            add(vector.name, "vector", 1, size, vector.role)
         else:
             masked.append((vector.name, vector.masked_why))
-    specs.append(("agent", "agent", 1, len(AGENT_FEATURES), ROLE_AGENT, "", ""))
-    components = []
-    offset = 0
-    for name, kind, rows, features, role, market, timeframe in specs:
-        components.append(
-            Component(
-                name=name,
-                kind=kind,  # type: ignore[arg-type]
-                rows=rows,
-                features=features,
-                offset=offset,
-                role=role,
-                market=market,
-                timeframe=timeframe,
-            )
-        )
-        offset += rows * features
+    add("agent", "agent", 1, len(AGENT_FEATURES), ROLE_AGENT)
     return StateLayout(config=config, components=tuple(components), masked=tuple(masked))
