@@ -131,6 +131,42 @@ def planned_updates(apex: ApexConfig) -> int:
     return 1_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class LearnerSetup:
+    """Everything the learner is built from, besides the arrays (which travel as object refs).
+
+    Attributes
+    ----------
+    training, replay, network, apex : configs
+    seed : int
+        The run seed (the network and the replay's draws derive from it as in the single-process trainer).
+    storage : str, optional
+        The checkpoint store's location (the actor opens it; none: no checkpoint is written).
+    resume_from : CheckpointInfo, optional
+        A checkpoint of the store to restore: networks, optimiser, replay with priorities, counters and RNGs.
+    run_meta : dict
+        JSON-ready facts saved in each checkpoint's ``meta.json`` (config, run record, CNN version, spans).
+    cnn_version : str, optional
+        Recorded in the policy exports (``None``: no CNN).
+    policy_meta : dict
+        The ``meta`` of each policy export (spans, CNN checkpoint, data fingerprint: what evaluation reads).
+    validation : ValidationWindow, optional
+        The greedy validation window of the learning curves (none: the curves have no validation return).
+    """
+
+    training: TrainingConfig
+    replay: ReplayConfig
+    network: QNetworkConfig
+    apex: ApexConfig
+    seed: int
+    storage: str | None
+    resume_from: CheckpointInfo | None
+    run_meta: dict[str, Any]
+    cnn_version: str | None
+    policy_meta: dict[str, Any] = field(default_factory=dict)
+    validation: ValidationWindow | None = None
+
+
 class LearnerCore:
     """Replay + learning step + counters + checkpoints, all on one device, single-threaded.
 
@@ -138,54 +174,34 @@ class LearnerCore:
     ----------
     timeline : MarketTimeline
         numpy arrays; moved to the learner's device once.
-    training, replay_config, network : configs
-    apex : ApexConfig
-    seed : int
-        The run seed (the network and the replay's draws derive from it as in the single-process trainer).
+    setup : LearnerSetup
+        The configs, the seed, what to resume from, the run's facts and the validation window.
     cnn_hidden, cnn_pred : array [T, H] / [T, P], optional
         The run's CNN component.
     store : CheckpointStore, optional
-        Where checkpoints go (none written without it).
-    resume_from : CheckpointInfo, optional
-        A checkpoint of ``store`` to restore: networks, optimiser, replay with priorities, counters and RNGs.
-    run_meta : dict, optional
-        JSON-ready facts saved in each checkpoint's ``meta.json`` (config, run record, CNN version, spans).
-    cnn_version : str, optional
-        Recorded in the policy exports (``None``: no CNN).
-    policy_meta : dict, optional
-        The ``meta`` of each policy export (spans, CNN checkpoint, data fingerprint: what evaluation reads).
-    validation : ValidationWindow, optional
-        The greedy validation window of the learning curves (none: the curves have no validation return).
+        Where checkpoints go (none written without it); ``setup.resume_from`` must be one of its checkpoints.
     """
 
     def __init__(
         self,
         timeline: MarketTimeline,
-        training: TrainingConfig,
-        replay_config: ReplayConfig,
-        network: QNetworkConfig,
-        apex: ApexConfig,
+        setup: LearnerSetup,
         *,
-        seed: int,
         cnn_hidden: np.ndarray | None = None,
         cnn_pred: np.ndarray | None = None,
         store: CheckpointStore | None = None,
-        resume_from: CheckpointInfo | None = None,
-        run_meta: dict[str, Any] | None = None,
-        cnn_version: str | None = None,
-        policy_meta: dict[str, Any] | None = None,
-        validation: ValidationWindow | None = None,
     ) -> None:
+        apex, training, resume_from, seed = setup.apex, setup.training, setup.resume_from, setup.seed
         self.apex = apex
         self.timeline = timeline
-        self.validation = validation
+        self.validation = setup.validation
         self.training = training
         self.layout = timeline.layout
         self.device = resolve_device(training.device)
         self.store = store
-        self.run_meta = dict(run_meta or {})
-        self.cnn_version = cnn_version
-        self.policy_meta = dict(policy_meta or {})
+        self.run_meta = dict(setup.run_meta)
+        self.cnn_version = setup.cnn_version
+        self.policy_meta = dict(setup.policy_meta)
         self.scratch = Path(tempfile.mkdtemp(prefix="rayscalp-learner-"))
         with warnings.catch_warnings():  # object-store arrays are read-only; the learner never writes them
             warnings.simplefilter("ignore", UserWarning)
@@ -200,10 +216,11 @@ class LearnerCore:
             replay = PrioritizedReplay.load(store.local_path(resume_from, REPLAY_FILE, self.scratch), self.device)
         else:
             replay = PrioritizedReplay.from_config(
-                replay_config,
+                setup.replay,
                 len(AGENT_FEATURES),
                 beta_steps=planned_updates(apex),
                 device=self.device,
+                num_actions=setup.network.n_actions,
                 seed=derive_seed(seed, "replay") % 2**62,
             )
         self.replay = replay
@@ -212,7 +229,7 @@ class LearnerCore:
             on_device,
             replay,
             training,
-            network,
+            setup.network,
             device=self.device,
             cnn_hidden=hidden,
             cnn_pred=pred,
@@ -479,23 +496,6 @@ class LearnerCore:
 # --------------------------------------------------------------------------------------------- Ray shell
 
 
-@dataclass(frozen=True, slots=True)
-class LearnerSetup:
-    """Everything the learner is built from, besides the arrays (which travel as object refs)."""
-
-    training: TrainingConfig
-    replay: ReplayConfig
-    network: QNetworkConfig
-    apex: ApexConfig
-    seed: int
-    storage: str | None
-    resume_from: CheckpointInfo | None
-    run_meta: dict[str, Any]
-    cnn_version: str | None
-    policy_meta: dict[str, Any] = field(default_factory=dict)
-    validation: ValidationWindow | None = None
-
-
 @ray.remote(num_cpus=1, max_restarts=0)
 class LearnerActor:
     """Ray shell around :class:`LearnerCore` (a threaded actor: give it ``max_concurrency`` >= workers + 4).
@@ -528,22 +528,7 @@ class LearnerActor:
         store = None
         if setup.storage:
             store = CheckpointStore(setup.storage, setup.apex.checkpoint.keep_last)
-        self.core = LearnerCore(
-            timeline,
-            setup.training,
-            setup.replay,
-            setup.network,
-            setup.apex,
-            seed=setup.seed,
-            cnn_hidden=hidden,
-            cnn_pred=pred,
-            store=store,
-            resume_from=setup.resume_from,
-            run_meta=setup.run_meta,
-            cnn_version=setup.cnn_version,
-            policy_meta=setup.policy_meta,
-            validation=setup.validation,
-        )
+        self.core = LearnerCore(timeline, setup, cnn_hidden=hidden, cnn_pred=pred, store=store)
         self.apex = setup.apex
         self._run = str(setup.run_meta.get("run_id") or setup.run_meta.get("name") or "run")
         self._exported_points = 0

@@ -4,6 +4,7 @@ the next updates are bit-identical to an uninterrupted run. The saw-tooth market
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from actors.apex_config import ApexConfig, BudgetConfig, CheckpointConfig, CurvesConfig
 from actors.checkpoints import CheckpointStore
-from actors.learner import LearnerCore, ValidationWindow, planned_updates, weights_digest
+from actors.learner import LearnerCore, LearnerSetup, ValidationWindow, planned_updates, weights_digest
 from actors.rollout import RolloutWorkerCore
 from policies.checkpoint import load_policy
 from policies.config import ReplayConfig, TrainingConfig
@@ -50,8 +51,10 @@ def batches(timeline):
 
 
 def _core(timeline, apex: ApexConfig, store: CheckpointStore | None = None, **kw) -> LearnerCore:
+    """A learner of run ``t-run``; ``kw`` sets other fields of its :class:`LearnerSetup`."""
     meta = {"name": "t", "run_id": "t-run"}
-    return LearnerCore(timeline, TRAINING, REPLAY, NETWORK, apex, seed=9, store=store, run_meta=meta, **kw)
+    setup = LearnerSetup(TRAINING, REPLAY, NETWORK, apex, 9, None, None, meta, None)
+    return LearnerCore(timeline, dataclasses.replace(setup, **kw), store=store)
 
 
 @pytest.mark.timeout(60)
