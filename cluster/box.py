@@ -557,6 +557,13 @@ class ClusterBox(HeadAddresses):
         box.removed = list(state.get("removed", []))
         return box
 
+    def __enter__(self) -> ClusterBox:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """``with start_box() as box:`` takes the box down when the block ends, however it ends."""
+        self.down()
+
     def pids(self) -> list[int]:
         """Pids of every live process of the box's nodes."""
         return sorted({p.pid for node in self.nodes.values() for p in node.processes()})

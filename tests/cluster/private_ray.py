@@ -79,6 +79,13 @@ class PrivateRayHead(HeadAddresses):
         except psutil.NoSuchProcess:
             pass
 
+    def __enter__(self) -> PrivateRayHead:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """``with start_private_head() as head:`` stops the head when the block ends, however it ends."""
+        self.stop()
+
     def stop(self) -> None:
         """SIGTERM the head's tree and group, SIGKILL what is left after a grace period, remove the temp dir."""
         self.track()

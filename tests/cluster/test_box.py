@@ -60,13 +60,10 @@ def _train_args(out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster_box():
-    started = start_box(timeout_s=300)
-    try:
+    with start_box(timeout_s=300) as started:
         yield started
-    finally:
-        started.down()
-        assert started.pids() == [], "processes of the box survived its teardown"
-        assert not started.root.exists()
+    assert started.pids() == [], "processes of the box survived its teardown"
+    assert not started.root.exists()
 
 
 def _actors(box_: ClusterBox, **filters: str) -> list:

@@ -23,13 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def head() -> PrivateRayHead:
-    started = start_private_head(num_cpus=2, dashboard=True)
-    try:
+    with start_private_head(num_cpus=2, dashboard=True) as started:
         yield started
-    finally:
-        started.stop()
-        assert started.alive_pids() == [], "processes of the private Ray head survived its teardown"
-        assert not started.temp_dir.exists()
+    assert started.alive_pids() == [], "processes of the private Ray head survived its teardown"
+    assert not started.temp_dir.exists()
 
 
 @pytest.mark.timeout(300)
