@@ -31,6 +31,13 @@ SET_OPTION = click.option(
     metavar="KEY.PATH=VALUE",
     help="Override one config key, e.g. --set training.lr=3e-4 (repeatable).",
 )
+
+
+def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config`` and ``--set``: the experiment config a command loads with ``_load(config_path, overrides)``."""
+    return CONFIG_OPTION(SET_OPTION(command))
+
+
 #: A file that must exist (a checkpoint, a model); the value is a ``Path``.
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -53,8 +60,7 @@ def config() -> None:
 
 
 @config.command("show")
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 def config_show(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Validate a config and print it resolved, defaults included."""
     import yaml
@@ -79,8 +85,7 @@ def data() -> None:
 @click.option("--period", type=click.Choice(["daily", "monthly"]), default="daily", show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Default: the config's data.data_dir.")
 @click.option("--base-url", default=None, help="Default: the config's endpoints.public_data_url.")
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 def data_fetch(
     symbols: str,
     kind: str,
@@ -248,8 +253,7 @@ def span_options(verb: str, data_help: str, warmup_help: str) -> Callable[[Calla
 
 
 @main.command()
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds of the random baseline.")
 @click.option("--max-steps", type=int, default=None, help="Only the first N base steps (default: all).")
 def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, max_steps: int | None) -> None:
@@ -291,8 +295,7 @@ def baselines(config_path: Path | None, overrides: tuple[str, ...], seeds: str, 
     type=EXISTING_FILE,
     help="Policy checkpoint written by policies.checkpoint.save_policy.",
 )
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @click.option(
     "--out",
     "out_dir",
@@ -358,8 +361,7 @@ def evaluate_command(
 
 @main.command("evaluate-cnn")
 @click.option("--checkpoint", required=True, type=EXISTING_FILE, help="CNN checkpoint written by rayscalp train-cnn.")
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @span_options(
     "scored",
     data_help="Kline files or folders to score on (repeatable). Default: the configured history.",
@@ -391,8 +393,7 @@ def evaluate_cnn_command(
 
 
 @main.command("walkforward")
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @click.option("--folds", type=int, default=4, show_default=True, help="K folds: train on k, test on k + 1.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Evaluation seeds (at least 3).")
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Block-bootstrap resamples.")
@@ -432,8 +433,7 @@ def walkforward_command(
     default=None,
     help="Folder of trials.jsonl. Default: the config's output_dir.",
 )
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @click.option("--kind", type=click.Choice(["train", "tune", "evaluate"]), default=None, help="Only this kind.")
 @click.option("--data", "fingerprint", default=None, help="Only rows on this data fingerprint (a prefix will do).")
 @click.option("--name", default=None, help="Only this experiment name.")
@@ -458,8 +458,7 @@ def trials_command(
 
 
 @main.command()
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @click.option(
     "--policy",
     "policy_path",
@@ -493,10 +492,10 @@ def paper(
 
     import ray
 
-    from actors.live_state import LIVE_STATE_ACTOR, LiveStateActor, LiveStateConfig
-    from actors.paper import PAPER_ACTOR, CheckpointPolicy, HttpPolicy, PaperConfig, start_paper
+    from actors.live_state import LIVE_STATE_ACTOR
+    from actors.paper import CheckpointPolicy, HttpPolicy, PaperConfig, start_paper
     from actors.risk import RiskConfig
-    from cluster.stream_runner import STREAM_ACTOR
+    from cluster.live_state_runner import start_live_state
 
     if (policy_path is None) == (policy_url is None):
         raise click.UsageError("give exactly one of --policy or --policy-url")
@@ -517,20 +516,9 @@ def paper(
         live_state_actor=LIVE_STATE_ACTOR,
     )
     click.echo(cfg.env.venue.describe(), err=True)
-    ray.init(
-        address="auto", namespace="rayscalp", include_dashboard=False, configure_logging=False, log_to_driver=False
-    )
+    _init_ray("auto")
     # the one live state first: paper trading, the policy's latest form and the dashboard all read its records
-    live = LiveStateActor.options(name=LIVE_STATE_ACTOR, lifetime="detached", get_if_exists=True).remote(
-        LiveStateConfig(
-            symbols=cfg.symbols,
-            state=cfg.state,
-            indicators=cfg.indicators,
-            stream_actor=STREAM_ACTOR,
-            cnn_app=cnn_app,
-            paper_actor=PAPER_ACTOR,
-        )
-    )
+    live = start_live_state(cfg, detached=True, cnn_app=cnn_app)
     ray.get(live.ready.remote(), timeout=60)
     actor = start_paper(paper_cfg, CheckpointPolicy(policy_path) if policy_path else HttpPolicy(policy_url))
     try:
@@ -550,13 +538,9 @@ def paper(
 @click.option("--reason", default="operator", show_default=True)
 def paper_kill(reason: str) -> None:
     """Engage the paper trading kill switch: close the position now and take no more orders."""
-    import ray
-
     from actors.paper import kill_paper
 
-    ray.init(
-        address="auto", namespace="rayscalp", include_dashboard=False, configure_logging=False, log_to_driver=False
-    )
+    _init_ray("auto")
     s = kill_paper(reason)
     click.echo(
         f"kill switch engaged ({s['kill_switch']['reason']}): position {s['position']}, equity {s['equity']:.2f}"
@@ -564,8 +548,7 @@ def paper_kill(reason: str) -> None:
 
 
 @main.command()
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in apex.checkpoint.storage.")
 @click.option("--local", is_flag=True, help="Single-process double DQN (cluster/train_local.py), no Ray.")
 @click.option(
@@ -601,8 +584,7 @@ def train(
 
 
 @main.command("tune")
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @click.option(
     "--search", "search_path", type=click.Path(path_type=Path), required=True, help="Search file (configs/search.yaml)."
 )
@@ -619,8 +601,7 @@ def tune_command(
 
 
 @main.command("train-cnn")
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @click.option("--max-epochs", type=int, default=None, help="Override cnn_training's epoch budget.")
 @click.option("--max-steps", type=int, default=None, help="Override cnn_training's step budget.")
 @click.option(
@@ -651,8 +632,7 @@ def train_cnn_command(
 
 
 @main.command()
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @click.option("--source", type=click.Choice(["replay", "binance"]), default="replay", show_default=True)
 @click.option("--speed", default="1x", show_default=True, help="Replay speed: 1x, Nx or max.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl-C).")
@@ -660,18 +640,10 @@ def stream(
     config_path: Path | None, overrides: tuple[str, ...], source: str, speed: str, duration: float | None
 ) -> None:
     """Run the live data path (replay exchange or Binance -> ingestion -> unified stream) with a status line."""
-    import ray
-
     from cluster.stream_runner import start_live_stream, watch
 
     cfg = _load(config_path, overrides)
-    ray.init(
-        address="auto" if _ray_running() else None,
-        namespace="rayscalp",
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-    )
+    _init_ray("auto" if _ray_running() else None)
     live = start_live_stream(cfg, source=source, speed=speed)  # type: ignore[arg-type]
     click.echo(f"stream from {live.ws_url} ({source}); Ctrl-C to stop", err=True)
     try:
@@ -680,6 +652,15 @@ def stream(
         pass
     finally:
         live.stop()
+
+
+def _init_ray(address: str | None) -> None:
+    """Join the Ray at ``address`` (``None``: start one here) in the project's namespace, without its dashboard."""
+    import ray
+
+    ray.init(
+        address=address, namespace="rayscalp", include_dashboard=False, configure_logging=False, log_to_driver=False
+    )
 
 
 def _ray_running() -> bool:
@@ -706,15 +687,23 @@ def exchange(
 
 
 @main.command()
-@CONFIG_OPTION
-@SET_OPTION
+@config_options
 @click.option("--once", is_flag=True, help="Run each stage once and exit instead of serving until Ctrl-C.")
 @click.option("--smoke", is_flag=True, help="Smallest sizes everywhere (CI).")
-def demo(config_path: Path | None, overrides: tuple[str, ...], once: bool, smoke: bool) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True, help="Serve's HTTP host; others need $RAYSCALP_API_KEY")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65_535),
+    default=None,
+    help="Serve's HTTP port. Default: 8000 (a free one with --once or --smoke); 0 picks a free one.",
+)
+def demo(
+    config_path: Path | None, overrides: tuple[str, ...], once: bool, smoke: bool, host: str, port: int | None
+) -> None:
     """The embedded default run (what `make run` calls)."""
     from cluster.demo import run_demo
 
-    run_demo(_load(config_path, overrides), once=once, smoke=smoke)
+    run_demo(_load(config_path, overrides), once=once, smoke=smoke, host=host, port=port)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -7,7 +7,9 @@ says plainly which stages are not built yet. Never needs the network.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
@@ -27,7 +29,7 @@ from .demo_live import (
     ask_policy,
     demo_config,
     evaluate_policy,
-    free_port,
+    http_port,
     paper_line,
     start_live,
     train_cnn_for_demo,
@@ -36,13 +38,21 @@ from .demo_live import (
 from .demo_progress import stage_bar
 from .runinfo import make_run_record, new_run_id, write_run_record
 
+if TYPE_CHECKING:
+    from .evaluate import RunResult
+
 
 def _fmt_time(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
 
 
-def _bars_table(title: str, bars: np.ndarray, indicators: np.ndarray, rows: int) -> Table:
-    table = Table(title=title, title_justify="left")
+#: The columns the demo's output is laid out for, in a terminal or a log.
+COLUMNS = 100
+
+
+def bars_table(title: str, bars: np.ndarray, indicators: np.ndarray, rows: int) -> Table:
+    """The last ``rows`` bars with their RSI, MACD histogram and Bollinger %b (fits :data:`COLUMNS`)."""
+    table = Table(title=title, title_justify="left", min_width=len(title))
     for col in ("open (UTC)", "open", "high", "low", "close", "volume", "RSI", "MACD hist", "BB %b"):
         table.add_column(col, justify="right")
     for bar, ind in zip(bars[-rows:], indicators[-rows:], strict=True):
@@ -60,7 +70,8 @@ def _bars_table(title: str, bars: np.ndarray, indicators: np.ndarray, rows: int)
     return table
 
 
-def _stage_bars(console: Console, history: History, config: ExperimentConfig, rows: int) -> dict[str, object]:
+def print_bars(console: Console, history: History, config: ExperimentConfig, rows: int) -> dict[str, object]:
+    """The ticks and klines stage: what was loaded, the bars built from it and the 1h check; return its summary."""
     traded = config.symbols.traded
     summary: dict[str, object] = {}
     label = history.label()
@@ -75,7 +86,7 @@ def _stage_bars(console: Console, history: History, config: ExperimentConfig, ro
         )
         one_minute = bars["1m"]
         console.print(
-            _bars_table(
+            bars_table(
                 f"{traded} 1m bars from ticks ({label})",
                 one_minute,
                 close_features(one_minute["close"], config.indicators),
@@ -106,7 +117,7 @@ def _stage_bars(console: Console, history: History, config: ExperimentConfig, ro
             f"{'OHLC identical, volume to 1e-9' if same else '[red]MISMATCH[/]'}"
         )
     console.print(
-        _bars_table(
+        bars_table(
             f"{traded} 1h bars built from 1m ({label})",
             complete,
             close_features(complete["close"], config.indicators),
@@ -114,6 +125,31 @@ def _stage_bars(console: Console, history: History, config: ExperimentConfig, ro
         )
     )
     return summary
+
+
+def evaluation_table(runs: Sequence[RunResult], level: float, data_label: str) -> Table:
+    """The whole-span ``runs`` of an evaluation: each strategy's return and Sharpe with their ``level`` bootstrap
+    intervals, max drawdown and trades, in :data:`COLUMNS` (the rest of the evaluation is in its ``report.md``)."""
+    title = f"evaluation on the latest span ({data_label}), {level:.0%} block-bootstrap intervals"
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    for col in ("strategy", f"return [{level:.0%} CI]", f"Sharpe [{level:.0%} CI]", "max dd", "trades"):
+        table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
+
+    def with_ci(run: RunResult, stat: str, fmt: str) -> str:
+        ci = run.intervals.get(stat)
+        value = format(getattr(run, stat), fmt)
+        return f"{value} [{ci.low:{fmt}}, {ci.high:{fmt}}]" if ci is not None else f"{value} [n/a]"
+
+    for run in runs:
+        name = run.strategy if run.strategy != "random" else f"random s{run.seed}"
+        table.add_row(
+            name,
+            with_ci(run, "total_return", "+.2%"),
+            with_ci(run, "sharpe", "+.1f"),
+            f"{run.max_drawdown:.2%}",
+            f"{run.trades:,}",
+        )
+    return table
 
 
 def _stage_state(console: Console, history: History, config: ExperimentConfig, smoke: bool) -> dict[str, object]:
@@ -146,7 +182,14 @@ def _stage_state(console: Console, history: History, config: ExperimentConfig, s
     return {"timeline_steps": timeline.n_steps, "state_size": timeline.layout.size}
 
 
-def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = False) -> Path:
+def run_demo(
+    config: ExperimentConfig,
+    *,
+    once: bool = False,
+    smoke: bool = False,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+) -> Path:
     """Run the whole loop on the embedded default and print a summary; return the run directory.
 
     Stages: history -> bars, indicators, state (offline); then on a local Ray: a short CNN training (not in
@@ -160,10 +203,24 @@ def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = Fals
         Exit after the stages instead of serving until Ctrl-C.
     smoke : bool
         Smallest sizes everywhere (CI: well under 3 minutes).
+    host : str
+        Serve's HTTP host (a non-loopback one needs ``$RAYSCALP_API_KEY``).
+    port : int, optional
+        Serve's HTTP port: 8000 by default (a free one with ``once`` or ``smoke``); ``0`` picks a free one.
+
+    Raises
+    ------
+    ConfigError
+        Before any stage runs, when the host needs a key it does not have or the port cannot be bound.
     """
-    # 100 columns at most: the tables and lines are laid out for it, in a terminal or a log
+    from serve.auth import DEFAULT_API_KEY_ENV, ApiKeyAuth, check_bind
+
+    # refused now, not after minutes of training
+    check_bind(host, ApiKeyAuth.from_env(DEFAULT_API_KEY_ENV))
+    port = http_port(host, port, pick_free=smoke or once)
+    # COLUMNS at most: the tables and lines are laid out for it, in a terminal or a log
     probe = Console()
-    console = Console(width=min(probe.width, 100) if probe.is_terminal else 100)
+    console = Console(width=min(probe.width, COLUMNS) if probe.is_terminal else COLUMNS)
     run_id = new_run_id(config.name)
     out_dir = config.output_dir / run_id
     console.rule(f"rayscalp demo: {run_id}")
@@ -174,9 +231,9 @@ def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = Fals
     if history.synthetic:
         console.print("[yellow]No recorded or fetched data found: every figure below is from SYNTHETIC data.[/]")
     summary: dict[str, object] = {"data": history.kind}
-    summary.update(_stage_bars(console, history, config, rows=3 if smoke else 6))
+    summary.update(print_bars(console, history, config, rows=3 if smoke else 6))
     summary.update(_stage_state(console, history, config, smoke))
-    live, evaluation, trained = _stage_live(console, config, out_dir, smoke, once, history)
+    live, evaluation, trained = _stage_live(console, config, out_dir, smoke, history, (host, port))
     summary.update(trained)
     record = make_run_record(
         config,
@@ -189,7 +246,9 @@ def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = Fals
     path = write_run_record(record, out_dir)
     console.rule("summary")
     console.print(f"data: {history.label()}")
-    console.print(evaluation)
+    level = 1.0 - float(evaluation.bootstrap["alpha"])
+    console.print(evaluation_table(evaluation.select(scope="span"), level, evaluation.data_label))
+    console.print(f"full evaluation report: {evaluation.out_dir / 'report.md'}")
     for name, url in live.urls.items():
         console.print(f"{name:>10}: {url}")
     for answer in live.answers:
@@ -204,8 +263,13 @@ def run_demo(config: ExperimentConfig, *, once: bool = False, smoke: bool = Fals
 
 
 def _stage_live(
-    console: Console, config: ExperimentConfig, out_dir: Path, smoke: bool, once: bool, history: History
-) -> tuple[LiveDemo, str, dict[str, object]]:
+    console: Console,
+    config: ExperimentConfig,
+    out_dir: Path,
+    smoke: bool,
+    history: History,
+    http: tuple[str, int],
+) -> tuple[LiveDemo, Any, dict[str, object]]:
     import ray
     import torch
     from ray import serve
@@ -223,16 +287,24 @@ def _stage_live(
         log_to_driver=False,
         num_cpus=4,
     )
-    port = free_port() if (smoke or once) else 8000
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    host, port = http
+    serve.start(http_options={"host": host, "port": port})
     cnn = train_cnn_for_demo(config, sizes, out_dir, console, history)
     demo_cfg = demo_config(config, sizes, out_dir, cnn)
     result = train_policy(demo_cfg, console)
     policy = Path(result.last_checkpoint.file_uri("policy.pt"))
     console.print(f"[bold]policy[/]: {policy} ({result.updates} updates, {result.env_steps} env steps)")
-    evaluation = evaluate_policy(policy, demo_cfg, out_dir, sizes, cnn, console)
-    with stage_bar(console, "starting the live replay, paper trading and serving"):
-        live = start_live(demo_cfg, policy, out_dir, sizes, port, console, history)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The evaluation (the driver's CPU) runs while the live path starts (mostly waiting on new actors and
+    # replicas): on two cores that overlap is most of the evaluation's time. Neither reads the other's output.
+    with (
+        stage_bar(console, "evaluating beside the baselines; starting the live path and serving") as bar,
+        ThreadPoolExecutor(1, thread_name_prefix="demo-evaluation") as pool,
+    ):
+        evaluating = pool.submit(evaluate_policy, policy, demo_cfg, out_dir, sizes, cnn, bar.line)
+        live = start_live(demo_cfg, policy, out_dir, sizes, history, host=host, port=port)
+        evaluation = evaluating.result()
     from .run_summary import run_summary
 
     # the training panel: this run's curves and evaluation (the learner has finished, so it is not running)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,61 @@ class LiveDemo:
     pusher: Any = None
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+#: The port Serve's HTTP proxy binds by default (``make run``); ``--port 0`` picks a free one.
+DEFAULT_HTTP_PORT = 8000
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port on ``host``."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def http_port(host: str, port: int | None, pick_free: bool) -> int:
+    """The port Serve's HTTP proxy will bind on ``host``, checked free before any stage runs.
+
+    Parameters
+    ----------
+    host : str
+        Serve's HTTP host (``127.0.0.1`` by default; another host needs the policy app's API key).
+    port : int, optional
+        The port asked for; ``0`` picks a free one; ``None``: :data:`DEFAULT_HTTP_PORT`, or a free one when
+        ``pick_free`` (``--once``/``--smoke`` runs, which must not collide with a ``make run`` beside them).
+    pick_free : bool
+
+    Raises
+    ------
+    ConfigError
+        When the port is out of range, the host cannot be bound, or the port is taken; the message says how
+        to pick another.
+    """
+    from market.errors import ConfigError
+
+    if port is None:
+        port = 0 if pick_free else DEFAULT_HTTP_PORT
+    if not 0 <= port <= 65_535:
+        raise ConfigError(f"demo --port: must be 0 (a free port) to 65535 (got {port})")
+    try:
+        if port == 0:
+            return free_port(host)
+        # SO_REUSEADDR as Serve's proxy binds: a port in TIME_WAIT is free for it, one with a listener is not
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(
+            f"demo --host {host} --port {port}: cannot bind ({exc.strerror or exc}); "
+            "pass --port N for another port, or --port 0 for a free one"
+        ) from None
+    return port
+
+
+def base_url(host: str, port: int) -> str:
+    """The URL this machine reaches Serve's HTTP proxy at (``127.0.0.1`` for a wildcard host)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def demo_config(
@@ -148,23 +199,27 @@ def train_policy(config: ExperimentConfig, console: Console) -> Any:
 
 
 def evaluate_policy(
-    policy: Path, config: ExperimentConfig, run_dir: Path, sizes: DemoSizes, cnn: Path | None, console: Console
-) -> str:
-    """The evaluation table (greedy policy beside the baselines, with bootstrap intervals)."""
-    from cluster.evaluate import evaluate, format_report
+    policy: Path,
+    config: ExperimentConfig,
+    run_dir: Path,
+    sizes: DemoSizes,
+    cnn: Path | None,
+    log: Callable[[str], None],
+) -> Any:
+    """The evaluation (greedy policy beside the baselines, with bootstrap intervals): a
+    :class:`cluster.evaluate.EvaluationReport`, its files in ``run_dir/evaluation``; ``log`` gets its lines."""
+    from cluster.evaluate import evaluate
 
-    with stage_bar(console, "evaluating beside the baselines") as bar:
-        report = evaluate(
-            policy,
-            config,
-            out_dir=run_dir / "evaluation",
-            seeds=(0, 1, 2),
-            folds=2,
-            n_resamples=sizes.resamples,
-            cnn_checkpoint=cnn,
-            log=bar.line,
-        )
-    return format_report(report)
+    return evaluate(
+        policy,
+        config,
+        out_dir=run_dir / "evaluation",
+        seeds=(0, 1, 2),
+        folds=2,
+        n_resamples=sizes.resamples,
+        cnn_checkpoint=cnn,
+        log=log,
+    )
 
 
 def write_synthetic_klines(history: Any, run_dir: Path) -> tuple[Path, ...]:
@@ -188,13 +243,17 @@ def start_live(
     policy: Path,
     run_dir: Path,
     sizes: DemoSizes,
-    port: int,
-    console: Console,
     history: Any,
+    *,
+    host: str,
+    port: int,
 ) -> LiveDemo:
-    """Live stream, live state, paper trader, policy service and dashboard, on the running Ray and Serve."""
+    """Live stream, live state, paper trader, policy service and dashboard, on the running Ray and Serve.
+
+    ``host``/``port`` are those Serve's HTTP proxy was started on (the URLs printed and shown say them).
+    """
     from actors.board import BOARD_ACTOR, BoardActor, RecordingPolicy
-    from actors.live_state import LIVE_STATE_ACTOR, LiveStateActor, LiveStateConfig
+    from actors.live_state import LIVE_STATE_ACTOR
     from actors.paper import PAPER_ACTOR, PaperConfig, start_paper
     from market.layout import build_layout
     from serve.dashboard import DashboardConfig
@@ -202,7 +261,8 @@ def start_live(
     from serve.policy import PolicyServeConfig
     from serve.policy import deploy as deploy_policy
 
-    from .stream_runner import STREAM_ACTOR, start_live_stream
+    from .live_state_runner import start_live_state
+    from .stream_runner import start_live_stream
 
     live = LiveDemo()
     # the board first: the policy's decisions go to it from the first live step
@@ -236,16 +296,7 @@ def start_live(
     )
     # the one live state of the traded symbol: paper trading, the policy's latest form and the dashboard read it
     # (the handle is kept: a named actor whose last handle goes out of scope is stopped)
-    live.live_state = LiveStateActor.options(name=LIVE_STATE_ACTOR, get_if_exists=True).remote(
-        LiveStateConfig(
-            symbols=config.symbols,
-            state=config.state,
-            indicators=config.indicators,
-            stream_actor=STREAM_ACTOR,
-            paper_actor=PAPER_ACTOR,
-            warm_start_from_stream=False,
-        )
-    )
+    live.live_state = start_live_state(config, detached=False, warm_start_from_stream=False)
     import ray
 
     bars, warm_source = warm_bars_before(history, config, capture_start_ms(stream))
@@ -276,10 +327,12 @@ def start_live(
     )
     live.notes.append(config.env.venue.describe())
     deploy_policy(
-        PolicyServeConfig(checkpoint=policy, port=port, symbols=(config.symbols.traded,), require_cnn_match=False)
+        PolicyServeConfig(
+            checkpoint=policy, host=host, port=port, symbols=(config.symbols.traded,), require_cnn_match=False
+        )
     )
     deploy_dashboard(DashboardConfig(namespace=DEMO_NAMESPACE))
-    base = f"http://127.0.0.1:{port}"
+    base = base_url(host, port)
     live.urls.update(policy=f"{base}/v1/act", docs=f"{base}/docs", dashboard=f"{base}/dashboard/")
     return live
 
