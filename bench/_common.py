@@ -127,6 +127,11 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def time_and_rate(seconds: float, count: int, unit: str) -> str:
+    """``"X ms (N <unit>/s)"``: a timed run of ``count`` items, for the lines a benchmark prints before its last."""
+    return f"{seconds * 1e3:.1f} ms ({count / seconds:,.0f} {unit}/s)"
+
+
 def rate_line(name: str, ours_per_s: float, peer_per_s: float, peer_name: str = "peer", unit: str = "/s") -> str:
     """Format the one summary line every benchmark prints last.
 

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from bench._common import SHARED_DATA, alternating_medians, median_seconds, rate_line
+from bench._common import SHARED_DATA, alternating_medians, median_seconds, rate_line, time_and_rate
 from market.bars import DEFAULT_TIMEFRAMES, IncrementalBars, build_timeframes
 from market.datasets import load_ws_capture
 from market.records import TRADE_DTYPE
@@ -96,12 +96,9 @@ def main() -> int:
     bar_counts = ", ".join(f"{tf} {sum(b[tf].size for b in built.values()):,}" for tf in DEFAULT_TIMEFRAMES)
     print(f"data: {label}; {n_ticks:,} ticks in all")
     print(f"bars built (both symbols): {bar_counts}")
-    print(f"batch ticks -> 1s -> 1m -> 1h -> 1d: {t_ours * 1e3:.1f} ms ({n_ticks / t_ours:,.0f} ticks/s)")
-    print(f"pandas resample 1s, 1min, 1h, 1D from ticks: {t_peer * 1e3:.1f} ms ({n_ticks / t_peer:,.0f} ticks/s)")
-    print(
-        f"incremental 1s/1m/1h/1d in batches of {LIVE_BATCH} ticks (info): {t_live * 1e3:.1f} ms "
-        f"({n_ticks / t_live:,.0f} ticks/s)"
-    )
+    print(f"batch ticks -> 1s -> 1m -> 1h -> 1d: {time_and_rate(t_ours, n_ticks, 'ticks')}")
+    print(f"pandas resample 1s, 1min, 1h, 1D from ticks: {time_and_rate(t_peer, n_ticks, 'ticks')}")
+    print(f"incremental 1s/1m/1h/1d in batches of {LIVE_BATCH} ticks (info): {time_and_rate(t_live, n_ticks, 'ticks')}")
     print(rate_line("bars", n_ticks / t_ours, n_ticks / t_peer, "pandas.resample", unit=" ticks/s"))
     return 0
 

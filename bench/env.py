@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from bench._common import alternating_medians, kline_timeline, rate_line
+from bench._common import alternating_medians, kline_timeline, rate_line, time_and_rate
 from market.env import EnvConfig, TradingEnv, VectorTradingEnv
 
 K = 64
@@ -47,10 +47,8 @@ def main() -> int:
         f"vectorised env, K={K}: {CALLS} calls = {n_steps:,} env steps in {t_vec * 1e3:.1f} ms "
         f"({n_steps / t_vec:,.0f} env steps/s, {CALLS / t_vec:,.0f} calls/s)"
     )
-    print(
-        f"single gymnasium env, full observation and info: {n_steps:,} steps in {t_single * 1e3:.1f} ms "
-        f"({n_steps / t_single:,.0f} steps/s)"
-    )
+    single_timing = time_and_rate(t_single, n_steps, "steps")
+    print(f"single gymnasium env, full observation and info: {n_steps:,} steps in {single_timing}")
     print(rate_line("env", n_steps / t_vec, n_steps / t_single, "single gymnasium env", unit=" steps/s"))
     return 0
 
