@@ -946,7 +946,8 @@ def _train(
     try:
         while True:
             try:
-                progress, weights, status, curves = _drive(handles, loop, apex, meter, console, on_progress)
+                context = LoopContext(handles, apex, meter, console, on_progress)
+                progress, weights, status, curves = _drive(context, loop)
                 break
             except ray.exceptions.RayActorError as exc:
                 # Died, or Unavailable: a node killed at once can be heard of as either.
@@ -1017,22 +1018,34 @@ def _train(
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class LoopContext:
+    """What a driver loop (asynchronous or lockstep) runs with: the run's actors, its Ape-X settings, the meter
+    of its counters, where progress lines go, and the caller's callback for each :class:`Progress`."""
+
+    handles: RunHandles
+    apex: ApexConfig
+    meter: _Meter
+    console: Console
+    on_progress: Callable[[Progress, RunHandles], None] | None
+
+    def notify(self, progress: Progress) -> None:
+        """Hand ``progress`` and the run's actors to the caller's callback, when there is one."""
+        if self.on_progress is not None:
+            self.on_progress(progress, self.handles)
+
+
 def _drive(
-    handles: RunHandles,
-    loop: Callable[..., Progress],
-    apex: ApexConfig,
-    meter: _Meter,
-    console: Console,
-    on_progress: Callable[[Progress, RunHandles], None] | None,
+    context: LoopContext, loop: Callable[[LoopContext], Progress]
 ) -> tuple[Progress, dict[str, torch.Tensor], dict[str, Any], LearningCurves]:
     """Run the driver loop to its end; return the last progress and the learner's weights, status and curves.
     On Ctrl-C the learner writes a last checkpoint first."""
-    learner = handles.learner
+    learner = context.handles.learner
     try:
-        progress = loop(handles, apex, meter, console, on_progress)
+        progress = loop(context)
     except KeyboardInterrupt:
-        console.print("interrupted: writing a last checkpoint")
-        if apex.deterministic:
+        context.console.print("interrupted: writing a last checkpoint")
+        if context.apex.deterministic:
             ray.get(learner.finish.remote())
         else:
             ray.get(learner.stop.remote())
@@ -1067,14 +1080,10 @@ def _wait_learner(call: Any, meter: _Meter, console: Console) -> None:
     console.print(f"learner ready after {waited:.1f} s (placed and built; not counted as training time)")
 
 
-def _run_async(
-    handles: RunHandles,
-    apex: ApexConfig,
-    meter: _Meter,
-    console: Console,
-    on_progress: Callable[[Progress, RunHandles], None] | None,
-) -> Progress:
-    learner = handles.learner
+def _run_async(context: LoopContext) -> Progress:
+    """Ape-X proper: the learner trains in its own thread while the workers send batches; poll its status, print
+    progress, check the workers, and ask the learner to stop when the wall-clock budget is spent."""
+    learner, apex, meter, console = context.handles.learner, context.apex, context.meter, context.console
     _wait_learner(learner.start.remote(), meter, console)
     printed = checked = time.monotonic()
     stopping = False
@@ -1084,8 +1093,7 @@ def _run_async(
             raise TrainingError(f"the learner failed:\n{status['error']}")
         progress = meter(status)
         now = time.monotonic()
-        if on_progress is not None:
-            on_progress(progress, handles)
+        context.notify(progress)
         if progress.done:
             _report(progress, console)
             return progress
@@ -1094,7 +1102,7 @@ def _run_async(
             _report(progress, console)
         if now - checked >= max(5.0, apex.progress_every_s):
             checked = now
-            _check_workers(handles.workers)
+            _check_workers(context.handles.workers)
         wall = apex.budget.wall_seconds
         if wall is not None and not stopping and progress.elapsed_s >= wall:
             stopping = True
@@ -1102,14 +1110,11 @@ def _run_async(
         time.sleep(POLL_S)
 
 
-def _run_lockstep(
-    handles: RunHandles,
-    apex: ApexConfig,
-    meter: _Meter,
-    console: Console,
-    on_progress: Callable[[Progress, RunHandles], None] | None,
-) -> Progress:
-    learner, workers = handles.learner, handles.workers
+def _run_lockstep(context: LoopContext) -> Progress:
+    """Deterministic rounds: every worker collects, the learner adds the batches in worker order and does the
+    updates owed, and the workers get the new weights; ends at the budget or when the wall-clock budget is spent."""
+    learner, workers = context.handles.learner, context.handles.workers
+    apex, meter, console = context.apex, context.meter, context.console
     _wait_learner(learner.status.remote(), meter, console)
     printed = time.monotonic()
     while True:
@@ -1129,8 +1134,7 @@ def _run_lockstep(
         if out_of_time and not reply.stop:
             reply = ray.get(learner.finish.remote())
         progress = meter(reply.status if not out_of_time else ray.get(learner.status.remote()))
-        if on_progress is not None:
-            on_progress(progress, handles)
+        context.notify(progress)
         now = time.monotonic()
         if reply.stop or out_of_time:
             _report(progress, console)
