@@ -177,6 +177,9 @@ def test_bad_timelines_and_configs_are_named_errors() -> None:
         TradingEnv(replace(timeline, base_close=bad))
     with pytest.raises(DataError, match="spread"):
         TradingEnv(timeline, spread=np.ones(5))
+    for make in (lambda **kw: TradingEnv(timeline, **kw), lambda **kw: VectorTradingEnv(timeline, 2, **kw)):
+        with pytest.raises(TypeError, match="spred"):  # a misspelt input is refused, never silently ignored
+            make(spred=np.ones(300))
     with pytest.raises(ValueError, match="leverage"):
         EnvConfig(venue={"kind": "perp", "leverage": 126})
     with pytest.raises(ValueError, match="spot"):
