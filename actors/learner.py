@@ -480,6 +480,7 @@ class LearnerCore:
             "updates": self.updates,
             "replay_size": self.replay.size,
             "replay_capacity": self.replay.capacity,
+            "replay_fill": self.replay.size / self.replay.capacity,
             "loss": None if stats is None else stats.loss,
             "mean_q": None if stats is None else stats.mean_q,
             "mean_return": self.mean_return(),

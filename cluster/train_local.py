@@ -176,6 +176,7 @@ def train_local(
         len(AGENT_FEATURES),
         beta_steps=settings.planned_updates(),
         device=device,
+        num_actions=config.network.n_actions,
         seed=derive_seed(seed, "replay") % 2**62,
     )
     learner = DQNLearner(
