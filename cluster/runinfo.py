@@ -44,6 +44,8 @@ def check_run_name(name: str) -> str:
             "letter or digit, at most 80 characters"
         )
     return name
+
+
 RECORDED_PACKAGES = (
     "rayscalp",
     "ray",
@@ -64,6 +66,17 @@ class GitState:
 
     commit: str | None
     dirty: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class DataProvenance:
+    """Which data a run read: a label for people, what the files are, their fingerprint, and whether any of it
+    was synthesized (every figure from synthetic data must say so)."""
+
+    label: str
+    description: str
+    fingerprint: str
+    synthetic: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from policies.cnn_training import (
 
 from .config import ExperimentConfig
 from .data.history import History, load_history
-from .runinfo import make_run_record, write_run_record
+from .runinfo import DataProvenance, make_run_record, write_run_record
 
 #: The direction accuracy the original system said its CNN would reach; printed beside what this one reaches.
 STATED_GOAL_ACCURACY = 0.65
@@ -45,10 +45,7 @@ class CnnReport:
     """One CNN training run: what data, which spans, how training went, and the direction scores."""
 
     version: str
-    data_label: str
-    data_description: str
-    synthetic: bool
-    data_fingerprint: str
+    data: DataProvenance
     profile: str
     spans: dict[str, Any]
     fit: dict[str, Any]
@@ -65,6 +62,7 @@ class CnnReport:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("out_dir", "report_path")}
         return {
             **out,
+            "data": asdict(self.data),
             "stated_goal_accuracy": STATED_GOAL_ACCURACY,
             "validation": [s.as_dict() for s in self.validation],
             "evaluation": [s.as_dict() for s in self.evaluation],
@@ -84,7 +82,7 @@ class CnnReport:
             return f"{name} steps [{s['start']}, {s['end']}) {start} -> {end} UTC"
 
         lines = [
-            f"CNN {self.version} on {self.data_label} ({self.data_description}), profile {self.profile}",
+            f"CNN {self.version} on {self.data.label} ({self.data.description}), profile {self.profile}",
             "  " + span("cnn_train"),
             "  " + span("cnn_validation"),
             "  " + span("dqn") + " (not used here)",
@@ -110,9 +108,19 @@ class CnnReport:
                     f"{s.majority_accuracy:>9.3f}{s.majority_balanced_accuracy:>7.3f} | "
                     f"{s.persistence_accuracy:>8.3f}{s.persistence_balanced_accuracy:>7.3f} | {share}"
                 )
-        if self.synthetic:
+        if self.data.synthetic:
             lines.append("SYNTHETIC data: these figures say nothing about the real market.")
         return "\n".join(lines)
+
+
+def provenance(history: History) -> DataProvenance:
+    """What the run records of the history it read."""
+    return DataProvenance(
+        label=history.label(),
+        description=history.description,
+        fingerprint=history.fingerprint,
+        synthetic=history.synthetic,
+    )
 
 
 def _cnn_config(state: StateConfig, cnn: CnnConfig | None) -> CnnConfig:
@@ -249,10 +257,7 @@ def train_cnn(
     run_path = write_run_record(record, out)
     report = CnnReport(
         version=version,
-        data_label=history.label(),
-        data_description=history.description,
-        synthetic=history.synthetic,
-        data_fingerprint=history.fingerprint,
+        data=provenance(history),
         profile=state.profile,
         spans=spans_dict,
         fit=result.as_dict(),
@@ -280,9 +285,7 @@ class CnnEvaluation:
     majority class of its training span and persistence."""
 
     version: str
-    data_label: str
-    data_description: str
-    data_fingerprint: str
+    data: DataProvenance
     span: dict[str, Any]
     warmup: dict[str, Any]
     majority_source: str
@@ -295,6 +298,7 @@ class CnnEvaluation:
         return {
             "kind": "cnn_evaluation",
             **out,
+            "data": asdict(self.data),
             "scores": [sc.as_dict() for sc in self.scores],
             "notes": list(self.notes),
         }
@@ -303,8 +307,8 @@ class CnnEvaluation:
         """The scores as plain text, the model beside the majority class and persistence."""
         sp = self.span
         lines = [
-            f"CNN {self.version} on {self.data_label} ({self.data_description}); "
-            f"fingerprint {self.data_fingerprint[:12]}",
+            f"CNN {self.version} on {self.data.label} ({self.data.description}); "
+            f"fingerprint {self.data.fingerprint[:12]}",
             f"  scored steps [{sp['start']}, {sp['end']}) ({sp['n_steps']} steps); "
             f"majority class: {self.majority_source}",
             f"{'h':>5}{'n':>8} | {'acc':>6}{'bal':>7} | {'majority':>9}{'bal':>7} | {'persist':>8}{'bal':>7}",
@@ -397,9 +401,7 @@ def evaluate_cnn(
         notes.append("SYNTHETIC DATA: these figures say nothing about the real market")
     result = CnnEvaluation(
         version=str(meta.get("version")),
-        data_label=history.label(),
-        data_description=history.description,
-        data_fingerprint=history.fingerprint,
+        data=provenance(history),
         span=span.as_dict(),
         warmup=warm_info,
         majority_source=source,

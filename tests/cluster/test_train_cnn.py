@@ -36,8 +36,8 @@ def test_train_cnn_on_the_real_1m_klines_writes_checkpoint_report_and_run_record
         training=CnnTrainingConfig(batch_size=128, eval_every=60, device="cpu"),
         log=lines.append,
     )
-    assert not report.synthetic and report.data_label == "real Binance data"
-    assert report.version.startswith("cnn-") and report.version.endswith(report.data_fingerprint[:8])
+    assert not report.data.synthetic and report.data.label == "real Binance data"
+    assert report.version.startswith("cnn-") and report.version.endswith(report.data.fingerprint[:8])
     for path in (report.checkpoint, report.report_path, report.run_record):
         assert path.is_file() and path.parent == tmp_path / "cnn"
     assert report.fit["steps"] == 120 and report.fit["stop_reason"] == "budget"
@@ -67,12 +67,12 @@ def test_train_cnn_on_the_real_1m_klines_writes_checkpoint_report_and_run_record
     assert on_disk["evaluation"][0]["n"] == report.evaluation[0].n
     record = read_run_record(report.run_record)
     assert record["run_id"] == report.version and record["extra"]["cnn_version"] == report.version
-    assert record["extra"]["spans"] == spans and record["data_fingerprint"] == report.data_fingerprint
+    assert record["extra"]["spans"] == spans and record["data_fingerprint"] == report.data.fingerprint
     assert record["seeds"]["cnn_train"] != record["seeds"]["cnn_init"]
 
     model, meta = load_checkpoint(report.checkpoint)  # weights_only=True inside
     assert meta["version"] == report.version and meta["spans"] == spans
-    assert meta["data_fingerprint"] == report.data_fingerprint and meta["synthetic"] is False
+    assert meta["data_fingerprint"] == report.data.fingerprint and meta["synthetic"] is False
     payload = torch.load(report.checkpoint, weights_only=True)
     assert payload["state_config"]["profile"] == "tiny"
     assert not any("parametrizations" in key for key in payload["state_dict"])
@@ -102,8 +102,9 @@ def test_train_cnn_on_synthetic_history_says_synthetic(tmp_path: Path) -> None:
         history=history,
         log=lines.append,
     )
-    assert report.synthetic and "SYNTHETIC" in lines[-1].splitlines()[0] and "SYNTHETIC" in lines[-1].splitlines()[-1]
-    assert orjson.loads(report.report_path.read_bytes())["synthetic"] is True
+    table = lines[-1].splitlines()
+    assert report.data.synthetic and "SYNTHETIC" in table[0] and "SYNTHETIC" in table[-1]
+    assert orjson.loads(report.report_path.read_bytes())["data"]["synthetic"] is True
     assert read_run_record(report.run_record)["extra"]["synthetic"] is True
     model, meta = load_checkpoint(report.checkpoint)
     assert meta["synthetic"] is True and model.config.horizons == (2, 4, 8, 16)
