@@ -138,6 +138,7 @@ def test_the_training_panel_shows_the_live_runs_progress_and_curves_while_its_le
             assert progress["fraction"] == pytest.approx(status["updates"] / BUDGET_UPDATES)
             assert progress["eta_s"] > 0 and progress["updates_per_s"] > 0
             assert panel["headline"]["updates"]["value"] == status["updates"]
+            assert panel["headline"]["replay_fill"]["value"] == status["replay_size"] / 2_000 > 0
             # the curves so far, point for point as the learner holds them
             c = panel["curves"]
             assert c["points"] == len(curves["updates"]) > 0 and c["updates"] == curves["updates"]
@@ -163,7 +164,7 @@ def _draws_in_chromium(url: str, panel: dict[str, Any], tmp_path: Path) -> None:
         return
     from tests.serve.test_dashboard import ARTIFACTS, Browser
 
-    browser = Browser(binary, tmp_path / "chromium-profile")
+    browser = Browser(binary, tmp_path / "chromium-profile", height=1500)  # tall enough to show the panel
     try:
         browser.call("Page.navigate", url=url + "/")
         text = browser.wait_for(
