@@ -586,10 +586,12 @@ class _RunSource(_Source):
 
     def _lookup(self) -> Any:
         prefix = self.name + "-"
-        runs = sorted(
-            (a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == self.namespace),
-            reverse=True,
-        )
+        try:
+            named = ray.util.list_named_actors(all_namespaces=True)
+        except Exception as exc:  # the GCS did not answer: look for the exact name only, and say so in the log
+            logger.warning("dashboard: listing named actors failed (%s: %s)", type(exc).__name__, exc)
+            named = []
+        runs = sorted((a["name"] for a in named if a["namespace"] == self.namespace), reverse=True)
         for name in [self.name, *(n for n in runs if n.startswith(prefix))]:
             try:
                 handle = ray.get_actor(name, namespace=self.namespace)
