@@ -3,8 +3,8 @@ included) on a free ``--port``, and its dashboard in headless Chromium after 3 m
 whose lag against the replay clock is small, the policy's decisions, fills marked or the reason there are none, the
 paper equity curve beside buy-and-hold, the finished run's curves and evaluation, and a paper account panel whose
 text fits its cells at 1280 and 1000 px. Screenshots (when the page first draws, after the 3 minutes, the training
-panel, the page at 1000 px) and the demo's output with the time it took to serve are left in artifacts/test/
-(git-ignored)."""
+panel, the paper account panel at each width, the page at 1000 px) and the demo's output with the time each line
+came and the time it took to serve are left in artifacts/test/ (git-ignored)."""
 
 from __future__ import annotations
 
@@ -122,8 +122,9 @@ class DemoProcess:
             self.proc.wait(30)
 
 
-def check_paper_panel(browser: Browser, width: int) -> None:
-    """At ``width`` px the paper account's values take one line each, whole, and the fill model has its own line."""
+def check_paper_panel(browser: Browser, width: int) -> bytes:
+    """At ``width`` px the paper account's values take one line each, whole, and the fill model has its own line;
+    return the screenshot of the panel (saved as an artifact)."""
     browser.call("Emulation.setDeviceMetricsOverride", width=width, height=2200, deviceScaleFactor=1, mobile=False)
     browser.wait_for(f"document.documentElement.clientWidth === {width}", 10, f"the page at {width} px")
     time.sleep(1.5)  # the next refresh draws at the new width
@@ -133,6 +134,8 @@ def check_paper_panel(browser: Browser, width: int) -> None:
     assert layout["model"].startswith("venue ") and layout["fill"] == "fill model: " + layout["model"], layout
     assert layout["fillWidth"] >= 0.9 * layout["bodyWidth"] - 24, (width, layout)
     assert len(layout["fill"]) / layout["fillLines"] >= 30, (width, layout)
+    browser.eval("document.getElementById('paper-panel').scrollIntoView()")
+    return browser.screenshot(ARTIFACTS / f"demo_paper_panel_{width}px.png")
 
 
 @pytest.mark.ray
@@ -168,10 +171,9 @@ def test_full_demo_dashboard_shows_the_policy_at_work_on_a_looped_replay(
         browser.wait_for("Number(document.getElementById('eq').dataset.points || 0) >= 3", 60, "3 equity points")
         page = browser.eval(READ)
         png = browser.screenshot(ARTIFACTS / "demo_dashboard.png")
-        check_paper_panel(browser, WIDTHS[0])
         browser.eval("document.getElementById('eval-table').scrollIntoView()")
         panel = browser.screenshot(ARTIFACTS / "demo_training_panel.png")
-        check_paper_panel(browser, WIDTHS[1])
+        papers = [check_paper_panel(browser, width) for width in WIDTHS]
         browser.eval("window.scrollTo(0, 0)")
         narrow = browser.screenshot(ARTIFACTS / f"demo_dashboard_{WIDTHS[1]}px.png")
         board = page["board"]
@@ -201,7 +203,7 @@ def test_full_demo_dashboard_shows_the_policy_at_work_on_a_looped_replay(
         assert "another period than training" in page["notes"]
         # the finished run: its curves and its evaluation table and out-of-sample equity
         assert page["curvePoints"] >= 1 and page["evalRows"] >= 3 and page["runEquity"] >= 3
-        assert png[:8] == panel[:8] == narrow[:8] == b"\x89PNG\r\n\x1a\n"
+        assert all(shot[:8] == b"\x89PNG\r\n\x1a\n" for shot in (png, panel, narrow, *papers))
     finally:
         if browser is not None:
             browser.close()
