@@ -1,6 +1,6 @@
 """The Q-network's action set comes from the env's: the experiment config sets ``network.actions`` from
 ``env.actions`` and refuses a mismatch naming both keys; the trainers and the RLlib modules refuse one that slipped
-past it."""
+past it; an Ape-X run of scalper actions checkpoints a scalper policy."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from cluster.train_local import train_local
 from market.env import EnvConfig
 from market.errors import ConfigError
 from market.layout import StateConfig, build_layout
+from policies.checkpoint import load_policy
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 
@@ -58,3 +59,20 @@ def test_the_rllib_module_needs_the_action_space_of_its_networks_action_set() ->
 
     out = explorer.forward_exploration({Columns.OBS: torch.zeros((400, size))}, t=0)
     assert set(out[Columns.ACTIONS].tolist()) == set(range(6))  # epsilon 1: uniform over the six scalper actions
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_an_apex_run_with_scalper_actions_checkpoints_a_scalper_policy(ray_session, tmp_path: Path) -> None:
+    from cluster.train import entry
+
+    storage = tmp_path / "ck"
+    sets = [f"output_dir={tmp_path}", "env.actions=scalper", "env.venue.kind=perp", "apex.budget.updates=20"]
+    sets += ["apex.learning_starts=256", f"apex.checkpoint.storage={storage}", "apex.checkpoint.every_updates=10"]
+    argv = ["--config", str(TINY)]
+    for item in sets:
+        argv += ["--set", item]
+    assert entry(argv) == 0
+    latest = sorted(storage.glob("ckpt-*/policy.pt"))[-1]
+    qnet, info = load_policy(latest, actions="scalper")
+    assert info.actions == "scalper" and info.updates == 20 and qnet.advantage.out_features == 6
