@@ -297,7 +297,7 @@ def _stage_live(
     from concurrent.futures import ThreadPoolExecutor
 
     # The evaluation (the driver's CPU) runs while the live path starts (mostly waiting on new actors and
-    # replicas): on two cores that overlap is most of the evaluation's time. Neither reads the other's output.
+    # replicas), so serving starts sooner; neither reads the other's output.
     with (
         stage_bar(console, "evaluating beside the baselines; starting the live path and serving") as bar,
         ThreadPoolExecutor(1, thread_name_prefix="demo-evaluation") as pool,
