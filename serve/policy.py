@@ -448,40 +448,42 @@ class PolicyDeployment:
     def _offer(
         self, new: PolicyPredictor, key: tuple[str, int, int] | None, source: str, *, allow_rollback: bool
     ) -> bool:
-        """Swap ``new`` in unless its layout differs or it is behind the served one; say whether it was taken."""
-        current = self._predictor
-        if current is not None:
-            if new.action_set != current.action_set:
-                self._refuse(
-                    Path(new.path),
-                    f"action set {new.action_set!r} ({', '.join(new.action_names)}) differs from the served "
-                    f"{current.action_set!r} ({', '.join(current.action_names)}); deploy it as a new app",
-                )
-                return False
-            if new.layout != current.layout:
-                self._refuse(
-                    Path(new.path),
-                    f"state layout {new.layout.config.profile!r} ({new.state_size} floats) differs from the served "
-                    f"{current.layout.config.profile!r} ({current.state_size} floats); deploy it as a new app",
-                )
-                return False
-            jump = self._live.max_update_jump if self._live is not None else 10**9
-            if new.updates - current.updates > jump:
-                self._refuse(
-                    Path(new.path),
-                    f"version {new.version} claims {new.updates} updates, {new.updates - current.updates} past the "
-                    f"served {current.version}: more than max_update_jump={jump} is not plausible",
-                )
-                return False
-            if new.updates < current.updates and not allow_rollback:
-                self._refuse(
-                    Path(new.path),
-                    f"version {new.version} ({new.updates} updates) is behind the served {current.version} "
-                    f"({current.updates} updates); versions only move forward (allow_rollback to go back)",
-                )
-                return False
+        """Swap ``new`` in unless :meth:`_unfit` finds a reason against it; say whether it was taken."""
+        reason = self._unfit(new, allow_rollback=allow_rollback)
+        if reason:
+            self._refuse(Path(new.path), reason)
+            return False
         self._take(new, key, source)
         return True
+
+    def _unfit(self, new: PolicyPredictor, *, allow_rollback: bool) -> str:
+        """Why ``new`` may not replace the served predictor ("" when it may): another action set or layout, an
+        implausible jump in updates, or fewer updates without ``allow_rollback``."""
+        current = self._predictor
+        if current is None:
+            return ""
+        if new.action_set != current.action_set:
+            return (
+                f"action set {new.action_set!r} ({', '.join(new.action_names)}) differs from the served "
+                f"{current.action_set!r} ({', '.join(current.action_names)}); deploy it as a new app"
+            )
+        if new.layout != current.layout:
+            return (
+                f"state layout {new.layout.config.profile!r} ({new.state_size} floats) differs from the served "
+                f"{current.layout.config.profile!r} ({current.state_size} floats); deploy it as a new app"
+            )
+        jump = self._live.max_update_jump if self._live is not None else 10**9
+        if new.updates - current.updates > jump:
+            return (
+                f"version {new.version} claims {new.updates} updates, {new.updates - current.updates} past the "
+                f"served {current.version}: more than max_update_jump={jump} is not plausible"
+            )
+        if new.updates < current.updates and not allow_rollback:
+            return (
+                f"version {new.version} ({new.updates} updates) is behind the served {current.version} "
+                f"({current.updates} updates); versions only move forward (allow_rollback to go back)"
+            )
+        return ""
 
     def _restart_watcher(self, live: PolicyLiveConfig) -> None:
         wanted = (
