@@ -2,9 +2,8 @@
 
 Owns the ``/v1/act`` payload decoding (JSON forms; ``.npy`` through ``policies.cnn_inference.decode_npy``), the
 agent-slot override, the greedy action with its confidence (named in the checkpoint's action set), and the
-batching arithmetic; ``serve.policy`` is a
-thin shell around it. Never imports Ray, never trusts a payload (each rejection is a ``PayloadError`` naming
-what was wrong), never changes the network's weights.
+batching arithmetic; ``serve.policy`` is a thin shell around it. Never imports Ray, never trusts a payload (each
+rejection is a ``PayloadError`` naming what was wrong), never changes the network's weights.
 """
 
 from __future__ import annotations
