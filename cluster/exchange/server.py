@@ -142,26 +142,42 @@ class ExchangeConfig(StrictModel):
 
 
 @dataclass(frozen=True, slots=True)
-class ExchangeStats:
-    """A snapshot of the exchange: replay position, connections and what was injected.
+class ConnectionStats:
+    """The exchange's websocket connections: opened since start, open now, what each was sent, and why they ended.
 
-    ``frames_sent`` is per connection id (every stream message, duplicates included); ``faults`` counts
-    injected faults by kind (``malformed_garbage``, ``malformed_truncated``, ``malformed_nan``,
-    ``duplicate``, ``reorder``, ``stall``, ``disconnect``); ``disconnects`` counts ended connections by
-    cause (``injected``, ``client``, ``slow``, ``end``, ``server_stop``).
+    ``frames_sent`` is per connection id (every stream message, duplicates included); ``disconnects`` counts
+    ended connections by cause (``injected``, ``client``, ``slow``, ``end``, ``server_stop``).
+    """
+
+    opened: int
+    active: int
+    frames_sent: Mapping[int, int]
+    disconnects: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RestStats:
+    """Requests to the REST API, and how many of them were answered with the configured refusal."""
+
+    requests: int
+    refused: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeStats:
+    """A snapshot of the exchange: replay position, connections, REST requests and what was injected.
+
+    ``faults`` counts injected faults by kind (``malformed_garbage``, ``malformed_truncated``, ``malformed_nan``,
+    ``duplicate``, ``reorder``, ``stall``, ``disconnect``).
     """
 
     clock_ms: int | None
     position: int
     total_frames: int
     finished: bool
-    connections: int
-    active_connections: int
-    frames_sent: Mapping[int, int]
+    connections: ConnectionStats
+    rest: RestStats
     faults: Mapping[str, int]
-    disconnects: Mapping[str, int]
-    rest_requests: int
-    rest_refused: int
     loops: int = 0
     loop: int = 0
 
@@ -346,13 +362,14 @@ class ReplayExchange:
             position=self._position,
             total_frames=len(self._source) if self._source is not None else 0,
             finished=self._finished.is_set(),
-            connections=self._connections,
-            active_connections=len(self._clients),
-            frames_sent=dict(self._frames_sent),
+            connections=ConnectionStats(
+                opened=self._connections,
+                active=len(self._clients),
+                frames_sent=dict(self._frames_sent),
+                disconnects=dict(self._disconnects),
+            ),
+            rest=RestStats(requests=self._rest_requests, refused=self._rest_refused),
             faults=dict(self._faults),
-            disconnects=dict(self._disconnects),
-            rest_requests=self._rest_requests,
-            rest_refused=self._rest_refused,
             loops=self._source.loops if self._source is not None else 0,
             loop=self._source.loop_of(max(self._position - 1, 0)) if self._source is not None else 0,
         )

@@ -133,7 +133,7 @@ def test_max_speed_combined_client_receives_every_recorded_trade_frame_once_in_o
     assert code == 1000
     assert len(expected) == 34_419  # both symbols, both halves of the capture
     assert messages == expected
-    assert stats.finished and stats.frames_sent == {1: len(expected)} and stats.faults == {}
+    assert stats.finished and stats.connections.frames_sent == {1: len(expected)} and stats.faults == {}
 
 
 @pytest.mark.timeout(60)
@@ -299,7 +299,7 @@ def test_on_end_hold_keeps_connections_open_and_silent(capture_files, recorded):
 
     drained, stats = asyncio.run(scenario())
     expected = sum(1 for ns, s, _ in recorded if s in TRADES and ns // 1_000_000 <= end_ms)
-    assert drained == expected and stats.finished and stats.active_connections == 1
+    assert drained == expected and stats.finished and stats.connections.active == 1
 
 
 # --------------------------------------------------------------------------------------------- faults
@@ -350,7 +350,7 @@ def test_disconnect_every_k_frames_misses_trades_that_historical_trades_returns_
     else:  # an aborted socket also loses what was still in its buffers
         assert all(0 < len(frames) <= every for frames in received[:-1])
     assert codes[:-1] == ([1001] if mode == "close" else [1006]) * (len(codes) - 1)
-    assert stats.faults["disconnect"] == len(received) - 1 == stats.disconnects["injected"]
+    assert stats.faults["disconnect"] == len(received) - 1 == stats.connections.disconnects["injected"]
     for seen in ids.values():
         assert seen == sorted(seen) and len(set(seen)) == len(seen)
     assert backfill, "the clock kept running while the client was away: trade ids must jump"
@@ -410,7 +410,7 @@ def test_malformed_duplicate_and_reorder_faults_happen_at_the_configured_rate_an
     tolerance = 5 * (n * rate * (1 - rate)) ** 0.5
     for count in (stats.malformed, stats.faults["duplicate"], stats.faults["reorder"]):
         assert abs(count - n * rate) < tolerance
-    assert stats.frames_sent[1] == len(messages)
+    assert stats.connections.frames_sent[1] == len(messages)
 
 
 @pytest.mark.timeout(60)
@@ -604,7 +604,7 @@ def test_rest_bad_parameters_get_binance_errors_and_the_refusal_switch_refuses(c
     assert answers[418][0] == 418 and answers[418][1]["code"] == -1003 and "banned" in answers[418][1]["msg"]
     assert answers[500][0] == 500 and answers[500][1]["code"] == -1000
     assert answers["again"] == (200, [])
-    assert stats.rest_refused == 3 and stats.rest_requests == 13
+    assert stats.rest.refused == 3 and stats.rest.requests == 13
 
 
 # --------------------------------------------------------------------------------------------- synthetic
