@@ -240,16 +240,12 @@ class RecordingPolicy(CheckpointPolicy):
         self.board_actor = board_actor
         self.board: Any = None
 
-    def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
-        answer = self.load().act(state)
-        decision = answer.decisions()[0]
-        decision["step_time_ms"] = int(step_time_ms)
-        decision["actions"] = list(answer.names)
+    def record(self, decision: dict[str, Any]) -> None:
+        """Send the final decision (with the sensitivity level when the learner is on) to the board."""
         with contextlib.suppress(Exception):  # no board: the decision stands, unrecorded
             if self.board is None:
                 self.board = ray.get_actor(self.board_actor)
             self.board.add_decision.remote(decision)
-        return int(decision["action_index"])
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)

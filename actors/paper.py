@@ -34,6 +34,7 @@ from market.datasets import read_parquet, write_parquet
 from market.errors import ConfigError, DataError
 from market.layout import AGENT_FEATURES, StateConfig, StateLayout, build_layout
 from market.shared_json import write_json
+from policies.sensitivity import SensitivityConfig, SensitivityGate, change_confidence, load_gate, save_gate
 
 from .live_state import LIVE_STATE_ACTOR, LiveState
 from .risk import RiskConfig, RiskManager, RiskState
@@ -81,6 +82,7 @@ API_KEY_ENV = "RAYSCALP_API_KEY"
 API_KEY_HEADER = "X-API-Key"
 
 _ACCOUNT_FILE = "account.json"
+_GATE_FILE = "sensitivity.pt"
 _FILLS_DIR = "fills"
 _FORMAT = 1
 #: The ``market.venue.Accounts`` fields kept in ``account.json``: name, type, and the value a file written before
@@ -131,6 +133,15 @@ class Policy(Protocol):
         """The action for ``state`` [S] float32 at the step at ``step_time_ms``."""
         ...
 
+    def decide(self, state: np.ndarray | None, step_time_ms: int) -> dict[str, Any]:
+        """The decision record for ``state``: ``action_index`` and ``step_time_ms``, and where the policy has them
+        ``q_values`` (BUY, SELL, HOLD) and ``confidence``; nothing sent anywhere yet (see :meth:`record`)."""
+        ...
+
+    def record(self, decision: dict[str, Any]) -> None:
+        """Take the final decision record (after the sensitivity learner, when one sits between policy and venue)."""
+        ...
+
 
 class CheckpointPolicy:
     """A policy checkpoint loaded in this process (``policies.policy_inference.PolicyPredictor``), greedy.
@@ -176,8 +187,20 @@ class CheckpointPolicy:
                 f"is not paper trading's ({layout.config.profile!r}, {layout.size} floats): state must be the same"
             )
 
+    def decide(self, state: np.ndarray | None, step_time_ms: int) -> dict[str, Any]:
+        answer = self.load().act(state)
+        decision = answer.decisions()[0]
+        decision["step_time_ms"] = int(step_time_ms)
+        decision["actions"] = list(answer.names)  # the action names by index, the order of ``q_values``
+        return decision
+
+    def record(self, decision: dict[str, Any]) -> None:
+        """Nothing to do here (``actors.board.RecordingPolicy`` sends it to the dashboard's board)."""
+
     def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
-        return int(self.load().act(state).actions[0])
+        decision = self.decide(state, step_time_ms)
+        self.record(decision)
+        return int(decision["action_index"])
 
 
 class HttpPolicy:
@@ -216,6 +239,12 @@ class HttpPolicy:
         """Nothing to check here: the service answers a state of another layout with HTTP 422 and the reason."""
 
     def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
+        return int(self.decide(state, step_time_ms)["action_index"])
+
+    def record(self, decision: dict[str, Any]) -> None:
+        """Nothing to do: the service keeps its own records."""
+
+    def decide(self, state: np.ndarray | None, step_time_ms: int) -> dict[str, Any]:
         buf = io.BytesIO()
         np.save(buf, np.asarray(state, dtype=np.float32), allow_pickle=False)
         request = urllib.request.Request(
@@ -230,25 +259,37 @@ class HttpPolicy:
         action = answer.get("action_index")
         if not isinstance(action, int) or not 0 <= action < len(vn.SCALPER_ACTION_NAMES):
             raise DataError(f"{self.url}: answer has action_index {action!r}, expected 0 to 5")
-        return int(action)
+        decision = {"action_index": int(action), "step_time_ms": int(step_time_ms)}
+        for key in ("action", "q_values", "confidence"):
+            if key in answer:
+                decision[key] = answer[key]
+        return decision
 
 
 class ScriptedPolicy:
     """Replays recorded actions by step time (HOLD at every other step); reads no state.
 
-    For replays that must repeat a known action sequence (and compare it with the env's books).
+    For replays that must repeat a known action sequence (and compare it with the env's books). ``q_values``, when
+    given, are a recorded policy's Q-values (BUY, SELL, HOLD) by step time, answered with the action in
+    :meth:`decide` (what the sensitivity learner reads).
     """
 
     kind = "scripted"
     needs_state = False
 
-    def __init__(self, actions: Mapping[int, int], version: str = "scripted") -> None:
+    def __init__(
+        self,
+        actions: Mapping[int, int],
+        version: str = "scripted",
+        q_values: Mapping[int, Sequence[float]] | None = None,
+    ) -> None:
         bad = {t: a for t, a in actions.items() if a not in range(len(vn.SCALPER_ACTION_NAMES))}
         if bad:
             t, a = next(iter(bad.items()))
             names = ", ".join(f"{i} ({n})" for i, n in enumerate(vn.SCALPER_ACTION_NAMES))
             raise ConfigError(f"scripted action at {t} is {a!r}; actions are {names}")
         self.actions = {int(t): int(a) for t, a in actions.items()}
+        self.q_values = {int(t): [float(v) for v in q] for t, q in (q_values or {}).items()}
         self.version = version
 
     def prepare(self, layout: StateLayout) -> None:
@@ -256,6 +297,15 @@ class ScriptedPolicy:
 
     def act(self, state: np.ndarray | None, step_time_ms: int) -> int:
         return self.actions.get(int(step_time_ms), vn.HOLD)
+
+    def decide(self, state: np.ndarray | None, step_time_ms: int) -> dict[str, Any]:
+        decision: dict[str, Any] = {"action_index": self.act(state, step_time_ms), "step_time_ms": int(step_time_ms)}
+        if int(step_time_ms) in self.q_values:
+            decision["q_values"] = self.q_values[int(step_time_ms)]
+        return decision
+
+    def record(self, decision: dict[str, Any]) -> None:
+        """Nothing to do: the script is its own record."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -289,6 +339,13 @@ class PaperConfig(StrictModel):
         Name of the live-state actor whose records are traded on.
     actions : {"market", "scalper"}
         The action set the policy answers in (``market.venue.ACTION_SETS``; the env's ``actions``).
+    sensitivity : SensitivityConfig
+        The sensitivity learner between the policy's Q-values and the venue (off unless ``enabled``; ``market``
+        actions only). Its weights: the storage folder's ``sensitivity.pt`` when paper trading saved one, else
+        ``sensitivity.checkpoint`` (e.g. the one ``rayscalp evaluate`` wrote), else untrained; it keeps learning
+        from the trades it has seen closed when ``sensitivity.online``.
+    recent_decisions : int
+        Decision records (policy answer, level, action sent) kept in memory for the status, with the learner on.
     """
 
     symbols: SymbolsConfig = SymbolsConfig()
@@ -302,6 +359,8 @@ class PaperConfig(StrictModel):
     poll_interval_ms: int = Field(250, ge=10, le=60_000)
     live_state_actor: str = LIVE_STATE_ACTOR
     actions: Literal["market", "scalper"] = "market"
+    sensitivity: SensitivityConfig = SensitivityConfig()
+    recent_decisions: int = Field(50, ge=0, le=100_000)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -401,7 +460,31 @@ class PaperTrader:
         self._events: list[tuple[str, dict[str, str], float]] = []
         self._dirty = False
         self.root = Path(config.storage_dir)
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=max(config.recent_decisions, 1))
+        self.gate = self._make_gate()
         self._restore()
+
+    def _make_gate(self) -> SensitivityGate | None:
+        """The sensitivity learner (``None`` when off): from the storage folder's file, else the configured
+        checkpoint (on a new account), else untrained."""
+        cfg = self.config
+        sens = cfg.sensitivity
+        if not sens.enabled:
+            return None
+        if cfg.actions != "market":
+            raise ConfigError(
+                f"paper trading: sensitivity.enabled needs actions 'market' (the gate filters BUY / SELL / HOLD), "
+                f"got {cfg.actions!r}"
+            )
+        gate = SensitivityGate(sens, kind=cfg.venue.kind, initial_equity=self.equity0)
+        own = self.root / _GATE_FILE
+        if own.exists():
+            load_gate(gate, own)
+        elif sens.checkpoint is not None:
+            load_gate(gate, sens.checkpoint)
+            gate.new_account()
+        gate.training = sens.online
+        return gate
 
     # -- the live states -----------------------------------------------------------------------------
 
@@ -464,12 +547,16 @@ class PaperTrader:
             if acc.qty[0] != 0:
                 fills.clear()
                 vn.close_positions(acc, np.array([True]), buy, sell, venue.fee, fills)
+                self._gate_fills()
                 self._take_fills(time_ms, step, "max_daily_loss", close)
         elif self.risk.leverage_drifted(acc, close):  # the price moved a held position past the limit
             self._event("rayscalp_paper_risk_limit_trips", {"limit": "max_leverage"})
             fills.clear()
             vn.close_positions(acc, np.array([True]), buy, sell, venue.fee, fills)
+            self._gate_fills()
             self._take_fills(time_ms, step, "max_leverage", close)
+        if self.gate is not None:
+            self.gate.observe_step(close)
         self.last_step_ms = time_ms
         self.last_close = close
         self.last_half_spread = float(live.half_spread)
@@ -489,7 +576,7 @@ class PaperTrader:
             state[self.layout["agent"].slice] = agent_features(acc, step, close, self.equity0)
         self.policy_calls += 1
         try:
-            action = int(self.policy.act(state, time_ms))
+            action = int(self.policy.act(state, time_ms)) if self.gate is None else self._gated(state, time_ms)
             if not 0 <= action < len(vn.ACTION_SETS[cfg.actions]):
                 raise DataError(f"policy {self.policy.kind} answered action {action!r} ({cfg.actions} actions)")
         except Exception as exc:  # a policy service down or a bad answer: hold, count it, say why
@@ -522,6 +609,41 @@ class PaperTrader:
             if target != int(current[0]) or post:
                 self.risk.record_order(time_ms)
         return 1
+
+    def _gated(self, state: np.ndarray | None, time_ms: int) -> int:
+        """The policy's answer through the sensitivity learner: the action sent, its decision record kept (and
+        handed to the policy's :meth:`Policy.record`) with the level in force, its thresholds and the confidence."""
+        gate = self.gate
+        assert gate is not None
+        decision = self.policy.decide(state, time_ms)
+        q = decision.get("q_values")
+        if q is None:
+            raise DataError(
+                f"policy {self.policy.kind} answers no Q-values: the sensitivity learner (sensitivity.enabled) "
+                "needs them"
+            )
+        position = float(self.acc.qty[0])
+        asked = int(decision["action_index"])
+        sent = gate.filter(q, position)
+        names = vn.ACTION_SETS["market"]
+        decision.update(
+            policy_action=names[asked].upper() if 0 <= asked < len(names) else str(asked),
+            action=names[sent].upper(),
+            action_index=sent,
+            level=gate.level,
+            thresholds=list(gate.thresholds),
+            change_confidence=change_confidence(np.asarray(q, dtype=np.float64), int(np.sign(position)), gate.kind)[1],
+            position=position,
+        )
+        self.decisions.append(decision)
+        self.policy.record(decision)
+        return sent
+
+    def _gate_fills(self, funding: float = 0.0, margin_lost: float = 0.0) -> None:
+        """Show the sensitivity learner the fills in ``self._fills`` (row 0), the step's funding and margin lost."""
+        if self.gate is not None:
+            f = self._fills
+            self.gate.observe_fill(f.qty[0].copy(), f.price[0].copy(), f.fee[0].copy(), funding, margin_lost)
 
     def _cancel_resting(self) -> None:
         """Cancel the resting limit order (a risk action: the kill switch, the daily loss limit)."""
@@ -564,7 +686,9 @@ class PaperTrader:
         decided = self.last_step_ms
         fills.clear()
         refusals = int(acc.refusals[0])
+        funding, lost = float(acc.funding[0]), float(acc.margin_lost[0])
         outcome = vn.step(acc, target, market, venue, fills, decided // self.base_ms, orders)
+        self._gate_fills(float(acc.funding[0]) - funding, float(acc.margin_lost[0]) - lost)
         if int(acc.refusals[0]) > refusals:
             self.last_refusal = f"{decided}: the exchange filters refused the order (below min notional or lot step)"
             self._event("rayscalp_paper_risk_limit_trips", {"limit": "exchange_filters"})
@@ -630,6 +754,7 @@ class PaperTrader:
                 buy, sell = self._quote(self.last_close, self.last_half_spread)
                 self._fills.clear()
                 vn.close_positions(self.acc, np.array([True]), buy, sell, venue.fee, self._fills)
+                self._gate_fills()
                 self._take_fills(self.last_step_ms, self.last_step_ms // self.base_ms, "kill_switch", self.last_close)
             self._dirty = True
             self.save()
@@ -733,8 +858,20 @@ class PaperTrader:
                     "daily_locked": st.daily_locked,
                     "last_refusal": self.last_refusal,
                 },
+                "sensitivity": self._sensitivity_status(),
                 "cursor": dict(self.cursor),
             }
+
+    def _sensitivity_status(self) -> dict[str, Any]:
+        """The sensitivity learner: off, or its levels, the level in force, what it did and the last decision."""
+        if self.gate is None:
+            return {"enabled": False}
+        return {
+            "enabled": True,
+            "online": self.gate.training,
+            **self.gate.summary(),
+            "last_decision": dict(self.decisions[-1]) if self.decisions else None,
+        }
 
     # -- persistence ---------------------------------------------------------------------------------
 
@@ -767,6 +904,8 @@ class PaperTrader:
                 write_parquet(rows, self.root / _FILLS_DIR / f"part-{number:08d}.parquet", metadata={"kind": "fills"})
                 self.fills_written += int(rows.size)
                 self._unsaved = []
+            if self.gate is not None:
+                save_gate(self.gate, self.root / _GATE_FILE)
             acc = self.acc
             write_json(
                 self.root / _ACCOUNT_FILE,

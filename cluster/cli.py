@@ -514,6 +514,7 @@ def paper(
         risk=risk,
         storage_dir=storage,
         live_state_actor=LIVE_STATE_ACTOR,
+        sensitivity=cfg.sensitivity,
     )
     click.echo(cfg.env.venue.describe(), err=True)
     _init_ray("auto")

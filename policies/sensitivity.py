@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -62,6 +64,12 @@ class SensitivityConfig(StrictModel):
     ``max_wait_steps`` flat steps without a trade. Rewards are reported in quote units and scaled inside the
     learner only: a net PnL of ``reward_unit`` times the realised equity at the decision is a reward of 1 to the
     network.
+
+    Where its weights come from: ``checkpoint`` (a file :func:`save_gate` wrote: ``rayscalp evaluate`` leaves its
+    gate as ``sensitivity.pt`` in its folder, paper trading in its storage folder); without one, ``rayscalp
+    evaluate`` trains the gate on the span it tunes the rule baselines on (before the evaluation span, never in
+    it), ``train_passes`` times, and paper trading starts a fresh gate. ``online`` lets paper trading's gate keep
+    learning from the trades it has seen closed (only past outcomes, so nothing after the step it decides at).
     """
 
     enabled: bool = False
@@ -85,6 +93,9 @@ class SensitivityConfig(StrictModel):
     confidence_halflife: float = Field(50.0, gt=0.0)
     volatility_halflives: tuple[float, float] = (20.0, 400.0)
     device: str = "auto"
+    checkpoint: Path | None = None
+    online: bool = True
+    train_passes: int = Field(1, ge=1, le=100)
 
     @field_validator("levels")
     @classmethod
@@ -233,6 +244,10 @@ class SensitivityGate:
         The most recent finished decisions (10,000).
     total_reward : float
         Sum of the rewards of all finished decisions (quote units).
+    level_counts : array [L] int64
+        How many decisions chose each level.
+    held_back : int
+        Steps where the main policy's greedy action changed the position and the gate sent HOLD instead.
     """
 
     def __init__(
@@ -271,6 +286,8 @@ class SensitivityGate:
         self.decisions: deque[SensitivityDecision] = deque(maxlen=10_000)
         self.total_reward = 0.0
         self.n_decisions = 0
+        self.level_counts = np.zeros(n_levels, dtype=np.int64)
+        self.held_back = 0
         self.updates = 0
         self.last_loss = float("nan")
         self.step = -1
@@ -345,7 +362,11 @@ class SensitivityGate:
         action, confidence = change_confidence(q, direction, self.kind)
         self._track_confidence(confidence)
         open_, close = self.thresholds
-        return action if confidence >= (open_ if direction == 0 else close) else HOLD
+        if confidence >= (open_ if direction == 0 else close):
+            return action
+        if int(np.argmax(q)) == action:  # the main policy's greedy choice was this change: the gate holds it back
+            self.held_back += 1
+        return HOLD
 
     def observe_fill(
         self, qty: Any, price: Any, fee: Any, funding: float = 0.0, margin_lost: float = 0.0
@@ -369,6 +390,18 @@ class SensitivityGate:
             self._finish(done=True)
         self.ledger.drop_open()
         self._last_price = float("nan")
+
+    def new_account(self) -> None:
+        """Start on a new account of the same initial equity (an evaluation after training): no trades, no decision
+        in force, the counters of what it did back to 0; the networks, replay and exploration schedule are kept."""
+        self.ledger.reset()
+        self.decisions.clear()
+        self.total_reward = 0.0
+        self.level_counts[:] = 0
+        self.held_back = 0
+        self._active, self._state, self._pending = False, None, None
+        self._last_price = float("nan")
+        self._last_close_step = -1
 
     # ----- the learner -----
 
@@ -412,6 +445,7 @@ class SensitivityGate:
         explore = self.training and self.rng.random() < epsilon
         self.level = int(self.rng.integers(len(self.levels))) if explore else int(np.argmax(self.level_values(state)))
         self.n_decisions += 1
+        self.level_counts[self.level] += 1
         self._active, self._state, self._start_step, self._greedy = True, state, self.step, not explore
         self._wait, self._reward, self._trades = 0, 0.0, 0
         self._equity = max(self.ledger.realised_equity, 1e-9 * self.ledger.initial_equity)
@@ -504,6 +538,8 @@ class SensitivityGate:
             },
             "counters": {
                 "decisions": self.n_decisions,
+                "level_counts": self.level_counts.tolist(),
+                "held_back": self.held_back,
                 "updates": self.updates,
                 "step": self.step,
                 "level": self.level,
@@ -568,6 +604,8 @@ class SensitivityGate:
         self.replay_size = n
         self.replay_next_slot = int(replay["next_slot"]) % self.config.replay_capacity
         self.n_decisions = int(counters["decisions"])
+        self.level_counts = np.asarray(counters.get("level_counts", self.level_counts), dtype=np.int64).copy()
+        self.held_back = int(counters.get("held_back", 0))
         self.updates = int(counters["updates"])
         self.step = int(counters["step"])
         self.level = int(counters["level"])
@@ -576,3 +614,54 @@ class SensitivityGate:
         self._conf_seen = bool(seen)
         self._last_close_step = int(last_close)
         self._active, self._state, self._pending = False, None, None
+
+    def summary(self) -> dict[str, Any]:
+        """What the gate has done on its account (since :meth:`new_account`), JSON-ready: the levels, the level in
+        force, the decisions per level, the reward sum (the net PnL of the trades it let through), the trades
+        closed, the greedy orders it held back; and its learning (``decisions_total`` counts every decision)."""
+        return {
+            "levels": [list(level) for level in self.config.levels],
+            "level": self.level,
+            "thresholds": list(self.thresholds),
+            "decisions": int(self.level_counts.sum()),
+            "decisions_total": self.n_decisions,
+            "level_counts": self.level_counts.tolist(),
+            "reward_sum": self.total_reward,
+            "trades_closed": self.ledger.closed_count,
+            "held_back": self.held_back,
+            "training": self.training,
+            "updates": self.updates,
+        }
+
+
+def save_gate(gate: SensitivityGate, path: str | os.PathLike[str]) -> Path:
+    """Write ``gate.state_dict()`` to ``path`` (atomically: a reader never sees half a file); return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(gate.state_dict(), tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_gate(gate: SensitivityGate, path: str | os.PathLike[str]) -> None:
+    """Restore ``gate`` from a file :func:`save_gate` wrote.
+
+    Raises
+    ------
+    DataError
+        When the file is missing, unreadable or not a sensitivity learner's (naming the file).
+    ConfigError
+        When it was saved with other levels or another venue kind.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable sensitivity checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: a sensitivity checkpoint holds a dict, got {type(state).__name__}")
+    try:
+        gate.load_state_dict(state)
+    except (DataError, ConfigError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None

@@ -24,6 +24,7 @@ from actors.paper import (
     API_KEY_HEADER,
     FILL_DTYPE,
     REASONS,
+    CheckpointPolicy,
     HttpPolicy,
     PaperConfig,
     PaperTrader,
@@ -39,6 +40,7 @@ from market.errors import ConfigError, DataError
 from market.live_timeline import LiveTimeline
 from market.timeline_builder import MarketData, build_timeline
 from market.venue import BUY, CANCEL, HOLD, LEGS, POST_ASK, POST_BID, SELL, VenueConfig, half_spread_at
+from policies.sensitivity import SensitivityConfig
 from tests.captures import BTC, ETH, SMALL_STATE, load_captures, merged, sorted_books, trades_of
 from tests.waiting import wait_until
 
@@ -573,3 +575,100 @@ def test_records_read_late_are_stale_and_not_acted_on_however_fresh_they_were_wh
     assert trader.steps == len(records) and trader.policy_calls == fresh
     assert trader.skipped_stale == len(records) - fresh
     assert 0 < fresh < 10
+
+
+# ------------------------------------------------------------------------------- the sensitivity learner
+
+GATE_LEVELS = ((0.0, 0.0), (0.3, 0.15), (0.6, 0.3), (1.0, 0.5), (1.5, 0.75))
+
+
+def gate_config(root: Path, **kw) -> PaperConfig:
+    sens = SensitivityConfig(
+        enabled=True, levels=GATE_LEVELS, max_wait_steps=5, learn_starts=4, batch_size=8, device="cpu"
+    )
+    kw.setdefault("venue", SPOT)  # long or flat: every SELL from long is a way back to flat (a perp reverses)
+    return paper_config(root, sensitivity=sens, recent_decisions=10_000, **kw)
+
+
+@pytest.mark.timeout(240)
+def test_with_the_sensitivity_learner_every_decision_has_its_level_and_no_open_is_sent_below_its_threshold(
+    capture, step_times, tmp_path
+) -> None:
+    rng = np.random.default_rng(3)
+    q = {int(t): rng.normal(0.0, 1.0, 3).tolist() for t in step_times}  # a recorded policy's answers
+    actions = {t: int(np.argmax(v)) for t, v in q.items()}
+    root = tmp_path / "paper"
+    trader = PaperTrader(gate_config(root), ScriptedPolicy(actions, q_values=q))
+    Replay(capture, tmp_path / "stream", seed=2).run(trader)
+    decisions = list(trader.decisions)
+    assert trader.policy_errors == 0 and len(decisions) == trader.policy_calls == trader.steps
+
+    for d in decisions:
+        assert d["thresholds"] == list(GATE_LEVELS[d["level"]]) and d["q_values"] == q[d["step_time_ms"]]
+        assert d["policy_action"] == ("BUY", "SELL", "HOLD")[actions[d["step_time_ms"]]]
+        threshold = d["thresholds"][0 if d["position"] == 0 else 1]
+        # sent: the main policy's best position change when its confidence reaches the level's threshold, else HOLD
+        assert (d["action"] != "HOLD") == (d["change_confidence"] >= threshold), d
+    flat = [d for d in decisions if d["position"] == 0]
+    opens = {d["step_time_ms"] for d in flat if d["action"] != "HOLD"}
+    held = [d for d in flat if d["action"] == "HOLD" and d["policy_action"] != "HOLD"]
+    assert opens and held and len({d["level"] for d in decisions}) >= 2
+
+    # At the venue: every position the policy opened from flat was an order the gate let through.
+    fills = trader.fills()
+    policy = fills[fills["reason"] == REASONS.index("policy")]
+    closing = set(policy["time_ms"][policy["leg"] == CLOSE_LEG].tolist())
+    from_flat = {int(t) for t in policy["time_ms"][policy["leg"] == OPEN_LEG] if int(t) not in closing}
+    assert from_flat and from_flat <= opens
+
+    # The gate saw every fill and the funding: flattened, its realised equity is the account's.
+    status = trader.kill("sensitivity test")
+    gate = trader.gate
+    assert gate is not None and status["position"] == 0.0
+    assert gate.ledger.realised_equity == pytest.approx(status["equity"], abs=1e-9 * status["equity"])
+    sens = status["sensitivity"]
+    assert sens["enabled"] and sens["levels"] == [list(level) for level in GATE_LEVELS]
+    assert sens["last_decision"] == decisions[-1] and sum(sens["level_counts"]) == sens["decisions"] >= 2
+    assert sens["reward_sum"] == pytest.approx(sum(d.reward for d in gate.decisions))
+
+    # A restart carries on with the same gate (saved beside the account).
+    again = PaperTrader(gate_config(root), ScriptedPolicy(actions, q_values=q))
+    assert again.gate is not None and again.gate.summary() == gate.summary()
+    np.testing.assert_allclose(again.gate.level_values(), gate.level_values())
+
+
+@pytest.mark.timeout(120)
+def test_the_sensitivity_learner_refuses_a_policy_without_q_values_and_is_off_by_default(
+    capture, step_times, tmp_path
+) -> None:
+    actions = script(step_times, seed=3, p_trade=0.3)
+    trader = PaperTrader(gate_config(tmp_path / "paper"), ScriptedPolicy(actions))
+    Replay(capture, tmp_path / "stream", seed=4).run(trader, until_ms=int(step_times[40]))
+    assert trader.policy_calls > 30 and trader.policy_errors == trader.policy_calls and trader.fills().size == 0
+    assert "answers no Q-values" in trader.status()["policy"]["last_error"]
+    assert PaperTrader(paper_config(tmp_path / "off"), ScriptedPolicy({})).status()["sensitivity"] == {"enabled": False}
+    with pytest.raises(ConfigError, match="sensitivity.enabled needs actions 'market'"):
+        PaperTrader(gate_config(tmp_path / "scalper", actions="scalper"), ScriptedPolicy({}))
+
+
+@pytest.mark.timeout(180)
+def test_a_policy_checkpoints_q_values_go_through_the_gate_on_the_live_states(capture, step_times, tmp_path) -> None:
+    import torch
+
+    from market.layout import build_layout
+    from policies.checkpoint import save_policy
+    from policies.dqn import QNetwork, QNetworkConfig
+
+    torch.manual_seed(0)
+    net = QNetwork(build_layout(SMALL), QNetworkConfig(trunk=32, window_channels=4, vector_width=8)).eval()
+    path = save_policy(tmp_path / "policy.pt", net, version="v-gate", updates=0, cnn_version=None)
+    trader = PaperTrader(gate_config(tmp_path / "paper"), CheckpointPolicy(path))
+    Replay(capture, tmp_path / "stream", seed=9).run(trader, until_ms=int(step_times[60]))
+    decisions = list(trader.decisions)
+    assert trader.policy_errors == 0 and len(decisions) == trader.steps > 50
+    for d in decisions:
+        assert len(d["q_values"]) == 3 and len(d["actions"]) == 3 and 0 <= d["level"] < len(GATE_LEVELS)
+        assert d["policy_action"] == d["actions"][int(np.argmax(d["q_values"]))]
+        threshold = d["thresholds"][0 if d["position"] == 0 else 1]
+        assert (d["action"] != "HOLD") == (d["change_confidence"] >= threshold), d
+    assert trader.status()["policy"]["last_action"] == decisions[-1]["action"].lower()
