@@ -59,10 +59,10 @@ from market.stats import deflated_sharpe, min_track_record_length, moments, pbo_
 from market.timeline import MarketTimeline
 from market.timeline_builder import build_timeline
 from market.venue import FORCED_LEG
-from policies.acting import greedy_actions
 from policies.checkpoint import PolicyInfo, load_policy
 from policies.device import resolve_device
 from policies.dqn import QNetwork
+from policies.sensitivity import SensitivityGate, load_gate, save_gate
 
 from .config import ExperimentConfig
 from .data.history import History, load_history
@@ -80,6 +80,8 @@ INTERVAL_STATS: tuple[str, ...] = ("total_return", "sharpe", "sortino")
 MIN_BOOTSTRAP_RETURNS = 8
 #: The lag test: the policy's actions delayed by these steps, over the whole span, beside the undelayed run.
 LAGS: tuple[int, ...] = (0, 1, 2)
+#: The greedy policy with the sensitivity learner between it and the venue (whole span, when it is on).
+GATED = "policy_gated"
 
 
 def lag_name(lag: int) -> str:
@@ -443,6 +445,81 @@ def _tune_rules(timeline: MarketTimeline, env_config: EnvConfig, train: Span | N
     }
 
 
+def sensitivity_gate(
+    config: ExperimentConfig,
+    env_config: EnvConfig,
+    timeline: MarketTimeline,
+    qnet: QNetwork,
+    device: torch.device,
+    train: Span | None,
+    train_source: str,
+    cnn: tuple[np.ndarray | None, np.ndarray | None],
+) -> tuple[SensitivityGate | None, dict[str, Any]]:
+    """The sensitivity learner of the gated row (``None`` when ``sensitivity.enabled`` is off), its weights
+    obtained without reading a step of the evaluation span, and a description of where they came from.
+
+    With ``sensitivity.checkpoint`` the gate is loaded from it. Else, with a ``train`` span (the span the rule
+    baselines are tuned on: the policy's DQN span, or the steps before the evaluation span less a gap), the
+    greedy policy trades it through the gate ``sensitivity.train_passes`` times while the gate learns. Either way
+    the gate then acts greedily and learns nothing on the evaluation span, as the main policy does. Without
+    either, it starts untrained and learns online on the evaluation span, only from trades that closed before
+    each decision (causal, but its first decisions are exploration: the report says so).
+
+    Raises
+    ------
+    ConfigError
+        When the env's action set is not ``market`` (the gate reads BUY / SELL / HOLD Q-values).
+    """
+    sens = config.sensitivity
+    if not sens.enabled:
+        return None, {}
+    if env_config.actions != "market":
+        raise ConfigError(
+            "sensitivity.enabled needs env.actions 'market' (the gate filters BUY / SELL / HOLD), got "
+            f"{env_config.actions!r}"
+        )
+    gate = SensitivityGate(
+        sens,
+        kind=env_config.venue.kind,
+        initial_equity=env_config.initial_equity,
+        seed=derive_seed(config.seed, "sensitivity"),
+    )
+    info: dict[str, Any] = {"enabled": True, "trained": None}
+    if sens.checkpoint is not None:
+        load_gate(gate, sens.checkpoint)
+        info["weights"] = f"loaded from {sens.checkpoint} (sensitivity.checkpoint); frozen on the evaluation span"
+    elif train is not None:
+        for _ in range(sens.train_passes):
+            window = _Window("train", None, None, train.start, train.n_steps - 1)
+            episode = _Episode(window, timeline, env_config, [], *cnn, momentum_lookback=1, lags=(), gate=gate)
+            _run_episodes([episode], qnet, device)
+        info["trained"] = {**gate.summary(), "span": train.as_dict(), "passes": sens.train_passes}
+        info["weights"] = (
+            f"trained by the greedy policy trading {train_source}, steps [{train.start}, {train.end}), "
+            f"{sens.train_passes} pass(es), {gate.n_decisions} decisions, {gate.updates} updates; frozen on the "
+            "evaluation span"
+        )
+    else:
+        info["weights"] = (
+            f"untrained ({train_source}): learns online on the evaluation span from the trades closed before each "
+            "decision, exploring at first"
+        )
+    gate.training = info["trained"] is None and sens.checkpoint is None
+    info["learning_on_eval"] = gate.training
+    gate.new_account()
+    return gate, info
+
+
+def sensitivity_line(summary: Mapping[str, Any]) -> str:
+    """One line of what the gate did on the evaluation span: decisions per level, reward sum against net PnL."""
+    counts = ", ".join(f"L{i} {n}" for i, n in enumerate(summary["level_counts"]))
+    return (
+        f"{summary['decisions']} decision(s) ({counts}); reward sum {summary['reward_sum']:+.4f} = net PnL of the "
+        f"{summary['trades_closed']} trade(s) it let through (gated account {summary['net_pnl']:+.4f}); held back "
+        f"{summary['held_back']} greedy order(s)"
+    )
+
+
 def span_sub_windows(span: Span, step_time_ms: np.ndarray, folds: int, min_fold_steps: int) -> list[Span]:
     """``span`` cut into consecutive folds of (near) equal length: ``folds`` of them where each gets at least
     ``min_fold_steps`` steps, fewer where the span is too short, and the span itself when not even two fit."""
@@ -480,6 +557,8 @@ class _Episode:
     Both envs start at the same step with the same config; the window ends by truncation (its close-out paid)
     or, for a row, by liquidation or ruin. Records equity marks and held directions per row until it ends. A lag
     row ``k`` observes its own account and sends, at step t, the greedy action it chose at ``t - k`` (HOLD before).
+    With a ``gate``, one more policy row (:data:`GATED`) sends what the sensitivity learner lets through of its own
+    account's greedy answer, and the gate sees every fill of that account.
     """
 
     def __init__(
@@ -493,22 +572,27 @@ class _Episode:
         momentum_lookback: int,
         lags: tuple[int, ...] = (0,),
         rule_targets: np.ndarray | None = None,
+        gate: SensitivityGate | None = None,
     ) -> None:
         self.window = window
         cfg = env_config.model_copy(
             update={"random_start": False, "start_step": window.start, "episode_steps": window.steps}
         )
         self.lags = lags
-        self.n_policy = len(lags)
+        self.gate = gate
+        self.n_policy = len(lags) + (gate is not None)
         self.rule_targets = rule_targets
         self.venue_kind = env_config.venue.kind
         self.queues: list[list[int]] = [[] for _ in lags]
-        self.rows: list[tuple[str, int | None]] = [(lag_name(k), None) for k in lags] + list(baselines)
-        self.policy_env = VectorTradingEnv(timeline, len(lags), cfg, cnn_hidden=cnn_hidden, cnn_pred=cnn_pred)
-        self.base_env = VectorTradingEnv(timeline, len(baselines), cfg, observe=False)
+        gated = [(GATED, None)] if gate is not None else []
+        self.rows: list[tuple[str, int | None]] = [(lag_name(k), None) for k in lags] + gated + list(baselines)
+        self.policy_env = VectorTradingEnv(timeline, self.n_policy, cfg, cnn_hidden=cnn_hidden, cnn_pred=cnn_pred)
+        # A window traded only to train the gate has no baselines.
+        self.base_env = VectorTradingEnv(timeline, len(baselines), cfg, observe=False) if baselines else None
         obs, info = self.policy_env.reset(seed=0)
-        _, binfo = self.base_env.reset(seed=0)
+        binfo = self.base_env.reset(seed=0)[1] if self.base_env is not None else {"step": np.zeros(0), "equity": []}
         self.obs = obs
+        self.policy_info = info
         self.base_steps = binfo["step"].copy()
         self.close = np.asarray(timeline.base_close, dtype=np.float64)
         self.lookback = momentum_lookback
@@ -535,17 +619,34 @@ class _Episode:
         """Whether a policy row is still trading (and needs greedy actions for :attr:`obs`, one per lag)."""
         return bool((self.length[: self.n_policy] < 0).any())
 
-    def step(self, greedy: np.ndarray | None) -> None:
+    def step(self, q_values: np.ndarray | None) -> None:
+        """One step of every row still trading; ``q_values`` [n_policy, A]: the policy's answer to :attr:`obs`."""
         i = self.i
-        if greedy is not None:
+        if q_values is not None:
+            greedy = q_values.argmax(axis=1)  # the first maximum, as ``policies.acting.greedy_actions``
             sent = np.empty(self.n_policy, dtype=np.int64)
             for j, (lag, queue) in enumerate(zip(self.lags, self.queues, strict=True)):
                 queue.append(int(greedy[j]))
                 sent[j] = queue.pop(0) if len(queue) > lag else HOLD
+            g, gate = len(self.lags), self.gate
+            gating = gate is not None and self.length[g] < 0
+            if gate is not None:
+                before = self.policy_info
+                if gating:
+                    gate.observe_step(float(self.close[int(before["step"][g])]))
+                sent[g] = gate.filter(q_values[g], float(before["position"][g])) if gating else HOLD
             obs, _, term, trunc, info = self.policy_env.step(sent)
+            if gate is not None and gating:
+                lost = float(info["margin_lost"][g]) - float(self.policy_info["margin_lost"][g])
+                gate.observe_fill(
+                    info["fill_qty"][g], info["fill_price"][g], info["fill_fee"][g], info["step_funding"][g], lost
+                )
+                if term[g] or trunc[g]:
+                    gate.end_episode()
             self._record(0, info, term, trunc)
             self.obs = obs
-        if (self.length[self.n_policy :] < 0).any():
+            self.policy_info = info
+        if self.base_env is not None and (self.length[self.n_policy :] < 0).any():
             actions = np.empty(len(self.rows) - self.n_policy, dtype=np.int64)
             for name, rows in self.groups.items():
                 if name == BEST_RULE:
@@ -584,17 +685,20 @@ class _Episode:
 
 
 def _run_episodes(episodes: list[_Episode], qnet: QNetwork, device: torch.device) -> None:
-    """Step every episode to its end, one batched greedy forward per step for all the policies still trading."""
+    """Step every episode to its end, one batched forward per step for all the policies still trading (the
+    sensitivity learner, where one trades, learns outside it)."""
     active = [e for e in episodes if e.active]
     while active:
         asking = [e for e in active if e.wants_action]
-        actions: dict[int, np.ndarray] = {}
+        answers: dict[int, np.ndarray] = {}
         if asking:
-            greedy = greedy_actions(qnet, np.concatenate([e.obs for e in asking], axis=0), device)
+            obs = torch.as_tensor(np.concatenate([e.obs for e in asking], axis=0), device=device)
+            with torch.inference_mode():
+                q = qnet(obs).cpu().numpy()
             cuts = np.cumsum([e.n_policy for e in asking])[:-1]
-            actions = {id(e): a for e, a in zip(asking, np.split(greedy, cuts), strict=True)}
+            answers = {id(e): a for e, a in zip(asking, np.split(q, cuts), strict=True)}
         for e in active:
-            e.step(actions.get(id(e)))
+            e.step(answers.get(id(e)))
         active = [e for e in active if e.active]
 
 
@@ -712,21 +816,25 @@ def _load_cnn(info: PolicyInfo, cnn_checkpoint: Path | None, device: str, checkp
 
 
 def _cnn_parts(
-    predictor: Any | None, timeline: MarketTimeline, span: Span
+    predictor: Any | None, timeline: MarketTimeline, spans: Sequence[Span]
 ) -> tuple[np.ndarray | None, np.ndarray | None, str]:
-    """The CNN component at the span's steps, filled as training filled it: by the policy's CNN, or zeros.
+    """The CNN component at the steps of ``spans``, filled as training filled it: by the policy's CNN, or zeros.
 
-    Returns (hidden [T, H] or None, predictions [T, P] or None, a sentence saying which). Only the span's rows
-    are filled: every state an evaluation window gathers lies in the span.
+    Returns (hidden [T, H] or None, predictions [T, P] or None, a sentence saying which). Only the spans' rows
+    are filled: every state an evaluation window gathers lies in the evaluation span (and the sensitivity
+    learner's training episode in the span it trains on).
     """
     if predictor is None:
         has_cnn = any(c.name.startswith("cnn_") for c in timeline.layout.components)
         return None, None, "zeros: the policy names no CNN" if has_cnn else "none: the layout has no CNN part"
-    answer = predictor.bulk_fill(timeline, span.steps())
-    hidden = np.zeros((timeline.n_steps, answer.hidden.shape[1]), dtype=np.float32)
-    pred = np.zeros((timeline.n_steps, answer.predictions.shape[1]), dtype=np.float32)
-    hidden[span.start : span.end] = answer.hidden
-    pred[span.start : span.end] = answer.predictions
+    hidden = pred = None
+    for span in spans:
+        answer = predictor.bulk_fill(timeline, span.steps())
+        if hidden is None or pred is None:
+            hidden = np.zeros((timeline.n_steps, answer.hidden.shape[1]), dtype=np.float32)
+            pred = np.zeros((timeline.n_steps, answer.predictions.shape[1]), dtype=np.float32)
+        hidden[span.start : span.end] = answer.hidden
+        pred[span.start : span.end] = answer.predictions
     path = predictor.meta.get("path", "")
     return hidden, pred, f"CNN {predictor.version} from {path}, bulk-filled over the span as in training"
 
@@ -930,7 +1038,11 @@ def evaluate(
         + f"); evaluation starts at step {span.start}"
         + (f"; {warm_info['padded_steps']} evaluation step(s) have padded windows" if warm_info["padded_steps"] else "")
     )
-    hidden, pred, cnn_source = _cnn_parts(predictor, tl, span)
+    env_config = config.env.model_copy(update={"close_at_end": True})
+    train_span, train_source = tuning_span(tl, recorded, span, warm, gap=max(config.cnn.horizons))
+    sens = config.sensitivity
+    gate_span = train_span if sens.enabled and sens.checkpoint is None else None
+    hidden, pred, cnn_source = _cnn_parts(predictor, tl, [span] if gate_span is None else [span, gate_span])
     fold_spans = span_sub_windows(span, times, folds, min_fold_steps)
     say(f"evaluation span: steps [{span.start}, {span.end}) {_utc(span.start_ms)} -> {_utc(span.end_ms)} UTC")
 
@@ -949,10 +1061,11 @@ def evaluate(
     if min(w.steps for w in windows) < 1:
         raise DataError(f"evaluation span of {span.n_steps} steps is too short for its windows")
 
-    env_config = config.env.model_copy(update={"close_at_end": True})
-    train_span, train_source = tuning_span(tl, recorded, span, warm, gap=max(config.cnn.horizons))
     rules = _tune_rules(tl, env_config, train_span, train_source)
     say(f"baseline to beat: {rules['label']} ({rules['source']})")
+    gate, gate_info = sensitivity_gate(config, env_config, tl, qnet, dev, gate_span, train_source, (hidden, pred))
+    if gate is not None:
+        say(f"sensitivity learner: {gate_info['weights']}")
     targets = rule_targets(np.asarray(tl.base_close, dtype=np.float64), RuleSpec(**rules["spec"]))
     episodes: list[_Episode] = []
     for w in windows:
@@ -960,8 +1073,10 @@ def evaluate(
         rows: list[tuple[str, int | None]] = [(name, None) for name in BASELINES if name != "random"]
         rows += [("random", s) for s in (seeds if w.seed is None else (w.seed,))]
         rows.append((BEST_RULE, None))
-        lags = LAGS if w.scope == "span" else (0,)
-        episodes.append(_Episode(w, tl, env_config, rows, hidden, pred, momentum_lookback, lags, targets))
+        span_window = w.scope == "span"
+        lags = LAGS if span_window else (0,)
+        row_gate = gate if span_window else None
+        episodes.append(_Episode(w, tl, env_config, rows, hidden, pred, momentum_lookback, lags, targets, row_gate))
     say(f"running {len(episodes)} windows (1 span, {len(fold_spans)} folds, {len(fold_spans) * len(seeds)} starts)")
     _run_episodes(episodes, qnet, dev)
 
@@ -993,6 +1108,8 @@ def evaluate(
         BEST_RULE: span_episode.curve([n for n, _ in span_episode.rows].index(BEST_RULE))[0].tolist(),
         **{lag_name(k): span_episode.curve(j)[0].tolist() for j, k in enumerate(LAGS) if k},
     }
+    if gate is not None:
+        curves[GATED] = span_episode.curve(len(LAGS))[0].tolist()
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1028,6 +1145,11 @@ def evaluate(
     stats = trial_statistics(policy_r, span_r, row, registry_dir)
     say(f"trials: {stats['dsr_line']}")
     stats["rules"] = rules
+    if gate is not None:
+        gated = curves[GATED]
+        gate_path = save_gate(gate, out / "sensitivity.pt")
+        stats["sensitivity"] = {**gate_info, **gate.summary(), "net_pnl": gated[-1] - gated[0], "saved": str(gate_path)}
+        say(f"sensitivity learner: {sensitivity_line(stats['sensitivity'])}")
     stats["regimes"] = regime_table(tl, train_span, train_source, span, span_r, n_resamples, boot_seed, alpha)
     say(f"regimes: {stats['regimes']['line']}")
 
@@ -1042,6 +1164,11 @@ def evaluate(
         )
     )
     notes += [f"data: {line}" for line in data.notes]
+    if gate is not None:
+        notes.append(
+            f"sensitivity learner on ({len(gate.levels)} levels): row {GATED} is the greedy policy with it between "
+            f"the policy and the venue, beside the policy without it; weights {gate_info['weights']}"
+        )
     spans_dict = {
         **span_info,
         "eval": span.as_dict(),
@@ -1352,6 +1479,7 @@ def format_report(report: EvaluationReport) -> str:
             f"{win:>7}{run.exposure:>7.0%}{run.fees:>11.2f}"
             + ("  liquidated" if run.liquidated else "  ruined" if run.ended == "terminated" else "")
         )
+    lines += ["", *format_sensitivity(report)]
     lines += ["", *format_lag_test(report), "", *format_trial_stats(report), "", *format_regimes(report)]
     lines += [
         "",
@@ -1397,6 +1525,30 @@ def format_report(report: EvaluationReport) -> str:
         )
     lines += [""] + [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
+
+
+def format_sensitivity(report: EvaluationReport) -> list[str]:
+    """The sensitivity learner's lines: off, or its levels, where its weights came from and what it did, with the
+    policy with and without it side by side (whole span, fixed start)."""
+    sens = report.stats.get("sensitivity")
+    if not sens:
+        return ["Sensitivity learner: off (sensitivity.enabled: false)"]
+    levels = ", ".join(f"L{i} open {o:g} / close {c:g}" for i, (o, c) in enumerate(sens["levels"]))
+    lines = [
+        "Sensitivity learner: on, between the greedy policy and the venue (row policy_gated; thresholds on the "
+        "policy's confidence, the Q-gap of a position change)",
+        f"  levels: {levels}",
+        f"  weights: {sens['weights']}",
+        f"  on the span: {sensitivity_line(sens)}",
+    ]
+    for name in ("policy", GATED):
+        r = next((r for r in report.select(name, "span")), None)
+        if r is not None:
+            lines.append(
+                f"  {'without' if name == 'policy' else 'with':<8} return {_with_ci(r, 'total_return', _pct):<31} "
+                f"Sharpe {_with_ci(r, 'sharpe', _num):<27} trades {r.trades} fees {r.fees:.2f}"
+            )
+    return lines
 
 
 def format_regimes(report: EvaluationReport) -> list[str]:
@@ -1481,6 +1633,8 @@ def plot_equity(report: EvaluationReport, path: Path) -> Path:
     start = c["policy"][0]
     top.plot(when[: len(c["policy"])], np.array(c["policy"]) / start, label=f"greedy policy {report.policy_version}")
     top.plot(when[: len(c["buy_and_hold"])], np.array(c["buy_and_hold"]) / start, label="buy and hold", alpha=0.8)
+    if GATED in c:
+        top.plot(when[: len(c[GATED])], np.array(c[GATED]) / start, label="policy with the sensitivity learner")
     top.axhline(1.0, color="grey", lw=0.8, ls=":", label="flat")
     for f in report.spans["folds"][1:]:
         for ax in (top, bottom):

@@ -15,11 +15,13 @@ import torch
 from cluster.config import ExperimentConfig
 from cluster.data.history import load_history
 from cluster.evaluate import (
+    GATED,
     STRATEGIES,
     EvaluationReport,
     evaluate,
     evaluation_span,
     format_report,
+    sensitivity_gate,
     span_sub_windows,
 )
 from cluster.runinfo import read_run_record
@@ -38,6 +40,7 @@ from policies.cnn import CnnConfig, save_checkpoint
 from policies.cnn_inference import CnnPredictor
 from policies.cnn_training import build_model
 from policies.dqn import QNetwork, QNetworkConfig
+from policies.sensitivity import SensitivityConfig
 
 SMALL_NET = QNetworkConfig(trunk=32, window_channels=4, vector_width=8)
 SEEDS = (0, 1, 2)
@@ -382,3 +385,51 @@ def test_the_report_has_the_curves_regimes_lag_test_statistics_data_and_costs(re
     ):
         assert text in md, text
     assert report.curves["best_rule"][0] == report.curves["policy"][0] and len(report.curves["policy_lag1"]) > 1
+
+
+def test_with_the_sensitivity_learner_on_both_rows_are_reported_and_its_rewards_are_the_gated_net_pnl(
+    real_run, real_timeline, tmp_path: Path
+) -> None:
+    plain, _, checkpoint = real_run
+    levels = ((0.0, 0.0), (0.02, 0.01), (0.05, 0.025), (0.1, 0.05), (0.2, 0.1))
+    sensitivity = SensitivityConfig(enabled=True, levels=levels, learn_starts=2, batch_size=4, device="cpu")
+    config = ExperimentConfig(name="eval-test", seed=5, output_dir=tmp_path / "runs", sensitivity=sensitivity)
+    report = evaluate(checkpoint, config, out_dir=tmp_path / "out", folds=1, timeline=real_timeline, n_resamples=100)
+    table = format_report(report)
+    sens = report.stats["sensitivity"]
+
+    # Both rows over the same span; the row without the gate is the same run as with the learner off.
+    without, gated = report.select("policy", "span")[0], report.select(GATED, "span")[0]
+    assert (gated.start_step, gated.end_step) == (without.start_step, without.end_step)
+    assert without.total_return == plain.select("policy", "span")[0].total_return
+    whole_span = table.split("Whole evaluation span")[1].split("Sensitivity learner")[0]
+    rows = [line.split()[0] for line in whole_span.splitlines() if line.startswith(("policy ", f"{GATED} "))]
+    assert rows == ["policy", GATED]
+    assert "Sensitivity learner: on" in table and "L4 open 0.2 / close 0.1" in table
+    assert "  without  return " in table and "  with     return " in table and "[n/a]" not in whole_span
+
+    # Its weights were learned before the evaluation span, and it acted frozen on it.
+    trained = sens["trained"]
+    assert trained["span"]["end"] <= report.spans["eval"]["start"] and trained["decisions"] >= 1
+    assert sens["learning_on_eval"] is False and sens["training"] is False
+    assert sum(sens["level_counts"]) == sens["decisions"] >= 1 and sens["levels"] == [list(lv) for lv in levels]
+
+    # The gate's rewards telescope to the net PnL of the trades it let through: the gated account's change.
+    gated_curve = report.curves[GATED]
+    assert len(gated_curve) == len(report.curves["policy"])
+    assert sens["reward_sum"] == pytest.approx(gated_curve[-1] - gated_curve[0], abs=1e-9 * gated_curve[0])
+    assert sens["reward_sum"] == pytest.approx(config.env.initial_equity * gated.total_return, rel=1e-9, abs=1e-9)
+    assert sens["trades_closed"] >= 1 and gated.trades >= 1
+    assert Path(sens["saved"]).is_file()
+
+    results = orjson.loads(report.results_path.read_bytes())
+    assert results["stats"]["sensitivity"]["reward_sum"] == pytest.approx(sens["reward_sum"])
+    assert any(r["strategy"] == GATED for r in results["runs"])
+    assert any("sensitivity learner on" in n for n in results["notes"])
+
+
+def test_the_sensitivity_learner_needs_the_market_action_set(real_timeline) -> None:
+    config = ExperimentConfig(sensitivity=SensitivityConfig(enabled=True, device="cpu"))
+    env = config.env.model_copy(update={"actions": "scalper"})
+    with pytest.raises(ConfigError, match="sensitivity.enabled needs env.actions 'market'"):
+        sensitivity_gate(config, env, real_timeline, None, torch.device("cpu"), None, "", (None, None))
