@@ -309,7 +309,7 @@ class LiveStateBuilder:
 
     def set_warm_bars(self, warm_bars: Mapping[str, np.ndarray]) -> bool:
         """Start over with ``warm_bars`` while no trade has been taken; return whether it did."""
-        if sum(self.timeline.stats().trades_taken.values()):
+        if sum(self.timeline.stats().trades.taken.values()):
             return False
         self.timeline = self._timeline(warm_bars)
         return True
@@ -332,7 +332,7 @@ class LiveStateBuilder:
             Steps closed (and states built).
         """
         tl = self.timeline
-        if not complete and sum(tl.stats().trades_taken.values()):
+        if not complete and sum(tl.stats().trades.taken.values()):
             tl.reset()
             self.sessions += 1
         traded, reference = self.config.symbols.all
@@ -467,8 +467,8 @@ class LiveStateBuilder:
             "steps": stats.steps,
             "first_step_ms": stats.first_step_ms,
             "last_step_ms": stats.last_step_ms,
-            "data_time_ms": dict(stats.data_time_ms),
-            "late_trades": dict(stats.late_trades),
+            "data_time_ms": dict(stats.trades.last_time_ms),
+            "late_trades": dict(stats.trades.late),
             "resets": stats.resets,
             "builds": self.builds,
             "seq": self.seq,

@@ -42,7 +42,29 @@ DEFAULT_OUT_ROOT = Path("artifacts") / "cnn"
 
 @dataclass(frozen=True, slots=True)
 class CnnReport:
-    """One CNN training run: what data, which spans, how training went, and the direction scores."""
+    """One CNN training run: what data, which spans, how training went, and the direction scores.
+
+    Attributes
+    ----------
+    version : str
+        ``cnn-<UTC time>-<data fingerprint prefix>``; the run id and the checkpoint's version.
+    data : DataProvenance
+        The history it was trained and scored on.
+    profile : str
+        The state profile the CNN's windows come from.
+    spans : dict
+        The spans of the data split (``cnn_train``, ``cnn_validation``, ``dqn``, ``eval``: steps and times) and
+        the gap between them.
+    fit : dict
+        How training went (``policies.cnn_training.FitResult.as_dict``): steps, epochs, device, seconds, the
+        selected step and why training stopped.
+    budget : dict
+        The model's parameters and multiply-accumulates per state.
+    validation, evaluation : tuple of DirectionScore
+        Per horizon, on the validation span and on the evaluation span.
+    out_dir, checkpoint, report_path, run_record : Path
+        The output folder and the checkpoint, ``report.json`` and ``run.json`` in it.
+    """
 
     version: str
     data: DataProvenance

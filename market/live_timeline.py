@@ -43,7 +43,7 @@ from .timeline import MarketTimeline, WindowSource
 # The builder's own definitions of the rows and of the forming bar: one definition, read here for one step.
 from .timeline_builder import bar_rows, bar_window, tick_rows, tick_window
 
-__all__ = ["MARKETS", "LiveTimeline", "LiveTimelineConfig", "LiveTimelineStats"]
+__all__ = ["MARKETS", "LiveTimeline", "LiveTimelineConfig", "LiveTimelineStats", "TradesFed"]
 
 # Tick rows read the 19 trades before them (20-trade rolling sums) and the one before that (dt, return).
 _TICK_CONTEXT = 21
@@ -73,16 +73,24 @@ class LiveTimelineConfig(StrictModel):
 
 
 @dataclass(frozen=True, slots=True)
+class TradesFed:
+    """The trades fed to a live timeline this session, per market role: the newest one's time (-1 before any),
+    how many were taken, and how many were dropped as late or as duplicates."""
+
+    last_time_ms: Mapping[str, int]
+    taken: Mapping[str, int]
+    late: Mapping[str, int]
+    duplicates: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class LiveTimelineStats:
     """Counters of a live timeline (this session)."""
 
     steps: int
     first_step_ms: int
     last_step_ms: int
-    data_time_ms: Mapping[str, int]
-    trades_taken: Mapping[str, int]
-    late_trades: Mapping[str, int]
-    duplicate_trades: Mapping[str, int]
+    trades: TradesFed
     kept_base_bars: int
     kept_trades: int
     resets: int
@@ -582,10 +590,12 @@ class LiveTimeline:
             steps=self._steps,
             first_step_ms=self._first_open + self.base_ms - 1 if self._first_open >= 0 else -1,
             last_step_ms=self.step_time_ms,
-            data_time_ms=dict(self._last_time),
-            trades_taken=dict(self._taken),
-            late_trades=dict(self._late),
-            duplicate_trades=dict(self._dupes),
+            trades=TradesFed(
+                last_time_ms=dict(self._last_time),
+                taken=dict(self._taken),
+                late=dict(self._late),
+                duplicates=dict(self._dupes),
+            ),
             kept_base_bars=int(self._base[TRADED].size),
             kept_trades=int(self._ticks.size + sum(t.size for t in self._trades.values())),
             resets=self.resets,

@@ -65,8 +65,8 @@ def test_live_state_equals_batch_gather_on_every_step_of_the_real_capture_replay
     # every step but the last closes live (the last waits for a trade after it, which never comes)
     assert checked == batch.n_steps - 1 == 650
     stats = live.stats()
-    assert stats.trades_taken == {"traded": eth.size, "reference": btc.size}
-    assert stats.late_trades == {"traded": 0, "reference": 0}
+    assert stats.trades.taken == {"traded": eth.size, "reference": btc.size}
+    assert stats.trades.late == {"traded": 0, "reference": 0}
     # the windows were really filled: every slot of the hourly and daily windows (real klines before the
     # capture), the ticks and the seconds; the minutes hold the capture's 10 closed ones and the forming one
     last = gather(batch, np.array([batch.n_steps - 2]), np.zeros((1, 6), np.float32))[0]
@@ -180,7 +180,7 @@ def test_any_batching_of_any_two_markets_gives_the_batch_state_at_every_closed_s
     # every step before both markets' last trades has closed (and none after the data)
     closable = int(np.count_nonzero(batch.step_time_ms < min(eth["time_ms"][-1], btc["time_ms"][-1])))
     assert closable <= live.steps
-    assert live.stats().late_trades == {"traded": 0, "reference": 0}
+    assert live.stats().trades.late == {"traded": 0, "reference": 0}
 
 
 # ---------------------------------------------------------------------------------- edges and refusals
@@ -208,7 +208,7 @@ def test_a_quiet_market_lets_steps_close_after_the_wait_and_its_late_trade_is_dr
     assert live.step_time_ms == t0 + 999
     live.feed(reference=_trades([t0 + 900, t0 + 1_500], 61_010.0, first_id=2))  # 900 ms: a step already closed
     stats = live.stats()
-    assert stats.late_trades["reference"] == 1 and stats.trades_taken["reference"] == 2
+    assert stats.trades.late["reference"] == 1 and stats.trades.taken["reference"] == 2
 
 
 @pytest.mark.timeout(30)
@@ -221,10 +221,10 @@ def test_trades_out_of_time_order_duplicates_and_wrong_records_are_handled_as_sa
         live.feed(reference=np.zeros(3))
     live.feed(traded=_trades([t0 + 5], 2_700.0), reference=_trades([t0 + 6], 61_000.0))
     live.feed(traded=_trades([t0 + 5, t0 + 7], 2_700.0))  # id 1 again, then id 2
-    assert live.stats().duplicate_trades["traded"] == 1
+    assert live.stats().trades.duplicates["traded"] == 1
     with pytest.raises(DataError, match="before the last one taken"):
         live.feed(traded=_trades([t0 + 1], 2_700.0, first_id=10))
     with pytest.raises(DataError, match="no step has closed yet"):
         live.state()
     live.reset()
-    assert live.stats().trades_taken == {"traded": 0, "reference": 0} and live.resets == 1
+    assert live.stats().trades.taken == {"traded": 0, "reference": 0} and live.resets == 1
