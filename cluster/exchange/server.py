@@ -142,6 +142,14 @@ class ExchangeConfig(StrictModel):
 
 
 @dataclass(frozen=True, slots=True)
+class RestStats:
+    """Requests to the REST API, and how many of them were answered with the configured refusal."""
+
+    requests: int
+    refused: int
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionStats:
     """The exchange's websocket connections: opened since start, open now, what each was sent, and why they ended.
 
@@ -153,14 +161,6 @@ class ConnectionStats:
     active: int
     frames_sent: Mapping[int, int]
     disconnects: Mapping[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class RestStats:
-    """Requests to the REST API, and how many of them were answered with the configured refusal."""
-
-    requests: int
-    refused: int
 
 
 @dataclass(frozen=True, slots=True)
