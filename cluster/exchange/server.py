@@ -142,14 +142,6 @@ class ExchangeConfig(StrictModel):
 
 
 @dataclass(frozen=True, slots=True)
-class RestStats:
-    """Requests to the REST API, and how many of them were answered with the configured refusal."""
-
-    requests: int
-    refused: int
-
-
-@dataclass(frozen=True, slots=True)
 class ConnectionStats:
     """The exchange's websocket connections: opened since start, open now, what each was sent, and why they ended.
 
@@ -168,7 +160,8 @@ class ExchangeStats:
     """A snapshot of the exchange: replay position, connections, REST requests and what was injected.
 
     ``faults`` counts injected faults by kind (``malformed_garbage``, ``malformed_truncated``, ``malformed_nan``,
-    ``duplicate``, ``reorder``, ``stall``, ``disconnect``).
+    ``duplicate``, ``reorder``, ``stall``, ``disconnect``); ``rest_refused`` counts the REST requests answered with
+    the configured refusal.
     """
 
     clock_ms: int | None
@@ -176,8 +169,9 @@ class ExchangeStats:
     total_frames: int
     finished: bool
     connections: ConnectionStats
-    rest: RestStats
     faults: Mapping[str, int]
+    rest_requests: int
+    rest_refused: int
     loops: int = 0
     loop: int = 0
 
@@ -368,8 +362,9 @@ class ReplayExchange:
                 frames_sent=dict(self._frames_sent),
                 disconnects=dict(self._disconnects),
             ),
-            rest=RestStats(requests=self._rest_requests, refused=self._rest_refused),
             faults=dict(self._faults),
+            rest_requests=self._rest_requests,
+            rest_refused=self._rest_refused,
             loops=self._source.loops if self._source is not None else 0,
             loop=self._source.loop_of(max(self._position - 1, 0)) if self._source is not None else 0,
         )

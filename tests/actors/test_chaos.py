@@ -113,7 +113,7 @@ def test_every_real_trade_arrives_once_with_the_batch_bars_through_all_hostile_f
         for tf in TIMEFRAMES:
             assert_bars_identical(bars[s][tf], want[tf][-301:], f"{s} {tf}")
     ex = exchange.stats()
-    assert ex.faults["forged"] == 2 and ex.faults["stall"] == 1 and ex.rest.refused == 1
+    assert ex.faults["forged"] == 2 and ex.faults["stall"] == 1 and ex.rest_refused == 1
     refused = ingestion_stats.refused
     assert refused.get("unconfirmed_id") == 1 and refused.get("clock_skew") == 1 and refused.get("retry_after") == 1
     assert ingestion_stats.silences >= 1 and ingestion_stats.restarts_detected + ingestion_stats.sink_errors >= 1

@@ -301,7 +301,7 @@ def test_a_gap_rest_refuses_is_recorded_after_the_bounded_wait_and_release_conti
     assert stats.unfillable_gaps == sum(len(sink.gaps(s)) for s in SYMBOLS) >= 2
     assert stats.missing_trades == sum(g.last_missing_id - g.first_missing_id + 1 for b in sink.batches for g in b.gaps)
     assert stats.rest_errors.get("http_418", 0) >= 1 and stats.backfilled_trades == 0
-    assert exchange.stats().rest.refused >= 1
+    assert exchange.stats().rest_refused >= 1
 
 
 class LaggingStream:
@@ -492,7 +492,7 @@ def test_retry_after_inf_is_capped_and_later_gaps_are_still_backfilled(capture_f
             await exchange.stop()
 
     stats, ex = asyncio.run(scenario())
-    assert ex.rest.refused == 1 and stats.rest_errors.get("http_429") == 1
+    assert ex.rest_refused == 1 and stats.rest_errors.get("http_429") == 1
     assert stats.refused.get("retry_after") == 1
     for s in SYMBOLS:
         ids = np.arange(resume[s] + 1, int(live[s][-1]) + 1)

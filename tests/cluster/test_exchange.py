@@ -604,7 +604,7 @@ def test_rest_bad_parameters_get_binance_errors_and_the_refusal_switch_refuses(c
     assert answers[418][0] == 418 and answers[418][1]["code"] == -1003 and "banned" in answers[418][1]["msg"]
     assert answers[500][0] == 500 and answers[500][1]["code"] == -1000
     assert answers["again"] == (200, [])
-    assert stats.rest.refused == 3 and stats.rest.requests == 13
+    assert stats.rest_refused == 3 and stats.rest_requests == 13
 
 
 # --------------------------------------------------------------------------------------------- synthetic
