@@ -922,7 +922,8 @@ def evaluate(
     Runs, all through ``market.env.VectorTradingEnv`` with ``config.env`` (no random start, the position closed
     at the end of each window so that every figure is net of the exit fee too):
 
-    - the whole evaluation span from its first step;
+    - the whole evaluation span from its first step (with ``sensitivity.enabled``, a second time with the
+      sensitivity learner between the greedy policy and the venue: row :data:`GATED`, see :func:`sensitivity_gate`);
     - each sub-window (consecutive parts of the span, one policy, no refit) from its first step;
     - per fold and seed, one episode of half the fold's length from a seeded start inside the fold.
 
