@@ -37,7 +37,8 @@ from market.baselines import run_baselines
 from market.config import DataConfig
 from market.errors import ConfigError
 from market.features import gather
-from market.layout import AGENT_FEATURES
+from market.layout import AGENT_FEATURES, build_layout
+from market.spans import split_spans
 from policies.checkpoint import load_policy
 from policies.cnn import CnnConfig, MultiTimeframeCNN, save_checkpoint
 from policies.config import ReplayConfig, TrainingConfig
@@ -85,6 +86,22 @@ def test_tiny_config_validates_and_set_apex_overrides_name_a_bad_key(capsys) -> 
     assert "apex.no_such_key: unknown key" in capsys.readouterr().err
     assert entry(["--config", str(TINY), "--apex-set", "num_workers=1"]) == 2  # the old flag is gone
     assert "No such option '--apex-set'" in capsys.readouterr().err
+
+
+def test_the_long_run_config_trains_the_full_kline_1m_state_and_keeps_its_evaluation_out_of_sample() -> None:
+    config = load_config(TINY.parent / "kline-1m.yaml")
+    layout = build_layout(config.state)
+    assert layout.size == 10_404 and config.state.base_timeframe == "1m"
+    assert config.apex.curves.validation_steps > 1 and config.apex.budget.wall_seconds is not None
+    # The recorded 1m files hold 50,000 consecutive minutes; the spans depend only on the step count.
+    times = np.arange(50_000, dtype=np.int64) * 60_000
+    spans = split_spans(times, config.spans, horizon=max(config.cnn.horizons))
+    window = config.state.bar_window
+    assert spans.gap >= window  # no state of the evaluation span looks back into the DQN span
+    assert spans.dqn.end + spans.gap == spans.eval.start and spans.eval.end == times.size
+    validation_start = spans.dqn.end - config.apex.curves.validation_steps
+    assert spans.dqn.start + config.training.batch_size < validation_start < spans.dqn.end
+    assert spans.eval.n_steps >= 10_000  # about a week of minutes to evaluate on
 
 
 def test_the_training_head_of_a_timeline_gives_the_same_states_and_nothing_after_its_end() -> None:
