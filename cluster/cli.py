@@ -514,6 +514,7 @@ def paper(
         risk=risk,
         storage_dir=storage,
         live_state_actor=LIVE_STATE_ACTOR,
+        actions=cfg.env.actions,
         sensitivity=cfg.sensitivity,
     )
     click.echo(cfg.env.venue.describe(), err=True)

@@ -293,6 +293,8 @@ def start_live(
         storage_dir=run_dir / "paper",
         live_state_actor=LIVE_STATE_ACTOR,
         max_step_lag_ms=None,
+        actions=config.env.actions,
+        sensitivity=config.sensitivity,
     )
     # the one live state of the traded symbol: paper trading, the policy's latest form and the dashboard read it
     # (the handle is kept: a named actor whose last handle goes out of scope is stopped)
