@@ -12,6 +12,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,17 +340,19 @@ class RunHandles:
     store: CheckpointStore
 
 
-class _Meter:
-    """Turns successive learner statuses into :class:`Progress` with rates over the last interval."""
+class ProgressMeter:
+    """Turns successive learner statuses into :class:`Progress` with rates over the last ``horizon_s``."""
 
     def __init__(self, apex: ApexConfig) -> None:
         self.started = time.monotonic()
         self.excluded_s = 0.0
         self.learner_node: str | None = None
-        self.last: tuple[float, int, int] | None = None
+        self.samples: deque[tuple[float, int, int]] = deque()
         self.rates = (0.0, 0.0)
         self.first: tuple[float, int, int] | None = None
         self.window_s = min(apex.progress_every_s, 2.0)
+        # env steps reach the learner in whole batches: rates over a short window would read 0/s between them
+        self.horizon_s = max(30.0, 3.0 * apex.progress_every_s)
 
     def exclude(self, seconds: float) -> None:
         """Leave ``seconds`` (spent starting or restoring the learner) out of the training time."""
@@ -362,7 +365,8 @@ class _Meter:
 
     def rebase(self) -> None:
         """Start the rates afresh (a restored learner's counters are those of its checkpoint, not the last seen)."""
-        self.first = self.last = None
+        self.first = None
+        self.samples.clear()
         self.rates = (0.0, 0.0)
 
     def __call__(self, status: dict[str, Any]) -> Progress:
@@ -371,12 +375,12 @@ class _Meter:
         env, upd = int(status["env_steps"]), int(status["updates"])
         if self.first is None:
             self.first = (now, env, upd)
-        if self.last is None:
-            self.last = (now, env, upd)
-        elif now - self.last[0] >= self.window_s:
-            dt_s = now - self.last[0]
-            self.rates = ((env - self.last[1]) / dt_s, (upd - self.last[2]) / dt_s)
-            self.last = (now, env, upd)
+        while len(self.samples) > 1 and now - self.samples[1][0] >= self.horizon_s:
+            self.samples.popleft()
+        if self.samples and now - self.samples[0][0] >= self.window_s:
+            t0_s, env0, upd0 = self.samples[0]
+            self.rates = ((env - env0) / (now - t0_s), (upd - upd0) / (now - t0_s))
+        self.samples.append((now, env, upd))
         workers = status.get("workers", {})
         eps = [float(w["epsilon"]) for w in workers.values()]
         return Progress(
@@ -940,7 +944,7 @@ def _train(
         store=store,
     )
     handles = launcher.start_workers(launcher.start_learner(resume_from))
-    meter = _Meter(apex)
+    meter = ProgressMeter(apex)
     loop = _run_lockstep if apex.deterministic else _run_async
     recoveries: list[Recovery] = []
     try:
@@ -1025,7 +1029,7 @@ class LoopContext:
 
     handles: RunHandles
     apex: ApexConfig
-    meter: _Meter
+    meter: ProgressMeter
     console: Console
     on_progress: Callable[[Progress, RunHandles], None] | None
 
@@ -1070,7 +1074,7 @@ def _check_workers(workers: list[Any]) -> None:
             raise TrainingError(f"rollout worker {info['index']} failed:\n{info['error']}")
 
 
-def _wait_learner(call: Any, meter: _Meter, console: Console) -> None:
+def _wait_learner(call: Any, meter: ProgressMeter, console: Console) -> None:
     """Wait for a first call to a new learner (which returns once Ray has placed and built it), and leave that time
     out of the training time."""
     started = time.monotonic()
@@ -1146,17 +1150,15 @@ def _run_lockstep(context: LoopContext) -> Progress:
 
 def _summary(result: TrainResult, market: TrainingMarket) -> Table:
     ev = result.evaluation
-    table = Table(
-        title=f"run {result.run_id}: greedy evaluation on steps [{ev.start_step}, {ev.start_step + ev.steps}] "
-        f"({ev.data_label}, CNN {result.cnn_version})",
-        title_justify="left",
-    )
+    # the title stays short (one line in a 100-column terminal); where it was evaluated goes to the caption
+    table = Table(title=f"run {result.run_id}: greedy evaluation", title_justify="left")
     for col in ("policy", "log return", "trades"):
         table.add_column(col, justify="right")
     table.add_row("greedy (this run)", f"{ev.greedy_log_return:+.4f}", f"{ev.greedy_trades}")
     table.add_row("buy and hold", f"{ev.buy_and_hold_log_return:+.4f}", "1")
     table.add_row("flat", f"{ev.flat_log_return:+.4f}", "0")
     table.caption = (
+        f"steps [{ev.start_step}, {ev.start_step + ev.steps}] of {ev.data_label}, CNN {result.cnn_version}; "
         f"{result.env_steps:,} env steps, {result.updates:,} updates; this session {result.env_steps_per_s:,.0f} "
         f"env steps/s, {result.updates_per_s:,.1f} updates/s"
         + ("; SYNTHETIC data: these figures say nothing about the real market" if market.synthetic else "")
