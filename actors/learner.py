@@ -212,7 +212,7 @@ class LearnerCore:
         if resume_from is not None:
             if store is None:
                 raise DataError("learner: resume_from needs a checkpoint store")
-            saved = self._read(store, resume_from)
+            saved = read_learner_state(store, resume_from)
             replay = PrioritizedReplay.load(store.local_path(resume_from, REPLAY_FILE, self.scratch), self.device)
         else:
             replay = PrioritizedReplay.from_config(
@@ -264,10 +264,6 @@ class LearnerCore:
         self._checkpointed_at = self.updates
         # where this session started: the ETA is paced by what this session did, not by a previous one's
         self._session_start = (time.monotonic(), self.updates, self.counters.env_steps)
-
-    @staticmethod
-    def _read(store: CheckpointStore, info: CheckpointInfo) -> dict[str, Any]:
-        return read_learner_state(store, info)
 
     # ------------------------------------------------------------------------------------------ counters
     @property
