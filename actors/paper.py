@@ -34,7 +34,7 @@ from market.datasets import read_parquet, write_parquet
 from market.errors import ConfigError, DataError
 from market.layout import AGENT_FEATURES, StateConfig, StateLayout, build_layout
 from market.shared_json import write_json
-from policies.sensitivity import SensitivityConfig, SensitivityGate, change_confidence, load_gate, save_gate
+from policies.sensitivity import SensitivityConfig, SensitivityGate, load_gate, save_gate
 
 from .live_state import LIVE_STATE_ACTOR, LiveState
 from .risk import RiskConfig, RiskManager, RiskState
@@ -632,7 +632,7 @@ class PaperTrader:
             action_index=sent,
             level=gate.level,
             thresholds=list(gate.thresholds),
-            change_confidence=change_confidence(np.asarray(q, dtype=np.float64), int(np.sign(position)), gate.kind)[1],
+            change_confidence=gate.confidence,
             position=position,
         )
         self.decisions.append(decision)

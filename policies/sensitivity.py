@@ -248,6 +248,8 @@ class SensitivityGate:
         How many decisions chose each level.
     held_back : int
         Steps where the main policy's greedy action changed the position and the gate sent HOLD instead.
+    confidence : float
+        The confidence :meth:`filter` read at its last call (NaN before the first).
     """
 
     def __init__(
@@ -288,6 +290,7 @@ class SensitivityGate:
         self.n_decisions = 0
         self.level_counts = np.zeros(n_levels, dtype=np.int64)
         self.held_back = 0
+        self.confidence = float("nan")
         self.updates = 0
         self.last_loss = float("nan")
         self.step = -1
@@ -360,6 +363,7 @@ class SensitivityGate:
             self._decide()
         # The confidence read after the decision: the state at this step sees the Q-values up to the last one.
         action, confidence = change_confidence(q, direction, self.kind)
+        self.confidence = confidence
         self._track_confidence(confidence)
         open_, close = self.thresholds
         if confidence >= (open_ if direction == 0 else close):
