@@ -192,9 +192,9 @@ def hold_margins(decisions: Iterable[Mapping[str, Any]], names: Sequence[str] = 
         return ""
     hold = names.index("HOLD")
     closest = (q[:, hold : hold + 1] - q).min(axis=0)  # > 0: HOLD led
-    others = [f"Q({n}) by {closest[i]:.4g}" for i, n in enumerate(names) if i != hold]
-    first = others[0].replace(" by ", " stayed below Q(HOLD) by ", 1)
-    return f": {', '.join([first + ' at the closest', *others[1:]])} over the last {q.shape[0]} decisions"
+    (first, gap), *rest = [(n, closest[i]) for i, n in enumerate(names) if i != hold]
+    tail = "".join(f", Q({n}) by {c:.4g}" for n, c in rest)
+    return f": Q({first}) stayed below Q(HOLD) by {gap:.4g} at the closest{tail} over the last {q.shape[0]} decisions"
 
 
 def risk_use(risk: Mapping[str, Any], paper: Mapping[str, Any]) -> list[dict[str, Any]]:

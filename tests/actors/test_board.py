@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.board import FEED_STOPPED_S, Board, risk_use
+from actors.board import FEED_STOPPED_S, Board, hold_margins, risk_use
 
 
 def status(step_ms: int, close: float, equity: float, **kw) -> dict:
@@ -46,6 +46,20 @@ def test_fills_are_kept_once_and_the_reason_for_no_trade_names_the_actions() -> 
     board.observe_paper(status(180_000, 100.0, 1_000.0, fills=1, recent_fills=[fill]))
     board.observe_paper(status(240_000, 100.0, 1_000.0, fills=1, recent_fills=[fill]))
     assert len(board.fills) == 1 and board.why_no_trade() == ""
+
+
+def test_hold_margins_name_each_other_action_by_its_closest_approach_to_hold_in_the_policys_set() -> None:
+    market = [{"q_values": [0.0, 0.1, 0.2]}, {"q_values": [0.15, -0.3, 0.2]}, {"q_values": [1.0]}]  # last: skipped
+    assert hold_margins(market) == (
+        ": Q(BUY) stayed below Q(HOLD) by 0.05 at the closest, Q(SELL) by 0.1 over the last 2 decisions"
+    )
+    scalper = ["BUY", "SELL", "HOLD", "POST_BID", "POST_ASK", "CANCEL"]
+    text = hold_margins([{"q_values": [0.0, 0.1, 0.5, 0.2, 0.3, 0.45]}], scalper)
+    assert text == (
+        ": Q(BUY) stayed below Q(HOLD) by 0.5 at the closest, Q(SELL) by 0.4, Q(POST_BID) by 0.3, "
+        "Q(POST_ASK) by 0.2, Q(CANCEL) by 0.05 over the last 1 decisions"
+    )
+    assert hold_margins(market[2:]) == ""
 
 
 def test_lag_is_against_the_replay_clock_and_stale_only_once_the_feed_stops() -> None:
