@@ -31,7 +31,6 @@ from policies.checkpoint import save_policy
 from policies.collector import TransitionCollector, next_states
 from policies.curves import LearningCurves
 from policies.device import resolve_device, timeline_to_device
-from policies.dqn import check_action_set
 from policies.learning import DQNLearner
 from policies.replay import PrioritizedReplay
 
@@ -153,7 +152,6 @@ def train_local(
         Called with the curves after each new learning-curve point (``rayscalp tune`` reports it to Tune).
     """
     console = console or Console(soft_wrap=True)
-    check_action_set(config.network.actions, config.env.actions, "train --local: env.actions")
     settings = LocalSettings.from_config(config)
     seed, device = config.seed, resolve_device(config.training.device)
 

@@ -1,6 +1,6 @@
 """The Q-network's action set comes from the env's: the experiment config sets ``network.actions`` from
-``env.actions`` and refuses a mismatch naming both keys; the trainers and the RLlib modules refuse one that slipped
-past it; an Ape-X run of scalper actions checkpoints a scalper policy."""
+``env.actions`` and refuses a mismatch naming both keys; the RLlib modules need the action space of their network's
+action set; an Ape-X run of scalper actions checkpoints a scalper policy."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from cluster.config import ExperimentConfig, load_config
-from cluster.train_local import train_local
 from market.env import EnvConfig
 from market.errors import ConfigError
 from market.layout import StateConfig, build_layout
@@ -30,13 +29,6 @@ def test_network_actions_follow_env_actions_and_a_mismatch_names_both_keys() -> 
     with pytest.raises(ConfigError, match=r"tiny\.yaml .*: network: network\.actions is 'market' but env\.actions is "
                        r"'scalper'"):
         load_config(TINY, ["env.actions=scalper", "network.actions=market"])
-
-
-def test_train_local_refuses_a_network_of_another_action_set_before_any_work() -> None:
-    config = load_config(TINY)
-    mismatched = config.model_copy(update={"env": config.env.model_copy(update={"actions": "scalper"})})
-    with pytest.raises(ConfigError, match=r"train --local: env\.actions: the policy acts in the 'market' action set"):
-        train_local(mismatched)
 
 
 def test_the_rllib_module_needs_the_action_space_of_its_networks_action_set() -> None:
