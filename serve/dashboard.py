@@ -542,13 +542,17 @@ class _Source:
         self.timeout_s = timeout_s
         self._handle: Any = None
 
+    def _lookup(self) -> Any:
+        """The handle of the actor named ``name``, or None (blocking: :meth:`find` runs it in a thread)."""
+        try:
+            return ray.get_actor(self.name, namespace=self.namespace)
+        except ValueError:
+            return None
+
     async def find(self) -> Any:
         """The actor's handle, or None when no actor of that name runs in the namespace."""
         if self._handle is None:
-            try:
-                self._handle = await asyncio.to_thread(ray.get_actor, self.name, namespace=self.namespace)
-            except ValueError:
-                return None
+            self._handle = await asyncio.to_thread(self._lookup)
         return self._handle
 
     def absent(self) -> str:
@@ -601,12 +605,6 @@ class _RunSource(_Source):
             return handle
         self.found = self.name
         return None
-
-    async def find(self) -> Any:
-        """The handle of the learner, or None when none runs in the namespace."""
-        if self._handle is None:
-            self._handle = await asyncio.to_thread(self._lookup)
-        return self._handle
 
     def absent(self) -> str:
         return (
