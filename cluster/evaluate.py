@@ -624,19 +624,18 @@ class _Episode:
         i = self.i
         if q_values is not None:
             greedy = q_values.argmax(axis=1)  # the first maximum, as ``policies.acting.greedy_actions``
-            sent = np.empty(self.n_policy, dtype=np.int64)
+            sent = np.full(self.n_policy, HOLD, dtype=np.int64)  # HOLD: the gated row's, once it has ended
             for j, (lag, queue) in enumerate(zip(self.lags, self.queues, strict=True)):
                 queue.append(int(greedy[j]))
                 sent[j] = queue.pop(0) if len(queue) > lag else HOLD
-            g, gate = len(self.lags), self.gate
-            gating = gate is not None and self.length[g] < 0
+            g = len(self.lags)
+            gate = self.gate if self.gate is not None and self.length[g] < 0 else None  # while its row trades
             if gate is not None:
                 before = self.policy_info
-                if gating:
-                    gate.observe_step(float(self.close[int(before["step"][g])]))
-                sent[g] = gate.filter(q_values[g], float(before["position"][g])) if gating else HOLD
+                gate.observe_step(float(self.close[int(before["step"][g])]))
+                sent[g] = gate.filter(q_values[g], float(before["position"][g]))
             obs, _, term, trunc, info = self.policy_env.step(sent)
-            if gate is not None and gating:
+            if gate is not None:
                 lost = float(info["margin_lost"][g]) - float(self.policy_info["margin_lost"][g])
                 gate.observe_fill(
                     info["fill_qty"][g], info["fill_price"][g], info["fill_fee"][g], info["step_funding"][g], lost
