@@ -79,9 +79,9 @@ class LearningCurves:
         self.env_steps.append(int(env_steps))
         self._sums, self._count = [0.0, 0.0, 0.0], 0
 
-    def last_values(self, index: int = -1) -> dict[str, float | None]:
-        """The value of each series at point ``index`` (the newest by default); ``None`` where it had none."""
-        return {name: values[index] for name, values in self.series.items()}
+    def last_values(self) -> dict[str, float | None]:
+        """The value of each series at the newest point; ``None`` where it had none."""
+        return {name: values[-1] for name, values in self.series.items()}
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: ``every_updates``, ``updates``, ``env_steps``, one list per series (``None`` = no value) and
