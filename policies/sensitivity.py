@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import pickle
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -661,7 +662,7 @@ def load_gate(gate: SensitivityGate, path: str | os.PathLike[str]) -> None:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise DataError(f"{path}: unreadable sensitivity checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict):
         raise DataError(f"{path}: a sensitivity checkpoint holds a dict, got {type(state).__name__}")

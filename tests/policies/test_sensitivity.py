@@ -28,6 +28,8 @@ from policies.sensitivity import (
     SensitivityConfig,
     SensitivityGate,
     change_confidence,
+    load_gate,
+    save_gate,
 )
 from tests.market.test_env import bars_from
 
@@ -125,6 +127,10 @@ def test_filter_opens_at_the_open_threshold_and_closes_at_the_close_threshold() 
     assert gate.filter(np.array([close, 0.0, 0.0]), -1.0) == BUY
     # The main policy preferring to keep its position is never overridden into a trade.
     assert gate.filter(np.array([1.0, 0.0, 0.5]), 1.0) == HOLD
+    assert gate.confidence == pytest.approx(-1.0)  # SELL's gap below BUY: the confidence it read
+    # Held back: the first step (a tie, BUY first) and the two just under a threshold, where the greedy action
+    # was the change refused; not the last, where the greedy action kept the position.
+    assert gate.held_back == 3
 
 
 def test_bad_inputs_are_refused_with_the_value() -> None:
@@ -362,6 +368,24 @@ def test_a_restored_gate_decides_exactly_as_the_one_it_was_saved_from() -> None:
     broken = dict(state, online={"net.0.weight": torch.zeros(2, 2)})
     with pytest.raises(DataError, match="sensitivity checkpoint"):
         twin.load_state_dict(broken)
+
+
+def test_a_gate_file_restores_the_gate_and_a_foreign_or_missing_one_is_refused_naming_it(tmp_path) -> None:
+    config = SensitivityConfig(levels=((0.2, 0.1), (0.6, 0.3)), device="cpu")
+    gate = SensitivityGate(config, kind="spot", initial_equity=EQUITY, seed=3, device="cpu")
+    gate.observe_step(100.0)
+    gate.filter(np.array([1.0, 0.0, 0.0]), 0.0)
+    path = save_gate(gate, tmp_path / "gate" / "sensitivity.pt")
+    twin = SensitivityGate(config, kind="spot", initial_equity=EQUITY, seed=99, device="cpu")
+    load_gate(twin, path)
+    assert twin.summary() == gate.summary() and np.allclose(twin.level_values(), gate.level_values())
+    with pytest.raises(ConfigError, match=r"sensitivity\.pt: .*venue kind"):
+        load_gate(SensitivityGate(config, kind="perp", device="cpu"), path)
+    with pytest.raises(DataError, match=r"missing\.pt: unreadable sensitivity checkpoint"):
+        load_gate(twin, tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"junk\.pt: unreadable sensitivity checkpoint"):
+        load_gate(twin, tmp_path / "junk.pt")
 
 
 @pytest.mark.gpu
