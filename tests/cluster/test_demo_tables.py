@@ -57,6 +57,9 @@ def test_the_bars_tables_of_the_real_klines_fit_100_columns(
     label = history.label()
     check_table(lines, f"ETHUSDT 1m bars from ticks ({label})", header, 6)
     check_table(lines, f"ETHUSDT 1h bars built from 1m ({label})", header, 6)
+    # the 1h bars built from the real 1m klines match the real 1h files
+    checks = [line for line in lines if "1h bars built from 1m vs the" in line]
+    assert len(checks) == 1 and "OHLC identical" in checks[0] and "MISMATCH" not in checks[0], checks
 
 
 def test_the_evaluation_table_of_a_real_evaluation_fits_100_columns(
