@@ -22,6 +22,7 @@ import orjson
 import requests
 from rich.console import Console
 
+from .box import free_port
 from .config import ExperimentConfig
 from .demo_progress import stage_bar
 
@@ -67,13 +68,6 @@ class LiveDemo:
 
 #: The port Serve's HTTP proxy binds by default (``make run``); ``--port 0`` picks a free one.
 DEFAULT_HTTP_PORT = 8000
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free TCP port on ``host``."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def http_port(host: str, port: int | None, pick_free: bool) -> int:

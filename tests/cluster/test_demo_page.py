@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.demo_live import free_port
+from cluster.box import free_port
 from tests.serve.test_dashboard import ARTIFACTS, Browser
 
 REPO = Path(__file__).resolve().parents[2]
