@@ -489,8 +489,8 @@ def sensitivity_gate(
         load_gate(gate, sens.checkpoint)
         info["weights"] = f"loaded from {sens.checkpoint} (sensitivity.checkpoint); frozen on the evaluation span"
     elif train is not None:
+        window = _Window("train", None, None, train.start, train.n_steps - 1)
         for _ in range(sens.train_passes):
-            window = _Window("train", None, None, train.start, train.n_steps - 1)
             episode = _Episode(window, timeline, env_config, [], *cnn, momentum_lookback=1, lags=(), gate=gate)
             _run_episodes([episode], qnet, device)
         info["trained"] = {**gate.summary(), "span": train.as_dict(), "passes": sens.train_passes}
@@ -504,7 +504,7 @@ def sensitivity_gate(
             f"untrained ({train_source}): learns online on the evaluation span from the trades closed before each "
             "decision, exploring at first"
         )
-    gate.training = info["trained"] is None and sens.checkpoint is None
+    gate.training = sens.checkpoint is None and train is None  # untrained: it learns online on the span
     info["learning_on_eval"] = gate.training
     gate.new_account()
     return gate, info
