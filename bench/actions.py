@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from bench._common import SHARED_DATA
+from market.venue import ACTION_SETS
 
 UPDATES = 400  # learner updates per run (the budget both action sets get)
 HISTORY_STEPS = 6_000  # minutes of the real 1m klines (the tiny profile's spans split them)
 SEEDS = (0, 1)
 RESAMPLES = 300
 FOLDS = 2
-ACTION_SETS = ("market", "scalper")
 
 
 def base_config(out_dir: str, actions: str, seed: int, updates: int, history_steps: int) -> Any:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def policy_run(report: Any) -> Any:
     """The policy's run over the whole evaluation span."""
-    (run,) = [r for r in report.select(strategy="policy", scope="span")]
+    (run,) = report.select(strategy="policy", scope="span")
     return run
 
 
